@@ -1,0 +1,256 @@
+"""Typed configuration: one dataclass per step, grouped in a :class:`Profile`.
+
+Profiles
+--------
+``paper``  the sizes of Chatterjee et al. (2025): N=128, GAN 200 epochs, M=10,000 latent
+           samples for the SVMs, Q=1000 queries. Meant for a GPU.
+``cpu``    the same pipeline scaled to run on a 2-core laptop in minutes (N=64).
+``tiny``   a smoke-test configuration (seconds per step); not for science.
+
+The data folder is found through :func:`data_root`: ``$HELIOFORGE_DATA`` if set, else
+``../shared/data`` beside the checkout (or the current directory).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "data_root",
+    "DataConfig",
+    "ParamConfig",
+    "GANConfig",
+    "SimSiamConfig",
+    "DirectionsConfig",
+    "InterrogateConfig",
+    "Profile",
+    "get_profile",
+    "PROFILES",
+]
+
+
+def data_root() -> Path:
+    """Folder holding the real sample data (``sharp/``, ``hmi_fulldisk/``, ...).
+
+    ``$HELIOFORGE_DATA`` wins; otherwise ``../shared/data`` relative to the repository
+    checkout, then relative to the current directory. The path is returned even when it does
+    not exist; callers report the missing folder.
+    """
+    env = os.environ.get("HELIOFORGE_DATA")
+    if env:
+        return Path(env).expanduser().resolve()
+    repo = Path(__file__).resolve().parents[2]
+    for candidate in (repo / ".." / "shared" / "data", Path.cwd() / ".." / "shared" / "data"):
+        if candidate.is_dir():
+            return candidate.resolve()
+    return (repo / ".." / "shared" / "data").resolve()
+
+
+@dataclass
+class DataConfig:
+    """Corpus construction (paper §Data).
+
+    image_size : N, side of the square images fed to the networks (paper 128).
+    clip_gauss : |B| clip and scale, G (paper 1000 G: images are B/1000 G in [-1, 1]).
+    sharp_dir, fulldisk_dir : input folders; ``None`` means ``data_root()/sharp`` and
+        ``data_root()/hmi_fulldisk``.
+    tile_px, tile_stride_px : full-disk tile side and stride, native pixels (0.5").
+    max_disk_angle_deg : keep tiles whose centre lies within this heliocentric angle.
+    radial_correction : divide line-of-sight B by mu to approximate Br on full-disk tiles.
+    """
+
+    image_size: int = 128
+    clip_gauss: float = 1000.0
+    sharp_dir: str | None = None
+    fulldisk_dir: str | None = None
+    tile_px: int = 256
+    tile_stride_px: int = 192
+    max_disk_angle_deg: float = 60.0
+    radial_correction: bool = True
+
+    def sharp_path(self) -> Path:
+        return Path(self.sharp_dir) if self.sharp_dir else data_root() / "sharp"
+
+    def fulldisk_path(self) -> Path:
+        return Path(self.fulldisk_dir) if self.fulldisk_dir else data_root() / "hmi_fulldisk"
+
+
+@dataclass
+class ParamConfig:
+    """Physical-parameter settings (paper, "Interpretable Generation").
+
+    threshold_gauss : polarity threshold, G (paper ±150 G).
+    dilation_px_at_128 : side of the square dilation kernel for R on a 128×128 image (the
+        paper's code uses 7); scaled with N for other sizes.
+    r_kernel_mm : dilation kernel side for R on native-resolution patches (physical units), Mm.
+        4.3 Mm is Schrijver's (2007) 3×3 kernel on 1.44 Mm MDI pixels.
+    """
+
+    threshold_gauss: float = 150.0
+    dilation_px_at_128: int = 7
+    r_kernel_mm: float = 4.3
+
+    def dilation_px(self, image_size: int) -> int:
+        """Odd kernel side for an ``image_size`` image (at least 3)."""
+        k = max(3, int(round(self.dilation_px_at_128 * image_size / 128)))
+        return k if k % 2 == 1 else k + 1
+
+
+@dataclass
+class GANConfig:
+    """GAN training (paper §Methods/Results: 100-d z, batch 32, lr 5e-4, 200 epochs)."""
+
+    latent_dim: int = 100
+    base_channels: int = 64
+    epochs: int = 200
+    batch_size: int = 32
+    lr: float = 5e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    select_after_fraction: float = 0.25
+    augment_flips: bool = True
+    seed: int = 0
+
+
+@dataclass
+class SimSiamConfig:
+    """SimSiam retrieval model (Chen & He 2020; paper §Querying).
+
+    out_dim : representation size (paper 100).
+    shift_px, zoom, rotation_deg : augmentation ranges (paper: 10 px, 0.8–1.2, ±20°, flips).
+    lr : base SGD learning rate, scaled by batch_size/256 as in Chen & He.
+    """
+
+    out_dim: int = 100
+    proj_hidden: int = 512
+    pred_hidden: int = 64
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    shift_px: float = 10.0
+    zoom: tuple[float, float] = (0.8, 1.2)
+    rotation_deg: float = 20.0
+    width: int = 64
+    seed: int = 0
+
+
+@dataclass
+class DirectionsConfig:
+    """SVM latent directions (paper: 10,000 samples, median labels, 7,000/3,000 split).
+
+    n_samples : M generated images.
+    train_fraction : SVM training share (0.7).
+    svm_C : LinearSVC regularisation.
+    eps_max, n_eps : traversal ε grid, symmetric, for the monotonicity report.
+    n_base : base latent vectors for monotonicity / conditioning (≥ 50).
+    """
+
+    n_samples: int = 10000
+    train_fraction: float = 0.7
+    svm_C: float = 1.0
+    eps_max: float = 3.0
+    n_eps: int = 7
+    n_base: int = 50
+    seed: int = 0
+
+
+@dataclass
+class InterrogateConfig:
+    """The main job: Q generated queries, nearest real match for each (paper: 1000)."""
+
+    n_queries: int = 1000
+    top_k: int = 1
+    seed: int = 1
+    zoo_rows: int = 10
+
+
+@dataclass
+class Profile:
+    """A complete configuration for the interrogator pipeline."""
+
+    name: str = "paper"
+    data: DataConfig = field(default_factory=DataConfig)
+    params: ParamConfig = field(default_factory=ParamConfig)
+    gan: GANConfig = field(default_factory=GANConfig)
+    simsiam: SimSiamConfig = field(default_factory=SimSiamConfig)
+    directions: DirectionsConfig = field(default_factory=DirectionsConfig)
+    interrogate: InterrogateConfig = field(default_factory=InterrogateConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Profile":
+        """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError``."""
+        kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+        sub = {
+            "data": DataConfig,
+            "params": ParamConfig,
+            "gan": GANConfig,
+            "simsiam": SimSiamConfig,
+            "directions": DirectionsConfig,
+            "interrogate": InterrogateConfig,
+        }
+        out: dict[str, Any] = {}
+        for key, value in d.items():
+            if key not in kinds:
+                raise TypeError(f"unknown profile section {key!r}")
+            if key in sub:
+                value = dict(value)
+                if "zoom" in value:
+                    value["zoom"] = tuple(value["zoom"])
+                out[key] = sub[key](**value)
+            else:
+                out[key] = value
+        return cls(**out)
+
+    def digest(self, *sections: str) -> str:
+        """Short hash of the named sections, used to decide whether a saved model is reusable."""
+        d = self.to_dict()
+        blob = json.dumps({s: d[s] for s in sections}, sort_keys=True, default=str)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def _cpu() -> Profile:
+    return Profile(
+        name="cpu",
+        data=DataConfig(image_size=64),
+        gan=GANConfig(base_channels=32, epochs=60),
+        simsiam=SimSiamConfig(epochs=15, batch_size=64, width=32),
+        directions=DirectionsConfig(n_samples=3000, n_base=50),
+        interrogate=InterrogateConfig(n_queries=1000),
+    )
+
+
+def _tiny() -> Profile:
+    return Profile(
+        name="tiny",
+        data=DataConfig(image_size=32, tile_px=512, tile_stride_px=512),
+        gan=GANConfig(base_channels=8, epochs=2, batch_size=16),
+        simsiam=SimSiamConfig(epochs=1, batch_size=16, width=8, proj_hidden=64, pred_hidden=16),
+        directions=DirectionsConfig(n_samples=200, n_base=50, n_eps=5),
+        interrogate=InterrogateConfig(n_queries=40),
+    )
+
+
+PROFILES = {"paper": Profile, "cpu": _cpu, "tiny": _tiny}
+
+
+def get_profile(name: str) -> Profile:
+    """Return a fresh profile by name (``paper``, ``cpu`` or ``tiny``).
+
+    Raises ``ValueError`` for an unknown name.
+    """
+    try:
+        factory = PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None
+    return factory()

@@ -1,0 +1,1 @@
+"""helioforge.diffusion: flare-class-conditioned diffusion (paper 002); not built yet."""

@@ -1,0 +1,1 @@
+"""helioforge.inversion: SICON Stokes inversion (paper 003); not built yet."""
