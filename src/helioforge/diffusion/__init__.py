@@ -1,1 +1,0 @@
-"""helioforge.diffusion: flare-class-conditioned diffusion (paper 002); not built yet."""

@@ -1,1 +1,0 @@
-"""helioforge.inversion: SICON Stokes inversion (paper 003); not built yet."""
