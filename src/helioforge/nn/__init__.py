@@ -1,1 +1,1 @@
-"""helioforge.nn."""
+"""Network blocks and weight I/O shared by the helioforge models."""

@@ -1,0 +1,383 @@
+"""The ``helioforge`` command line: thin wrappers over the Python API.
+
+    helioforge params FITS...           physical parameters of SHARP Br patches
+    helioforge fetch sharp ...          download SHARP segments from JSOC (drms)
+    helioforge train gan | simsiam      train the models of a work folder
+    helioforge directions fit           SVM latent directions
+    helioforge generate                 magnetograms steered along physical directions
+    helioforge index build              embed the real corpus into a FAISS index
+    helioforge search                   real matches of a FITS file or a generated image
+    helioforge interrogate              the whole pipeline and its report (the main job)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import warnings
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table as RichTable
+
+app = typer.Typer(help="helioforge: physics-aware generative AI for solar observations.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+fetch_app = typer.Typer(help="Download data from the archives.", no_args_is_help=True)
+train_app = typer.Typer(help="Train the interrogator's models.", no_args_is_help=True)
+directions_app = typer.Typer(help="Latent directions for physical parameters.", no_args_is_help=True)
+index_app = typer.Typer(help="The retrieval index of real patches.", no_args_is_help=True)
+app.add_typer(fetch_app, name="fetch")
+app.add_typer(train_app, name="train")
+app.add_typer(directions_app, name="directions")
+app.add_typer(index_app, name="index")
+
+console = Console(stderr=True)
+out = Console()
+
+WORKDIR = typer.Option(Path("runs/default"), "--workdir", "-w", help="Work folder holding corpus, models and index.")
+PROFILE = typer.Option("cpu", "--profile", "-p", help="Configuration profile: cpu, paper or tiny.")
+
+
+class Fmt(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class Units(str, Enum):
+    paper = "paper"
+    physical = "physical"
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False)])
+    for noisy in ("faiss.loader", "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
+
+
+def _fail(msg: str) -> None:
+    console.print(f"[red]error:[/red] {msg}")
+    raise typer.Exit(2)
+
+
+def _profile(name: str):
+    from helioforge.config import get_profile
+
+    try:
+        return get_profile(name)
+    except ValueError as e:
+        _fail(str(e))
+
+
+def _workspace_profile(workdir: Path, name: str | None):
+    from helioforge.interrogate.pipeline import Workspace
+
+    ws = Workspace(workdir)
+    if name is None and ws.profile_file.is_file():
+        return ws, ws.load_profile()
+    profile = _profile(name or "cpu")
+    ws.save_profile(profile)
+    return ws, profile
+
+
+# ----------------------------------------------------------------------------- params
+@app.command()
+def params(
+    files: list[Path] = typer.Argument(..., help="SHARP Br FITS files."),
+    format: Fmt = typer.Option(Fmt.table, "--format", "-f", help="table or json (one record per file)."),
+    units: Units = typer.Option(Units.paper, "--units", help="paper: the N×N preprocessed image (kG·px, px); "
+                                "physical: native-resolution patch in Mx and Mm."),
+    size: int = typer.Option(128, "--size", help="N for --units paper (paper: 128)."),
+    threshold: float = typer.Option(150.0, "--threshold", help="Polarity threshold, G."),
+) -> None:
+    """Physical parameters (TUF, TPF, TNF, PSEP, R, tilt) of each file. Bad files are reported and skipped."""
+    from helioforge.config import ParamConfig
+    from helioforge.data.preprocess import preprocess_br
+    from helioforge.data.sharp import FitsReadError, read_sharp
+    from helioforge.physics.params import compute_params, physical_params
+
+    pcfg = ParamConfig(threshold_gauss=threshold)
+    records, skipped = [], []
+    for f in files:
+        try:
+            patch = read_sharp(f, with_companions=False)
+        except (FitsReadError, FileNotFoundError) as e:
+            skipped.append({"file": str(f), "reason": str(e)})
+            continue
+        for w in patch.warnings:
+            console.print(f"[yellow]warning:[/yellow] {w}")
+        if units is Units.physical:
+            p = physical_params(patch.Br, patch.pixel_size_mm, threshold_gauss=threshold, r_kernel_mm=pcfg.r_kernel_mm)
+        else:
+            img = preprocess_br(patch.Br, size)
+            t = compute_params(img[None, None], threshold=threshold / 1000.0, dilation_px=pcfg.dilation_px(size))
+            p = {k: float(v[0]) for k, v in t.items()}
+        rec = {"file": str(f), **{k: float(p[k]) for k in ("TUF", "TPF", "TNF", "PSEP", "R", "tilt")},
+               "leading_sign": int(p["leading_sign"]), "units": "Mx, Mm, deg" if units is Units.physical else f"kG px, px ({size}x{size}), deg"}
+        records.append(rec)
+    if format is Fmt.json:
+        out.print_json(json.dumps(records if not skipped else records, allow_nan=True).replace("NaN", "null"))
+    else:
+        tab = RichTable(title=f"physical parameters ({records[0]['units'] if records else units.value})")
+        for col in ("file", "TUF", "TPF", "TNF", "PSEP", "R", "tilt", "leading_sign"):
+            tab.add_column(col, justify="left" if col == "file" else "right")
+        for r in records:
+            tab.add_row(Path(r["file"]).name, *(f"{r[k]:.4g}" for k in ("TUF", "TPF", "TNF", "PSEP", "R", "tilt")), str(r["leading_sign"]))
+        out.print(tab)
+    for s in skipped:
+        console.print(f"[yellow]skipped[/yellow] {s['reason']}")
+    if skipped and not records:
+        raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------- fetch
+@fetch_app.command("sharp")
+def fetch_sharp_cmd(
+    email: str = typer.Option(..., "--email", help="Email registered with JSOC exports."),
+    start: str = typer.Option(..., "--start", help="Start time (ISO, e.g. 2011-02-15T00:00)."),
+    end: str = typer.Option(..., "--end", help="End time (ISO)."),
+    harp: Optional[list[int]] = typer.Option(None, "--harp", help="HARP number (repeatable)."),
+    noaa: Optional[list[int]] = typer.Option(None, "--noaa", help="NOAA active-region number (repeatable)."),
+    cadence: str = typer.Option("12m", "--cadence", help="JSOC cadence, e.g. 12m, 1h, 1d."),
+    segment: list[str] = typer.Option(["Br"], "--segment", help="Segments (repeatable): Br, bitmap, magnetogram, ..."),
+    out_dir: Path = typer.Option(Path("data/sharp"), "--out", "-o", help="Download folder."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the JSOC query and stop."),
+) -> None:
+    """Download hmi.sharp_cea_720s segments from JSOC through drms."""
+    from helioforge.data.jsoc import build_sharp_query, fetch_sharp
+
+    try:
+        query = build_sharp_query(harps=harp or None, noaa=noaa or None, start=start, end=end, cadence=cadence, segments=segment)
+    except ValueError as e:
+        _fail(str(e))
+    console.print(f"JSOC query: [bold]{query}[/bold]")
+    if dry_run:
+        out.print(query)
+        return
+    paths = fetch_sharp(out_dir, email, harps=harp or None, noaa=noaa or None, start=start, end=end, cadence=cadence, segments=segment)
+    console.print(f"downloaded {len(paths)} file(s) to {out_dir}")
+
+
+# ----------------------------------------------------------------------------- training
+def _trainer_kw(accelerator: str, devices: str) -> dict:
+    return {"accelerator": accelerator, "devices": int(devices) if devices.isdigit() else devices}
+
+
+ACCEL = typer.Option("auto", "--accelerator", help="Lightning accelerator: auto, cpu, gpu.")
+DEVICES = typer.Option("auto", "--devices", help="Number of devices (several GPUs use DDP).")
+
+
+@train_app.command("gan")
+def train_gan_cmd(workdir: Path = WORKDIR, profile: str = PROFILE, epochs: Optional[int] = typer.Option(None, help="Override the profile's epochs."),
+                  force: bool = typer.Option(False, help="Retrain even if a matching model exists."),
+                  accelerator: str = ACCEL, devices: str = DEVICES) -> None:
+    """Build the real corpus and train (or resume) the GAN."""
+    from helioforge.interrogate.pipeline import ensure_gan, prepare_corpus
+
+    ws, prof = _workspace_profile(workdir, profile)
+    if epochs:
+        prof.gan.epochs = epochs
+        ws.save_profile(prof)
+    corpus, skipped = prepare_corpus(prof, ws)
+    for s in skipped:
+        console.print(f"[yellow]skipped[/yellow] {s['file']}: {s['reason']}")
+    ensure_gan(prof, ws, corpus, force, **_trainer_kw(accelerator, devices))
+    console.print(f"generator: {ws.generator}.safetensors")
+
+
+@train_app.command("simsiam")
+def train_simsiam_cmd(workdir: Path = WORKDIR, profile: str = PROFILE, epochs: Optional[int] = typer.Option(None, help="Override the profile's epochs."),
+                      force: bool = typer.Option(False, help="Retrain even if a matching model exists."),
+                      accelerator: str = ACCEL, devices: str = DEVICES) -> None:
+    """Train (or resume) SimSiam on the real corpus."""
+    from helioforge.interrogate.pipeline import ensure_simsiam, prepare_corpus
+
+    ws, prof = _workspace_profile(workdir, profile)
+    if epochs:
+        prof.simsiam.epochs = epochs
+        ws.save_profile(prof)
+    corpus, _ = prepare_corpus(prof, ws)
+    ensure_simsiam(prof, ws, corpus, force, **_trainer_kw(accelerator, devices))
+    console.print(f"SimSiam: {ws.simsiam}.safetensors")
+
+
+@directions_app.command("fit")
+def directions_fit_cmd(workdir: Path = WORKDIR, samples: Optional[int] = typer.Option(None, "--samples", "-m", help="M generated samples (paper 10,000)."),
+                       force: bool = typer.Option(False)) -> None:
+    """Fit linear SVMs for TUF, PSEP, R and polarity on generated samples; print accuracies."""
+    from helioforge.interrogate.gan import load_generator
+    from helioforge.interrogate.pipeline import Workspace, ensure_directions
+
+    ws = Workspace(workdir)
+    prof = ws.load_profile()
+    if samples:
+        prof.directions.n_samples = samples
+        ws.save_profile(prof)
+    d = ensure_directions(prof, ws, load_generator(ws.generator), force)
+    tab = RichTable(title=f"SVM latent directions ({prof.directions.n_samples} samples, 70/30)")
+    tab.add_column("direction")
+    tab.add_column("validation accuracy", justify="right")
+    for k, v in d.accuracy.items():
+        tab.add_row(k, f"{v:.3f}")
+    out.print(tab)
+
+
+@index_app.command("build")
+def index_build_cmd(workdir: Path = WORKDIR, force: bool = typer.Option(False)) -> None:
+    """Embed the real corpus with SimSiam into a FAISS inner-product index (+ look-up table)."""
+    from helioforge.interrogate.pipeline import Workspace, ensure_index, prepare_corpus
+    from helioforge.interrogate.simsiam import load_simsiam
+
+    ws = Workspace(workdir)
+    prof = ws.load_profile()
+    corpus, _ = prepare_corpus(prof, ws)
+    model, _ = load_simsiam(ws.simsiam)
+    idx = ensure_index(prof, ws, corpus, model, force)
+    console.print(f"index: {len(idx)} vectors of dimension {idx.dim} in {ws.index_dir}")
+
+
+# ----------------------------------------------------------------------------- generate
+def _parse_moves(move: list[str]) -> list[tuple[str, float]]:
+    moves = []
+    for m in move:
+        if "=" not in m:
+            _fail(f"--move expects NAME=EPS (e.g. tuf=+2), got {m!r}")
+        name, val = m.split("=", 1)
+        try:
+            moves.append((name.strip(), float(val)))
+        except ValueError:
+            _fail(f"--move {m!r}: {val!r} is not a number")
+    return moves
+
+
+@app.command()
+def generate(
+    workdir: Path = WORKDIR,
+    move: list[str] = typer.Option([], "--move", help="Direction and shift ε, e.g. tuf=+2 (repeatable). Names: tuf, psep, r, polarity."),
+    keep: str = typer.Option("", "--keep", help="Comma-separated directions to hold fixed (conditional manipulation), e.g. r,polarity."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the base latent vector(s)."),
+    n: int = typer.Option(1, "-n", help="Number of images."),
+    output: Path = typer.Option(Path("generated.fits"), "-o", "--output", help="Output FITS (a PNG is written beside it)."),
+) -> None:
+    """Generate magnetograms z + Σ ε n̂ (n̂ conditioned on --keep) and write FITS (+ PNG) with their parameters."""
+    import numpy as np
+
+    from helioforge.interrogate.directions import conditional_direction
+    from helioforge.interrogate.generate import write_generated
+    from helioforge.interrogate.pipeline import Interrogator
+
+    itg = _load_interrogator(workdir, need_index=False)
+    moves = _parse_moves(move)
+    keeps = [k.strip() for k in keep.split(",") if k.strip()]
+    if (moves or keeps) and itg.directions is None:
+        _fail(f"{workdir}: no latent directions yet (run `helioforge directions fit`)")
+    z = np.random.default_rng(seed).standard_normal((n, itg.generator.latent_dim))
+    try:
+        for name, eps in moves:
+            vec = conditional_direction(itg.directions.get(name), [itg.directions.get(k) for k in keeps])
+            z = z + eps * vec
+    except (KeyError, ValueError) as e:
+        _fail(str(e).strip("'\""))
+    fits_path, png_path, table = write_generated(itg, z, output, {"seed": seed, "move": ",".join(move), "keep": keep})
+    console.print(f"wrote {fits_path} and {png_path}")
+    _print_param_table(table)
+
+
+def _print_param_table(rows: list[dict]) -> None:
+    tab = RichTable()
+    for col in rows[0]:
+        tab.add_column(col, justify="right")
+    for r in rows:
+        tab.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in r.values()))
+    out.print(tab)
+
+
+def _load_interrogator(workdir: Path, need_index: bool = True):
+    from helioforge.interrogate.pipeline import Interrogator, Workspace
+
+    ws = Workspace(workdir)
+    try:
+        if need_index:
+            return Interrogator.from_workspace(workdir)
+        from helioforge.interrogate.directions import LatentDirections
+        from helioforge.interrogate.gan import load_generator
+
+        prof = ws.load_profile()
+        d = LatentDirections.load(ws.directions) if ws.directions.is_file() else None
+        return Interrogator(prof, load_generator(ws.generator), d, None, None)
+    except FileNotFoundError as e:
+        _fail(f"{e}. Train first: helioforge interrogate --workdir {workdir} (or the train/index steps).")
+
+
+# ----------------------------------------------------------------------------- search
+@app.command()
+def search(
+    query: Optional[Path] = typer.Argument(None, help="Query FITS: a SHARP Br patch or a file written by `helioforge generate`."),
+    workdir: Path = WORKDIR,
+    seed: Optional[int] = typer.Option(None, "--seed", help="Instead of a file: query with the image generated from this seed's z."),
+    k: int = typer.Option(5, "-k", help="Number of matches."),
+    format: Fmt = typer.Option(Fmt.table, "--format", "-f"),
+) -> None:
+    """Top-k real patches nearest to the query in SimSiam space (cosine score)."""
+    import numpy as np
+
+    itg = _load_interrogator(workdir)
+    if query is None and seed is None:
+        _fail("give a query FITS file or --seed")
+    if query is not None:
+        from helioforge.data.sharp import FitsReadError
+
+        try:
+            matches = itg.search_fits(query, k)[0]
+        except (FitsReadError, FileNotFoundError, ValueError) as e:
+            _fail(str(e))
+    else:
+        matches = itg.search_latent(np.random.default_rng(seed).standard_normal((1, itg.generator.latent_dim)), k)[0]
+    rows = [{"rank": m.rank, "score": m.score, "file": m.file, "HARPNUM": m.HARPNUM, "T_REC": m.T_REC, "crop": m.crop} for m in matches]
+    if format is Fmt.json:
+        out.print_json(json.dumps(rows))
+    else:
+        _print_param_table(rows)
+
+
+# ----------------------------------------------------------------------------- interrogate
+@app.command()
+def interrogate(
+    workdir: Path = typer.Option(Path("runs/demo"), "--workdir", "-w", help="Work folder (models are reused from here)."),
+    report: Optional[Path] = typer.Option(None, "--report", "-r", help="Report folder (default WORKDIR/report)."),
+    profile: str = PROFILE,
+    queries: Optional[int] = typer.Option(None, "--queries", "-q", help="Number of generated queries Q (paper 1000)."),
+    force: bool = typer.Option(False, "--force", help="Retrain everything."),
+    accelerator: str = ACCEL,
+    devices: str = DEVICES,
+) -> None:
+    """The main job: corpus → GAN → SVM directions → SimSiam → index → queries → report."""
+    from helioforge.interrogate.pipeline import interrogate as run
+
+    prof = _profile(profile)
+    if queries:
+        prof.interrogate.n_queries = queries
+    m = run(prof, workdir, report, force=force, **_trainer_kw(accelerator, devices))
+    tab = RichTable(title=f"query ↔ real match ({m['n_queries']} queries)")
+    for col in ("parameter", "Pearson", "Spearman", "paper P", "paper S"):
+        tab.add_column(col, justify="right")
+    for name, r in m["correlations"].items():
+        tab.add_row(name, f"{r['pearson']:.2f}", f"{r['spearman']:.2f}", f"{r['paper_pearson']:.2f}", f"{r['paper_spearman']:.2f}")
+    out.print(tab)
+    out.print("SVM accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in m["svm_accuracy"].items()))
+    out.print(f"report: {(report or Path(workdir) / 'report') / 'index.html'}  ({m['timings_s']['total']:.0f} s)")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

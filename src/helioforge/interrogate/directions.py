@@ -1,0 +1,240 @@
+"""Latent directions for physical parameters (Chatterjee et al. 2025, "Interpretable Generation").
+
+1. Generate M images from z ~ N(0, I); compute TUF, PSEP, R and the leading polarity.
+2. Label each z by whether its parameter exceeds the median (polarity: leading sign > 0).
+3. Fit one linear SVM per parameter on 70 % of the samples; report accuracy on the other 30 %.
+4. Keep the unit normal n̂ of each decision hyperplane: moving z → z + ε n̂ raises the parameter.
+
+Conditional manipulation (paper, after Shen et al. 2019): the primal direction x is replaced by
+its component orthogonal to the span of the condition normals A: x − A(AᵀA)⁻¹Aᵀx, renormalised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy.stats import spearmanr
+from sklearn.model_selection import train_test_split
+from sklearn.svm import LinearSVC
+
+from helioforge.config import DirectionsConfig
+from helioforge.io import write_json
+
+__all__ = [
+    "DIRECTION_PARAMS",
+    "LatentDirections",
+    "direction_labels",
+    "fit_directions",
+    "conditional_direction",
+    "traverse",
+    "monotonicity",
+    "conditioning_effect",
+    "project_2d",
+]
+
+log = logging.getLogger(__name__)
+
+DIRECTION_PARAMS = ("TUF", "PSEP", "R", "polarity")
+
+
+@dataclass
+class LatentDirections:
+    """Unit normals n̂ (latent_dim,) of the SVM boundaries and their fit statistics.
+
+    normals : name → unit vector pointing to higher values (polarity: positive leading).
+    offsets : name → b/|w|, the signed distance convention n̂·z + offset = 0 on the boundary.
+    accuracy : name → validation accuracy (30 % hold-out).
+    train_accuracy, medians, n_train, n_val : fit bookkeeping.
+    """
+
+    normals: dict[str, np.ndarray]
+    offsets: dict[str, float]
+    accuracy: dict[str, float]
+    train_accuracy: dict[str, float] = field(default_factory=dict)
+    medians: dict[str, float] = field(default_factory=dict)
+    n_train: dict[str, int] = field(default_factory=dict)
+    n_val: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def latent_dim(self) -> int:
+        return len(next(iter(self.normals.values())))
+
+    def get(self, name: str) -> np.ndarray:
+        """Normal for ``name`` (case-insensitive: tuf, psep, r, polarity). Raises ``KeyError``."""
+        for key, vec in self.normals.items():
+            if key.lower() == name.lower():
+                return vec
+        raise KeyError(f"no latent direction {name!r}; have {sorted(self.normals)}")
+
+    def save(self, path: str | Path) -> Path:
+        d = asdict(self)
+        d["normals"] = {k: v.tolist() for k, v in self.normals.items()}
+        return write_json(path, d)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LatentDirections":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: latent directions not found (run `helioforge directions fit`)")
+        d = json.loads(path.read_text())
+        d["normals"] = {k: np.asarray(v, dtype=np.float64) for k, v in d["normals"].items()}
+        return cls(**d)
+
+
+def direction_labels(params: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """Binary labels per direction: ``name → (valid mask, labels, threshold)``.
+
+    TUF, PSEP, R: value > median of the valid (finite) values. polarity: leading_sign > 0,
+    valid where the sign is defined (both polarities present).
+    """
+    out = {}
+    for name in ("TUF", "PSEP", "R"):
+        v = np.asarray(params[name], dtype=np.float64)
+        ok = np.isfinite(v)
+        med = float(np.median(v[ok])) if ok.any() else float("nan")
+        out[name] = (ok, v > med, med)
+    sign = np.asarray(params["leading_sign"], dtype=np.float64)
+    out["polarity"] = (sign != 0, sign > 0, 0.0)
+    return out
+
+
+def fit_directions(z: np.ndarray, params: dict[str, np.ndarray], cfg: DirectionsConfig) -> LatentDirections:
+    """Fit one LinearSVC per parameter on (z, label) with a ``train_fraction`` split.
+
+    z : (M, latent_dim) latent vectors; params : arrays (M,) from
+    :func:`helioforge.physics.params.compute_params`. Raises ``ValueError`` when a label has a
+    single class (the generator produced no variety in that parameter).
+    """
+    z = np.asarray(z, dtype=np.float64)
+    normals, offsets, acc, tacc, meds, ntr, nva = {}, {}, {}, {}, {}, {}, {}
+    for name, (ok, y, med) in direction_labels(params).items():
+        zs, ys = z[ok], y[ok]
+        if len(np.unique(ys)) < 2:
+            raise ValueError(f"cannot fit the {name} direction: all {len(ys)} generated samples fall in one class")
+        ztr, zva, ytr, yva = train_test_split(zs, ys, train_size=cfg.train_fraction, random_state=cfg.seed, stratify=ys)
+        svm = LinearSVC(C=cfg.svm_C, max_iter=20000, dual="auto").fit(ztr, ytr)
+        w = svm.coef_[0]
+        norm = np.linalg.norm(w)
+        normals[name] = w / norm
+        offsets[name] = float(svm.intercept_[0] / norm)
+        acc[name] = float(svm.score(zva, yva))
+        tacc[name] = float(svm.score(ztr, ytr))
+        meds[name] = med
+        ntr[name], nva[name] = len(ytr), len(yva)
+        log.info("SVM %-8s validation accuracy %.3f (n=%d/%d)", name, acc[name], len(ytr), len(yva))
+    return LatentDirections(normals, offsets, acc, tacc, meds, ntr, nva)
+
+
+def conditional_direction(primal: np.ndarray, conditions: Sequence[np.ndarray]) -> np.ndarray:
+    """Unit vector of ``primal`` with the span of ``conditions`` removed: x − A(AᵀA)⁻¹Aᵀx.
+
+    For one condition this is the paper's n̂_new = (n̂ − (n̂·n̂_c) n̂_c)/|…|. Raises
+    ``ValueError`` if ``primal`` lies in the span of the conditions.
+    """
+    x = np.asarray(primal, dtype=np.float64)
+    if not conditions:
+        return x / np.linalg.norm(x)
+    A = np.stack([np.asarray(c, dtype=np.float64) for c in conditions], axis=1)
+    perp = x - A @ np.linalg.solve(A.T @ A, A.T @ x)
+    n = np.linalg.norm(perp)
+    if n < 1e-8 * np.linalg.norm(x):
+        raise ValueError("the primal direction lies in the span of the conditions")
+    return perp / n
+
+
+def traverse(z: np.ndarray, direction: np.ndarray, eps: Sequence[float]) -> np.ndarray:
+    """Latent vectors z + ε n̂ for every ε: (len(z)·len(eps), latent_dim), z-major order."""
+    z = np.atleast_2d(np.asarray(z, dtype=np.float64))
+    e = np.asarray(eps, dtype=np.float64)
+    return (z[:, None, :] + e[None, :, None] * np.asarray(direction)[None, None, :]).reshape(-1, z.shape[1])
+
+
+ParamFn = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+def _param_value(params: dict[str, np.ndarray], name: str) -> np.ndarray:
+    return np.asarray(params["leading_sign"] if name == "polarity" else params[name], dtype=np.float64)
+
+
+def monotonicity(
+    z_base: np.ndarray,
+    directions: LatentDirections,
+    params_of_z: ParamFn,
+    eps: Sequence[float],
+) -> dict[str, dict[str, float]]:
+    """Spearman ρ of ε against each parameter along its own direction.
+
+    For every direction and every base vector, the parameter of G(z + ε n̂) is computed over the
+    ε grid. Returns per name: ``mean_rho`` (mean over bases of the per-base ρ, bases with a
+    constant sequence left out), ``pooled_rho`` (ρ over all (ε, value) pairs),
+    ``frac_positive`` (share of bases with ρ > 0) and ``n_base``.
+    """
+    eps = np.asarray(eps, dtype=np.float64)
+    out = {}
+    for name in DIRECTION_PARAMS:
+        zz = traverse(z_base, directions.get(name), eps)
+        vals = _param_value(params_of_z(zz), name).reshape(len(z_base), len(eps))
+        rhos = []
+        for row in vals:
+            ok = np.isfinite(row)
+            if ok.sum() >= 3 and np.ptp(row[ok]) > 0:
+                rhos.append(spearmanr(eps[ok], row[ok]).statistic)
+        e_all = np.broadcast_to(eps, vals.shape).ravel()
+        ok = np.isfinite(vals.ravel())
+        pooled = spearmanr(e_all[ok], vals.ravel()[ok]).statistic if ok.sum() > 2 else float("nan")
+        out[name] = {
+            "mean_rho": float(np.mean(rhos)) if rhos else float("nan"),
+            "pooled_rho": float(pooled),
+            "frac_positive": float(np.mean(np.asarray(rhos) > 0)) if rhos else float("nan"),
+            "n_base": int(len(z_base)),
+        }
+    return out
+
+
+def conditioning_effect(
+    z_base: np.ndarray,
+    directions: LatentDirections,
+    params_of_z: ParamFn,
+    eps_max: float,
+    primal: str = "TUF",
+    conditions: Sequence[str] = ("R",),
+) -> dict[str, float]:
+    """How much conditioning on ``conditions`` reduces the change of R along ``primal``.
+
+    For each base z, ΔP = P(z + ε n) − P(z − ε n) with ε = ``eps_max`` for the plain normal and
+    the conditioned one. Changes are divided by the median of P over the base images so the
+    result is dimensionless. Returns the mean relative changes of R and of the primal parameter
+    for both directions and ``R_change_reduction`` = 1 − |ΔR_cond| / |ΔR_plain|.
+    """
+    plain = directions.get(primal)
+    cond = conditional_direction(plain, [directions.get(c) for c in conditions])
+    eps = [-eps_max, eps_max]
+    base_params = params_of_z(np.asarray(z_base))
+    res: dict[str, float] = {"cosine_plain_conditioned": float(plain @ cond)}
+    for label, vec in (("plain", plain), ("conditioned", cond)):
+        p = params_of_z(traverse(z_base, vec, eps))
+        for name in ("R", primal):
+            v = _param_value(p, name).reshape(len(z_base), 2)
+            scale = np.nanmedian(np.abs(_param_value(base_params, name))) or 1.0
+            res[f"d{name}_{label}"] = float(np.nanmean(v[:, 1] - v[:, 0]) / scale)
+    res["R_change_reduction"] = 1.0 - abs(res["dR_conditioned"]) / abs(res["dR_plain"]) if res["dR_plain"] else float("nan")
+    res[f"{primal}_change_kept"] = res[f"d{primal}_conditioned"] / res[f"d{primal}_plain"] if res[f"d{primal}_plain"] else float("nan")
+    return res
+
+
+def project_2d(z: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    """The paper's Fig. 4 projection: z'₁ = z₁, z'₂ = (1/n₂) Σ_{i≥2} nᵢ zᵢ → (M, 2).
+
+    In these coordinates the hyperplane n̂·z + b = 0 is the line z'₂ = −(n₁ z'₁ + b)/n₂.
+    Raises ``ValueError`` when n₂ = 0.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    n = np.asarray(normal, dtype=np.float64)
+    if abs(n[1]) < 1e-12:
+        raise ValueError("n_2 = 0: the projection is undefined")
+    return np.stack([z[:, 0], (z[:, 1:] @ n[1:]) / n[1]], axis=1)

@@ -1,0 +1,194 @@
+"""GAN training on magnetogram patches (Chatterjee et al. 2025, §Methods eqs. 1–2, §Results).
+
+* losses: G_loss = −E log D(G(z)) (eq. 1); D_loss = −½[E log(1 − D(G(z))) + E log D(x)] (eq. 2),
+  computed from logits for numerical stability; D's parameters are frozen in the G step and
+  G(z) is detached in the D step, as the paper states.
+* Adam, lr 5e-4, batch 32, 200 epochs (paper profile).
+* Model selection: "the epoch for which the discriminator shows the least accuracy in
+  distinguishing generated data from real" — we keep the generator of the epoch whose mean
+  discriminator accuracy is closest to chance (0.5), considering epochs after a warm-up
+  fraction (``select_after_fraction``) so an untrained first epoch cannot win by accident.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import kornia.augmentation as K
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from helioforge.config import GANConfig
+from helioforge.interrogate.training import last_checkpoint, make_trainer
+from helioforge.nn.checkpoint import load_weights, save_weights
+from helioforge.nn.gan import Discriminator, Generator
+
+__all__ = ["GANModule", "train_gan", "load_generator", "generate"]
+
+log = logging.getLogger(__name__)
+
+GENERATOR_STEM = "generator"
+
+
+class GANModule(L.LightningModule):
+    """Lightning module holding G and D; trains with manual optimisation (two Adam optimisers)."""
+
+    def __init__(self, cfg: GANConfig, image_size: int, workdir: str | Path | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.image_size = image_size
+        self.workdir = Path(workdir) if workdir else None
+        self.automatic_optimization = False
+        self.generator = Generator(cfg.latent_dim, image_size, cfg.base_channels)
+        self.discriminator = Discriminator(image_size, cfg.base_channels)
+        self.augment = K.AugmentationSequential(K.RandomHorizontalFlip(), K.RandomVerticalFlip()) if cfg.augment_flips else None
+        self._correct = 0
+        self._seen = 0
+        self.best = {"epoch": -1, "d_accuracy": float("nan"), "distance": float("inf")}
+        self.history: list[dict[str, float]] = []
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z)
+
+    def configure_optimizers(self):
+        betas = (self.cfg.beta1, self.cfg.beta2)
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.cfg.lr, betas=betas)
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.cfg.lr, betas=betas)
+        return [opt_g, opt_d]
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        (real,) = batch
+        if self.augment is not None:
+            real = self.augment(real)
+        opt_g, opt_d = self.optimizers()
+        n = real.shape[0]
+        ones = torch.ones(n, 1, device=real.device)
+        zeros = torch.zeros(n, 1, device=real.device)
+        z = torch.randn(n, self.cfg.latent_dim, device=real.device)
+
+        # generator step, eq. (1); D is frozen
+        self.toggle_optimizer(opt_g)
+        fake = self.generator(z)
+        g_loss = F.binary_cross_entropy_with_logits(self.discriminator.logits(fake), ones)
+        opt_g.zero_grad()
+        self.manual_backward(g_loss)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+
+        # discriminator step, eq. (2); G(z) detached from the graph
+        self.toggle_optimizer(opt_d)
+        logit_fake = self.discriminator.logits(fake.detach())
+        logit_real = self.discriminator.logits(real)
+        d_loss = 0.5 * (
+            F.binary_cross_entropy_with_logits(logit_fake, zeros) + F.binary_cross_entropy_with_logits(logit_real, ones)
+        )
+        opt_d.zero_grad()
+        self.manual_backward(d_loss)
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+
+        correct = int((logit_real > 0).sum() + (logit_fake < 0).sum())
+        self._correct += correct
+        self._seen += 2 * n
+        self.log_dict({"g_loss": g_loss.detach(), "d_loss": d_loss.detach()}, prog_bar=True, on_step=True, on_epoch=True)
+
+    def on_train_epoch_end(self) -> None:
+        counts = torch.tensor([self._correct, self._seen], dtype=torch.float64, device=self.device)
+        counts = self.all_gather(counts)
+        if counts.ndim > 1:
+            counts = counts.sum(0)
+        acc = float(counts[0] / counts[1]) if counts[1] > 0 else float("nan")
+        self._correct = self._seen = 0
+        epoch = self.current_epoch
+        self.log("d_accuracy", acc, prog_bar=True, sync_dist=False)
+        self.history.append({"epoch": epoch, "d_accuracy": acc})
+        warm = int(self.cfg.select_after_fraction * self.trainer.max_epochs)
+        dist = abs(acc - 0.5)
+        if epoch >= min(warm, self.trainer.max_epochs - 1) and dist < self.best["distance"]:
+            self.best = {"epoch": epoch, "d_accuracy": acc, "distance": dist}
+            if self.workdir is not None and self.trainer.is_global_zero:
+                save_weights(self.workdir / GENERATOR_STEM, self.generator, self.generator_config())
+
+    def generator_config(self) -> dict[str, Any]:
+        return {
+            "latent_dim": self.cfg.latent_dim,
+            "image_size": self.image_size,
+            "base_channels": self.cfg.base_channels,
+            "selected_epoch": self.best["epoch"],
+            "d_accuracy": self.best["d_accuracy"],
+            "gan_config": self.cfg.__dict__,
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["gan_selection"] = {"best": dict(self.best), "history": list(self.history)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        sel = checkpoint.get("gan_selection", {})
+        self.best = dict(sel.get("best", self.best))
+        self.history = list(sel.get("history", []))
+
+
+def train_gan(
+    images: np.ndarray,
+    cfg: GANConfig,
+    workdir: str | Path,
+    *,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    progress: bool = True,
+) -> Path:
+    """Train the GAN on ``images`` (n, 1, N, N) in [-1, 1]; return the selected generator's stem.
+
+    Resumes from ``workdir/checkpoints/last.safetensors`` when present. The selected generator
+    (closest-to-chance discriminator accuracy) is written to ``workdir/generator.safetensors``
+    + ``generator.json``; the per-epoch history is in ``generator.json`` and the CSV logs.
+
+    Raises ``ValueError`` for images of the wrong shape or fewer images than one batch.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or images.shape[1] != 1 or images.shape[2] != images.shape[3]:
+        raise ValueError(f"images must be (n, 1, N, N), got {images.shape}")
+    if len(images) < cfg.batch_size:
+        raise ValueError(f"need at least one batch ({cfg.batch_size}) of images, got {len(images)}")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, verbose=False)
+    module = GANModule(cfg, images.shape[-1], workdir)
+    loader = DataLoader(TensorDataset(torch.from_numpy(images)), batch_size=cfg.batch_size, shuffle=True, drop_last=True)
+    trainer = make_trainer(workdir, cfg.epochs, accelerator=accelerator, devices=devices, progress=progress)
+    resume = last_checkpoint(workdir)
+    if resume is not None:
+        log.info("resuming GAN training from %s", resume)
+    trainer.fit(module, loader, ckpt_path=str(resume) if resume else None)
+    stem = workdir / GENERATOR_STEM
+    if trainer.is_global_zero:
+        # record the full history next to the selected weights
+        state, config = load_weights(stem)
+        module.generator.load_state_dict(state)
+        save_weights(stem, module.generator, {**config, "history": module.history})
+    log.info("GAN: kept epoch %d (discriminator accuracy %.3f)", module.best["epoch"], module.best["d_accuracy"])
+    return stem
+
+
+def load_generator(path_stem: str | Path, device: str | torch.device = "cpu") -> Generator:
+    """Load a generator saved by :func:`train_gan` (eval mode). Raises ``FileNotFoundError``."""
+    state, cfg = load_weights(path_stem)
+    gen = Generator(cfg["latent_dim"], cfg["image_size"], cfg["base_channels"])
+    gen.load_state_dict(state)
+    return gen.eval().to(device)
+
+
+@torch.no_grad()
+def generate(generator: Generator, z: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """Images (n, 1, N, N) float32 in [-1, 1] (units of 1000 G) for latent vectors z (n, latent_dim)."""
+    z = torch.as_tensor(np.asarray(z, dtype=np.float32))
+    if z.ndim != 2 or z.shape[1] != generator.latent_dim:
+        raise ValueError(f"z must be (n, {generator.latent_dim}), got {tuple(z.shape)}")
+    device = next(generator.parameters()).device
+    out = [generator(chunk.to(device)).cpu() for chunk in z.split(batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, 1, generator.image_size, generator.image_size), np.float32)

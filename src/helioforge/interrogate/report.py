@@ -1,0 +1,290 @@
+"""Report of an interrogator run: figures like the paper's and an HTML page.
+
+* ``fig2_zoo.png`` — 10×10 generated magnetograms (paper Fig. 2).
+* ``fig4_latent_projection.png`` — latent samples in the 2-D projection where the SVM boundary
+  is a line, coloured by label, with generated thumbnails (paper Fig. 4).
+* ``fig5_traversal.png`` — rows of z + ε n̂ for TUF, TUF | R, PSEP, PSEP | polarity,
+  PSEP | polarity, R (paper Fig. 5).
+* ``fig6_retrieval.png`` — two bipolar queries of opposite leading polarity with their
+  nearest real matches; ``fig6_histograms.png`` — 2-D histograms of query vs match parameters
+  with marginals (generated, matched, and the whole real corpus) (paper Fig. 6).
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from astropy.table import Table  # noqa: E402
+from jinja2 import Template  # noqa: E402
+
+from helioforge.io import atomic_path, write_text  # noqa: E402
+
+__all__ = ["write_report", "write_html", "fig_zoo", "fig_latent_projection", "fig_traversal",
+           "fig_retrieval", "fig_histograms"]
+
+CMAP = "gray"
+TRAVERSAL_ROWS = (
+    ("TUF", "TUF", ()),
+    ("TUF | R", "TUF", ("R",)),
+    ("PSEP", "PSEP", ()),
+    ("PSEP | polarity", "PSEP", ("polarity",)),
+    ("PSEP | polarity, R", "PSEP", ("polarity", "R")),
+)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _show(ax: plt.Axes, img: np.ndarray, title: str | None = None) -> None:
+    ax.imshow(np.squeeze(img), cmap=CMAP, vmin=-1, vmax=1, origin="lower", interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=7)
+
+
+def fig_zoo(images: np.ndarray, path: Path, rows: int = 10) -> Path:
+    """Grid of rows×rows generated images (n ≥ rows², 1, N, N) in [-1, 1] (paper Fig. 2)."""
+    fig, axes = plt.subplots(rows, rows, figsize=(rows, rows))
+    for ax, img in zip(axes.ravel(), images):
+        _show(ax, img)
+    fig.suptitle("GAN-generated magnetograms (Br / 1000 G, gray: -1 … +1)", fontsize=10)
+    fig.subplots_adjust(wspace=0.03, hspace=0.03)
+    return _save(fig, path)
+
+
+def fig_latent_projection(z: np.ndarray, params: dict[str, np.ndarray], directions, generate_fn, path: Path,
+                          n_thumbs: int = 24) -> Path:
+    """Paper Fig. 4: 2-D projection z'₁ = z₁, z'₂ = Σ_{i≥2} nᵢzᵢ/n₂ with the SVM line and thumbnails."""
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    from helioforge.interrogate.directions import direction_labels, project_2d
+
+    labels = direction_labels(params)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6))
+    rng = np.random.default_rng(0)
+    for ax, name in zip(axes, ("TUF", "polarity")):
+        n = directions.get(name)
+        b = directions.offsets[name]
+        p2 = project_2d(z, n)
+        ok, y, _ = labels[name]
+        ax.scatter(p2[ok & y, 0], p2[ok & y, 1], s=3, c="tab:red", alpha=0.35, label=f"{name} high" if name != "polarity" else "positive leading")
+        ax.scatter(p2[ok & ~y, 0], p2[ok & ~y, 1], s=3, c="tab:blue", alpha=0.35, label=f"{name} low" if name != "polarity" else "negative leading")
+        xs = np.linspace(p2[:, 0].min(), p2[:, 0].max(), 10)
+        ax.plot(xs, -(n[0] * xs + b) / n[1], "k-", lw=2, label="SVM decision boundary")
+        pick = rng.choice(len(z), size=min(n_thumbs, len(z)), replace=False)
+        thumbs = generate_fn(z[pick])
+        for (x0, y0), img in zip(p2[pick], thumbs):
+            ab = AnnotationBbox(OffsetImage(np.squeeze(img)[::-1], cmap=CMAP, zoom=28 / img.shape[-1] * 1.2, norm=matplotlib.colors.Normalize(-1, 1)),
+                                (x0, y0), pad=0.05, frameon=True)
+            ax.add_artist(ab)
+        ax.set_xlabel("z'₁ = z₁")
+        ax.set_ylabel("z'₂ = Σᵢ₌₂ nᵢ zᵢ / n₂")
+        ax.set_title(f"{name}: validation accuracy {directions.accuracy[name]:.2f}")
+        ax.legend(loc="upper right", fontsize=7, markerscale=3)
+    return _save(fig, path)
+
+
+def fig_traversal(generator_fn, params_fn, directions, latent_dim: int, eps: np.ndarray, path: Path, seed: int = 3) -> Path:
+    """Paper Fig. 5: one base z moved along plain and conditioned directions; each panel is
+    annotated with the parameter being moved (and R)."""
+    from helioforge.interrogate.directions import conditional_direction, traverse
+
+    z0 = np.random.default_rng(seed).standard_normal((1, latent_dim))
+    fig, axes = plt.subplots(len(TRAVERSAL_ROWS), len(eps), figsize=(1.3 * len(eps), 1.5 * len(TRAVERSAL_ROWS)))
+    for r, (label, primal, conds) in enumerate(TRAVERSAL_ROWS):
+        vec = conditional_direction(directions.get(primal), [directions.get(c) for c in conds])
+        zz = traverse(z0, vec, eps)
+        imgs = generator_fn(zz)
+        p = params_fn(zz)
+        for c, img in enumerate(imgs):
+            _show(axes[r, c], img, f"{primal}={p[primal][c]:.0f} R={p['R'][c]:.0f}")
+            if r == 0:
+                axes[0, c].set_title(f"ε={eps[c]:+.1f}\n{primal}={p[primal][c]:.0f} R={p['R'][c]:.0f}", fontsize=7)
+        axes[r, 0].set_ylabel(label, fontsize=8)
+    fig.subplots_adjust(wspace=0.05, hspace=0.35)
+    return _save(fig, path)
+
+
+def _bipolar_pair(q_params: dict[str, np.ndarray]) -> list[int]:
+    """Indices of two strong bipolar queries of opposite leading polarity."""
+    tuf, psep, sign = q_params["TUF"], q_params["PSEP"], q_params["leading_sign"]
+    score = np.where(np.isfinite(psep), np.minimum(q_params["TPF"], q_params["TNF"]), -np.inf)
+    out = []
+    for s in (1, -1):
+        cand = np.flatnonzero(sign == s)
+        if len(cand):
+            out.append(int(cand[np.argmax(score[cand])]))
+    return out or [int(np.argmax(tuf))]
+
+
+def fig_retrieval(res: dict[str, Any], corpus_table: Table, path: Path) -> Path:
+    """Paper Fig. 6 (left): bipolar queries of opposite polarity and their nearest real matches."""
+    idx = _bipolar_pair(res["q_params"])
+    fig, axes = plt.subplots(len(idx), 2, figsize=(5, 2.6 * len(idx)), squeeze=False)
+    for r, i in enumerate(idx):
+        row = int(res["rows"][i, 0])
+        _show(axes[r, 0], res["q_images"][i], f"query #{i} (leading {'+' if res['q_params']['leading_sign'][i] > 0 else '−'})")
+        t = corpus_table[row]
+        where = f"HARP {t['HARPNUM']}" if t["HARPNUM"] >= 0 else f"tile {t['crop']}"
+        _show(axes[r, 1], res["m_images"][i], f"match: {where}\n{str(t['T_REC'])[:16]}  cos={res['scores'][i, 0]:.3f}")
+    return _save(fig, path)
+
+
+def fig_histograms(q: dict[str, np.ndarray], m: dict[str, np.ndarray], corpus: dict[str, np.ndarray],
+                   correlations: dict[str, dict[str, float]], path: Path) -> Path:
+    """Paper Fig. 6 (right): 2-D histogram of each parameter for queries vs matches, with
+    marginals of the queries (light blue), the matches (pink) and the whole corpus (black)."""
+    names = list(correlations)
+    fig = plt.figure(figsize=(4 * len(names), 4.4))
+    outer = fig.add_gridspec(1, len(names), wspace=0.35)
+    for k, name in enumerate(names):
+        a, b = np.asarray(q[name], float), np.asarray(m[name], float)
+        ok = np.isfinite(a) & np.isfinite(b)
+        a, b = a[ok], b[ok]
+        c = np.asarray(corpus[name], float)
+        c = c[np.isfinite(c)]
+        lo = min(a.min(initial=0), b.min(initial=0), c.min(initial=0))
+        hi = max(np.percentile(np.r_[a, b, c], 99.5) if len(a) else 1, lo + 1e-9)
+        bins = np.linspace(lo, hi, 30)
+        gs = outer[k].subgridspec(2, 2, width_ratios=(4, 1), height_ratios=(1, 4), wspace=0.05, hspace=0.05)
+        ax = fig.add_subplot(gs[1, 0])
+        axx = fig.add_subplot(gs[0, 0], sharex=ax)
+        axy = fig.add_subplot(gs[1, 1], sharey=ax)
+        ax.hist2d(a, b, bins=[bins, bins], cmap="Greys", cmin=1)
+        ax.plot([lo, hi], [lo, hi], "k:", lw=0.8)
+        ax.set_xlabel(f"{name} (generated query)")
+        ax.set_ylabel(f"{name} (real match)")
+        axx.hist(a, bins=bins, density=True, color="lightblue", alpha=0.8)
+        axx.hist(c, bins=bins, density=True, histtype="step", color="k")
+        axy.hist(b, bins=bins, density=True, color="pink", alpha=0.8, orientation="horizontal")
+        axy.hist(c, bins=bins, density=True, histtype="step", color="k", orientation="horizontal")
+        axx.tick_params(labelbottom=False, labelleft=False)
+        axy.tick_params(labelleft=False, labelbottom=False)
+        r = correlations[name]
+        axx.set_title(f"{name}: Pearson {r['pearson']:.2f}, Spearman {r['spearman']:.2f}\n(paper {r['paper_pearson']:.2f} / {r['paper_spearman']:.2f})", fontsize=8)
+    return _save(fig, path)
+
+
+HTML = Template("""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>helioforge interrogator report</title>
+<style>
+body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 10px;text-align:right}
+th{background:#eee}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #ddd}
+.small{color:#666;font-size:90%}
+</style></head><body>
+<h1>Generative interrogator on real SHARP magnetograms</h1>
+<p class="small">helioforge {{ m.helioforge }} · profile <b>{{ m.profile }}</b> · images {{ m.image_size }}×{{ m.image_size }} ·
+method: Chatterjee, Muñoz-Jaramillo &amp; Malanushenko (2025), arXiv:2502.05351</p>
+
+<h2>Real corpus</h2>
+<p>{{ m.corpus.n_patches }} real patches: {{ m.corpus.n_sharp }} SHARP Br frames and {{ m.corpus.n_fulldisk_tiles }} tiles of HMI full-disk
+magnetograms (within 60° of disk centre, B<sub>los</sub>/μ). {{ m.corpus.n_skipped }} input file(s) skipped:</p>
+<ul>{% for s in m.corpus.skipped %}<li><code>{{ s.file }}</code>: {{ s.reason }}</li>{% endfor %}</ul>
+
+<h2>Query ↔ real-match correlations ({{ m.n_queries }} generated queries)</h2>
+<table><tr><th>parameter</th><th>Pearson</th><th>Spearman</th><th>paper Pearson</th><th>paper Spearman</th><th>n</th></tr>
+{% for name, r in m.correlations.items() %}<tr><td>{{ name }}</td><td>{{ "%.2f"|format(r.pearson) }}</td><td>{{ "%.2f"|format(r.spearman) }}</td>
+<td>{{ "%.2f"|format(r.paper_pearson) }}</td><td>{{ "%.2f"|format(r.paper_spearman) }}</td><td>{{ r.n }}</td></tr>{% endfor %}</table>
+<p class="small">Mean cosine score of the best match {{ "%.3f"|format(m.match_cosine.mean) }}; {{ m.n_unique_matches }} distinct real patches retrieved.
+The paper's R Spearman (0.76) is quoted from its text.</p>
+
+<h2>Latent directions (linear SVMs on {{ m.n_direction_samples }} generated samples, 70/30 split)</h2>
+<table><tr><th>direction</th><th>validation accuracy</th><th>train accuracy</th><th>monotonicity: mean per-base Spearman ρ(ε, p)</th><th>pooled ρ</th><th>bases with ρ&gt;0</th></tr>
+{% for name, acc in m.svm_accuracy.items() %}<tr><td>{{ name }}</td><td>{{ "%.3f"|format(acc) }}</td><td>{{ "%.3f"|format(m.svm_train_accuracy[name]) }}</td>
+<td>{{ "%.2f"|format(m.monotonicity[name].mean_rho) }}</td><td>{{ "%.2f"|format(m.monotonicity[name].pooled_rho) }}</td><td>{{ "%.0f%%"|format(100*m.monotonicity[name].frac_positive) }}</td></tr>{% endfor %}</table>
+{% set c = m.conditioning_TUF_given_R %}
+<p>Conditioning TUF on R (n̂<sub>TUF</sub> with n̂<sub>R</sub> projected out, cos = {{ "%.2f"|format(c.cosine_plain_conditioned) }}):
+the relative change of R over ε ∈ [−{{ eps }}, +{{ eps }}] goes from {{ "%.2f"|format(c.dR_plain) }} to {{ "%.2f"|format(c.dR_conditioned) }}
+(<b>{{ "%.0f%%"|format(100*c.R_change_reduction) }} reduction</b>), while the change of TUF keeps {{ "%.0f%%"|format(100*c.TUF_change_kept) }} of its size.</p>
+
+<h2>Figures</h2>
+<h3>Generated zoo (paper Fig. 2)</h3><img src="fig2_zoo.png" alt="zoo">
+<h3>Latent projection with the decision line (paper Fig. 4)</h3><img src="fig4_latent_projection.png" alt="projection">
+<h3>Traversals with and without conditioning (paper Fig. 5)</h3><img src="fig5_traversal.png" alt="traversal">
+<h3>Queries and real matches (paper Fig. 6)</h3><img src="fig6_retrieval.png" alt="retrieval" style="max-width:420px"><br>
+<img src="fig6_histograms.png" alt="histograms">
+
+<h2>Training</h2>
+<p>GAN: kept epoch {{ m.gan.selected_epoch }} of {{ m.gan.epochs }} (discriminator accuracy {{ "%.3f"|format(m.gan.d_accuracy) }}, closest to chance).
+SimSiam: {{ sim }}.</p>
+{% if m.get("timings_s") %}<h2>Run time (s)</h2><table><tr>{% for k in m.timings_s %}<th>{{ k }}</th>{% endfor %}</tr>
+<tr>{% for v in m.timings_s.values() %}<td>{{ v }}</td>{% endfor %}</tr></table>{% endif %}
+<p class="small">Per-query parameters and matches: <a href="queries.ecsv">queries.ecsv</a>; all numbers: <a href="metrics.json">metrics.json</a>.
+Parameters are on the {{ m.image_size }}×{{ m.image_size }} preprocessed images (B/1000 G, ±150 G threshold): fluxes in kG·pixel, PSEP in pixels.</p>
+</body></html>
+""")
+
+
+def write_html(report_dir: Path, metrics: dict[str, Any]) -> Path:
+    """Render ``index.html`` from the metrics dictionary."""
+    fm = metrics["simsiam"].get("final_metrics", {})
+    sim = ", ".join(f"{k} {v:.3f}" for k, v in fm.items() if isinstance(v, float)) or "n/a"
+    if metrics["simsiam"].get("collapse_reference_z_std"):
+        sim += f" (no collapse ⇔ z_std ≈ 1/√d = {metrics['simsiam']['collapse_reference_z_std']:.3f})"
+    text = HTML.render(m=_ns(metrics), eps=metrics.get("eps_max", 3), sim=html.escape(sim))
+    return write_text(Path(report_dir) / "index.html", text)
+
+
+class _NS(dict):
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+def _ns(d: Any) -> Any:
+    if isinstance(d, dict):
+        return _NS({k: _ns(v) for k, v in d.items()})
+    if isinstance(d, list):
+        return [_ns(v) for v in d]
+    return d
+
+
+def write_report(report_dir: str | Path, metrics: dict[str, Any], res: dict[str, Any], corpus, generator,
+                 directions, profile, ws) -> Path:
+    """Write figures, ``queries.ecsv`` and ``index.html`` into ``report_dir``."""
+    from helioforge.interrogate.gan import generate
+    from helioforge.interrogate.pipeline import image_params
+
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    gen_fn = lambda z: generate(generator, np.asarray(z, np.float32))  # noqa: E731
+    params_fn = lambda z: image_params(gen_fn(z), profile)  # noqa: E731
+    rows = profile.interrogate.zoo_rows
+    fig_zoo(res["q_images"][: rows * rows], report_dir / "fig2_zoo.png", rows)
+    samples = np.load(ws.samples)
+    fig_latent_projection(samples["z"], {k: samples[k] for k in samples.files if k != "z"}, directions, gen_fn,
+                          report_dir / "fig4_latent_projection.png")
+    eps = np.linspace(-profile.directions.eps_max, profile.directions.eps_max, profile.directions.n_eps)
+    fig_traversal(gen_fn, params_fn, directions, generator.latent_dim, eps, report_dir / "fig5_traversal.png")
+    fig_retrieval(res, corpus.table, report_dir / "fig6_retrieval.png")
+    fig_histograms(res["q_params"], res["m_params"], res["corpus_params"], metrics["correlations"],
+                   report_dir / "fig6_histograms.png")
+
+    t = Table()
+    t["query"] = np.arange(len(res["z"]))
+    for name in ("TUF", "TPF", "TNF", "PSEP", "R", "tilt", "leading_sign"):
+        t[f"{name}_query"] = res["q_params"][name]
+        t[f"{name}_match"] = res["m_params"][name]
+    t["match_row"] = res["rows"][:, 0]
+    t["match_cosine"] = res["scores"][:, 0]
+    for col in ("file", "HARPNUM", "T_REC", "crop"):
+        t[f"match_{col}"] = corpus.table[col][res["rows"][:, 0]]
+    with atomic_path(report_dir / "queries.ecsv") as tmp:
+        t.write(tmp, format="ascii.ecsv", overwrite=True)
+    metrics["eps_max"] = profile.directions.eps_max
+    return write_html(report_dir, metrics)

@@ -1,0 +1,143 @@
+"""SimSiam training and embedding for retrieval (Chatterjee et al. 2025, §Querying; Chen & He 2020).
+
+Two random views of each real patch are made with kornia: shift ≤ 10 px, zoom 0.8–1.2,
+rotation ±20°, horizontal and vertical flips (the paper's augmentation set). SGD with
+momentum 0.9, weight decay 1e-4, lr = base_lr × batch/256 with cosine decay (Chen & He §4).
+The collapse monitor ``z_std`` (std of the L2-normalised projections, per dimension) is logged:
+it stays near 1/√d for a healthy model and drops to 0 when SimSiam collapses.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import kornia.augmentation as K
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from helioforge.config import SimSiamConfig
+from helioforge.interrogate.training import last_checkpoint, make_trainer
+from helioforge.nn.checkpoint import load_weights, save_weights
+from helioforge.nn.simsiam import SimSiam
+
+__all__ = ["SimSiamModule", "make_augmentation", "train_simsiam", "load_simsiam", "embed"]
+
+log = logging.getLogger(__name__)
+
+SIMSIAM_STEM = "simsiam"
+
+
+def make_augmentation(cfg: SimSiamConfig, image_size: int) -> K.AugmentationSequential:
+    """The paper's augmentation set as a kornia pipeline acting on (B, 1, N, N) tensors."""
+    shift = cfg.shift_px / image_size
+    return K.AugmentationSequential(
+        K.RandomAffine(degrees=cfg.rotation_deg, translate=(shift, shift), scale=cfg.zoom, p=1.0, padding_mode="zeros"),
+        K.RandomHorizontalFlip(),
+        K.RandomVerticalFlip(),
+    )
+
+
+class SimSiamModule(L.LightningModule):
+    """Lightning wrapper: two augmented views → symmetric negative-cosine loss."""
+
+    def __init__(self, cfg: SimSiamConfig, image_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.image_size = image_size
+        self.model = SimSiam(cfg.out_dim, cfg.proj_hidden, cfg.pred_hidden, cfg.width)
+        self.augment = make_augmentation(cfg, image_size)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        (x,) = batch
+        with torch.no_grad():
+            v1, v2 = self.augment(x), self.augment(x)
+        loss = self.model(v1, v2)
+        with torch.no_grad():
+            z = F.normalize(self.model.embed(v1), dim=1)
+            z_std = z.std(0).mean()
+        self.log_dict({"loss": loss.detach(), "z_std": z_std}, prog_bar=True, on_step=False, on_epoch=True)
+        return loss
+
+    def configure_optimizers(self):
+        lr = self.cfg.lr * self.cfg.batch_size / 256
+        opt = torch.optim.SGD(self.parameters(), lr=lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.trainer.max_epochs))
+        return [opt], [sched]
+
+    def model_config(self) -> dict[str, Any]:
+        return {
+            "out_dim": self.cfg.out_dim,
+            "proj_hidden": self.cfg.proj_hidden,
+            "pred_hidden": self.cfg.pred_hidden,
+            "width": self.cfg.width,
+            "image_size": self.image_size,
+            "simsiam_config": self.cfg.__dict__,
+        }
+
+
+def train_simsiam(
+    images: np.ndarray,
+    cfg: SimSiamConfig,
+    workdir: str | Path,
+    *,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    progress: bool = True,
+) -> Path:
+    """Train SimSiam on real patches (n, 1, N, N) in [-1, 1]; return the saved model's stem.
+
+    Resumable from ``workdir/checkpoints/last.safetensors``. Writes
+    ``workdir/simsiam.safetensors`` + ``simsiam.json`` (with the final loss and ``z_std``).
+    Raises ``ValueError`` for a wrong shape or fewer than two images per batch.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or images.shape[1] != 1:
+        raise ValueError(f"images must be (n, 1, N, N), got {images.shape}")
+    if len(images) < 2:
+        raise ValueError("SimSiam needs at least two images")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, verbose=False)
+    module = SimSiamModule(cfg, images.shape[-1])
+    batch = min(cfg.batch_size, len(images))
+    loader = DataLoader(TensorDataset(torch.from_numpy(images)), batch_size=batch, shuffle=True, drop_last=True)
+    trainer = make_trainer(workdir, cfg.epochs, accelerator=accelerator, devices=devices, progress=progress)
+    resume = last_checkpoint(workdir)
+    trainer.fit(module, loader, ckpt_path=str(resume) if resume else None)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    stem = workdir / SIMSIAM_STEM
+    if trainer.is_global_zero:
+        save_weights(stem, module.model, {**module.model_config(), "final_metrics": metrics,
+                                          "collapse_reference_z_std": 1 / math.sqrt(cfg.out_dim)})
+    log.info("SimSiam: final loss %.3f, z_std %.3f (1/sqrt(d) = %.3f)", metrics.get("loss", float("nan")),
+             metrics.get("z_std", float("nan")), 1 / math.sqrt(cfg.out_dim))
+    return stem
+
+
+def load_simsiam(path_stem: str | Path, device: str | torch.device = "cpu") -> tuple[SimSiam, dict[str, Any]]:
+    """Load a SimSiam model saved by :func:`train_simsiam` (eval mode) and its config."""
+    state, cfg = load_weights(path_stem)
+    model = SimSiam(cfg["out_dim"], cfg["proj_hidden"], cfg["pred_hidden"], cfg["width"])
+    model.load_state_dict(state)
+    return model.eval().to(device), cfg
+
+
+@torch.no_grad()
+def embed(model: SimSiam, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """L2-normalised SimSiam projections (n, out_dim) float32 of images (n, 1, N, N).
+
+    Normalised so that inner products are cosine similarities (the paper's retrieval metric).
+    """
+    x = torch.as_tensor(np.asarray(images, dtype=np.float32))
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"images must be (n, 1, N, N), got {tuple(x.shape)}")
+    device = next(model.parameters()).device
+    model.eval()
+    out = [F.normalize(model.embed(chunk.to(device)), dim=1).cpu() for chunk in x.split(batch_size)]
+    return torch.cat(out).numpy().astype(np.float32)

@@ -1,0 +1,62 @@
+"""Shared Lightning plumbing: a Trainer that runs on CPU, one GPU or many (DDP), resumes from
+the last safetensors checkpoint in a work folder, and logs to CSV."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from helioforge.nn.checkpoint import SafetensorsCheckpointIO
+
+__all__ = ["make_trainer", "last_checkpoint"]
+
+log = logging.getLogger(__name__)
+
+
+class _SafetensorsModelCheckpoint(ModelCheckpoint):
+    FILE_EXTENSION = ".safetensors"
+
+
+def last_checkpoint(workdir: Path) -> Path | None:
+    """The resumable training state in ``workdir/checkpoints``, or ``None``."""
+    path = Path(workdir) / "checkpoints" / "last.safetensors"
+    return path if path.is_file() else None
+
+
+def make_trainer(
+    workdir: Path,
+    max_epochs: int,
+    *,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    progress: bool = True,
+) -> L.Trainer:
+    """A Trainer writing ``workdir/checkpoints/last.safetensors`` every epoch and CSV logs.
+
+    ``accelerator``/``devices`` are passed to Lightning: ``"auto"`` picks a GPU when present;
+    several devices use DDP.
+    """
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*number of training batches.*")
+    ckpt = _SafetensorsModelCheckpoint(dirpath=Path(workdir) / "checkpoints", save_last=True, save_top_k=0)
+    strategy = "auto"
+    if devices not in ("auto", 1, "1"):
+        strategy = "ddp"
+    return L.Trainer(
+        max_epochs=max_epochs,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        plugins=[SafetensorsCheckpointIO()],
+        callbacks=[ckpt],
+        logger=CSVLogger(str(workdir), name="logs"),
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        log_every_n_steps=5,
+        num_sanity_val_steps=0,
+    )

@@ -1,0 +1,129 @@
+"""Weights and training checkpoints without pickle.
+
+* :func:`save_weights` / :func:`load_weights`: a model's ``state_dict`` as ``<name>.safetensors``
+  plus a JSON sidecar ``<name>.json`` with its configuration and provenance.
+* :class:`SafetensorsCheckpointIO`: a Lightning ``CheckpointIO`` plugin that writes the full
+  training state (weights, optimiser moments, loop counters, callback state) as one
+  safetensors file: tensors as tensors, everything else as a JSON skeleton in the file's
+  metadata. Resuming (``ckpt_path="last"``) therefore never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import CheckpointIO
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from helioforge import __version__
+from helioforge.io import atomic_path, write_json
+
+__all__ = ["save_weights", "load_weights", "SafetensorsCheckpointIO", "pack", "unpack"]
+
+
+def save_weights(path_stem: str | os.PathLike, module: torch.nn.Module, config: dict[str, Any]) -> Path:
+    """Save ``module.state_dict()`` to ``<stem>.safetensors`` and ``config`` to ``<stem>.json``.
+
+    Both files are written atomically; the JSON also records the helioforge version and the
+    module class. Returns the safetensors path.
+    """
+    stem = Path(path_stem)
+    weights = stem.with_suffix(".safetensors")
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+    with atomic_path(weights) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "helioforge": __version__})
+    write_json(stem.with_suffix(".json"), {"class": type(module).__name__, "helioforge": __version__, **config})
+    return weights
+
+
+def load_weights(path_stem: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read what :func:`save_weights` wrote: ``(state_dict, config)``.
+
+    Raises ``FileNotFoundError`` naming the missing file.
+    """
+    stem = Path(path_stem)
+    weights, sidecar = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    for p in (weights, sidecar):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: model file not found")
+    state: dict[str, torch.Tensor] = {}
+    with safe_open(str(weights), framework="pt") as f:
+        for key in f.keys():
+            state[key] = f.get_tensor(key)
+    return state, json.loads(sidecar.read_text())
+
+
+def pack(obj: Any, tensors: dict[str, torch.Tensor], path: str = "t") -> Any:
+    """Split a nested checkpoint into a JSON-able skeleton and a flat dict of tensors."""
+    if isinstance(obj, torch.Tensor):
+        key = f"{path}#{len(tensors)}"
+        tensors[key] = obj.detach().cpu().contiguous().clone()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) for k in obj):
+            return {"__map__": {k: pack(v, tensors, f"{path}.{k}") for k, v in obj.items()}}
+        return {"__pairs__": [[pack(k, tensors, path), pack(v, tensors, f"{path}.{i}")] for i, (k, v) in enumerate(obj.items())]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [pack(v, tensors, f"{path}.{i}") for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [pack(v, tensors, f"{path}.{i}") for i, v in enumerate(obj)]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {"__float__": repr(obj)}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return {"__repr__": repr(obj)}
+
+
+def unpack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of :func:`pack` (objects stored by ``repr`` come back as that string)."""
+    if isinstance(obj, list):
+        return [unpack(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    (tag, value), = obj.items()
+    if tag == "__tensor__":
+        return tensors[value]
+    if tag == "__map__":
+        return {k: unpack(v, tensors) for k, v in value.items()}
+    if tag == "__pairs__":
+        return {unpack(k, tensors): unpack(v, tensors) for k, v in value}
+    if tag == "__tuple__":
+        return tuple(unpack(v, tensors) for v in value)
+    if tag == "__float__":
+        return float(value)
+    if tag == "__repr__":
+        return value
+    raise ValueError(f"unknown checkpoint tag {tag!r}")
+
+
+class SafetensorsCheckpointIO(CheckpointIO):
+    """Lightning checkpoint plugin storing the training state as safetensors + JSON metadata."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
+        tensors: dict[str, torch.Tensor] = {}
+        skeleton = pack(checkpoint, tensors)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"skeleton": json.dumps(skeleton), "helioforge": __version__})
+
+    def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: checkpoint not found")
+        device = "cpu" if map_location is None or callable(map_location) else str(map_location)
+        with safe_open(str(path), framework="pt", device=device) as f:
+            meta = f.metadata() or {}
+            if "skeleton" not in meta:
+                raise ValueError(f"{path}: not a helioforge training checkpoint (no skeleton metadata)")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        return unpack(json.loads(meta["skeleton"]), tensors)
+
+    def remove_checkpoint(self, path: str | os.PathLike) -> None:
+        Path(path).unlink(missing_ok=True)

@@ -1,0 +1,90 @@
+"""GAN generator and discriminator for magnetogram patches (Chatterjee et al. 2025, §Methods).
+
+The paper uses "a simple CNN-based decoder" ending in tanh for the generator and "a CNN-based
+encoder" ending in a sigmoid for the discriminator. We follow the DCGAN layout (Radford et al.
+2016): transposed convolutions that double the resolution from 4×4, batch norm and ReLU in the
+generator; strided convolutions, LeakyReLU(0.2) in the discriminator.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["Generator", "Discriminator"]
+
+
+def _n_stages(image_size: int) -> int:
+    n = int(math.log2(image_size)) - 2
+    if image_size < 8 or 2 ** (n + 2) != image_size:
+        raise ValueError(f"image_size must be a power of two ≥ 8, got {image_size}")
+    return n
+
+
+class Generator(nn.Module):
+    """z (B, latent_dim) ~ N(0, I) → image (B, 1, N, N) in [-1, 1] (tanh; paper §Results).
+
+    Parameters
+    ----------
+    latent_dim : size of z (paper 100).
+    image_size : N, a power of two ≥ 8 (paper 128).
+    base_channels : width of the last hidden stage; stage widths double towards the input,
+        capped at 8 × base_channels.
+
+    Raises ``ValueError`` for an image size that is not a power of two.
+    """
+
+    def __init__(self, latent_dim: int = 100, image_size: int = 128, base_channels: int = 64):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.image_size = image_size
+        n = _n_stages(image_size)
+        widths = [base_channels * min(2 ** (n - 1 - i), 8) for i in range(n)]
+        self.project = nn.Sequential(
+            nn.Linear(latent_dim, widths[0] * 16, bias=False),
+            nn.Unflatten(1, (widths[0], 4, 4)),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
+        layers: list[nn.Module] = []
+        for i in range(n - 1):
+            layers += [
+                nn.ConvTranspose2d(widths[i], widths[i + 1], 4, 2, 1, bias=False),
+                nn.BatchNorm2d(widths[i + 1]),
+                nn.ReLU(inplace=True),
+            ]
+        layers += [nn.ConvTranspose2d(widths[-1], 1, 4, 2, 1), nn.Tanh()]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.body(self.project(z))
+
+
+class Discriminator(nn.Module):
+    """Image (B, 1, N, N) → probability of being real (B, 1) through a sigmoid (paper §Results).
+
+    :meth:`logits` returns the pre-sigmoid score; the training loss uses it with
+    ``binary_cross_entropy_with_logits``, which is the paper's BCE (eqs. 1–2) computed stably.
+    """
+
+    def __init__(self, image_size: int = 128, base_channels: int = 64):
+        super().__init__()
+        n = _n_stages(image_size)
+        widths = [base_channels * min(2**i, 8) for i in range(n)]
+        layers: list[nn.Module] = [nn.Conv2d(1, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        for i in range(n - 1):
+            layers += [
+                nn.Conv2d(widths[i], widths[i + 1], 4, 2, 1, bias=False),
+                nn.BatchNorm2d(widths[i + 1]),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(widths[-1] * 16, 1))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(x))
