@@ -93,37 +93,42 @@ def params(
     files: list[Path] = typer.Argument(..., help="SHARP Br FITS files."),
     format: Fmt = typer.Option(Fmt.table, "--format", "-f", help="table or json (one record per file)."),
     units: Units = typer.Option(Units.paper, "--units", help="paper: the N×N preprocessed image (kG·px, px); "
-                                "physical: native-resolution patch in Mx and Mm."),
+                                "physical: native-resolution patch in Mx and Mm, over the HARP region (bitmap ≥ 33, as SHARP's USFLUX)."),
     size: int = typer.Option(128, "--size", help="N for --units paper (paper: 128)."),
     threshold: float = typer.Option(150.0, "--threshold", help="Polarity threshold, G."),
 ) -> None:
     """Physical parameters (TUF, TPF, TNF, PSEP, R, tilt) of each file. Bad files are reported and skipped."""
     from helioforge.config import ParamConfig
     from helioforge.data.preprocess import preprocess_br
-    from helioforge.data.sharp import FitsReadError, read_sharp
+    from helioforge.data.sharp import FitsReadError, harp_region_mask, read_sharp
     from helioforge.physics.params import compute_params, physical_params
 
     pcfg = ParamConfig(threshold_gauss=threshold)
     records, skipped = [], []
     for f in files:
         try:
-            patch = read_sharp(f, with_companions=False)
+            patch = read_sharp(f, with_companions=units is Units.physical)
         except (FitsReadError, FileNotFoundError) as e:
             skipped.append({"file": str(f), "reason": str(e)})
             continue
         for w in patch.warnings:
             console.print(f"[yellow]warning:[/yellow] {w}")
+        region = None
         if units is Units.physical:
-            p = physical_params(patch.Br, patch.pixel_size_mm, threshold_gauss=threshold, r_kernel_mm=pcfg.r_kernel_mm)
+            mask, region = harp_region_mask(patch, threshold)
+            p = physical_params(patch.Br, patch.pixel_size_mm, threshold_gauss=threshold, r_kernel_mm=pcfg.r_kernel_mm, mask=mask)
         else:
             img = preprocess_br(patch.Br, size)
             t = compute_params(img[None, None], threshold=threshold / 1000.0, dilation_px=pcfg.dilation_px(size))
             p = {k: float(v[0]) for k, v in t.items()}
         rec = {"file": str(f), **{k: float(p[k]) for k in ("TUF", "TPF", "TNF", "PSEP", "R", "tilt")},
                "leading_sign": int(p["leading_sign"]), "units": "Mx, Mm, deg" if units is Units.physical else f"kG px, px ({size}x{size}), deg"}
+        if region is not None:
+            rec["region"] = region
+            rec["USFLUX"] = patch.usflux
         records.append(rec)
     if format is Fmt.json:
-        out.print_json(json.dumps(records if not skipped else records, allow_nan=True).replace("NaN", "null"))
+        typer.echo(json.dumps([{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in records], indent=2))
     else:
         tab = RichTable(title=f"physical parameters ({records[0]['units'] if records else units.value})")
         for col in ("file", "TUF", "TPF", "TNF", "PSEP", "R", "tilt", "leading_sign"):
@@ -159,7 +164,7 @@ def fetch_sharp_cmd(
         _fail(str(e))
     console.print(f"JSOC query: [bold]{query}[/bold]")
     if dry_run:
-        out.print(query)
+        typer.echo(query)
         return
     paths = fetch_sharp(out_dir, email, harps=harp or None, noaa=noaa or None, start=start, end=end, cadence=cadence, segments=segment)
     console.print(f"downloaded {len(paths)} file(s) to {out_dir}")
@@ -342,7 +347,7 @@ def search(
         matches = itg.search_latent(np.random.default_rng(seed).standard_normal((1, itg.generator.latent_dim)), k)[0]
     rows = [{"rank": m.rank, "score": m.score, "file": m.file, "HARPNUM": m.HARPNUM, "T_REC": m.T_REC, "crop": m.crop} for m in matches]
     if format is Fmt.json:
-        out.print_json(json.dumps(rows))
+        typer.echo(json.dumps(rows, indent=2))
     else:
         _print_param_table(rows)
 

@@ -14,6 +14,7 @@ message names the file and the problem; :func:`read_sharp_folder` turns them int
 
 from __future__ import annotations
 
+import datetime as _dt
 import logging
 import math
 import re
@@ -415,3 +416,44 @@ def read_sharp_folder(folder: str | Path, segment: str = "Br") -> tuple[list[Sha
             logger.warning("skipping %s", exc)
             skipped.append(Skipped(f, reason))
     return patches, skipped
+
+
+def _record_time(path: Path) -> str | None:
+    m = re.search(r"\.(\d{8}_\d{6})_TAI\.", path.name)
+    return m.group(1) if m else None
+
+
+def harp_region_mask(patch: SharpPatch, threshold_gauss: float = 150.0) -> tuple[np.ndarray, str]:
+    """Pixels over which SHARP sums its flux keywords (USFLUX): the HARP region.
+
+    SHARP keywords are integrals over the pixels inside the HARP (bitmap value ≥ 33; Bobra et
+    al. 2014, §3). In order of preference the mask comes from
+
+    1. the record's own ``bitmap`` companion;
+    2. the bitmap of the same HARP nearest in time with the same shape, in the same folder
+       (HARP boxes keep their size over a HARP's life);
+    3. the strong-field pixels |Br| > ``threshold_gauss`` when no bitmap of the HARP exists.
+
+    Returns ``(mask (ny, nx) bool, source)`` where ``source`` says which rule applied
+    ("bitmap", "bitmap of <YYYYMMDD_HHMMSS>", or "strong field |Br| > 150 G").
+    """
+    if patch.bitmap is not None:
+        return np.asarray(patch.bitmap) >= 33, "bitmap"
+    own = _record_time(patch.path)
+    best: tuple[int, np.ndarray, str] | None = None
+    for cand in sorted(patch.path.parent.glob(f"hmi.sharp_cea_720s.{patch.harpnum}.*.bitmap.fits")):
+        t = _record_time(cand)
+        if t is None or own is None:
+            continue
+        try:
+            data, _, _ = read_image_hdu(cand, error=SharpReadError)
+        except FitsReadError:
+            continue
+        if data.shape != patch.Br.shape:
+            continue
+        dt = abs((_dt.datetime.strptime(t, "%Y%m%d_%H%M%S") - _dt.datetime.strptime(own, "%Y%m%d_%H%M%S")).total_seconds())
+        if best is None or dt < best[0]:
+            best = (dt, np.asarray(data) >= 33, t)
+    if best is not None:
+        return best[1], f"bitmap of {best[2]}"
+    return np.abs(np.nan_to_num(patch.Br)) > threshold_gauss, f"strong field |Br| > {threshold_gauss:g} G"

@@ -15,6 +15,8 @@ from torch import nn
 
 __all__ = ["Generator", "Discriminator"]
 
+_sn = nn.utils.parametrizations.spectral_norm
+
 
 def _n_stages(image_size: int) -> int:
     n = int(math.log2(image_size)) - 2
@@ -67,21 +69,20 @@ class Discriminator(nn.Module):
 
     :meth:`logits` returns the pre-sigmoid score; the training loss uses it with
     ``binary_cross_entropy_with_logits``, which is the paper's BCE (eqs. 1–2) computed stably.
+    Every layer is spectrally normalised (Miyato et al. 2018) instead of batch-normalised: with
+    a few hundred real patches an unconstrained discriminator wins within one epoch
+    (accuracy 1.0, vanishing generator gradients); the Lipschitz bound keeps the game going.
     """
 
     def __init__(self, image_size: int = 128, base_channels: int = 64):
         super().__init__()
         n = _n_stages(image_size)
         widths = [base_channels * min(2**i, 8) for i in range(n)]
-        layers: list[nn.Module] = [nn.Conv2d(1, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        layers: list[nn.Module] = [_sn(nn.Conv2d(1, widths[0], 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
         for i in range(n - 1):
-            layers += [
-                nn.Conv2d(widths[i], widths[i + 1], 4, 2, 1, bias=False),
-                nn.BatchNorm2d(widths[i + 1]),
-                nn.LeakyReLU(0.2, inplace=True),
-            ]
+            layers += [_sn(nn.Conv2d(widths[i], widths[i + 1], 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
         self.body = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(widths[-1] * 16, 1))
+        self.head = nn.Sequential(nn.Flatten(), _sn(nn.Linear(widths[-1] * 16, 1)))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))

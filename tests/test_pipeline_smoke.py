@@ -1,0 +1,84 @@
+"""Full pipeline on real data with the tiny profile, then every CLI step on its work folder."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from typer.testing import CliRunner
+
+from helioforge.cli import app
+from helioforge.config import get_profile
+from helioforge.interrogate.pipeline import Interrogator, interrogate
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data_dir):
+    work = tmp_path_factory.mktemp("tiny")
+    t = time.perf_counter()
+    metrics = interrogate(get_profile("tiny"), work, progress=False)
+    return work, metrics, time.perf_counter() - t
+
+
+def test_report_contents(run):
+    work, m, _ = run
+    report = work / "report"
+    for name in ("metrics.json", "index.html", "queries.ecsv", "fig2_zoo.png", "fig4_latent_projection.png",
+                 "fig5_traversal.png", "fig6_retrieval.png", "fig6_histograms.png"):
+        assert (report / name).stat().st_size > 0, name
+    on_disk = json.loads((report / "metrics.json").read_text())
+    assert set(on_disk["correlations"]) == {"TUF", "PSEP", "R", "TPF", "TNF"}
+    assert on_disk["correlations"]["TUF"]["paper_pearson"] == 0.78
+    assert set(on_disk["svm_accuracy"]) == {"TUF", "PSEP", "R", "polarity"}
+    assert on_disk["corpus"]["n_patches"] >= 300
+    assert on_disk["monotonicity"]["TUF"]["n_base"] >= 50
+    assert "R_change_reduction" in on_disk["conditioning_TUF_given_R"]
+    html = (report / "index.html").read_text()
+    assert "Pearson" in html and "fig6_histograms.png" in html and "0.78" in html
+
+
+def test_second_run_reuses_models(run):
+    work, _, first = run
+    gen = work / "gan" / "generator.safetensors"
+    mtime = gen.stat().st_mtime
+    m = interrogate(get_profile("tiny"), work, progress=False)
+    assert gen.stat().st_mtime == mtime  # not retrained
+    assert m["timings_s"]["gan"] < 5 and m["timings_s"]["simsiam"] < 5
+
+
+def test_interrogator_queries(run, sharp_dir):
+    work, _, _ = run
+    itg = Interrogator.from_workspace(work)
+    by_z = itg.search_latent(np.zeros((2, itg.generator.latent_dim)), k=3)
+    assert len(by_z) == 2 and [m.rank for m in by_z[0]] == [1, 2, 3]
+    assert by_z[0][0].score >= by_z[0][1].score
+    f = sharp_dir / "hmi.sharp_cea_720s.1447.20120307_082400_TAI.Br.fits"
+    hits = itg.search_fits(f, k=1)[0]
+    # the patch itself is in the corpus: it is its own nearest neighbour
+    assert hits[0].file == f.name and hits[0].score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_cli_generate_search_directions_index(run, tmp_path):
+    work, _, _ = run
+    out = tmp_path / "q.fits"
+    r = runner.invoke(app, ["generate", "-w", str(work), "--move", "tuf=+2", "--keep", "r,polarity", "--seed", "0", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    with fits.open(out) as h:
+        assert h[0].data.shape == (32, 32)
+        assert "HF TUF" in h[0].header and h[0].header["CREATOR"].startswith("helioforge")
+        assert h[0].header["HF MOVE"] == "tuf=+2"
+        assert h["LATENT"].data.shape == (1, 100)
+    assert out.with_suffix(".png").stat().st_size > 0
+    r = runner.invoke(app, ["search", str(out), "-w", str(work), "-k", "3", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert len(rows) == 3 and rows[0]["rank"] == 1
+    r = runner.invoke(app, ["generate", "-w", str(work), "--move", "flux=+2", "-o", str(tmp_path / "x.fits")])
+    assert r.exit_code == 2 and "no latent direction" in r.output
+    r = runner.invoke(app, ["directions", "fit", "-w", str(work)])
+    assert r.exit_code == 0 and "polarity" in r.stdout
+    r = runner.invoke(app, ["index", "build", "-w", str(work)])
+    assert r.exit_code == 0, r.output
