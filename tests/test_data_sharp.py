@@ -141,3 +141,22 @@ def test_bad_companion_is_a_warning(sharp_dir, bad_dir, tmp_path):
     p = read_sharp(tmp_path / P1447)
     assert p.bitmap is None and p.magnetogram is None
     assert any("bitmap" in w and "empty" in w for w in p.warnings)
+
+
+def test_harp_region_mask_prefers_bitmaps(sharp_dir):
+    from helioforge.data.sharp import harp_region_mask
+
+    own = read_sharp(sharp_dir / "hmi.sharp_cea_720s.1447.20120307_082400_TAI.Br.fits")
+    mask, source = harp_region_mask(own)
+    assert source == "bitmap" and mask.shape == own.Br.shape
+    np.testing.assert_array_equal(mask, own.bitmap >= 33)
+    # 1455 at 08:24 has no bitmap of its own: the nearest one of the same HARP (02:24 or 14:24) is used
+    near = read_sharp(sharp_dir / "hmi.sharp_cea_720s.1455.20120307_082400_TAI.Br.fits")
+    assert near.bitmap is None
+    mask, source = harp_region_mask(near)
+    assert source in ("bitmap of 20120307_022400", "bitmap of 20120307_142400")
+    # HARP 6060 has no bitmap at all: strong-field pixels
+    none = read_sharp(sharp_dir / "hmi.sharp_cea_720s.6060.20151030_000000_TAI.Br.fits")
+    mask, source = harp_region_mask(none)
+    assert source.startswith("strong field")
+    np.testing.assert_array_equal(mask, np.abs(np.nan_to_num(none.Br)) > 150)

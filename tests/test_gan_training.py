@@ -18,7 +18,7 @@ def images():
 def test_train_resume_and_select(tmp_path, images):
     cfg = GANConfig(latent_dim=8, base_channels=4, epochs=2, batch_size=16, select_after_fraction=0.0)
     stem = train_gan(images, cfg, tmp_path, progress=False)
-    assert (tmp_path / "checkpoints" / "last.safetensors").is_file()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.safetensors"]
     first = json.loads(stem.with_suffix(".json").read_text())
     assert [h["epoch"] for h in first["history"]] == [0, 1]
 

@@ -475,3 +475,15 @@ def test_tuf_tracks_sharp_usflux(sharp_dir):
     # measured 0.949; all-pixel TUF is dominated by the ~100 G noise of weak HARPs (0.76)
     assert rho_region >= 0.9
     assert rho_region > rho_all
+
+
+def test_is_active_needs_both_polarities_over_the_area():
+    from helioforge.physics.params import is_active
+
+    x = np.zeros((3, 1, 40, 40), np.float32)
+    x[0, 0, 5:10, 5:10] = 0.5  # unipolar
+    x[1, 0, 5:10, 5:10], x[1, 0, 20:25, 20:25] = 0.5, -0.5  # 25 px each = 1.6 % of the image
+    x[2, 0, 5:7, 5:7], x[2, 0, 20:22, 20:22] = 0.5, -0.5  # 4 px each = 0.25 %
+    np.testing.assert_array_equal(is_active(x, 0.15, 0.0025), [False, True, True])
+    np.testing.assert_array_equal(is_active(x, 0.15, 0.01), [False, True, False])
+    np.testing.assert_array_equal(is_active(x, 0.6, 0.0025), [False, False, False])

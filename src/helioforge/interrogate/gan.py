@@ -21,7 +21,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from helioforge.config import GANConfig
 from helioforge.interrogate.training import last_checkpoint, make_trainer
@@ -141,8 +141,12 @@ def train_gan(
     accelerator: str = "auto",
     devices: int | str = "auto",
     progress: bool = True,
+    active: np.ndarray | None = None,
 ) -> Path:
     """Train the GAN on ``images`` (n, 1, N, N) in [-1, 1]; return the selected generator's stem.
+
+    ``active`` (n,) bool marks active-region patches; with ``cfg.active_fraction`` set, each
+    epoch draws n patches with replacement, active ones with that total probability.
 
     Resumes from ``workdir/checkpoints/last.safetensors`` when present. The selected generator
     (closest-to-chance discriminator accuracy) is written to ``workdir/generator.safetensors``
@@ -159,7 +163,17 @@ def train_gan(
     workdir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, verbose=False)
     module = GANModule(cfg, images.shape[-1], workdir)
-    loader = DataLoader(TensorDataset(torch.from_numpy(images)), batch_size=cfg.batch_size, shuffle=True, drop_last=True)
+    dataset = TensorDataset(torch.from_numpy(images))
+    sampler = None
+    if active is not None and cfg.active_fraction is not None:
+        active = np.asarray(active, bool)
+        n_act = int(active.sum())
+        if 0 < n_act < len(active):
+            w = np.where(active, cfg.active_fraction / n_act, (1 - cfg.active_fraction) / (len(active) - n_act))
+            sampler = WeightedRandomSampler(torch.as_tensor(w, dtype=torch.double), len(images), replacement=True,
+                                            generator=torch.Generator().manual_seed(cfg.seed))
+        log.info("GAN training set: %d active of %d patches (drawn with probability %.2f)", n_act, len(active), cfg.active_fraction)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True)
     trainer = make_trainer(workdir, cfg.epochs, accelerator=accelerator, devices=devices, progress=progress)
     resume = last_checkpoint(workdir)
     if resume is not None:

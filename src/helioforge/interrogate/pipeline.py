@@ -30,7 +30,7 @@ from helioforge.interrogate.gan import Generator, generate, load_generator, trai
 from helioforge.interrogate.retrieval import RetrievalIndex
 from helioforge.interrogate.simsiam import embed, load_simsiam, train_simsiam
 from helioforge.io import write_json
-from helioforge.physics.params import compute_params
+from helioforge.physics.params import compute_params, is_active
 
 __all__ = [
     "Workspace",
@@ -149,7 +149,8 @@ def ensure_gan(profile: Profile, ws: Workspace, corpus: Corpus, force: bool = Fa
         if ws.state().get("gan_started") != digest:
             _reset_training(ws.gan_dir)
         ws.mark("gan_started", digest)
-        train_gan(corpus.images, profile.gan, ws.gan_dir, **trainer_kw)
+        active = is_active(corpus.images, profile.params.threshold_gauss / profile.data.clip_gauss, profile.gan.active_min_area)
+        train_gan(corpus.images, profile.gan, ws.gan_dir, active=active, **trainer_kw)
         ws.mark("gan", digest)
     return load_generator(ws.generator)
 

@@ -43,7 +43,9 @@ def make_trainer(
     """
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*number of training batches.*")
-    ckpt = _SafetensorsModelCheckpoint(dirpath=Path(workdir) / "checkpoints", save_last=True, save_top_k=0)
+    # one rolling file, rewritten at the end of every epoch (no monitor: the latest state wins)
+    ckpt = _SafetensorsModelCheckpoint(dirpath=Path(workdir) / "checkpoints", filename="last", save_top_k=1,
+                                       save_last=False, enable_version_counter=False)
     strategy = "auto"
     if devices not in ("auto", 1, "1"):
         strategy = "ddp"

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "is_active",
     "PARAM_NAMES",
     "compute_params",
     "params_table",
@@ -290,6 +291,21 @@ def _dilate(mask: torch.Tensor, k: int) -> torch.Tensor:
             out = out.narrow(dim, 0, n - step) | out.narrow(dim, step, n - step)
             width += step
     return out
+
+
+def is_active(images: Any, threshold: float = 0.15, min_area_fraction: float = 0.0025) -> np.ndarray:
+    """Whether each image holds an active region: both polarities above ``threshold`` over at
+    least ``min_area_fraction`` of the image each (a bipolar strong-field region, as a HARP).
+
+    images : (B, 1, H, W) or (B, H, W), array or tensor, in the same units as ``threshold``.
+    Returns a bool array (B,). Raises ``ValueError`` as :func:`compute_params`.
+    """
+    x = _as_batch(images)
+    t = _check_threshold(threshold)
+    pos, neg = _polarity_masks(x, t)
+    area = x.shape[-1] * x.shape[-2]
+    need = min_area_fraction * area
+    return ((pos.flatten(1).sum(1) >= need) & (neg.flatten(1).sum(1) >= need)).cpu().numpy()
 
 
 def params_table(
