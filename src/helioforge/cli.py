@@ -179,38 +179,38 @@ ACCEL = typer.Option("auto", "--accelerator", help="Lightning accelerator: auto,
 DEVICES = typer.Option("auto", "--devices", help="Number of devices (several GPUs use DDP).")
 
 
-@train_app.command("gan")
-def train_gan_cmd(workdir: Path = WORKDIR, profile: str = PROFILE, epochs: Optional[int] = typer.Option(None, help="Override the profile's epochs."),
-                  force: bool = typer.Option(False, help="Retrain even if a matching model exists."),
-                  accelerator: str = ACCEL, devices: str = DEVICES) -> None:
-    """Build the real corpus and train (or resume) the GAN."""
-    from helioforge.interrogate.pipeline import ensure_gan, prepare_corpus
+TRAIN_PROFILE = typer.Option(None, "--profile", "-p", help="Profile (cpu, paper, tiny); default: the work folder's, else cpu.")
+EPOCHS = typer.Option(None, help="Override the profile's epochs.")
+FORCE = typer.Option(False, help="Retrain even if a matching model exists.")
+
+
+def _train(model: str, workdir: Path, profile: str | None, epochs: int | None, force: bool, accelerator: str, devices: str) -> None:
+    from helioforge.interrogate.pipeline import ensure_gan, ensure_simsiam, prepare_corpus
 
     ws, prof = _workspace_profile(workdir, profile)
     if epochs:
-        prof.gan.epochs = epochs
+        getattr(prof, model).epochs = epochs
         ws.save_profile(prof)
     corpus, skipped = prepare_corpus(prof, ws)
     for s in skipped:
         console.print(f"[yellow]skipped[/yellow] {s['file']}: {s['reason']}")
-    ensure_gan(prof, ws, corpus, force, **_trainer_kw(accelerator, devices))
-    console.print(f"generator: {ws.generator}.safetensors")
+    ensure = ensure_gan if model == "gan" else ensure_simsiam
+    ensure(prof, ws, corpus, force, **_trainer_kw(accelerator, devices))
+    console.print(f"{model}: {ws.generator if model == 'gan' else ws.simsiam}.safetensors")
+
+
+@train_app.command("gan")
+def train_gan_cmd(workdir: Path = WORKDIR, profile: Optional[str] = TRAIN_PROFILE, epochs: Optional[int] = EPOCHS,
+                  force: bool = FORCE, accelerator: str = ACCEL, devices: str = DEVICES) -> None:
+    """Build the real corpus and train (or resume) the GAN."""
+    _train("gan", workdir, profile, epochs, force, accelerator, devices)
 
 
 @train_app.command("simsiam")
-def train_simsiam_cmd(workdir: Path = WORKDIR, profile: str = PROFILE, epochs: Optional[int] = typer.Option(None, help="Override the profile's epochs."),
-                      force: bool = typer.Option(False, help="Retrain even if a matching model exists."),
-                      accelerator: str = ACCEL, devices: str = DEVICES) -> None:
-    """Train (or resume) SimSiam on the real corpus."""
-    from helioforge.interrogate.pipeline import ensure_simsiam, prepare_corpus
-
-    ws, prof = _workspace_profile(workdir, profile)
-    if epochs:
-        prof.simsiam.epochs = epochs
-        ws.save_profile(prof)
-    corpus, _ = prepare_corpus(prof, ws)
-    ensure_simsiam(prof, ws, corpus, force, **_trainer_kw(accelerator, devices))
-    console.print(f"SimSiam: {ws.simsiam}.safetensors")
+def train_simsiam_cmd(workdir: Path = WORKDIR, profile: Optional[str] = TRAIN_PROFILE, epochs: Optional[int] = EPOCHS,
+                      force: bool = FORCE, accelerator: str = ACCEL, devices: str = DEVICES) -> None:
+    """Build the real corpus and train (or resume) SimSiam on it."""
+    _train("simsiam", workdir, profile, epochs, force, accelerator, devices)
 
 
 @directions_app.command("fit")

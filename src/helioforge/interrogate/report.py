@@ -65,7 +65,7 @@ def fig_zoo(images: np.ndarray, path: Path, rows: int = 10) -> Path:
 
 
 def fig_latent_projection(z: np.ndarray, params: dict[str, np.ndarray], directions, generate_fn, path: Path,
-                          n_thumbs: int = 24) -> Path:
+                          n_thumbs: int = 14) -> Path:
     """Paper Fig. 4: 2-D projection z'₁ = z₁, z'₂ = Σ_{i≥2} nᵢzᵢ/n₂ with the SVM line and thumbnails."""
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
@@ -83,10 +83,10 @@ def fig_latent_projection(z: np.ndarray, params: dict[str, np.ndarray], directio
         ax.scatter(p2[ok & ~y, 0], p2[ok & ~y, 1], s=3, c="tab:blue", alpha=0.35, label=f"{name} low" if name != "polarity" else "negative leading")
         xs = np.linspace(p2[:, 0].min(), p2[:, 0].max(), 10)
         ax.plot(xs, -(n[0] * xs + b) / n[1], "k-", lw=2, label="SVM decision boundary")
-        pick = rng.choice(len(z), size=min(n_thumbs, len(z)), replace=False)
+        pick = _spread(p2, n_thumbs, rng)
         thumbs = generate_fn(z[pick])
         for (x0, y0), img in zip(p2[pick], thumbs):
-            ab = AnnotationBbox(OffsetImage(np.squeeze(img)[::-1], cmap=CMAP, zoom=28 / img.shape[-1] * 1.2, norm=matplotlib.colors.Normalize(-1, 1)),
+            ab = AnnotationBbox(OffsetImage(np.squeeze(img)[::-1], cmap=CMAP, zoom=36 / img.shape[-1], norm=matplotlib.colors.Normalize(-1, 1)),
                                 (x0, y0), pad=0.05, frameon=True)
             ax.add_artist(ab)
         ax.set_xlabel("z'₁ = z₁")
@@ -94,6 +94,19 @@ def fig_latent_projection(z: np.ndarray, params: dict[str, np.ndarray], directio
         ax.set_title(f"{name}: validation accuracy {directions.accuracy[name]:.2f}")
         ax.legend(loc="upper right", fontsize=7, markerscale=3)
     return _save(fig, path)
+
+
+def _spread(points: np.ndarray, n: int, rng: np.random.Generator, min_dist: float = 0.15) -> np.ndarray:
+    """Indices of up to ``n`` points at least ``min_dist`` apart (in units of the data range)."""
+    span = np.ptp(points, axis=0)
+    scaled = (points - points.min(0)) / np.where(span > 0, span, 1)
+    chosen: list[int] = []
+    for i in rng.permutation(len(points)):
+        if all(np.hypot(*(scaled[i] - scaled[j])) >= min_dist for j in chosen):
+            chosen.append(int(i))
+            if len(chosen) == n:
+                break
+    return np.asarray(chosen, dtype=int)
 
 
 def fig_traversal(generator_fn, params_fn, directions, latent_dim: int, eps: np.ndarray, path: Path, seed: int = 3) -> Path:
@@ -145,7 +158,9 @@ def fig_retrieval(res: dict[str, Any], corpus_table: Table, path: Path) -> Path:
 def fig_histograms(q: dict[str, np.ndarray], m: dict[str, np.ndarray], corpus: dict[str, np.ndarray],
                    correlations: dict[str, dict[str, float]], path: Path) -> Path:
     """Paper Fig. 6 (right): 2-D histogram of each parameter for queries vs matches, with
-    marginals of the queries (light blue), the matches (pink) and the whole corpus (black)."""
+    marginals of the queries (light blue), the matches (pink) and the whole corpus (black).
+    Flux-type parameters are shown as log10(1 + value); the correlations quoted are those of
+    the raw values (as in the paper)."""
     names = list(correlations)
     fig = plt.figure(figsize=(4 * len(names), 4.4))
     outer = fig.add_gridspec(1, len(names), wspace=0.35)
@@ -155,17 +170,21 @@ def fig_histograms(q: dict[str, np.ndarray], m: dict[str, np.ndarray], corpus: d
         a, b = a[ok], b[ok]
         c = np.asarray(corpus[name], float)
         c = c[np.isfinite(c)]
-        lo = min(a.min(initial=0), b.min(initial=0), c.min(initial=0))
-        hi = max(np.percentile(np.r_[a, b, c], 99.5) if len(a) else 1, lo + 1e-9)
-        bins = np.linspace(lo, hi, 30)
+        log = name != "PSEP"  # fluxes span decades: show log10(1 + value)
+        if log:
+            a, b, c = np.log10(1 + np.maximum(a, 0)), np.log10(1 + np.maximum(b, 0)), np.log10(1 + np.maximum(c, 0))
+        allv = np.r_[a, b, c]
+        lo, hi = (float(allv.min()), float(np.percentile(allv, 99.5))) if len(allv) else (0.0, 1.0)
+        bins = np.linspace(lo, max(hi, lo + 1e-9), 30)
         gs = outer[k].subgridspec(2, 2, width_ratios=(4, 1), height_ratios=(1, 4), wspace=0.05, hspace=0.05)
         ax = fig.add_subplot(gs[1, 0])
         axx = fig.add_subplot(gs[0, 0], sharex=ax)
         axy = fig.add_subplot(gs[1, 1], sharey=ax)
         ax.hist2d(a, b, bins=[bins, bins], cmap="Greys", cmin=1)
         ax.plot([lo, hi], [lo, hi], "k:", lw=0.8)
-        ax.set_xlabel(f"{name} (generated query)")
-        ax.set_ylabel(f"{name} (real match)")
+        label = f"log10(1 + {name})" if log else name
+        ax.set_xlabel(f"{label}, generated query")
+        ax.set_ylabel(f"{label}, real match")
         axx.hist(a, bins=bins, density=True, color="lightblue", alpha=0.8)
         axx.hist(c, bins=bins, density=True, histtype="step", color="k")
         axy.hist(b, bins=bins, density=True, color="pink", alpha=0.8, orientation="horizontal")
