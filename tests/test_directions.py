@@ -60,10 +60,18 @@ def test_fit_directions_recovers_true_normals():
         assert d.n_train[name] == 1400 and d.n_val[name] == 600  # 70/30
 
 
-def test_fit_directions_single_class_is_an_error():
+def test_unfittable_direction_is_skipped_with_its_reason():
     z, params, _ = _synthetic(200)
-    params["leading_sign"] = np.ones(200)
-    with pytest.raises(ValueError, match="polarity"):
+    params["leading_sign"] = np.ones(200)  # never a negative leading polarity
+    params["PSEP"] = np.full(200, np.nan)  # never both polarities
+    d = fit_directions(z, params, DirectionsConfig())
+    assert set(d.normals) == {"TUF", "R"}
+    assert "polarity" in d.skipped and "PSEP" in d.skipped and "both polarities" in d.skipped["PSEP"]
+    assert not d.has("psep") and d.has("tuf", "r")
+    with pytest.raises(KeyError, match="both polarities"):
+        d.get("psep")
+    params["TUF"] = params["R"] = np.ones(200)  # ties: nothing above the median
+    with pytest.raises(ValueError, match="no latent direction"):
         fit_directions(z, params, DirectionsConfig())
 
 

@@ -246,7 +246,7 @@ def _tiny() -> Profile:
     return Profile(
         name="tiny",
         data=DataConfig(image_size=32, tile_px=512, tile_stride_px=512),
-        gan=GANConfig(base_channels=8, epochs=2, batch_size=16),
+        gan=GANConfig(base_channels=8, epochs=6, batch_size=16),
         simsiam=SimSiamConfig(epochs=1, batch_size=16, width=8, proj_hidden=64, pred_hidden=16),
         directions=DirectionsConfig(n_samples=200, n_base=50, n_eps=5),
         interrogate=InterrogateConfig(n_queries=40),

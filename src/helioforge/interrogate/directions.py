@@ -50,6 +50,8 @@ class LatentDirections:
     offsets : name → b/|w|, the signed distance convention n̂·z + offset = 0 on the boundary.
     accuracy : name → validation accuracy (30 % hold-out).
     train_accuracy, medians, n_train, n_val : fit bookkeeping.
+    skipped : name → why no direction could be fitted (e.g. the generator never produced
+        both polarities, so PSEP and polarity are undefined for every sample).
     """
 
     normals: dict[str, np.ndarray]
@@ -59,17 +61,21 @@ class LatentDirections:
     medians: dict[str, float] = field(default_factory=dict)
     n_train: dict[str, int] = field(default_factory=dict)
     n_val: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def latent_dim(self) -> int:
-        return len(next(iter(self.normals.values())))
+    def has(self, *names: str) -> bool:
+        """Whether every named direction was fitted (case-insensitive)."""
+        have = {k.lower() for k in self.normals}
+        return all(n.lower() in have for n in names)
 
     def get(self, name: str) -> np.ndarray:
         """Normal for ``name`` (case-insensitive: tuf, psep, r, polarity). Raises ``KeyError``."""
         for key, vec in self.normals.items():
             if key.lower() == name.lower():
                 return vec
-        raise KeyError(f"no latent direction {name!r}; have {sorted(self.normals)}")
+        why = next((v for k, v in self.skipped.items() if k.lower() == name.lower()), None)
+        extra = f" (not fitted: {why})" if why else ""
+        raise KeyError(f"no latent direction {name!r}{extra}; have {sorted(self.normals)}")
 
     def save(self, path: str | Path) -> Path:
         d = asdict(self)
@@ -107,15 +113,20 @@ def fit_directions(z: np.ndarray, params: dict[str, np.ndarray], cfg: Directions
     """Fit one LinearSVC per parameter on (z, label) with a ``train_fraction`` split.
 
     z : (M, latent_dim) latent vectors; params : arrays (M,) from
-    :func:`helioforge.physics.params.compute_params`. Raises ``ValueError`` when a label has a
-    single class (the generator produced no variety in that parameter).
+    :func:`helioforge.physics.params.compute_params`. A parameter whose labels have a single
+    class, or fewer than 10 defined samples per class, is not fitted: it is logged and listed
+    in ``skipped`` with the reason. Raises ``ValueError`` when no direction at all can be fitted.
     """
     z = np.asarray(z, dtype=np.float64)
-    normals, offsets, acc, tacc, meds, ntr, nva = {}, {}, {}, {}, {}, {}, {}
+    normals, offsets, acc, tacc, meds, ntr, nva, skipped = {}, {}, {}, {}, {}, {}, {}, {}
     for name, (ok, y, med) in direction_labels(params).items():
         zs, ys = z[ok], y[ok]
-        if len(np.unique(ys)) < 2:
-            raise ValueError(f"cannot fit the {name} direction: all {len(ys)} generated samples fall in one class")
+        counts = np.bincount(ys.astype(int), minlength=2)
+        if counts.min() < 10:
+            skipped[name] = (f"only {counts[1]} high / {counts[0]} low of {len(z)} generated samples"
+                             + (" (undefined without both polarities)" if name in ("PSEP", "polarity") else ""))
+            log.warning("SVM %s not fitted: %s", name, skipped[name])
+            continue
         ztr, zva, ytr, yva = train_test_split(zs, ys, train_size=cfg.train_fraction, random_state=cfg.seed, stratify=ys)
         svm = LinearSVC(C=cfg.svm_C, max_iter=20000, dual="auto").fit(ztr, ytr)
         w = svm.coef_[0]
@@ -127,7 +138,9 @@ def fit_directions(z: np.ndarray, params: dict[str, np.ndarray], cfg: Directions
         meds[name] = med
         ntr[name], nva[name] = len(ytr), len(yva)
         log.info("SVM %-8s validation accuracy %.3f (n=%d/%d)", name, acc[name], len(ytr), len(yva))
-    return LatentDirections(normals, offsets, acc, tacc, meds, ntr, nva)
+    if not normals:
+        raise ValueError(f"no latent direction could be fitted: {skipped}")
+    return LatentDirections(normals, offsets, acc, tacc, meds, ntr, nva, skipped)
 
 
 def conditional_direction(primal: np.ndarray, conditions: Sequence[np.ndarray]) -> np.ndarray:
@@ -177,6 +190,8 @@ def monotonicity(
     eps = np.asarray(eps, dtype=np.float64)
     out = {}
     for name in DIRECTION_PARAMS:
+        if not directions.has(name):
+            continue
         zz = traverse(z_base, directions.get(name), eps)
         vals = _param_value(params_of_z(zz), name).reshape(len(z_base), len(eps))
         rhos = []

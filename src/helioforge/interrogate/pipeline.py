@@ -372,6 +372,7 @@ def interrogate(
                     "collapse_reference_z_std": sim_cfg.get("collapse_reference_z_std")},
         "svm_accuracy": directions.accuracy,
         "svm_train_accuracy": directions.train_accuracy,
+        "svm_skipped": directions.skipped,
         "n_direction_samples": profile.directions.n_samples,
         **direction_metrics,
         "n_queries": profile.interrogate.n_queries,

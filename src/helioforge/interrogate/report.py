@@ -72,9 +72,10 @@ def fig_latent_projection(z: np.ndarray, params: dict[str, np.ndarray], directio
     from helioforge.interrogate.directions import direction_labels, project_2d
 
     labels = direction_labels(params)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 6))
+    names = [n for n in ("TUF", "polarity") if directions.has(n)] or list(directions.normals)[:1]
+    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 6), squeeze=False)
     rng = np.random.default_rng(0)
-    for ax, name in zip(axes, ("TUF", "polarity")):
+    for ax, name in zip(axes[0], names):
         n = directions.get(name)
         b = directions.offsets[name]
         p2 = project_2d(z, n)
@@ -115,16 +116,20 @@ def fig_traversal(generator_fn, params_fn, directions, latent_dim: int, eps: np.
     from helioforge.interrogate.directions import conditional_direction, traverse
 
     z0 = np.random.default_rng(seed).standard_normal((1, latent_dim))
-    fig, axes = plt.subplots(len(TRAVERSAL_ROWS), len(eps), figsize=(1.3 * len(eps), 1.5 * len(TRAVERSAL_ROWS)))
-    for r, (label, primal, conds) in enumerate(TRAVERSAL_ROWS):
+    rows = [row for row in TRAVERSAL_ROWS if directions.has(row[1], *row[2])]
+    if not rows:
+        rows = [(name, name, ()) for name in directions.normals]
+    fig, axes = plt.subplots(len(rows), len(eps), figsize=(1.3 * len(eps), 1.5 * len(rows)), squeeze=False)
+    for r, (label, primal, conds) in enumerate(rows):
         vec = conditional_direction(directions.get(primal), [directions.get(c) for c in conds])
         zz = traverse(z0, vec, eps)
         imgs = generator_fn(zz)
         p = params_fn(zz)
+        key = "leading_sign" if primal == "polarity" else primal
         for c, img in enumerate(imgs):
-            _show(axes[r, c], img, f"{primal}={p[primal][c]:.0f} R={p['R'][c]:.0f}")
+            _show(axes[r, c], img, f"{primal}={p[key][c]:.0f} R={p['R'][c]:.0f}")
             if r == 0:
-                axes[0, c].set_title(f"ε={eps[c]:+.1f}\n{primal}={p[primal][c]:.0f} R={p['R'][c]:.0f}", fontsize=7)
+                axes[0, c].set_title(f"ε={eps[c]:+.1f}\n{primal}={p[key][c]:.0f} R={p['R'][c]:.0f}", fontsize=7)
         axes[r, 0].set_ylabel(label, fontsize=8)
     fig.subplots_adjust(wspace=0.05, hspace=0.35)
     return _save(fig, path)
@@ -224,10 +229,12 @@ The paper's R Spearman (0.76) is quoted from its text.</p>
 <table><tr><th>direction</th><th>validation accuracy</th><th>train accuracy</th><th>monotonicity: mean per-base Spearman ρ(ε, p)</th><th>pooled ρ</th><th>bases with ρ&gt;0</th></tr>
 {% for name, acc in m.svm_accuracy.items() %}<tr><td>{{ name }}</td><td>{{ "%.3f"|format(acc) }}</td><td>{{ "%.3f"|format(m.svm_train_accuracy[name]) }}</td>
 <td>{{ "%.2f"|format(m.monotonicity[name].mean_rho) }}</td><td>{{ "%.2f"|format(m.monotonicity[name].pooled_rho) }}</td><td>{{ "%.0f%%"|format(100*m.monotonicity[name].frac_positive) }}</td></tr>{% endfor %}</table>
+{% for name, why in m.svm_skipped.items() %}<p><b>{{ name }} direction not fitted</b>: {{ why }}.</p>{% endfor %}
 {% set c = m.conditioning_TUF_given_R %}
+{% if c.get("skipped") %}<p>Conditioning TUF on R not measured: {{ c.skipped }}.</p>{% else %}
 <p>Conditioning TUF on R (n̂<sub>TUF</sub> with n̂<sub>R</sub> projected out, cos = {{ "%.2f"|format(c.cosine_plain_conditioned) }}):
 the relative change of R over ε ∈ [−{{ eps }}, +{{ eps }}] goes from {{ "%.2f"|format(c.dR_plain) }} to {{ "%.2f"|format(c.dR_conditioned) }}
-(<b>{{ "%.0f%%"|format(100*c.R_change_reduction) }} reduction</b>), while the change of TUF keeps {{ "%.0f%%"|format(100*c.TUF_change_kept) }} of its size.</p>
+(<b>{{ "%.0f%%"|format(100*c.R_change_reduction) }} reduction</b>), while the change of TUF keeps {{ "%.0f%%"|format(100*c.TUF_change_kept) }} of its size.</p>{% endif %}
 
 <h2>Figures</h2>
 <h3>Generated zoo (paper Fig. 2)</h3><img src="fig2_zoo.png" alt="zoo">
