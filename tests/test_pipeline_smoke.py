@@ -85,3 +85,14 @@ def test_cli_generate_search_directions_index(run, tmp_path):
     assert r.exit_code == 0 and "TUF" in r.stdout
     r = runner.invoke(app, ["index", "build", "-w", str(work)])
     assert r.exit_code == 0, r.output
+
+
+def test_search_a_generated_cube(run, tmp_path):
+    work, _, _ = run
+    out = tmp_path / "cube.fits"
+    r = runner.invoke(app, ["generate", "-w", str(work), "-n", "3", "--seed", "1", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    with fits.open(out) as h:
+        assert h[0].data.shape == (3, 32, 32) and len(h["PARAMS"].data) == 3
+    hits = Interrogator.from_workspace(work).search_fits(out, k=2)
+    assert len(hits) == 3 and all(len(m) == 2 for m in hits)

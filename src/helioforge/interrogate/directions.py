@@ -229,14 +229,12 @@ def conditioning_effect(
     plain = directions.get(primal)
     cond = conditional_direction(plain, [directions.get(c) for c in conditions])
     eps = [-eps_max, eps_max]
-    base_params = params_of_z(np.asarray(z_base))
     res: dict[str, float] = {"cosine_plain_conditioned": float(plain @ cond)}
     for label, vec in (("plain", plain), ("conditioned", cond)):
         p = params_of_z(traverse(z_base, vec, eps))
         for name in ("R", primal):
             v = _param_value(p, name).reshape(len(z_base), 2)
-            scale = np.nanmedian(np.abs(_param_value(base_params, name))) or 1.0
-            res[f"d{name}_{label}"] = float(np.nanmean(v[:, 1] - v[:, 0]) / scale)
+            res[f"d{name}_{label}"] = float(np.nanmean(v[:, 1] - v[:, 0]))
     res["R_change_reduction"] = 1.0 - abs(res["dR_conditioned"]) / abs(res["dR_plain"]) if res["dR_plain"] else float("nan")
     res[f"{primal}_change_kept"] = res[f"d{primal}_conditioned"] / res[f"d{primal}_plain"] if res[f"d{primal}_plain"] else float("nan")
     return res

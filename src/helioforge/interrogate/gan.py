@@ -198,12 +198,14 @@ def load_generator(path_stem: str | Path, device: str | torch.device = "cpu") ->
 
 
 @torch.no_grad()
-def generate(generator: Generator, z: np.ndarray | torch.Tensor, batch_size: int | None = None) -> np.ndarray:
+def generate(generator: Generator, z: np.ndarray | torch.Tensor, batch_size: int | None = None,
+             progress: bool | None = None) -> np.ndarray:
     """Images (n, 1, N, N) float32 in [-1, 1] (units of 1000 G) for latent vectors z (n, latent_dim).
 
     ``batch_size`` defaults to 8 on a CPU and 256 on a GPU: on CPUs large batches of
     upsample-convolutions are slower per image (measured 686 img/s at 8 vs 219 at 256 for
-    N = 64; docs/benchmarks.md). Raises ``ValueError`` for z of the wrong shape.
+    N = 64; docs/benchmarks.md). A progress bar is shown for 2000 images or more unless
+    ``progress`` is False. Raises ``ValueError`` for z of the wrong shape.
     """
     z = torch.as_tensor(np.asarray(z, dtype=np.float32))
     if z.ndim != 2 or z.shape[1] != generator.latent_dim:
@@ -211,5 +213,10 @@ def generate(generator: Generator, z: np.ndarray | torch.Tensor, batch_size: int
     device = next(generator.parameters()).device
     if batch_size is None:
         batch_size = 8 if device.type == "cpu" else 256
-    out = [generator(chunk.to(device)).cpu() for chunk in z.split(batch_size)]
+    chunks = z.split(batch_size)
+    if progress or (progress is None and len(z) >= 2000):
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc=f"generating {len(z)} images", unit="batch", leave=False)
+    out = [generator(chunk.to(device)).cpu() for chunk in chunks]
     return torch.cat(out).numpy() if out else np.zeros((0, 1, generator.image_size, generator.image_size), np.float32)

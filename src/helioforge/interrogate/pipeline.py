@@ -89,6 +89,12 @@ class Workspace:
         state[step] = digest
         write_json(self.state_file, state)
 
+    def record_time(self, step: str, seconds: float) -> None:
+        """Remember how long making ``step``'s product took (shown in later reports)."""
+        state = self.state()
+        state.setdefault("training_s", {})[step] = round(seconds, 1)
+        write_json(self.state_file, state)
+
     def is_current(self, step: str, digest: str, *paths: Path) -> bool:
         return self.state().get(step) == digest and all(p.exists() for p in paths)
 
@@ -130,10 +136,12 @@ def prepare_corpus(profile: Profile, ws: Workspace, force: bool = False) -> tupl
     if not force and ws.is_current("corpus", digest, ws.corpus, ws.skipped):
         log.info("reusing corpus %s", ws.corpus)
         return Corpus.load(ws.corpus), json.loads(ws.skipped.read_text())
+    t0 = time.perf_counter()
     corpus, skipped = build_corpus(profile.data)
     if len(corpus) == 0:
         raise RuntimeError(f"no readable patches in {profile.data.sharp_path()} or {profile.data.fulldisk_path()}")
     corpus.save(ws.corpus)
+    ws.record_time("corpus", time.perf_counter() - t0)
     skipped_rows = [{"file": str(s.path), "reason": s.reason} for s in skipped]
     write_json(ws.skipped, skipped_rows)
     ws.mark("corpus", digest)
@@ -149,8 +157,10 @@ def ensure_gan(profile: Profile, ws: Workspace, corpus: Corpus, force: bool = Fa
         if ws.state().get("gan_started") != digest:
             _reset_training(ws.gan_dir)
         ws.mark("gan_started", digest)
+        t0 = time.perf_counter()
         active = is_active(corpus.images, profile.params.threshold_gauss / profile.data.clip_gauss, profile.gan.active_min_area)
         train_gan(corpus.images, profile.gan, ws.gan_dir, active=active, **trainer_kw)
+        ws.record_time("gan", time.perf_counter() - t0)
         ws.mark("gan", digest)
     return load_generator(ws.generator)
 
@@ -173,12 +183,14 @@ def ensure_directions(profile: Profile, ws: Workspace, generator: Generator, for
     if not force and ws.is_current("directions", digest, ws.directions, ws.samples):
         return LatentDirections.load(ws.directions)
     cfg = profile.directions
+    t0 = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
     z = rng.standard_normal((cfg.n_samples, generator.latent_dim)).astype(np.float32)
     params = _params_fn(generator, profile)(z)
     directions = fit_directions(z, params, cfg)
     directions.save(ws.directions)
     np.savez_compressed(ws.samples, z=z, **{k: v for k, v in params.items()})
+    ws.record_time("directions", time.perf_counter() - t0)
     ws.mark("directions", digest)
     return directions
 
@@ -190,7 +202,9 @@ def ensure_simsiam(profile: Profile, ws: Workspace, corpus: Corpus, force: bool 
         if ws.state().get("simsiam_started") != digest:
             _reset_training(ws.simsiam_dir)
         ws.mark("simsiam_started", digest)
+        t0 = time.perf_counter()
         train_simsiam(corpus.images, profile.simsiam, ws.simsiam_dir, **trainer_kw)
+        ws.record_time("simsiam", time.perf_counter() - t0)
         ws.mark("simsiam", digest)
     return load_simsiam(ws.simsiam)
 
@@ -267,9 +281,9 @@ class Interrogator:
         path = Path(path)
         try:
             with fits.open(path) as hdul:
-                if "HF_MODEL" in hdul[0].header:
+                if "HF_MODEL" in hdul[0].header:  # one image (N, N) or a cube (n, N, N)
                     img = np.array(hdul[0].data, dtype=np.float32)
-                    return self.search_images(img.reshape(1, 1, *img.shape[-2:]), k)
+                    return self.search_images(img.reshape(-1, 1, *img.shape[-2:]), k)
         except OSError:
             pass
         return self.search_array(read_sharp(path, with_companions=False).Br, k)
@@ -383,6 +397,7 @@ def interrogate(
     step("report", lambda: write_report(report_dir, metrics, res, corpus, generator, directions, profile, ws))
     timings["total"] = round(time.perf_counter() - t_start, 2)
     metrics["timings_s"] = timings
+    metrics["training_s"] = ws.state().get("training_s", {})
     write_json(report_dir / "metrics.json", metrics)
     # the HTML shows the timings too: re-render it with the final numbers (cheap, no figures)
     from helioforge.interrogate.report import write_html

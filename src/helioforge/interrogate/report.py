@@ -233,8 +233,8 @@ The paper's R Spearman (0.76) is quoted from its text.</p>
 {% set c = m.conditioning_TUF_given_R %}
 {% if c.get("skipped") %}<p>Conditioning TUF on R not measured: {{ c.skipped }}.</p>{% else %}
 <p>Conditioning TUF on R (n̂<sub>TUF</sub> with n̂<sub>R</sub> projected out, cos = {{ "%.2f"|format(c.cosine_plain_conditioned) }}):
-the relative change of R over ε ∈ [−{{ eps }}, +{{ eps }}] goes from {{ "%.2f"|format(c.dR_plain) }} to {{ "%.2f"|format(c.dR_conditioned) }}
-(<b>{{ "%.0f%%"|format(100*c.R_change_reduction) }} reduction</b>), while the change of TUF keeps {{ "%.0f%%"|format(100*c.TUF_change_kept) }} of its size.</p>{% endif %}
+the mean change of R between ε = −{{ eps }} and +{{ eps }} goes from {{ "%.1f"|format(c.dR_plain) }} to {{ "%.1f"|format(c.dR_conditioned) }} kG·px
+(<b>{{ "%.0f%%"|format(100*c.R_change_reduction) }} reduction</b>), while the change of TUF ({{ "%.0f"|format(c.dTUF_plain) }} → {{ "%.0f"|format(c.dTUF_conditioned) }} kG·px) keeps {{ "%.0f%%"|format(100*c.TUF_change_kept) }} of its size.</p>{% endif %}
 
 <h2>Figures</h2>
 <h3>Generated zoo (paper Fig. 2)</h3><img src="fig2_zoo.png" alt="zoo">
@@ -246,7 +246,9 @@ the relative change of R over ε ∈ [−{{ eps }}, +{{ eps }}] goes from {{ "%.
 <h2>Training</h2>
 <p>GAN: kept epoch {{ m.gan.selected_epoch }} of {{ m.gan.epochs }} (discriminator accuracy {{ "%.3f"|format(m.gan.d_accuracy) }}, closest to chance).
 SimSiam: {{ sim }}.</p>
-{% if m.get("timings_s") %}<h2>Run time (s)</h2><table><tr>{% for k in m.timings_s %}<th>{{ k }}</th>{% endfor %}</tr>
+{% if m.get("training_s") %}<h2>Training time when the models were made (s)</h2><table><tr>{% for k in m.training_s %}<th>{{ k }}</th>{% endfor %}</tr>
+<tr>{% for v in m.training_s.values() %}<td>{{ v }}</td>{% endfor %}</tr></table>{% endif %}
+{% if m.get("timings_s") %}<h2>This run (s)</h2><table><tr>{% for k in m.timings_s %}<th>{{ k }}</th>{% endfor %}</tr>
 <tr>{% for v in m.timings_s.values() %}<td>{{ v }}</td>{% endfor %}</tr></table>{% endif %}
 <p class="small">Per-query parameters and matches: <a href="queries.ecsv">queries.ecsv</a>; all numbers: <a href="metrics.json">metrics.json</a>.
 Parameters are on the {{ m.image_size }}×{{ m.image_size }} preprocessed images (B/1000 G, ±150 G threshold): fluxes in kG·pixel, PSEP in pixels.</p>
