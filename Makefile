@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch is pinned to the CPU build first so nothing pulls the CUDA wheels.
+	# torch==2.13.0 first: on these machines pip finds the local CPU wheel, so no dependency
+	# can pull a newer torch with the CUDA packages.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
@@ -20,7 +21,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/helioforge interrogate --profile cpu --workdir runs/demo --report runs/demo/report
+	$(VENV)/bin/helioforge interrogate --profile cpu --workdir runs/demo --report runs/demo/report \
+		--sharp-dir $(HELIOFORGE_DATA)/sharp --sharp-dir $(HELIOFORGE_DATA)/sharp_bad
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

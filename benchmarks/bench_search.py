@@ -13,6 +13,7 @@ import time
 import faiss
 import numpy as np
 from astropy.table import Table
+from threadpoolctl import threadpool_limits
 
 from helioforge.interrogate.retrieval import RetrievalIndex
 
@@ -35,6 +36,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     faiss.omp_set_num_threads(args.threads)
+    threadpool_limits(args.threads)  # NumPy's BLAS gets the same number of threads
     rng = np.random.default_rng(0)
     base = rng.standard_normal((args.n, args.dim)).astype(np.float32)
     q = rng.standard_normal((args.queries, args.dim)).astype(np.float32)

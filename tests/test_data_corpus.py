@@ -15,7 +15,7 @@ from helioforge.data.sharp import FitsReadError
 def corpus(data_dir, sharp_dir):
     if not (data_dir / "hmi_fulldisk").is_dir():
         pytest.skip("hmi_fulldisk missing")
-    cfg = DataConfig(image_size=32, sharp_dir=str(sharp_dir), fulldisk_dir=str(data_dir / "hmi_fulldisk"))
+    cfg = DataConfig(image_size=32, sharp_dirs=(str(sharp_dir),), fulldisk_dir=str(data_dir / "hmi_fulldisk"))
     return build_corpus(cfg)
 
 
@@ -62,14 +62,14 @@ def test_save_load_roundtrip(corpus, tmp_path):
 
 
 def test_missing_fulldisk_folder_is_skipped(sharp_dir, tmp_path):
-    cfg = DataConfig(image_size=16, sharp_dir=str(sharp_dir), fulldisk_dir=str(tmp_path / "absent"))
+    cfg = DataConfig(image_size=16, sharp_dirs=(str(sharp_dir),), fulldisk_dir=str(tmp_path / "absent"))
     c, skipped = build_corpus(cfg)
     assert len(c) == 37
     assert len(skipped) == 1 and "absent" in str(skipped[0].path) and "not found" in skipped[0].reason
 
 
 def test_nothing_readable(tmp_path):
-    cfg = DataConfig(sharp_dir=str(tmp_path / "a"), fulldisk_dir=str(tmp_path / "b"))
+    cfg = DataConfig(sharp_dirs=(str(tmp_path / "a"),), fulldisk_dir=str(tmp_path / "b"))
     with pytest.raises(ValueError, match="no image could be read"):
         build_corpus(cfg)
     with pytest.raises(ValueError, match="at least one"):

@@ -44,5 +44,6 @@ def test_simsiam_embed_and_loss_range():
     m = SimSiam(100, 32, 8, 4)
     x = torch.randn(4, 1, 32, 32)
     assert m.embed(x).shape == (4, 100)
-    loss = m(x, x.flip(-1))
+    loss, z1 = m(x, x.flip(-1))
     assert -1.0 <= loss.item() <= 1.0
+    assert z1.shape == (4, 100)

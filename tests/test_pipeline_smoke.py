@@ -15,12 +15,30 @@ from helioforge.interrogate.pipeline import Interrogator, interrogate
 runner = CliRunner()
 
 
+def _tiny(data_dir):
+    p = get_profile("tiny")
+    p.data.sharp_dirs = (str(data_dir / "sharp"), str(data_dir / "sharp_bad"))
+    return p
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, data_dir):
     work = tmp_path_factory.mktemp("tiny")
     t = time.perf_counter()
-    metrics = interrogate(get_profile("tiny"), work, progress=False)
+    metrics = interrogate(_tiny(data_dir), work, progress=False)
     return work, metrics, time.perf_counter() - t
+
+
+def test_bad_input_and_flux_check_reach_the_report(run):
+    work, m, _ = run
+    skipped = {s["file"].split("/")[-1]: s["reason"] for s in m["corpus"]["skipped"]}
+    assert len(skipped) == 3 and all(name.endswith(".Br.fits") for name in skipped)
+    assert any("empty" in r for r in skipped.values()) and sum("truncated" in r for r in skipped.values()) == 2
+    assert any("377" in w and "R_VALUE" in w for w in m["corpus"]["warnings"])
+    u = m["corpus"]["usflux_check"]
+    assert u["n"] == 37 and u["spearman"] >= 0.9
+    html = (work / "report" / "index.html").read_text()
+    assert "truncated" in html and "USFLUX" in html
 
 
 def test_report_contents(run):
@@ -42,11 +60,11 @@ def test_report_contents(run):
     assert "Pearson" in html and "fig6_histograms.png" in html and "0.78" in html
 
 
-def test_second_run_reuses_models(run):
+def test_second_run_reuses_models(run, data_dir):
     work, _, first = run
     gen = work / "gan" / "generator.safetensors"
     mtime = gen.stat().st_mtime
-    m = interrogate(get_profile("tiny"), work, progress=False)
+    m = interrogate(_tiny(data_dir), work, progress=False)
     assert gen.stat().st_mtime == mtime  # not retrained
     assert m["timings_s"]["gan"] < 5 and m["timings_s"]["simsiam"] < 5
 

@@ -44,11 +44,15 @@ PROFILE = typer.Option("cpu", "--profile", "-p", help="Configuration profile: cp
 
 
 class Fmt(str, Enum):
+    """Output format of the listing commands."""
+
     table = "table"
     json = "json"
 
 
 class Units(str, Enum):
+    """Units of ``params``: the paper's preprocessed image, or physical (Mx, Mm)."""
+
     paper = "paper"
     physical = "physical"
 
@@ -166,7 +170,10 @@ def fetch_sharp_cmd(
     if dry_run:
         typer.echo(query)
         return
-    paths = fetch_sharp(out_dir, email, harps=harp or None, noaa=noaa or None, start=start, end=end, cadence=cadence, segments=segment)
+    try:
+        paths = fetch_sharp(out_dir, email, harps=harp or None, noaa=noaa or None, start=start, end=end, cadence=cadence, segments=segment)
+    except (ValueError, RuntimeError, OSError) as e:  # JSOC refusals and network failures
+        _fail(f"JSOC export failed: {e}")
     console.print(f"downloaded {len(paths)} file(s) to {out_dir}")
 
 
@@ -221,16 +228,22 @@ def directions_fit_cmd(workdir: Path = WORKDIR, samples: Optional[int] = typer.O
     from helioforge.interrogate.pipeline import Workspace, ensure_directions
 
     ws = Workspace(workdir)
-    prof = ws.load_profile()
+    try:
+        prof = ws.load_profile()
+        generator = load_generator(ws.generator)
+    except FileNotFoundError as e:
+        _fail(f"{e}. Train the GAN first: helioforge train gan -w {workdir}")
     if samples:
         prof.directions.n_samples = samples
         ws.save_profile(prof)
-    d = ensure_directions(prof, ws, load_generator(ws.generator), force)
+    d = ensure_directions(prof, ws, generator, force)
     tab = RichTable(title=f"SVM latent directions ({prof.directions.n_samples} samples, 70/30)")
     tab.add_column("direction")
     tab.add_column("validation accuracy", justify="right")
     for k, v in d.accuracy.items():
         tab.add_row(k, f"{v:.3f}")
+    for k, why in d.skipped.items():
+        tab.add_row(k, f"not fitted: {why}")
     out.print(tab)
 
 
@@ -241,9 +254,12 @@ def index_build_cmd(workdir: Path = WORKDIR, force: bool = typer.Option(False)) 
     from helioforge.interrogate.simsiam import load_simsiam
 
     ws = Workspace(workdir)
-    prof = ws.load_profile()
+    try:
+        prof = ws.load_profile()
+        model, _ = load_simsiam(ws.simsiam)
+    except FileNotFoundError as e:
+        _fail(f"{e}. Train SimSiam first: helioforge train simsiam -w {workdir}")
     corpus, _ = prepare_corpus(prof, ws)
-    model, _ = load_simsiam(ws.simsiam)
     idx = ensure_index(prof, ws, corpus, model, force)
     console.print(f"index: {len(idx)} vectors of dimension {idx.dim} in {ws.index_dir}")
 
@@ -357,7 +373,9 @@ def search(
 def interrogate(
     workdir: Path = typer.Option(Path("runs/demo"), "--workdir", "-w", help="Work folder (models are reused from here)."),
     report: Optional[Path] = typer.Option(None, "--report", "-r", help="Report folder (default WORKDIR/report)."),
-    profile: str = PROFILE,
+    profile: Optional[str] = TRAIN_PROFILE,
+    sharp_dir: list[Path] = typer.Option([], "--sharp-dir", help="SHARP Br folder (repeatable; default DATA/sharp)."),
+    fulldisk_dir: Optional[Path] = typer.Option(None, "--fulldisk-dir", help="HMI full-disk folder (default DATA/hmi_fulldisk)."),
     queries: Optional[int] = typer.Option(None, "--queries", "-q", help="Number of generated queries Q (paper 1000)."),
     force: bool = typer.Option(False, "--force", help="Retrain everything."),
     accelerator: str = ACCEL,
@@ -366,10 +384,17 @@ def interrogate(
     """The main job: corpus → GAN → SVM directions → SimSiam → index → queries → report."""
     from helioforge.interrogate.pipeline import interrogate as run
 
-    prof = _profile(profile)
+    _, prof = _workspace_profile(workdir, profile)
     if queries:
         prof.interrogate.n_queries = queries
-    m = run(prof, workdir, report, force=force, **_trainer_kw(accelerator, devices))
+    if sharp_dir:
+        prof.data.sharp_dirs = tuple(str(d.resolve()) for d in sharp_dir)
+    if fulldisk_dir:
+        prof.data.fulldisk_dir = str(fulldisk_dir.resolve())
+    try:
+        m = run(prof, workdir, report, force=force, **_trainer_kw(accelerator, devices))
+    except RuntimeError as e:
+        _fail(str(e))
     tab = RichTable(title=f"query ↔ real match ({m['n_queries']} queries)")
     for col in ("parameter", "Pearson", "Spearman", "paper P", "paper S"):
         tab.add_column(col, justify="right")
@@ -377,10 +402,17 @@ def interrogate(
         tab.add_row(name, f"{r['pearson']:.2f}", f"{r['spearman']:.2f}", f"{r['paper_pearson']:.2f}", f"{r['paper_spearman']:.2f}")
     out.print(tab)
     out.print("SVM accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in m["svm_accuracy"].items()))
+    u = m["corpus"].get("usflux_check", {})
+    if u.get("n"):
+        out.print(f"TUF (Mx, HARP region) vs header USFLUX on {u['n']} SHARP frames: Spearman {u['spearman']:.3f}")
+    if m["corpus"]["skipped"]:
+        out.print(f"skipped {len(m['corpus']['skipped'])} input file(s): " + "; ".join(
+            f"{Path(s['file']).name}: {s['reason']}" for s in m["corpus"]["skipped"]))
     out.print(f"report: {(report or Path(workdir) / 'report') / 'index.html'}  ({m['timings_s']['total']:.0f} s)")
 
 
 def main() -> None:  # pragma: no cover
+    """Entry point of the ``helioforge`` command."""
     app()
 
 

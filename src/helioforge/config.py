@@ -58,8 +58,9 @@ class DataConfig:
 
     image_size : N, side of the square images fed to the networks (paper 128).
     clip_gauss : |B| clip and scale, G (paper 1000 G: images are B/1000 G in [-1, 1]).
-    sharp_dir, fulldisk_dir : input folders; ``None`` means ``data_root()/sharp`` and
-        ``data_root()/hmi_fulldisk``.
+    sharp_dirs : SHARP folders read in turn; empty means ``data_root()/sharp``. The demo also
+        passes the sample's ``sharp_bad`` folder so that the report shows the skipped files.
+    fulldisk_dir : full-disk folder; ``None`` means ``data_root()/hmi_fulldisk``.
     tile_px, tile_stride_px : full-disk tile side and stride, native pixels (0.5").
     max_disk_angle_deg : keep tiles whose centre lies within this heliocentric angle.
     radial_correction : divide line-of-sight B by mu to approximate Br on full-disk tiles.
@@ -67,18 +68,29 @@ class DataConfig:
 
     image_size: int = 128
     clip_gauss: float = 1000.0
-    sharp_dir: str | None = None
+    sharp_dirs: tuple[str, ...] = ()
     fulldisk_dir: str | None = None
     tile_px: int = 256
     tile_stride_px: int = 192
     max_disk_angle_deg: float = 60.0
     radial_correction: bool = True
 
-    def sharp_path(self) -> Path:
-        return Path(self.sharp_dir) if self.sharp_dir else data_root() / "sharp"
+    def sharp_paths(self) -> list[Path]:
+        """SHARP input folders (absolute)."""
+        return [Path(d).resolve() for d in self.sharp_dirs] or [data_root() / "sharp"]
 
     def fulldisk_path(self) -> Path:
-        return Path(self.fulldisk_dir) if self.fulldisk_dir else data_root() / "hmi_fulldisk"
+        """Full-disk input folder (absolute)."""
+        return Path(self.fulldisk_dir).resolve() if self.fulldisk_dir else data_root() / "hmi_fulldisk"
+
+    def input_listing(self) -> list[tuple[str, int, int]]:
+        """(path, size, mtime) of every input FITS file, so a changed folder invalidates the corpus."""
+        out = []
+        for folder in [*self.sharp_paths(), self.fulldisk_path()]:
+            for f in sorted(folder.glob("*.fits")) if folder.is_dir() else []:
+                st = f.stat()
+                out.append((str(f), st.st_size, int(st.st_mtime)))
+        return out
 
 
 @dataclass
@@ -197,6 +209,7 @@ class Profile:
     interrogate: InterrogateConfig = field(default_factory=InterrogateConfig)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain nested dictionary (JSON-able) of every setting."""
         return dataclasses.asdict(self)
 
     @classmethod
@@ -217,17 +230,23 @@ class Profile:
                 raise TypeError(f"unknown profile section {key!r}")
             if key in sub:
                 value = dict(value)
-                if "zoom" in value:
-                    value["zoom"] = tuple(value["zoom"])
+                for key_t in ("zoom", "sharp_dirs"):
+                    if key_t in value:
+                        value[key_t] = tuple(value[key_t])
                 out[key] = sub[key](**value)
             else:
                 out[key] = value
         return cls(**out)
 
-    def digest(self, *sections: str) -> str:
-        """Short hash of the named sections, used to decide whether a saved model is reusable."""
+    def digest(self, *sections: str, extra: Any = None, drop: tuple[str, ...] = ()) -> str:
+        """Short hash of the named sections (plus ``extra``, minus ``section.key`` entries in
+        ``drop``), used to decide whether a saved product is reusable."""
         d = self.to_dict()
-        blob = json.dumps({s: d[s] for s in sections}, sort_keys=True, default=str)
+        picked = {s: dict(d[s]) for s in sections}
+        for item in drop:
+            sec, key = item.split(".")
+            picked.get(sec, {}).pop(key, None)
+        blob = json.dumps({"sections": picked, "extra": extra}, sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 

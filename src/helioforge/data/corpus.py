@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,11 +52,14 @@ class Corpus:
         ``crop`` ("x0:x1,y0:y1" 0-based box of the original full-disk array; "" for SHARP),
         ``pixel_size_mm`` (native pixel, Mm), ``USFLUX`` (Mx, NaN when absent).
     clip_gauss : the scale used, G (recorded in saved files).
+    warnings : reader notes about files that were read with repairs (e.g. non-standard header
+        cards fixed); kept in memory only, the pipeline records them beside the skipped files.
     """
 
     images: np.ndarray
     table: Table
     clip_gauss: float = 1000.0
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.shape[1] != 1 or self.images.shape[2] != self.images.shape[3]:
@@ -140,7 +143,7 @@ def _finite_or_nan(x: float | None) -> float:
 def build_corpus(cfg: DataConfig, sharp: bool = True, fulldisk: bool = True) -> tuple[Corpus, list[Skipped]]:
     """Build the corpus from the SHARP ``Br`` files and/or full-disk tiles named by ``cfg``.
 
-    Uses ``cfg.sharp_path()``, ``cfg.fulldisk_path()``, ``cfg.image_size``, ``cfg.clip_gauss``,
+    Uses ``cfg.sharp_paths()``, ``cfg.fulldisk_path()``, ``cfg.image_size``, ``cfg.clip_gauss``,
     ``cfg.tile_px``, ``cfg.tile_stride_px``, ``cfg.max_disk_angle_deg`` and
     ``cfg.radial_correction``. SHARP rows come first (sorted by file name), then tiles (files
     sorted by name, tiles row-major). Bad files and a missing input folder become
@@ -164,8 +167,8 @@ def build_corpus(cfg: DataConfig, sharp: bool = True, fulldisk: bool = True) -> 
     rows: list[tuple] = []
     skipped: list[Skipped] = []
 
-    if sharp:
-        folder = cfg.sharp_path()
+    notes: list[str] = []
+    for folder in cfg.sharp_paths() if sharp else []:
         if not folder.is_dir():
             logger.warning("SHARP folder not found: %s", folder)
             skipped.append(Skipped(folder, "SHARP folder not found"))
@@ -173,6 +176,7 @@ def build_corpus(cfg: DataConfig, sharp: bool = True, fulldisk: bool = True) -> 
             patches, bad = read_sharp_folder(folder, segment="Br")
             skipped.extend(bad)
             for p in tqdm(patches, desc="SHARP patches", unit="patch", disable=len(patches) < 50):
+                notes.extend(p.warnings)
                 images.append(preprocess_br(p.Br, size, clip))
                 rows.append(
                     (
@@ -205,7 +209,7 @@ def build_corpus(cfg: DataConfig, sharp: bool = True, fulldisk: bool = True) -> 
                         max_angle_deg=cfg.max_disk_angle_deg,
                         radial_correction=cfg.radial_correction,
                     )
-                except (FitsReadError, FileNotFoundError) as exc:
+                except (FitsReadError, FileNotFoundError, ValueError) as exc:
                     reason = exc.problem if isinstance(exc, FitsReadError) else str(exc)
                     logger.warning("skipping %s", exc)
                     skipped.append(Skipped(f, reason))
@@ -225,4 +229,4 @@ def build_corpus(cfg: DataConfig, sharp: bool = True, fulldisk: bool = True) -> 
         raise ValueError(f"build_corpus: no image could be read ({detail})")
     table = Table(rows=rows, names=[c for c, _ in COLUMNS], dtype=[d for _, d in COLUMNS])
     cube = np.stack(images)[:, None, :, :].astype(np.float32, copy=False)
-    return Corpus(images=cube, table=table, clip_gauss=clip), skipped
+    return Corpus(images=cube, table=table, clip_gauss=clip, warnings=notes), skipped

@@ -222,10 +222,15 @@ def conditioning_effect(
     """How much conditioning on ``conditions`` reduces the change of R along ``primal``.
 
     For each base z, ΔP = P(z + ε n) − P(z − ε n) with ε = ``eps_max`` for the plain normal and
-    the conditioned one. Changes are divided by the median of P over the base images so the
-    result is dimensionless. Returns the mean relative changes of R and of the primal parameter
-    for both directions and ``R_change_reduction`` = 1 − |ΔR_cond| / |ΔR_plain|.
+    the conditioned one. Returns, in the units of the parameters, the mean signed changes
+    ``d<P>_<plain|conditioned>`` and the mean absolute changes ``abs_d<P>_…`` of R and of the
+    primal parameter, ``R_change_reduction`` = 1 − |ΔR_cond| / |ΔR_plain| (signed means) and
+    ``<primal>_change_kept`` = ΔP_cond / ΔP_plain; or ``{"skipped": reason}`` when a needed
+    direction was not fitted.
     """
+    missing = [n for n in (primal, *conditions) if not directions.has(n)]
+    if missing:
+        return {"skipped": f"direction(s) not fitted: {', '.join(missing)}"}
     plain = directions.get(primal)
     cond = conditional_direction(plain, [directions.get(c) for c in conditions])
     eps = [-eps_max, eps_max]
@@ -235,6 +240,7 @@ def conditioning_effect(
         for name in ("R", primal):
             v = _param_value(p, name).reshape(len(z_base), 2)
             res[f"d{name}_{label}"] = float(np.nanmean(v[:, 1] - v[:, 0]))
+            res[f"abs_d{name}_{label}"] = float(np.nanmean(np.abs(v[:, 1] - v[:, 0])))
     res["R_change_reduction"] = 1.0 - abs(res["dR_conditioned"]) / abs(res["dR_plain"]) if res["dR_plain"] else float("nan")
     res[f"{primal}_change_kept"] = res[f"d{primal}_conditioned"] / res[f"d{primal}_plain"] if res[f"d{primal}_plain"] else float("nan")
     return res

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from helioforge.config import GANConfig
-from helioforge.interrogate.training import last_checkpoint, make_trainer
+from helioforge.interrogate.training import finish_rank, last_checkpoint, make_trainer
 from helioforge.nn.checkpoint import load_weights, save_weights
 from helioforge.nn.gan import Discriminator, Generator
 
@@ -53,9 +53,15 @@ class GANModule(L.LightningModule):
         self.history: list[dict[str, float]] = []
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """G(z): (B, latent_dim) → (B, 1, N, N)."""
         return self.generator(z)
 
+    def on_train_start(self) -> None:
+        """Different noise and flips on every DDP rank (weights are already synchronised)."""
+        torch.manual_seed(self.cfg.seed + 1 + self.global_rank)
+
     def configure_optimizers(self):
+        """Adam for G and for D (paper: lr 5e-4)."""
         betas = (self.cfg.beta1, self.cfg.beta2)
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.cfg.lr, betas=betas)
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.cfg.lr, betas=betas)
@@ -174,17 +180,18 @@ def train_gan(
                                             generator=torch.Generator().manual_seed(cfg.seed))
         log.info("GAN training set: %d active of %d patches (drawn with probability %.2f)", n_act, len(active), cfg.active_fraction)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True)
-    trainer = make_trainer(workdir, cfg.epochs, accelerator=accelerator, devices=devices, progress=progress)
+    trainer = make_trainer(workdir, cfg.epochs, accelerator=accelerator, devices=devices, progress=progress,
+                           find_unused_parameters=True)
     resume = last_checkpoint(workdir)
     if resume is not None:
         log.info("resuming GAN training from %s", resume)
     trainer.fit(module, loader, ckpt_path=str(resume) if resume else None)
+    finish_rank(trainer)
     stem = workdir / GENERATOR_STEM
-    if trainer.is_global_zero:
-        # record the full history next to the selected weights
-        state, config = load_weights(stem)
-        module.generator.load_state_dict(state)
-        save_weights(stem, module.generator, {**config, "history": module.history})
+    # record the full history next to the selected weights
+    state, config = load_weights(stem)
+    module.generator.load_state_dict(state)
+    save_weights(stem, module.generator, {**config, "history": module.history})
     log.info("GAN: kept epoch %d (discriminator accuracy %.3f)", module.best["epoch"], module.best["d_accuracy"])
     return stem
 

@@ -29,7 +29,7 @@ from helioforge.interrogate.directions import LatentDirections, conditioning_eff
 from helioforge.interrogate.gan import Generator, generate, load_generator, train_gan
 from helioforge.interrogate.retrieval import RetrievalIndex
 from helioforge.interrogate.simsiam import embed, load_simsiam, train_simsiam
-from helioforge.io import write_json
+from helioforge.io import atomic_path, write_json
 from helioforge.physics.params import compute_params, is_active
 
 __all__ = [
@@ -70,7 +70,7 @@ class Workspace:
         self.root.mkdir(parents=True, exist_ok=True)
 
     corpus = property(lambda self: self.root / "corpus.fits")
-    skipped = property(lambda self: self.root / "skipped.json")
+    corpus_report = property(lambda self: self.root / "corpus_report.json")
     gan_dir = property(lambda self: self.root / "gan")
     generator = property(lambda self: self.root / "gan" / "generator")
     simsiam_dir = property(lambda self: self.root / "simsiam")
@@ -81,13 +81,21 @@ class Workspace:
     state_file = property(lambda self: self.root / "state.json")
     profile_file = property(lambda self: self.root / "profile.json")
 
-    def state(self) -> dict[str, str]:
+    def state(self) -> dict[str, Any]:
+        """The work folder's bookkeeping: step → digest of the configuration that made it."""
         return json.loads(self.state_file.read_text()) if self.state_file.is_file() else {}
 
     def mark(self, step: str, digest: str) -> None:
+        """Record that ``step``'s product is complete and was made with ``digest``."""
         state = self.state()
         state[step] = digest
         write_json(self.state_file, state)
+
+    def unmark(self, step: str) -> None:
+        """Forget that ``step``'s product is current (called before it is rebuilt)."""
+        state = self.state()
+        if state.pop(step, None) is not None:
+            write_json(self.state_file, state)
 
     def record_time(self, step: str, seconds: float) -> None:
         """Remember how long making ``step``'s product took (shown in later reports)."""
@@ -96,12 +104,15 @@ class Workspace:
         write_json(self.state_file, state)
 
     def is_current(self, step: str, digest: str, *paths: Path) -> bool:
+        """Whether ``step`` was completed with ``digest`` and its files all exist."""
         return self.state().get(step) == digest and all(p.exists() for p in paths)
 
     def save_profile(self, profile: Profile) -> None:
+        """Store the profile the work folder is made with (``profile.json``)."""
         write_json(self.profile_file, profile.to_dict())
 
     def load_profile(self) -> Profile:
+        """The stored profile. Raises ``FileNotFoundError`` when the folder has none."""
         if not self.profile_file.is_file():
             raise FileNotFoundError(f"{self.profile_file}: no profile in this work folder (run a training step first)")
         return Profile.from_dict(json.loads(self.profile_file.read_text()))
@@ -119,50 +130,112 @@ def image_params(images: np.ndarray | torch.Tensor, profile: Profile) -> dict[st
     return {k: v.cpu().numpy() for k, v in out.items()}
 
 
-def _digest(profile: Profile, step: str) -> str:
-    sections = {
-        "corpus": ("data",),
-        "gan": ("data", "gan"),
-        "directions": ("data", "params", "gan", "directions"),
-        "simsiam": ("data", "simsiam"),
-        "index": ("data", "simsiam"),
-    }[step]
-    return profile.digest(*sections)
+def _digests(profile: Profile) -> dict[str, str]:
+    """Configuration digests, chained so that a product is stale when anything it was made
+    from changed: input files → corpus → GAN → directions; corpus → SimSiam → index.
+    ``*_resume`` digests leave out the epoch count: a longer run resumes the shorter one."""
+    d: dict[str, str] = {}
+    d["corpus"] = profile.digest("data", extra=profile.data.input_listing())
+    gan_extra = [d["corpus"], profile.params.threshold_gauss]  # the threshold picks active patches
+    d["gan"] = profile.digest("gan", extra=gan_extra)
+    d["gan_resume"] = profile.digest("gan", extra=gan_extra, drop=("gan.epochs",))
+    d["directions"] = profile.digest("params", "directions", extra=d["gan"])
+    d["simsiam"] = profile.digest("simsiam", extra=d["corpus"])
+    d["simsiam_resume"] = profile.digest("simsiam", extra=d["corpus"], drop=("simsiam.epochs",))
+    d["index"] = profile.digest(extra=d["simsiam"])
+    return d
 
 
-def prepare_corpus(profile: Profile, ws: Workspace, force: bool = False) -> tuple[Corpus, list[dict[str, str]]]:
-    """Build (or reuse) the real corpus: SHARP Br patches + on-disk full-disk tiles."""
-    digest = _digest(profile, "corpus")
-    if not force and ws.is_current("corpus", digest, ws.corpus, ws.skipped):
-        log.info("reusing corpus %s", ws.corpus)
-        return Corpus.load(ws.corpus), json.loads(ws.skipped.read_text())
+def _train_step(ws: Workspace, step: str, folder: Path, force: bool, profile: Profile, train: Callable[[], Any]) -> None:
+    """Run ``train`` for ``step``: keep a resumable checkpoint only when it was made with the
+    same configuration (up to the epoch count) and ``force`` is off; the product is marked
+    current only once training has finished."""
+    d = _digests(profile)
+    if force or ws.state().get(f"{step}_resume") != d[f"{step}_resume"]:
+        _reset_training(folder)
+    ws.unmark(step)
+    ws.mark(f"{step}_resume", d[f"{step}_resume"])
     t0 = time.perf_counter()
-    corpus, skipped = build_corpus(profile.data)
-    if len(corpus) == 0:
-        raise RuntimeError(f"no readable patches in {profile.data.sharp_path()} or {profile.data.fulldisk_path()}")
+    train()
+    ws.record_time(step, time.perf_counter() - t0)
+    ws.mark(step, d[step])
+
+
+def usflux_check(profile: Profile) -> dict[str, Any]:
+    """Spearman ρ between TUF (Mx, over the HARP region) and the header USFLUX on the SHARP
+    frames of the profile's folders (issue requirement; expected ≥ 0.9). Also gives ρ for TUF
+    over all pixels and how the HARP region was found for each frame."""
+    from scipy.stats import spearmanr
+
+    from helioforge.data.sharp import harp_region_mask, read_sharp_folder
+    from helioforge.physics.params import physical_params
+
+    sharp_log = logging.getLogger("helioforge.data.sharp")
+    level = sharp_log.level
+    sharp_log.setLevel(logging.ERROR)  # the corpus step has already reported these files
+    try:
+        patches = [p for folder in profile.data.sharp_paths() if folder.is_dir() for p in read_sharp_folder(folder)[0]]
+    finally:
+        sharp_log.setLevel(level)
+    us, region, every, sources = [], [], [], []
+    for p in patches:
+        if p.usflux is None or not np.isfinite(p.usflux):
+            continue
+        mask, source = harp_region_mask(p, profile.params.threshold_gauss)
+        kw = dict(threshold_gauss=profile.params.threshold_gauss, r_kernel_mm=profile.params.r_kernel_mm)
+        region.append(physical_params(p.Br, p.pixel_size_mm, mask=mask, **kw)["TUF"])
+        every.append(physical_params(p.Br, p.pixel_size_mm, **kw)["TUF"])
+        us.append(p.usflux)
+        sources.append(source.split(" ")[0])
+    if len(us) < 3:
+        return {"n": len(us), "spearman": float("nan"), "note": "fewer than 3 SHARP frames with USFLUX"}
+    return {
+        "n": len(us),
+        "spearman": float(spearmanr(region, us).statistic),
+        "spearman_all_pixels": float(spearmanr(every, us).statistic),
+        "region_from": {k: sources.count(k) for k in sorted(set(sources))},
+    }
+
+
+def prepare_corpus(profile: Profile, ws: Workspace, force: bool = False) -> tuple[Corpus, dict[str, Any]]:
+    """Build (or reuse) the real corpus: SHARP Br patches + on-disk full-disk tiles.
+
+    Returns ``(corpus, corpus_report)`` where the report lists the skipped files with their
+    problem, the reader warnings (repaired headers) and the TUF–USFLUX check. Raises
+    ``RuntimeError`` when no patch at all could be read.
+    """
+    digest = _digests(profile)["corpus"]
+    if not force and ws.is_current("corpus", digest, ws.corpus, ws.corpus_report):
+        log.info("reusing corpus %s", ws.corpus)
+        return Corpus.load(ws.corpus), json.loads(ws.corpus_report.read_text())
+    t0 = time.perf_counter()
+    try:
+        corpus, skipped = build_corpus(profile.data)
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from None
     corpus.save(ws.corpus)
+    report = {
+        "skipped": [{"file": str(s.path), "reason": s.reason} for s in skipped],
+        "warnings": list(corpus.warnings),
+        "usflux_check": usflux_check(profile),
+    }
+    write_json(ws.corpus_report, report)
     ws.record_time("corpus", time.perf_counter() - t0)
-    skipped_rows = [{"file": str(s.path), "reason": s.reason} for s in skipped]
-    write_json(ws.skipped, skipped_rows)
     ws.mark("corpus", digest)
-    return corpus, skipped_rows
+    return corpus, report
 
 
-def ensure_gan(profile: Profile, ws: Workspace, corpus: Corpus, force: bool = False, **trainer_kw: Any) -> Generator:
-    """Train (or reuse, or resume) the GAN on the corpus and return the selected generator."""
-    digest = _digest(profile, "gan")
-    if not force and ws.is_current("gan", digest, ws.generator.with_suffix(".safetensors")):
-        log.info("reusing generator %s", ws.generator)
+def ensure_gan(profile: Profile, ws: Workspace, corpus: Corpus, force: bool = False, device: str = "cpu",
+               **trainer_kw: Any) -> Generator:
+    """Train (or reuse, or resume) the GAN on the corpus; return the selected generator on ``device``."""
+    if force or not ws.is_current("gan", _digests(profile)["gan"], ws.generator.with_suffix(".safetensors")):
+        threshold = profile.params.threshold_gauss / profile.data.clip_gauss
+        active = is_active(corpus.images, threshold, profile.gan.active_min_area)
+        _train_step(ws, "gan", ws.gan_dir, force, profile,
+                    lambda: train_gan(corpus.images, profile.gan, ws.gan_dir, active=active, **trainer_kw))
     else:
-        if ws.state().get("gan_started") != digest:
-            _reset_training(ws.gan_dir)
-        ws.mark("gan_started", digest)
-        t0 = time.perf_counter()
-        active = is_active(corpus.images, profile.params.threshold_gauss / profile.data.clip_gauss, profile.gan.active_min_area)
-        train_gan(corpus.images, profile.gan, ws.gan_dir, active=active, **trainer_kw)
-        ws.record_time("gan", time.perf_counter() - t0)
-        ws.mark("gan", digest)
-    return load_generator(ws.generator)
+        log.info("reusing generator %s", ws.generator)
+    return load_generator(ws.generator, device)
 
 
 def _reset_training(folder: Path) -> None:
@@ -173,52 +246,69 @@ def _reset_training(folder: Path) -> None:
         stale.unlink()
 
 
-def _params_fn(generator: Generator, profile: Profile) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-    return lambda z: image_params(generate(generator, z), profile)
+def params_of_latent(generator: Generator, profile: Profile, chunk: int = 1000) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """z (M, latent_dim) → parameters of G(z), generated and measured ``chunk`` images at a time
+    (M = 10⁴ images of 128² would otherwise hold ~650 MB at once)."""
+    from tqdm.auto import tqdm
+
+    def fn(z: np.ndarray) -> dict[str, np.ndarray]:
+        z = np.asarray(z, dtype=np.float32)
+        starts = range(0, len(z), chunk)
+        if len(z) > chunk:
+            starts = tqdm(starts, desc=f"generating + measuring {len(z)} images", unit="chunk", leave=False)
+        parts = [image_params(generate(generator, z[i : i + chunk], progress=False), profile) for i in starts]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    return fn
 
 
 def ensure_directions(profile: Profile, ws: Workspace, generator: Generator, force: bool = False) -> LatentDirections:
     """Fit (or reuse) the SVM latent directions on M generated samples."""
-    digest = _digest(profile, "directions")
+    digest = _digests(profile)["directions"]
     if not force and ws.is_current("directions", digest, ws.directions, ws.samples):
         return LatentDirections.load(ws.directions)
     cfg = profile.directions
     t0 = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
     z = rng.standard_normal((cfg.n_samples, generator.latent_dim)).astype(np.float32)
-    params = _params_fn(generator, profile)(z)
+    params = params_of_latent(generator, profile)(z)
     directions = fit_directions(z, params, cfg)
     directions.save(ws.directions)
-    np.savez_compressed(ws.samples, z=z, **{k: v for k, v in params.items()})
+    with atomic_path(ws.samples) as tmp:
+        np.savez_compressed(tmp, z=z, **{k: v for k, v in params.items()})
     ws.record_time("directions", time.perf_counter() - t0)
     ws.mark("directions", digest)
     return directions
 
 
-def ensure_simsiam(profile: Profile, ws: Workspace, corpus: Corpus, force: bool = False, **trainer_kw: Any):
-    """Train (or reuse) SimSiam on the real corpus; returns ``(model, config)``."""
-    digest = _digest(profile, "simsiam")
-    if force or not ws.is_current("simsiam", digest, ws.simsiam.with_suffix(".safetensors")):
-        if ws.state().get("simsiam_started") != digest:
-            _reset_training(ws.simsiam_dir)
-        ws.mark("simsiam_started", digest)
-        t0 = time.perf_counter()
-        train_simsiam(corpus.images, profile.simsiam, ws.simsiam_dir, **trainer_kw)
-        ws.record_time("simsiam", time.perf_counter() - t0)
-        ws.mark("simsiam", digest)
-    return load_simsiam(ws.simsiam)
+def ensure_simsiam(profile: Profile, ws: Workspace, corpus: Corpus, force: bool = False, device: str = "cpu",
+                   **trainer_kw: Any):
+    """Train (or reuse, or resume) SimSiam on the real corpus; returns ``(model, config)``."""
+    if force or not ws.is_current("simsiam", _digests(profile)["simsiam"], ws.simsiam.with_suffix(".safetensors")):
+        _train_step(ws, "simsiam", ws.simsiam_dir, force, profile,
+                    lambda: train_simsiam(corpus.images, profile.simsiam, ws.simsiam_dir, **trainer_kw))
+    return load_simsiam(ws.simsiam, device)
 
 
 def ensure_index(profile: Profile, ws: Workspace, corpus: Corpus, model, force: bool = False) -> RetrievalIndex:
     """Embed the corpus and build (or reuse) the FAISS index with its look-up table."""
-    digest = _digest(profile, "index")
-    if not force and ws.is_current("index", digest, ws.index_dir / RetrievalIndex.LUT_FILE):
+    digest = _digests(profile)["index"]
+    files = (ws.index_dir / RetrievalIndex.INDEX_FILE, ws.index_dir / RetrievalIndex.LUT_FILE)
+    if not force and ws.is_current("index", digest, *files):
         return RetrievalIndex.load(ws.index_dir)
+    ws.unmark("index")
     vectors = embed(model, corpus.images)
     index = RetrievalIndex.build(vectors, corpus.table)
-    index.save(ws.index_dir, meta={"corpus": str(ws.corpus), "model": str(ws.simsiam)})
+    index.save(ws.index_dir, meta={"corpus": str(ws.corpus), "model": str(ws.simsiam), "digest": digest})
     ws.mark("index", digest)
     return index
+
+
+def inference_device(accelerator: str = "auto") -> str:
+    """Device for generation and embedding: a GPU when asked for (or ``auto``) and present."""
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
 
 
 class Interrogator:
@@ -324,7 +414,7 @@ def interrogate(
     (``metrics.json``, ``queries.ecsv``, figures, ``index.html``) to ``report_dir`` (default
     ``workdir/report``).
     """
-    from helioforge.interrogate.report import write_report
+    from helioforge.interrogate.report import write_html, write_report
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -332,6 +422,7 @@ def interrogate(
     ws.save_profile(profile)
     report_dir = Path(report_dir) if report_dir else ws.root / "report"
     kw = dict(progress=progress, accelerator=accelerator, devices=devices)
+    device = inference_device(accelerator)
 
     def step(name: str, fn: Callable[[], Any]) -> Any:
         t = time.perf_counter()
@@ -340,14 +431,14 @@ def interrogate(
         timings[name] = round(time.perf_counter() - t, 2)
         return out
 
-    corpus, skipped = step("corpus", lambda: prepare_corpus(profile, ws, force))
-    generator = step("gan", lambda: ensure_gan(profile, ws, corpus, force, **kw))
+    corpus, corpus_report = step("corpus", lambda: prepare_corpus(profile, ws, force))
+    generator = step("gan", lambda: ensure_gan(profile, ws, corpus, force, device, **kw))
     directions = step("directions", lambda: ensure_directions(profile, ws, generator, force))
-    simsiam, sim_cfg = step("simsiam", lambda: ensure_simsiam(profile, ws, corpus, force, **kw))
+    simsiam, sim_cfg = step("simsiam", lambda: ensure_simsiam(profile, ws, corpus, force, device, **kw))
     index = step("index", lambda: ensure_index(profile, ws, corpus, simsiam, force))
 
     def evaluate() -> dict[str, Any]:
-        params_fn = _params_fn(generator, profile)
+        params_fn = params_of_latent(generator, profile)
         dcfg = profile.directions
         rng = np.random.default_rng(dcfg.seed + 1000)
         z_base = rng.standard_normal((dcfg.n_base, generator.latent_dim))
@@ -362,7 +453,7 @@ def interrogate(
         icfg = profile.interrogate
         rng = np.random.default_rng(icfg.seed)
         z = rng.standard_normal((icfg.n_queries, generator.latent_dim)).astype(np.float32)
-        q_images = generate(generator, z)
+        q_images = generate(generator, z, progress=True)
         scores, rows = index.search(embed(simsiam, q_images), icfg.top_k)
         m_images = corpus.images[rows[:, 0]]
         return {"z": z, "q_images": q_images, "scores": scores, "rows": rows, "m_images": m_images,
@@ -379,7 +470,7 @@ def interrogate(
         "profile": profile.name,
         "image_size": profile.data.image_size,
         "corpus": {"n_patches": len(corpus), "n_sharp": n_sharp, "n_fulldisk_tiles": len(corpus) - n_sharp,
-                   "n_skipped": len(skipped), "skipped": skipped},
+                   "n_skipped": len(corpus_report["skipped"]), **corpus_report},
         "gan": {"selected_epoch": gen_cfg.get("selected_epoch"), "d_accuracy": gen_cfg.get("d_accuracy"),
                 "epochs": profile.gan.epochs},
         "simsiam": {"final_metrics": sim_cfg.get("final_metrics", {}),
@@ -394,14 +485,11 @@ def interrogate(
         "n_unique_matches": int(len(np.unique(res["rows"][:, 0]))),
         "correlations": correlations,
     }
-    step("report", lambda: write_report(report_dir, metrics, res, corpus, generator, directions, profile, ws))
+    step("report figures", lambda: write_report(report_dir, metrics, res, corpus, generator, directions, profile, ws))
     timings["total"] = round(time.perf_counter() - t_start, 2)
     metrics["timings_s"] = timings
     metrics["training_s"] = ws.state().get("training_s", {})
     write_json(report_dir / "metrics.json", metrics)
-    # the HTML shows the timings too: re-render it with the final numbers (cheap, no figures)
-    from helioforge.interrogate.report import write_html
-
     write_html(report_dir, metrics)
     log.info("report written to %s (%.1f s)", report_dir, timings["total"])
     return metrics

@@ -217,6 +217,10 @@ method: Chatterjee, Muñoz-Jaramillo &amp; Malanushenko (2025), arXiv:2502.05351
 <p>{{ m.corpus.n_patches }} real patches: {{ m.corpus.n_sharp }} SHARP Br frames and {{ m.corpus.n_fulldisk_tiles }} tiles of HMI full-disk
 magnetograms (within 60° of disk centre, B<sub>los</sub>/μ). {{ m.corpus.n_skipped }} input file(s) skipped:</p>
 <ul>{% for s in m.corpus.skipped %}<li><code>{{ s.file }}</code>: {{ s.reason }}</li>{% endfor %}</ul>
+{% if m.corpus.warnings %}<p>Read with repairs:</p><ul>{% for w in m.corpus.warnings %}<li>{{ w }}</li>{% endfor %}</ul>{% endif %}
+{% set u = m.corpus.usflux_check %}{% if u and u.n %}
+<p>Check of the flux measure on the {{ u.n }} real SHARP Br frames: TUF in Mx over the HARP region tracks the header USFLUX with
+Spearman ρ = <b>{{ "%.3f"|format(u.spearman) }}</b> (region from {{ u.region_from }}; over all pixels of the box ρ = {{ "%.3f"|format(u.spearman_all_pixels) }}).</p>{% endif %}
 
 <h2>Query ↔ real-match correlations ({{ m.n_queries }} generated queries)</h2>
 <table><tr><th>parameter</th><th>Pearson</th><th>Spearman</th><th>paper Pearson</th><th>paper Spearman</th><th>n</th></tr>
@@ -262,41 +266,26 @@ def write_html(report_dir: Path, metrics: dict[str, Any]) -> Path:
     sim = ", ".join(f"{k} {v:.3f}" for k, v in fm.items() if isinstance(v, float)) or "n/a"
     if metrics["simsiam"].get("collapse_reference_z_std"):
         sim += f" (no collapse ⇔ z_std ≈ 1/√d = {metrics['simsiam']['collapse_reference_z_std']:.3f})"
-    text = HTML.render(m=_ns(metrics), eps=metrics.get("eps_max", 3), sim=html.escape(sim))
+    text = HTML.render(m=metrics, eps=metrics.get("eps_max", 3), sim=html.escape(sim))
     return write_text(Path(report_dir) / "index.html", text)
-
-
-class _NS(dict):
-    def __getattr__(self, key):
-        try:
-            return self[key]
-        except KeyError:
-            raise AttributeError(key) from None
-
-
-def _ns(d: Any) -> Any:
-    if isinstance(d, dict):
-        return _NS({k: _ns(v) for k, v in d.items()})
-    if isinstance(d, list):
-        return [_ns(v) for v in d]
-    return d
 
 
 def write_report(report_dir: str | Path, metrics: dict[str, Any], res: dict[str, Any], corpus, generator,
                  directions, profile, ws) -> Path:
-    """Write figures, ``queries.ecsv`` and ``index.html`` into ``report_dir``."""
+    """Write the figures and ``queries.ecsv`` into ``report_dir`` (the HTML page is rendered
+    by :func:`write_html` once the run's timings are known)."""
     from helioforge.interrogate.gan import generate
-    from helioforge.interrogate.pipeline import image_params
+    from helioforge.interrogate.pipeline import params_of_latent
 
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     gen_fn = lambda z: generate(generator, np.asarray(z, np.float32))  # noqa: E731
-    params_fn = lambda z: image_params(gen_fn(z), profile)  # noqa: E731
+    params_fn = params_of_latent(generator, profile)
     rows = profile.interrogate.zoo_rows
     fig_zoo(res["q_images"][: rows * rows], report_dir / "fig2_zoo.png", rows)
-    samples = np.load(ws.samples)
-    fig_latent_projection(samples["z"], {k: samples[k] for k in samples.files if k != "z"}, directions, gen_fn,
-                          report_dir / "fig4_latent_projection.png")
+    with np.load(ws.samples) as samples:
+        z, params = samples["z"], {k: samples[k] for k in samples.files if k != "z"}
+    fig_latent_projection(z, params, directions, gen_fn, report_dir / "fig4_latent_projection.png")
     eps = np.linspace(-profile.directions.eps_max, profile.directions.eps_max, profile.directions.n_eps)
     fig_traversal(gen_fn, params_fn, directions, generator.latent_dim, eps, report_dir / "fig5_traversal.png")
     fig_retrieval(res, corpus.table, report_dir / "fig6_retrieval.png")
@@ -315,4 +304,4 @@ def write_report(report_dir: str | Path, metrics: dict[str, Any], res: dict[str,
     with atomic_path(report_dir / "queries.ecsv") as tmp:
         t.write(tmp, format="ascii.ecsv", overwrite=True)
     metrics["eps_max"] = profile.directions.eps_max
-    return write_html(report_dir, metrics)
+    return report_dir

@@ -57,9 +57,11 @@ class RetrievalIndex:
 
     @property
     def dim(self) -> int:
+        """Dimension d of the stored vectors."""
         return self.index.d
 
     def __len__(self) -> int:
+        """Number of indexed real patches."""
         return self.index.ntotal
 
     @staticmethod
@@ -120,4 +122,9 @@ class RetrievalIndex:
                 raise FileNotFoundError(f"{folder / name}: retrieval index file not found (run `helioforge index build`)")
         index = faiss.read_index(str(folder / cls.INDEX_FILE))
         table = Table.read(folder / cls.LUT_FILE, format="ascii.ecsv")
+        # ECSV reads empty strings (the crop of SHARP rows) back as masked values
+        for name in table.colnames:
+            col = table[name]
+            if getattr(col, "mask", None) is not None and col.dtype.kind in "US":
+                table[name] = col.filled("")
         return cls(index, table)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from helioforge.config import SimSiamConfig
-from helioforge.interrogate.training import last_checkpoint, make_trainer
+from helioforge.interrogate.training import finish_rank, last_checkpoint, make_trainer
 from helioforge.nn.checkpoint import load_weights, save_weights
 from helioforge.nn.simsiam import SimSiam
 
@@ -34,8 +34,11 @@ SIMSIAM_STEM = "simsiam"
 
 
 def make_augmentation(cfg: SimSiamConfig, image_size: int) -> K.AugmentationSequential:
-    """The paper's augmentation set as a kornia pipeline acting on (B, 1, N, N) tensors."""
-    shift = cfg.shift_px / image_size
+    """The paper's augmentation set as a kornia pipeline acting on (B, 1, N, N) tensors.
+
+    The shift is the paper's ``shift_px`` on 128-pixel images, scaled to ``image_size``.
+    """
+    shift = cfg.shift_px / 128  # the paper's 10 px on 128² images, as a fraction of the side
     return K.AugmentationSequential(
         K.RandomAffine(degrees=cfg.rotation_deg, translate=(shift, shift), scale=cfg.zoom, p=1.0, padding_mode="zeros"),
         K.RandomHorizontalFlip(),
@@ -53,18 +56,23 @@ class SimSiamModule(L.LightningModule):
         self.model = SimSiam(cfg.out_dim, cfg.proj_hidden, cfg.pred_hidden, cfg.width)
         self.augment = make_augmentation(cfg, image_size)
 
+    def on_train_start(self) -> None:
+        """Different augmentations on every DDP rank."""
+        torch.manual_seed(self.cfg.seed + 1 + self.global_rank)
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Loss of two augmented views of a batch (B, 1, N, N); logs loss and ``z_std``."""
         (x,) = batch
         with torch.no_grad():
             v1, v2 = self.augment(x), self.augment(x)
-        loss = self.model(v1, v2)
+        loss, z1 = self.model(v1, v2)
         with torch.no_grad():
-            z = F.normalize(self.model.embed(v1), dim=1)
-            z_std = z.std(0).mean()
+            z_std = F.normalize(z1, dim=1).std(0).mean()
         self.log_dict({"loss": loss.detach(), "z_std": z_std}, prog_bar=True, on_step=False, on_epoch=True)
         return loss
 
     def configure_optimizers(self):
+        """SGD (momentum 0.9, wd 1e-4), lr = base × batch/256, cosine decay (Chen & He §4)."""
         lr = self.cfg.lr * self.cfg.batch_size / 256
         opt = torch.optim.SGD(self.parameters(), lr=lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.trainer.max_epochs))
@@ -110,11 +118,13 @@ def train_simsiam(
     trainer = make_trainer(workdir, cfg.epochs, accelerator=accelerator, devices=devices, progress=progress)
     resume = last_checkpoint(workdir)
     trainer.fit(module, loader, ckpt_path=str(resume) if resume else None)
+    finish_rank(trainer)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     stem = workdir / SIMSIAM_STEM
-    if trainer.is_global_zero:
-        save_weights(stem, module.model, {**module.model_config(), "final_metrics": metrics,
-                                          "collapse_reference_z_std": 1 / math.sqrt(cfg.out_dim)})
+    if not metrics and stem.with_suffix(".json").is_file():  # nothing left to train: keep the last numbers
+        metrics = load_weights(stem)[1].get("final_metrics", {})
+    save_weights(stem, module.model, {**module.model_config(), "final_metrics": metrics,
+                                      "collapse_reference_z_std": 1 / math.sqrt(cfg.out_dim)})
     log.info("SimSiam: final loss %.3f, z_std %.3f (1/sqrt(d) = %.3f)", metrics.get("loss", float("nan")),
              metrics.get("z_std", float("nan")), 1 / math.sqrt(cfg.out_dim))
     return stem

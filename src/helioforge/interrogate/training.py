@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from helioforge.nn.checkpoint import SafetensorsCheckpointIO
 
-__all__ = ["make_trainer", "last_checkpoint"]
+__all__ = ["make_trainer", "last_checkpoint", "finish_rank"]
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,13 @@ def make_trainer(
     accelerator: str = "auto",
     devices: int | str = "auto",
     progress: bool = True,
+    find_unused_parameters: bool = False,
 ) -> L.Trainer:
     """A Trainer writing ``workdir/checkpoints/last.safetensors`` every epoch and CSV logs.
 
     ``accelerator``/``devices`` are passed to Lightning: ``"auto"`` picks a GPU when present;
-    several devices use DDP.
+    several devices use DDP. ``find_unused_parameters`` is needed by the GAN, whose two
+    alternating optimisation steps each leave the other network without gradients.
     """
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*number of training batches.*")
@@ -48,7 +50,7 @@ def make_trainer(
                                        save_last=False, enable_version_counter=False)
     strategy = "auto"
     if devices not in ("auto", 1, "1"):
-        strategy = "ddp"
+        strategy = "ddp_find_unused_parameters_true" if find_unused_parameters else "ddp"
     return L.Trainer(
         max_epochs=max_epochs,
         accelerator=accelerator,
@@ -62,3 +64,10 @@ def make_trainer(
         log_every_n_steps=5,
         num_sanity_val_steps=0,
     )
+
+
+def finish_rank(trainer: L.Trainer) -> None:
+    """After ``fit``: under DDP every rank runs the whole command (Lightning's launcher); only
+    rank 0 goes on to evaluation and reports, the others stop here."""
+    if trainer.world_size > 1 and not trainer.is_global_zero:
+        raise SystemExit(0)

@@ -57,10 +57,12 @@ class SimSiam(nn.Module):
         )
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Projection z (B, out_dim) of images (B, 1, N, N): the retrieval representation."""
         return self.projector(self.backbone(x))
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        """Symmetric SimSiam loss for two views (B, 1, N, N) of the same images."""
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Symmetric SimSiam loss for two views (B, 1, N, N) of the same images, and the
+        projection z1 (B, out_dim) of the first view (for the collapse monitor)."""
         z1, z2 = self.embed(x1), self.embed(x2)
         p1, p2 = self.predictor(z1), self.predictor(z2)
-        return 0.5 * (negative_cosine(p1, z2) + negative_cosine(p2, z1))
+        return 0.5 * (negative_cosine(p1, z2) + negative_cosine(p2, z1)), z1
