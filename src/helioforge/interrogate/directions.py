@@ -78,12 +78,14 @@ class LatentDirections:
         raise KeyError(f"no latent direction {name!r}{extra}; have {sorted(self.normals)}")
 
     def save(self, path: str | Path) -> Path:
+        """Write the directions and their statistics as JSON (atomically)."""
         d = asdict(self)
         d["normals"] = {k: v.tolist() for k, v in self.normals.items()}
         return write_json(path, d)
 
     @classmethod
     def load(cls, path: str | Path) -> "LatentDirections":
+        """Read :meth:`save`'s JSON. Raises ``FileNotFoundError`` naming the file."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: latent directions not found (run `helioforge directions fit`)")

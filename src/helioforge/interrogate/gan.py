@@ -68,6 +68,7 @@ class GANModule(L.LightningModule):
         return [opt_g, opt_d]
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
+        """One generator step (eq. 1) then one discriminator step (eq. 2) on a real batch."""
         (real,) = batch
         if self.augment is not None:
             real = self.augment(real)
@@ -104,6 +105,7 @@ class GANModule(L.LightningModule):
         self.log_dict({"g_loss": g_loss.detach(), "d_loss": d_loss.detach()}, prog_bar=True, on_step=True, on_epoch=True)
 
     def on_train_epoch_end(self) -> None:
+        """Epoch discriminator accuracy (all ranks); keep G if it is the closest to chance yet."""
         counts = torch.tensor([self._correct, self._seen], dtype=torch.float64, device=self.device)
         counts = self.all_gather(counts)
         if counts.ndim > 1:
@@ -121,6 +123,7 @@ class GANModule(L.LightningModule):
                 save_weights(self.workdir / GENERATOR_STEM, self.generator, self.generator_config())
 
     def generator_config(self) -> dict[str, Any]:
+        """JSON sidecar of the saved generator: sizes, selected epoch and its D accuracy."""
         return {
             "latent_dim": self.cfg.latent_dim,
             "image_size": self.image_size,
@@ -131,9 +134,11 @@ class GANModule(L.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the selection state (best epoch, history) in the resumable checkpoint."""
         checkpoint["gan_selection"] = {"best": dict(self.best), "history": list(self.history)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the selection state when resuming."""
         sel = checkpoint.get("gan_selection", {})
         self.best = dict(sel.get("best", self.best))
         self.history = list(sel.get("history", []))

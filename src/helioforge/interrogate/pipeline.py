@@ -338,6 +338,7 @@ class Interrogator:
         return cls(profile, load_generator(ws.generator), directions, simsiam, RetrievalIndex.load(ws.index_dir), corpus)
 
     def images_from_latent(self, z: np.ndarray) -> np.ndarray:
+        """G(z): latent vectors (n, latent_dim) → images (n, 1, N, N) in [-1, 1]."""
         return generate(self.generator, np.atleast_2d(z))
 
     def search_images(self, images: np.ndarray, k: int = 5):

@@ -79,6 +79,7 @@ class SimSiamModule(L.LightningModule):
         return [opt], [sched]
 
     def model_config(self) -> dict[str, Any]:
+        """JSON sidecar of the saved model: sizes and training settings."""
         return {
             "out_dim": self.cfg.out_dim,
             "proj_hidden": self.cfg.proj_hidden,

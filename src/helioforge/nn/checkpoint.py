@@ -108,12 +108,15 @@ class SafetensorsCheckpointIO(CheckpointIO):
     """Lightning checkpoint plugin storing the training state as safetensors + JSON metadata."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
+        """Write Lightning's checkpoint dict to ``path`` as one safetensors file, atomically."""
         tensors: dict[str, torch.Tensor] = {}
         skeleton = pack(checkpoint, tensors)
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata={"skeleton": json.dumps(skeleton), "helioforge": __version__})
 
     def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        """Read a checkpoint written by :meth:`save_checkpoint`. Raises ``FileNotFoundError``,
+        or ``ValueError`` for a safetensors file that is not a helioforge training checkpoint."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: checkpoint not found")
@@ -126,4 +129,5 @@ class SafetensorsCheckpointIO(CheckpointIO):
         return unpack(json.loads(meta["skeleton"]), tensors)
 
     def remove_checkpoint(self, path: str | os.PathLike) -> None:
+        """Delete a checkpoint file (missing files are ignored)."""
         Path(path).unlink(missing_ok=True)

@@ -67,6 +67,7 @@ class Generator(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, latent_dim) → (B, 1, N, N) in [-1, 1]."""
         return self.body(self.project(z))
 
 
@@ -91,7 +92,9 @@ class Discriminator(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), _sn(nn.Linear(widths[-1] * 16, 1)))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid score (B, 1) of images (B, 1, N, N)."""
         return self.head(self.body(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """D(x): probability (B, 1) that each image is real."""
         return torch.sigmoid(self.logits(x))
