@@ -58,7 +58,8 @@ class GANModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         """Different noise and flips on every DDP rank (weights are already synchronised)."""
-        torch.manual_seed(self.cfg.seed + 1 + self.global_rank)
+        if self.trainer.world_size > 1:
+            torch.manual_seed(self.cfg.seed + 1 + self.global_rank)
 
     def configure_optimizers(self):
         """Adam for G and for D (paper: lr 5e-4)."""

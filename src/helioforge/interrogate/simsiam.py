@@ -58,7 +58,8 @@ class SimSiamModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         """Different augmentations on every DDP rank."""
-        torch.manual_seed(self.cfg.seed + 1 + self.global_rank)
+        if self.trainer.world_size > 1:
+            torch.manual_seed(self.cfg.seed + 1 + self.global_rank)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Loss of two augmented views of a batch (B, 1, N, N); logs loss and ``z_std``."""
