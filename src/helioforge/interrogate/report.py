@@ -179,7 +179,12 @@ def fig_histograms(q: dict[str, np.ndarray], m: dict[str, np.ndarray], corpus: d
         if log:
             a, b, c = np.log10(1 + np.maximum(a, 0)), np.log10(1 + np.maximum(b, 0)), np.log10(1 + np.maximum(c, 0))
         allv = np.r_[a, b, c]
-        lo, hi = (float(allv.min()), float(np.percentile(allv, 99.5))) if len(allv) else (0.0, 1.0)
+        if len(a) == 0:  # e.g. PSEP when no query has both polarities
+            ax = fig.add_subplot(outer[k])
+            ax.text(0.5, 0.5, f"{name}: no query/match pair\nwith a defined value", ha="center", va="center")
+            ax.set_axis_off()
+            continue
+        lo, hi = float(allv.min()), float(np.percentile(allv, 99.5))
         bins = np.linspace(lo, max(hi, lo + 1e-9), 30)
         gs = outer[k].subgridspec(2, 2, width_ratios=(4, 1), height_ratios=(1, 4), wspace=0.05, hspace=0.05)
         ax = fig.add_subplot(gs[1, 0])
