@@ -292,7 +292,6 @@ def generate(
 
     from helioforge.interrogate.directions import conditional_direction
     from helioforge.interrogate.generate import write_generated
-    from helioforge.interrogate.pipeline import Interrogator
 
     itg = _load_interrogator(workdir, need_index=False)
     moves = _parse_moves(move)

@@ -24,7 +24,6 @@ from scipy.stats import pearsonr, spearmanr
 from helioforge import __version__
 from helioforge.config import Profile
 from helioforge.data.corpus import Corpus, build_corpus
-from helioforge.data.sharp import Skipped
 from helioforge.interrogate.directions import LatentDirections, conditioning_effect, fit_directions, monotonicity
 from helioforge.interrogate.gan import Generator, generate, load_generator, train_gan
 from helioforge.interrogate.retrieval import RetrievalIndex
