@@ -320,18 +320,10 @@ def _print_param_table(rows: list[dict]) -> None:
 
 
 def _load_interrogator(workdir: Path, need_index: bool = True):
-    from helioforge.interrogate.pipeline import Interrogator, Workspace
+    from helioforge.interrogate.pipeline import Interrogator
 
-    ws = Workspace(workdir)
     try:
-        if need_index:
-            return Interrogator.from_workspace(workdir)
-        from helioforge.interrogate.directions import LatentDirections
-        from helioforge.interrogate.gan import load_generator
-
-        prof = ws.load_profile()
-        d = LatentDirections.load(ws.directions) if ws.directions.is_file() else None
-        return Interrogator(prof, load_generator(ws.generator), d, None, None)
+        return Interrogator.from_workspace(workdir, with_index=need_index)
     except FileNotFoundError as e:
         _fail(f"{e}. Train first: helioforge interrogate --workdir {workdir} (or the train/index steps).")
 

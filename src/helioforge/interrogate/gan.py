@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from helioforge.config import GANConfig
-from helioforge.interrogate.training import finish_rank, last_checkpoint, make_trainer
+from helioforge.interrogate.training import check_images, fit_resumable
+from helioforge.io import write_json
 from helioforge.nn.checkpoint import load_weights, save_weights
 from helioforge.nn.gan import Discriminator, Generator
 
@@ -166,11 +168,7 @@ def train_gan(
 
     Raises ``ValueError`` for images of the wrong shape or fewer images than one batch.
     """
-    images = np.asarray(images, dtype=np.float32)
-    if images.ndim != 4 or images.shape[1] != 1 or images.shape[2] != images.shape[3]:
-        raise ValueError(f"images must be (n, 1, N, N), got {images.shape}")
-    if len(images) < cfg.batch_size:
-        raise ValueError(f"need at least one batch ({cfg.batch_size}) of images, got {len(images)}")
+    images = check_images(images, cfg.batch_size)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, verbose=False)
@@ -186,18 +184,12 @@ def train_gan(
                                             generator=torch.Generator().manual_seed(cfg.seed))
         log.info("GAN training set: %d active of %d patches (drawn with probability %.2f)", n_act, len(active), cfg.active_fraction)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True)
-    trainer = make_trainer(workdir, cfg.epochs, accelerator=accelerator, devices=devices, progress=progress,
-                           find_unused_parameters=True)
-    resume = last_checkpoint(workdir)
-    if resume is not None:
-        log.info("resuming GAN training from %s", resume)
-    trainer.fit(module, loader, ckpt_path=str(resume) if resume else None)
-    finish_rank(trainer)
+    fit_resumable(module, loader, workdir, cfg.epochs, accelerator=accelerator, devices=devices, progress=progress,
+                  find_unused_parameters=True)
     stem = workdir / GENERATOR_STEM
-    # record the full history next to the selected weights
-    state, config = load_weights(stem)
-    module.generator.load_state_dict(state)
-    save_weights(stem, module.generator, {**config, "history": module.history})
+    # the selected weights were saved during training; add the full history to their sidecar
+    sidecar = stem.with_suffix(".json")
+    write_json(sidecar, {**json.loads(sidecar.read_text()), "history": module.history})
     log.info("GAN: kept epoch %d (discriminator accuracy %.3f)", module.best["epoch"], module.best["d_accuracy"])
     return stem
 

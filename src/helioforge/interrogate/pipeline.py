@@ -327,14 +327,19 @@ class Interrogator:
         self.corpus = corpus
 
     @classmethod
-    def from_workspace(cls, root: str | Path) -> "Interrogator":
-        """Load everything a previous ``interrogate`` (or the train steps) wrote in ``root``."""
+    def from_workspace(cls, root: str | Path, with_index: bool = True) -> "Interrogator":
+        """Load what a previous ``interrogate`` (or the train steps) wrote in ``root``; with
+        ``with_index=False`` only the generator and directions (enough to generate).
+        Raises ``FileNotFoundError`` naming the first missing file."""
         ws = Workspace(Path(root))
         profile = ws.load_profile()
+        generator = load_generator(ws.generator)
         directions = LatentDirections.load(ws.directions) if ws.directions.is_file() else None
+        if not with_index:
+            return cls(profile, generator, directions, None, None)
         simsiam, _ = load_simsiam(ws.simsiam)
         corpus = Corpus.load(ws.corpus) if ws.corpus.is_file() else None
-        return cls(profile, load_generator(ws.generator), directions, simsiam, RetrievalIndex.load(ws.index_dir), corpus)
+        return cls(profile, generator, directions, simsiam, RetrievalIndex.load(ws.index_dir), corpus)
 
     def images_from_latent(self, z: np.ndarray) -> np.ndarray:
         """G(z): latent vectors (n, latent_dim) → images (n, 1, N, N) in [-1, 1]."""
@@ -479,6 +484,7 @@ def interrogate(
         "svm_train_accuracy": directions.train_accuracy,
         "svm_skipped": directions.skipped,
         "n_direction_samples": profile.directions.n_samples,
+        "eps_max": profile.directions.eps_max,
         **direction_metrics,
         "n_queries": profile.interrogate.n_queries,
         "match_cosine": {"mean": float(res["scores"][:, 0].mean()), "min": float(res["scores"][:, 0].min())},

@@ -308,5 +308,4 @@ def write_report(report_dir: str | Path, metrics: dict[str, Any], res: dict[str,
         t[f"match_{col}"] = corpus.table[col][res["rows"][:, 0]]
     with atomic_path(report_dir / "queries.ecsv") as tmp:
         t.write(tmp, format="ascii.ecsv", overwrite=True)
-    metrics["eps_max"] = profile.directions.eps_max
     return report_dir

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from helioforge.config import SimSiamConfig
-from helioforge.interrogate.training import finish_rank, last_checkpoint, make_trainer
+from helioforge.interrogate.training import check_images, fit_resumable
 from helioforge.nn.checkpoint import load_weights, save_weights
 from helioforge.nn.simsiam import SimSiam
 
@@ -106,21 +106,15 @@ def train_simsiam(
     ``workdir/simsiam.safetensors`` + ``simsiam.json`` (with the final loss and ``z_std``).
     Raises ``ValueError`` for a wrong shape or fewer than two images per batch.
     """
-    images = np.asarray(images, dtype=np.float32)
-    if images.ndim != 4 or images.shape[1] != 1:
-        raise ValueError(f"images must be (n, 1, N, N), got {images.shape}")
-    if len(images) < 2:
-        raise ValueError("SimSiam needs at least two images")
+    images = check_images(images, 2)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, verbose=False)
     module = SimSiamModule(cfg, images.shape[-1])
     batch = min(cfg.batch_size, len(images))
     loader = DataLoader(TensorDataset(torch.from_numpy(images)), batch_size=batch, shuffle=True, drop_last=True)
-    trainer = make_trainer(workdir, cfg.epochs, accelerator=accelerator, devices=devices, progress=progress)
-    resume = last_checkpoint(workdir)
-    trainer.fit(module, loader, ckpt_path=str(resume) if resume else None)
-    finish_rank(trainer)
+    trainer = fit_resumable(module, loader, workdir, cfg.epochs, accelerator=accelerator, devices=devices,
+                            progress=progress)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     stem = workdir / SIMSIAM_STEM
     if not metrics and stem.with_suffix(".json").is_file():  # nothing left to train: keep the last numbers

@@ -8,12 +8,13 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from helioforge.nn.checkpoint import SafetensorsCheckpointIO
 
-__all__ = ["make_trainer", "last_checkpoint", "finish_rank"]
+__all__ = ["make_trainer", "last_checkpoint", "finish_rank", "check_images", "fit_resumable"]
 
 log = logging.getLogger(__name__)
 
@@ -71,3 +72,28 @@ def finish_rank(trainer: L.Trainer) -> None:
     rank 0 goes on to evaluation and reports, the others stop here."""
     if trainer.world_size > 1 and not trainer.is_global_zero:
         raise SystemExit(0)
+
+
+def check_images(images: np.ndarray, min_count: int) -> np.ndarray:
+    """Training images as float32 (n, 1, N, N), N×N square. Raises ``ValueError`` for another
+    shape or fewer than ``min_count`` images."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or images.shape[1] != 1 or images.shape[2] != images.shape[3]:
+        raise ValueError(f"images must be (n, 1, N, N), got {images.shape}")
+    if len(images) < min_count:
+        raise ValueError(f"need at least one batch ({min_count}) of images, got {len(images)}")
+    return images
+
+
+def fit_resumable(module: L.LightningModule, loader, workdir: Path, max_epochs: int, *, accelerator: str = "auto",
+                  devices: int | str = "auto", progress: bool = True, find_unused_parameters: bool = False) -> L.Trainer:
+    """Fit ``module``, resuming from ``workdir/checkpoints/last.safetensors`` when present; under
+    DDP only rank 0 returns (see :func:`finish_rank`). Returns the trainer."""
+    trainer = make_trainer(workdir, max_epochs, accelerator=accelerator, devices=devices, progress=progress,
+                           find_unused_parameters=find_unused_parameters)
+    resume = last_checkpoint(workdir)
+    if resume is not None:
+        log.info("resuming %s from %s", type(module).__name__, resume)
+    trainer.fit(module, loader, ckpt_path=str(resume) if resume else None)
+    finish_rank(trainer)
+    return trainer
