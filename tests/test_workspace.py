@@ -65,3 +65,19 @@ def test_digests_chain_from_the_input_files(tmp_path):
     again = _digests(p)
     assert again["gan"] == after["gan"] and again["simsiam"] == after["simsiam"]
     assert again["directions"] != after["directions"]
+
+
+def test_profile_round_trip_and_foreign_profile(ws):
+    from typer.testing import CliRunner
+
+    from helioforge.cli import app
+
+    p = get_profile("cpu")
+    p.data.sharp_dirs = ("/a", "/b")
+    ws.save_profile(p)
+    assert ws.load_profile() == p
+    ws.profile_file.write_text('{"data": {"sharp_dir": "/old"}}')  # written by an older version
+    with pytest.raises(ValueError, match="profile.json.*sharp_dir"):
+        ws.load_profile()
+    r = CliRunner().invoke(app, ["interrogate", "-w", str(ws.root)])
+    assert r.exit_code == 2 and "--profile" in r.output

@@ -85,7 +85,10 @@ def _workspace_profile(workdir: Path, name: str | None):
 
     ws = Workspace(workdir)
     if name is None and ws.profile_file.is_file():
-        return ws, ws.load_profile()
+        try:
+            return ws, ws.load_profile()
+        except ValueError as e:
+            _fail(str(e))
     profile = _profile(name or "cpu")
     ws.save_profile(profile)
     return ws, profile
@@ -326,6 +329,8 @@ def _load_interrogator(workdir: Path, need_index: bool = True):
         return Interrogator.from_workspace(workdir, with_index=need_index)
     except FileNotFoundError as e:
         _fail(f"{e}. Train first: helioforge interrogate --workdir {workdir} (or the train/index steps).")
+    except ValueError as e:
+        _fail(str(e))
 
 
 # ----------------------------------------------------------------------------- search

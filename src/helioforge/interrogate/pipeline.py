@@ -114,7 +114,11 @@ class Workspace:
         """The stored profile. Raises ``FileNotFoundError`` when the folder has none."""
         if not self.profile_file.is_file():
             raise FileNotFoundError(f"{self.profile_file}: no profile in this work folder (run a training step first)")
-        return Profile.from_dict(json.loads(self.profile_file.read_text()))
+        try:
+            return Profile.from_dict(json.loads(self.profile_file.read_text()))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{self.profile_file}: not a profile of this helioforge version ({exc}); "
+                             "pass --profile to start the folder afresh") from None
 
 
 def image_params(images: np.ndarray | torch.Tensor, profile: Profile) -> dict[str, np.ndarray]:
