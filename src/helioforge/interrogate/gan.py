@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from helioforge.config import GANConfig
-from helioforge.interrogate.training import check_images, fit_resumable
+from helioforge.nn.training import check_images, fit_resumable
 from helioforge.io import write_json
 from helioforge.nn.checkpoint import load_weights, save_weights
 from helioforge.nn.gan import Discriminator, Generator

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from helioforge.config import SimSiamConfig
-from helioforge.interrogate.training import check_images, fit_resumable
+from helioforge.nn.training import check_images, fit_resumable
 from helioforge.nn.checkpoint import load_weights, save_weights
 from helioforge.nn.simsiam import SimSiam
 
