@@ -30,6 +30,7 @@ from helioforge.interrogate.retrieval import RetrievalIndex
 from helioforge.interrogate.simsiam import embed, load_simsiam, train_simsiam
 from helioforge.io import atomic_path, write_json
 from helioforge.physics.params import compute_params, is_active
+from helioforge.workspace import StepState
 
 __all__ = [
     "Workspace",
@@ -59,14 +60,9 @@ CORRELATED_PARAMS = tuple(PAPER_CORRELATIONS)
 
 
 @dataclass
-class Workspace:
-    """Paths of the products of one interrogator run under ``root``."""
-
-    root: Path
-
-    def __post_init__(self) -> None:
-        self.root = Path(self.root)
-        self.root.mkdir(parents=True, exist_ok=True)
+class Workspace(StepState):
+    """Paths of the products of one interrogator run under ``root`` (step bookkeeping from
+    :class:`helioforge.workspace.StepState`)."""
 
     corpus = property(lambda self: self.root / "corpus.fits")
     corpus_report = property(lambda self: self.root / "corpus_report.json")
@@ -77,34 +73,7 @@ class Workspace:
     directions = property(lambda self: self.root / "directions.json")
     samples = property(lambda self: self.root / "direction_samples.npz")
     index_dir = property(lambda self: self.root / "index")
-    state_file = property(lambda self: self.root / "state.json")
     profile_file = property(lambda self: self.root / "profile.json")
-
-    def state(self) -> dict[str, Any]:
-        """The work folder's bookkeeping: step → digest of the configuration that made it."""
-        return json.loads(self.state_file.read_text()) if self.state_file.is_file() else {}
-
-    def mark(self, step: str, digest: str) -> None:
-        """Record that ``step``'s product is complete and was made with ``digest``."""
-        state = self.state()
-        state[step] = digest
-        write_json(self.state_file, state)
-
-    def unmark(self, step: str) -> None:
-        """Forget that ``step``'s product is current (called before it is rebuilt)."""
-        state = self.state()
-        if state.pop(step, None) is not None:
-            write_json(self.state_file, state)
-
-    def record_time(self, step: str, seconds: float) -> None:
-        """Remember how long making ``step``'s product took (shown in later reports)."""
-        state = self.state()
-        state.setdefault("training_s", {})[step] = round(seconds, 1)
-        write_json(self.state_file, state)
-
-    def is_current(self, step: str, digest: str, *paths: Path) -> bool:
-        """Whether ``step`` was completed with ``digest`` and its files all exist."""
-        return self.state().get(step) == digest and all(p.exists() for p in paths)
 
     def save_profile(self, profile: Profile) -> None:
         """Store the profile the work folder is made with (``profile.json``)."""

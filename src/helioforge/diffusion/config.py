@@ -1,0 +1,263 @@
+"""Typed configuration of the flare-class-conditioned diffusion model (Ramunno et al. 2024).
+
+Profiles
+--------
+``paper``  the paper's setting: 64×64 AIA images, U-Net with self-attention, 500 epochs,
+           batch 12, AdamW lr 3e-4, DDPM with T = 1000 (§4). Meant for a GPU.
+``cpu``    the same pipeline scaled to a 2-core laptop (minutes): a narrower U-Net with
+           attention at the two coarsest levels only, 80 epochs, batch 32, DDIM sampling.
+``tiny``   smoke tests (seconds per step); not for science.
+
+Every section is a dataclass; :class:`DiffusionProfile` groups them, round-trips through JSON
+(:meth:`DiffusionProfile.to_dict` / :meth:`DiffusionProfile.from_dict`) and gives short digests
+used to decide whether a saved product can be reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from helioforge.config import data_root
+from helioforge.diffusion.augment import AugmentConfig
+from helioforge.diffusion.classifier import ClassifierConfig
+from helioforge.diffusion.features import FeatureConfig
+
+__all__ = [
+    "AIADataConfig",
+    "UNetConfig",
+    "DiffusionTrainConfig",
+    "SampleConfig",
+    "EvaluateConfig",
+    "DiffusionProfile",
+    "get_diffusion_profile",
+    "DIFFUSION_PROFILES",
+    "dataclass_from_dict",
+]
+
+
+@dataclass
+class AIADataConfig:
+    """Image selection and labelling (paper §2).
+
+    images : folder of AIA images (FITS, SDOML-binned FITS or browse JPEG); ``None`` means the
+        sample's ``aia/browse`` (the largest single-channel set in the sample).
+    wavelength : AIA channel, Å (paper 171; the sample has 193 Å browse images).
+    image_size : N of the N×N training images (paper 64; 128 in its App. C).
+    events : SWPC/HEK event list (CSV); ``None`` means the sample's SWPC list.
+    flux : GOES XRS-B series (hourly CSV or a file sunpy ``TimeSeries`` reads); ``None`` means the
+        sample's GOES-15 hourly CSV.
+    label_source : ``events`` (paper: only images at ≤ ``tolerance_min`` after a flare peak),
+        ``flux`` (every image by the X-ray flux at its time) or ``events+flux``.
+    tolerance_min : image-after-peak tolerance, minutes (paper 7).
+    test_fraction : share of *days* held out as the real test set; whole days are held out so
+        that near-identical consecutive images never sit on both sides.
+    seed : split seed.
+    """
+
+    images: str | None = None
+    wavelength: int = 193
+    image_size: int = 64
+    events: str | None = None
+    flux: str | None = None
+    label_source: str = "flux"
+    tolerance_min: float = 7.0
+    test_fraction: float = 0.25
+    seed: int = 0
+
+    def images_path(self) -> Path:
+        """Image folder (absolute)."""
+        return Path(self.images).resolve() if self.images else data_root() / "aia" / "browse"
+
+    def events_path(self) -> Path:
+        """Event list (absolute)."""
+        return Path(self.events).resolve() if self.events else data_root() / "goes" / "swpc_ftp_flares_20100101_20251115.csv"
+
+    def flux_path(self) -> Path:
+        """X-ray flux file (absolute)."""
+        return Path(self.flux).resolve() if self.flux else data_root() / "goes" / "goes15_xrs_hourly_2010-2018.csv"
+
+
+@dataclass
+class UNetConfig:
+    """The denoiser: diffusers ``UNet2DModel`` (Ronneberger et al. 2015; paper App. B).
+
+    block_out_channels : channels per resolution level (each level halves the image).
+    attention : per level, whether the block carries self-attention (paper: between every
+        down/up-sampling layer; the CPU profile keeps it at the coarse levels only, where it is
+        cheap).
+    layers_per_block : ResNet blocks per level.
+    norm_num_groups : GroupNorm groups.
+    """
+
+    block_out_channels: tuple[int, ...] = (64, 128, 256, 256)
+    attention: tuple[bool, ...] = (False, True, True, True)
+    layers_per_block: int = 2
+    norm_num_groups: int = 32
+
+
+@dataclass
+class DiffusionTrainConfig:
+    """Training (paper §3–4: MSE on the noise, eq. 5; AdamW lr 3e-4, batch 12, 500 epochs).
+
+    condition : ``class`` (GOES class A–X through an embedding added to the time embedding) or
+        ``flux`` (log10 X-ray flux through a two-layer MLP to the same width).
+    cond_dropout : probability that a training example's condition is replaced by the null
+        condition (classifier-free guidance, Ho & Salimans 2022, Alg. 1; 0.1–0.2 there).
+    num_train_timesteps, beta_start, beta_end, beta_schedule : DDPM noise schedule (Ho et al.
+        2020: T = 1000, linear β from 1e-4 to 0.02).
+    ema_decay : exponential moving average of the weights used for sampling.
+    flips : random east–west flips during training (off by default: AIA images are solar-north
+        up and east left, and a flip reverses the sense of rotation).
+    """
+
+    condition: str = "class"
+    epochs: int = 500
+    batch_size: int = 12
+    lr: float = 3e-4
+    weight_decay: float = 1e-2
+    cond_dropout: float = 0.1
+    num_train_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    beta_schedule: str = "linear"
+    ema_decay: float = 0.999
+    flips: bool = False
+    seed: int = 0
+
+
+@dataclass
+class SampleConfig:
+    """Sampling with classifier-free guidance (eq. 6).
+
+    sampler : ``ddpm`` (ancestral, ``steps`` = T as the paper), ``ddim`` (Song et al. 2021,
+        η = 0) or ``dpm`` (DPM-Solver++ multistep, Lu et al. 2022).
+    steps : denoising steps (``None``: T for DDPM, 50 otherwise).
+    cfg_scale : w of eq. 6; 0 is the purely conditional model.
+    batch_size : images per network call (the guided call doubles it).
+    """
+
+    sampler: str = "ddpm"
+    steps: int | None = None
+    cfg_scale: float = 1.0
+    batch_size: int = 64
+    seed: int = 0
+
+
+@dataclass
+class EvaluateConfig:
+    """Evaluation (paper §5–7).
+
+    n_generated : images generated with the real training set's class proportions, for the
+        Fréchet distance and the cluster metrics (``None``: as many as real test images × 2).
+    n_per_class : images per class generated uniformly, for the classifier scores (§6).
+    min_class_images : classes with fewer real training images are not generated (a class the
+        model never saw cannot be judged) and are reported as such.
+    k : k-means clusters for the cluster metrics (paper 5, the number of GOES classes).
+    sampler, steps, cfg_scale : sampling for the evaluation sets.
+    """
+
+    n_generated: int | None = None
+    n_per_class: int = 200
+    min_class_images: int = 5
+    k: int = 5
+    sampler: str = "ddim"
+    steps: int = 50
+    cfg_scale: float = 1.0
+    seed: int = 1
+
+
+@dataclass
+class DiffusionProfile:
+    """A complete configuration of the diffusion pipeline."""
+
+    name: str = "paper"
+    data: AIADataConfig = field(default_factory=AIADataConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    train: DiffusionTrainConfig = field(default_factory=DiffusionTrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dictionary (JSON-able) of every setting."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DiffusionProfile":
+        """Inverse of :meth:`to_dict`. Raises ``TypeError`` for an unknown key."""
+        return dataclass_from_dict(cls, d)
+
+    def digest(self, *sections: str, extra: Any = None) -> str:
+        """Short hash of the named sections plus ``extra``."""
+        d = self.to_dict()
+        blob = json.dumps({"sections": {s: d[s] for s in sections}, "extra": extra}, sort_keys=True, default=str)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def dataclass_from_dict(cls: type, d: dict[str, Any]):
+    """Build dataclass ``cls`` from a nested dictionary (as written by ``dataclasses.asdict``):
+    nested dataclass fields are rebuilt recursively and JSON lists become tuples where the field
+    is a tuple. Raises ``TypeError`` naming an unknown key."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if key not in names:
+            raise TypeError(f"{cls.__name__}: unknown setting {key!r}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = dataclass_from_dict(hint, value)
+        elif isinstance(value, list) and "tuple" in str(hint):
+            value = tuple(value)
+        out[key] = value
+    return cls(**out)
+
+
+def _cpu() -> DiffusionProfile:
+    p = DiffusionProfile(name="cpu")
+    p.unet = UNetConfig(block_out_channels=(16, 32, 64, 64), attention=(False, False, True, True), layers_per_block=1,
+                        norm_num_groups=8)
+    p.train = DiffusionTrainConfig(epochs=80, batch_size=32, lr=3e-4, ema_decay=0.995)
+    p.sample = SampleConfig(sampler="ddim", steps=50)
+    p.features = FeatureConfig(epochs=40)
+    p.classifier = ClassifierConfig(epochs=30)
+    p.evaluate = EvaluateConfig(n_per_class=60, n_generated=None)
+    p.augment = AugmentConfig(additions=(20, 40, 60), repeats=3, classifier=ClassifierConfig(epochs=15))
+    return p
+
+
+def _tiny() -> DiffusionProfile:
+    p = DiffusionProfile(name="tiny")
+    p.data = AIADataConfig(image_size=32)
+    p.unet = UNetConfig(block_out_channels=(8, 16, 16), attention=(False, False, True), layers_per_block=1,
+                        norm_num_groups=4)
+    p.train = DiffusionTrainConfig(epochs=2, batch_size=16, num_train_timesteps=100, ema_decay=0.9)
+    p.sample = SampleConfig(sampler="ddim", steps=5, batch_size=32)
+    p.features = FeatureConfig(latent_dim=8, width=8, epochs=2)
+    p.classifier = ClassifierConfig(width=8, epochs=2)
+    p.evaluate = EvaluateConfig(n_generated=24, n_per_class=4, min_class_images=2, steps=5)
+    p.augment = AugmentConfig(additions=(4, 8), repeats=2, classifier=ClassifierConfig(width=8, epochs=1))
+    return p
+
+
+DIFFUSION_PROFILES = {"paper": DiffusionProfile, "cpu": _cpu, "tiny": _tiny}
+
+
+def get_diffusion_profile(name: str) -> DiffusionProfile:
+    """A fresh diffusion profile by name (``paper``, ``cpu``, ``tiny``).
+
+    Raises ``ValueError`` for an unknown name.
+    """
+    try:
+        return DIFFUSION_PROFILES[name]()
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(DIFFUSION_PROFILES)}") from None
