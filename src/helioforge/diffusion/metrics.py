@@ -1,0 +1,486 @@
+"""Evaluation metrics of the class-conditional diffusion model (Ramunno et al. 2024, §6–7).
+
+* :func:`frechet_distance` — Fréchet distance between Gaussians fitted to two feature sets
+  (Heusel et al. 2017); :class:`InceptionFeatures` / :func:`inception_fid` — the usual FID on
+  InceptionV3 pool features from the StyleGAN2-ADA TorchScript weights (Karras et al. 2020),
+  loaded from a local file.
+* :func:`cluster_metrics` / :func:`real_vs_real_cluster_metrics` — cluster error, cluster
+  distance and cluster standard deviation of Hackstein et al. (2023, Astronomy and Computing
+  42, 100685), computed in a domain feature space (the ceVAE latent space,
+  :mod:`helioforge.diffusion.features`) with K = 5 k-means clusters (paper §6, Table 1).
+* :func:`std_maps` / :func:`plot_std_maps` — per-class per-pixel standard deviation maps of
+  real and generated images (paper §7, Fig. 4); :func:`plot_sample_grid` — one column of
+  samples per flare class (paper Fig. 5).
+
+Images are float arrays (n, 1, N, N) in [-1, 1]; flare-class labels are ints 0..4 (A..X).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.linalg  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from sklearn.cluster import KMeans  # noqa: E402
+from sunpy.visualization.colormaps import cmlist  # noqa: E402
+
+from helioforge.io import atomic_path  # noqa: E402
+
+__all__ = [
+    "frechet_distance",
+    "cluster_metrics",
+    "real_vs_real_cluster_metrics",
+    "InceptionFeatures",
+    "inception_fid",
+    "std_maps",
+    "plot_std_maps",
+    "plot_sample_grid",
+    "INCEPTION_URL",
+]
+
+log = logging.getLogger(__name__)
+
+#: Where users get the InceptionV3 TorchScript weights (StyleGAN2-ADA; the file clean-fid uses).
+INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
+INCEPTION_SIZE = 299
+IMAGE_CMAP = cmlist["sdoaia171"]  # sunpy's AIA 171 Å colormap
+STD_CMAP = "inferno"
+
+
+def _features(x: np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (n, d) of feature vectors, got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
+# --------------------------------------------------------------------------- Fréchet distance
+def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, eps: float = 1e-6) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (Heusel et al. 2017, eq. 6).
+
+    d² = ‖μ_a − μ_b‖² + Tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^½), with the sample means and the unbiased
+    sample covariances. The matrix square root is :func:`scipy.linalg.sqrtm`; when it is not
+    finite (singular product) it is recomputed on (Σ_a + εI)(Σ_b + εI), and imaginary parts
+    left by numerical error are dropped (a warning is logged if they exceed 1e-3), as in the
+    reference implementations (pytorch-fid, clean-fid).
+
+    Parameters
+    ----------
+    feats_a, feats_b : (n_a, d) and (n_b, d) feature vectors, n ≥ 2 each.
+    eps : diagonal offset used only when the product of covariances is singular.
+
+    Returns
+    -------
+    float : the squared Fréchet distance (FID when the features are InceptionV3 pool features).
+
+    Raises
+    ------
+    ValueError
+        Not 2-D, non-finite values, different dimensions, or fewer than two samples in a set.
+    """
+    a, b = _features(feats_a, "feats_a"), _features(feats_b, "feats_b")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature dimensions differ: {a.shape[1]} vs {b.shape[1]}")
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"need at least 2 samples per set to fit a covariance, got {len(a)} and {len(b)}")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    sigma_a = np.atleast_2d(np.cov(a, rowvar=False))
+    sigma_b = np.atleast_2d(np.cov(b, rowvar=False))
+    covmean = scipy.linalg.sqrtm(sigma_a @ sigma_b)
+    if not np.all(np.isfinite(covmean)):
+        log.warning("frechet_distance: singular covariance product; adding %g to the diagonals", eps)
+        offset = np.eye(len(sigma_a)) * eps
+        covmean = scipy.linalg.sqrtm((sigma_a + offset) @ (sigma_b + offset))
+    if np.iscomplexobj(covmean):
+        imag = float(np.max(np.abs(np.diagonal(covmean).imag)))
+        if imag > 1e-3:
+            log.warning("frechet_distance: dropping an imaginary component of %.3g from sqrtm", imag)
+        covmean = covmean.real
+    diff = mu_a - mu_b
+    return float(diff @ diff + np.trace(sigma_a) + np.trace(sigma_b) - 2.0 * np.trace(covmean))
+
+
+# --------------------------------------------------------------------------- cluster metrics
+def _distance_stats(d: np.ndarray) -> tuple[float, float]:
+    """(D, σ) of distances d: D = sqrt(mean d²) (RMS), σ = sqrt(mean (d − D)²); NaN if empty."""
+    if d.size == 0:
+        return float("nan"), float("nan")
+    rms = float(np.sqrt(np.mean(d**2)))
+    return rms, float(np.sqrt(np.mean((d - rms) ** 2)))
+
+
+def cluster_metrics(real_feats: np.ndarray, gen_feats: np.ndarray, k: int = 5, seed: int = 0) -> dict:
+    """Cluster error, cluster distance and cluster std of Hackstein et al. (2023).
+
+    K-means with ``k`` clusters (scikit-learn, ``n_init=10, random_state=seed``) is fitted on
+    the real features; every vector x of a set S is assigned to its nearest centre c_a(x),
+    at distance d(x) = min_j ‖x − c_j‖. With f_j^S the fraction of S in cluster j:
+
+    * cluster error      E = Σ_j (f_j^gen − f_j^real)² / (f_j^real)²
+    * cluster distance   D = D_gen / D_real,   D_S = sqrt(mean_{x∈S} d(x)²)
+    * cluster std        σ = σ_gen / σ_real,   σ_S = sqrt(mean_{x∈S} (d(x) − D_S)²)
+
+    E = 0 when the generated set fills the clusters in the real proportions; it grows with
+    mode collapse (all samples in one cluster j: E = (1 − f_j)²/f_j² + (k − 1)). D and σ are
+    1 for a generated set as far from, and as spread around, the centres as the real one;
+    scaling every generated offset x − c_a(x) by s gives D = σ = s.
+
+    Source: the evaluation code of Hackstein et al. (2023) in the authors' repository
+    github.com/vkinakh/galaxy-zoo-generation,
+    ``src/metrics/distribution_measures/evaluate_cluster_distribution.py``
+    (``DistributionEvaluation.get_errors`` → ``compute_l2_distance`` for E;
+    ``get_distances(combined=True)`` → ``compute_distances`` for D and σ, as called by
+    ``evaluate_latent_distribution.py``). Two deliberate differences: fractions f_j instead
+    of raw counts (identical when both sets have the same size, as in that code, and
+    size-independent otherwise), and ``n_init=10, random_state=seed`` instead of
+    scikit-learn's defaults with ``random_state=0``. A later re-implementation by the same
+    group (per-cluster torch version citing "Hackstein et al. 2023, Eq. 1–3") averages the
+    error over clusters instead of summing, i.e. E/k; its per-cluster D_j, σ_j are returned
+    here as ``*_per_cluster``. The paper's own text (not at hand) is the final word on
+    whether Eq. 1 sums or averages; Ramunno et al. (2024) Table 1 reports E_GT ≈ 0.002,
+    D_GT ≈ 1.00, σ_GT ≈ 1.00 for real vs real data, which both conventions reproduce.
+
+    Parameters
+    ----------
+    real_feats : (n_real, d) features of real images (n_real ≥ k), e.g. ceVAE posterior means.
+    gen_feats : (n_gen, d) features of generated images (n_gen ≥ 1).
+    k : number of k-means clusters (paper: 5, the GOES classes A, B, C, M, X).
+    seed : k-means random state.
+
+    Returns
+    -------
+    dict with ``cluster_error``, ``cluster_distance``, ``cluster_std`` (floats), ``k``,
+    ``real_fraction`` and ``gen_fraction`` (lists of k fractions), ``cluster_distance_per_cluster``
+    and ``cluster_std_per_cluster`` (lists of k ratios D_gen,j/D_real,j and σ_gen,j/σ_real,j over
+    the points of cluster j; NaN where a generated cluster is empty), ``n_real``, ``n_gen``.
+
+    Raises
+    ------
+    ValueError
+        Not 2-D, non-finite, different dimensions, fewer than ``k`` real vectors, no generated
+        vector, or fewer than ``k`` distinct real vectors (a cluster would be empty).
+    """
+    real, gen = _features(real_feats, "real_feats"), _features(gen_feats, "gen_feats")
+    if real.shape[1] != gen.shape[1]:
+        raise ValueError(f"feature dimensions differ: real {real.shape[1]} vs generated {gen.shape[1]}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if len(real) < k:
+        raise ValueError(f"need at least k={k} real feature vectors, got {len(real)}")
+    if len(gen) < 1:
+        raise ValueError("no generated feature vectors")
+    km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(real)
+
+    def assign(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dist = km.transform(x)  # (n, k) Euclidean distances to the centres
+        lab = dist.argmin(1)
+        return lab, dist[np.arange(len(x)), lab]
+
+    lab_r, d_r = assign(real)
+    lab_g, d_g = assign(gen)
+    f_r = np.bincount(lab_r, minlength=k) / len(real)
+    f_g = np.bincount(lab_g, minlength=k) / len(gen)
+    if np.any(f_r == 0):
+        raise ValueError(f"k-means left an empty cluster on the real features (fewer than k={k} distinct vectors?)")
+    error = float(np.sum((f_g - f_r) ** 2 / f_r**2))
+    dist_r, std_r = _distance_stats(d_r)
+    dist_g, std_g = _distance_stats(d_g)
+    per_d, per_s = [], []
+    for j in range(k):
+        dr, sr = _distance_stats(d_r[lab_r == j])
+        dg, sg = _distance_stats(d_g[lab_g == j])
+        per_d.append(dg / dr if dr > 0 else float("nan"))
+        per_s.append(sg / sr if sr > 0 else float("nan"))
+    return {
+        "cluster_error": error,
+        "cluster_distance": dist_g / dist_r if dist_r > 0 else float("nan"),
+        "cluster_std": std_g / std_r if std_r > 0 else float("nan"),
+        "k": int(k),
+        "real_fraction": f_r.tolist(),
+        "gen_fraction": f_g.tolist(),
+        "cluster_distance_per_cluster": per_d,
+        "cluster_std_per_cluster": per_s,
+        "n_real": int(len(real)),
+        "n_gen": int(len(gen)),
+    }
+
+
+def real_vs_real_cluster_metrics(real_feats: np.ndarray, k: int = 5, seed: int = 0, repeats: int = 10) -> dict:
+    """The ground-truth (GT) row of Ramunno et al. (2024) Table 1: cluster metrics of real
+    against real data.
+
+    The real set is split into two random halves ``repeats`` times; k-means is fitted on the
+    first half (the reference) and :func:`cluster_metrics` compares the second half with it
+    (k-means seed ``seed + r`` for repeat r). Values near E ≈ 0, D ≈ σ ≈ 1 are the target a
+    generator is compared with; their spread is the sampling noise of the metrics.
+
+    Parameters
+    ----------
+    real_feats : (n, d) real features, n ≥ 2k.
+    k, seed : as in :func:`cluster_metrics`; ``seed`` also drives the random splits.
+    repeats : number of random half splits (≥ 1).
+
+    Returns
+    -------
+    dict: ``cluster_error``, ``cluster_distance``, ``cluster_std`` each ``{"mean", "std"}``
+    (population std over repeats), plus ``k``, ``repeats``, ``n_half``.
+
+    Raises
+    ------
+    ValueError
+        ``repeats < 1`` or fewer than 2k real vectors, and the errors of :func:`cluster_metrics`.
+    """
+    real = _features(real_feats, "real_feats")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if len(real) < 2 * k:
+        raise ValueError(f"need at least 2k={2 * k} real feature vectors to split, got {len(real)}")
+    rng = np.random.default_rng(seed)
+    half = len(real) // 2
+    keys = ("cluster_error", "cluster_distance", "cluster_std")
+    values: dict[str, list[float]] = {key: [] for key in keys}
+    for r in range(repeats):
+        perm = rng.permutation(len(real))
+        m = cluster_metrics(real[perm[:half]], real[perm[half:2 * half]], k=k, seed=seed + r)
+        for key in keys:
+            values[key].append(m[key])
+    out: dict = {key: {"mean": float(np.mean(v)), "std": float(np.std(v))} for key, v in values.items()}
+    out.update(k=int(k), repeats=int(repeats), n_half=int(half))
+    return out
+
+
+# --------------------------------------------------------------------------- Inception FID
+class InceptionFeatures:
+    """InceptionV3 pool features (2048-d) from the StyleGAN2-ADA TorchScript weights.
+
+    ``inception-2015-12-05.pt`` (Karras et al. 2020; the TensorFlow FID network of Heusel et al.
+    2017 ported to TorchScript) is the network clean-fid (Parmar et al. 2022) and the paper's
+    FID use. It is never downloaded here: fetch it once from :data:`INCEPTION_URL` and pass its
+    local path.
+
+    Call convention (StyleGAN2-ADA ``metrics/metric_utils.py``; clean-fid
+    ``inception_torchscript.py`` with ``resize_inside=True``): ``model(x, return_features=True)``
+    with x uint8 RGB (B, 3, H, W) in [0, 255], returning (B, 2048) float features.
+
+    Parameters
+    ----------
+    path : local TorchScript file.
+    device : torch device; default CUDA when available, else CPU.
+    batch_size : images per forward pass.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist (the message says where to get the file).
+    ValueError
+        ``path`` is not a TorchScript archive.
+    """
+
+    def __init__(self, path: str | os.PathLike, device: str | torch.device | None = None, batch_size: int = 64):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(
+                f"{self.path}: InceptionV3 TorchScript weights not found. Download inception-2015-12-05.pt "
+                f"(StyleGAN2-ADA, the file clean-fid uses) from {INCEPTION_URL} on a machine with internet "
+                f"access and pass its local path.")
+        self.device = torch.device(device) if device is not None else torch.device(
+            "cuda" if torch.cuda.is_available() else "cpu")
+        self.batch_size = int(batch_size)
+        try:
+            self.model = torch.jit.load(str(self.path), map_location=self.device).eval()
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(f"{self.path}: not a TorchScript model ({exc})") from None
+
+    @staticmethod
+    def to_uint8_rgb(images: torch.Tensor) -> torch.Tensor:
+        """Our images (B, 1, N, N) in [-1, 1] → uint8 RGB (B, 3, 299, 299).
+
+        [-1, 1] → [0, 255] rounded to integers (8-bit, as a saved PNG would be), bilinear
+        resize to 299×299 (``F.interpolate``, align_corners=False), rounded and clipped to
+        uint8, the grey channel repeated three times.
+        """
+        x = ((images.float().clamp(-1, 1) + 1) * 127.5).round()
+        if x.shape[-2:] != (INCEPTION_SIZE, INCEPTION_SIZE):
+            x = F.interpolate(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear", align_corners=False)
+        return x.round().clamp(0, 255).to(torch.uint8).repeat(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Features (n, 2048) float64 of images (n, 1, N, N) in [-1, 1].
+
+        Raises ``ValueError`` for another shape.
+        """
+        x = np.asarray(images, dtype=np.float32)
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise ValueError(f"images must be (n, 1, N, N), got {x.shape}")
+        out = []
+        for start in range(0, len(x), self.batch_size):
+            chunk = torch.from_numpy(x[start:start + self.batch_size]).to(self.device)
+            feats = self.model(self.to_uint8_rgb(chunk), return_features=True)
+            out.append(feats.reshape(len(chunk), -1).double().cpu())
+        if not out:
+            raise ValueError("no images to encode")
+        return torch.cat(out).numpy()
+
+
+def inception_fid(real_images: np.ndarray, gen_images: np.ndarray, weights_path: str | os.PathLike, *,
+                  device: str | torch.device | None = None, batch_size: int = 64) -> float:
+    """FID (Heusel et al. 2017) between real and generated images (n, 1, N, N) in [-1, 1], on
+    the InceptionV3 pool features of :class:`InceptionFeatures` (paper Table 1, "FID IV3").
+
+    The resize (bilinear, torch) differs from clean-fid's default "clean" PIL-bicubic resize,
+    so values are comparable between our models but not digit-for-digit with the paper's.
+    Raises ``FileNotFoundError`` for missing weights and ``ValueError`` for fewer than two
+    images per set.
+    """
+    extractor = InceptionFeatures(weights_path, device=device, batch_size=batch_size)
+    return frechet_distance(extractor(real_images), extractor(gen_images))
+
+
+# --------------------------------------------------------------------------- std maps and figures
+def _images_labels(images: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(images, dtype=np.float64)
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"images must be (n, 1, N, N), got {x.shape}")
+    y = np.asarray(labels)
+    if y.shape != (len(x),):
+        raise ValueError(f"labels must be ({len(x)},) to match the images, got {y.shape}")
+    if y.size and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(f"labels must be integer class indices in [0, {n_classes}), got {np.unique(y)[:10]}")
+    return x, y.astype(np.int64)
+
+
+def std_maps(images: np.ndarray, labels: np.ndarray, n_classes: int = 5) -> np.ndarray:
+    """Per-class per-pixel standard deviation maps (Ramunno et al. 2024 §7, Fig. 4).
+
+    For each class c the images of that class are stacked along the batch axis and the
+    sample standard deviation (ddof = 1, torch.std's default) is taken per pixel: bright
+    regions vary most, i.e. are where activity appears.
+
+    Parameters
+    ----------
+    images : (n, 1, N, N) images.
+    labels : (n,) integer flare classes in [0, n_classes).
+    n_classes : number of classes (5: A, B, C, M, X).
+
+    Returns
+    -------
+    (n_classes, N, N) float64; all-NaN maps for classes with fewer than two images.
+
+    Raises
+    ------
+    ValueError
+        Wrong image shape, labels not matching the images or outside [0, n_classes).
+    """
+    x, y = _images_labels(images, labels, n_classes)
+    maps = np.full((n_classes, x.shape[2], x.shape[3]), np.nan)
+    for c in range(n_classes):
+        sel = x[y == c, 0]
+        if len(sel) >= 2:
+            maps[c] = sel.std(axis=0, ddof=1)
+    return maps
+
+
+def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
+def _blank(ax: plt.Axes, text: str | None = None) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if text:
+        ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=8, color="0.4")
+
+
+def plot_std_maps(real_maps: np.ndarray, gen_maps: np.ndarray, class_names: Sequence[str],
+                  path: str | os.PathLike) -> Path:
+    """Figure like Ramunno et al. (2024) Fig. 4: per-class std maps, real left, generated right.
+
+    One row per class; both panels of a row share one colour scale (0 to the larger maximum)
+    with a colour bar; a panel whose map is all NaN (fewer than two images) says "no images".
+    Written atomically as PNG.
+
+    Parameters
+    ----------
+    real_maps, gen_maps : (n_classes, N, N) maps from :func:`std_maps`.
+    class_names : n_classes labels (e.g. "A", "B", "C", "M", "X").
+    path : output PNG.
+
+    Returns the path. Raises ``ValueError`` for mismatched shapes or names.
+    """
+    real, gen = np.asarray(real_maps, dtype=float), np.asarray(gen_maps, dtype=float)
+    if real.ndim != 3 or real.shape != gen.shape:
+        raise ValueError(f"real_maps and gen_maps must both be (n_classes, N, N), got {real.shape} and {gen.shape}")
+    if len(class_names) != len(real):
+        raise ValueError(f"{len(class_names)} class names for {len(real)} classes")
+    n = len(real)
+    fig, axes = plt.subplots(n, 2, figsize=(4.6, 2.2 * n), squeeze=False)
+    for c in range(n):
+        finite = [m for m in (real[c], gen[c]) if np.isfinite(m).any()]
+        vmax = max(float(np.nanmax(m)) for m in finite) if finite else 1.0
+        vmax = vmax if vmax > 0 else 1.0
+        im = None
+        for j, (m, title) in enumerate(((real[c], "real"), (gen[c], "generated"))):
+            ax = axes[c, j]
+            if np.isfinite(m).any():
+                im = ax.imshow(m, cmap=STD_CMAP, vmin=0.0, vmax=vmax, origin="lower", interpolation="nearest")
+                _blank(ax)
+            else:
+                _blank(ax, "no images")
+            ax.set_title(f"{class_names[c]} — {title}", fontsize=8)
+        if im is not None:
+            fig.colorbar(im, ax=list(axes[c]), fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+    return _save(fig, path)
+
+
+def plot_sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], path: str | os.PathLike,
+                     per_class: int = 5) -> Path:
+    """Figure like Ramunno et al. (2024) Fig. 5: one column per flare class, ``per_class`` rows.
+
+    The first ``per_class`` images of each class (in input order) are shown with the AIA 171 Å
+    colormap on the fixed [-1, 1] scale; a column with no image says "no images", missing
+    cells stay blank. Written atomically as PNG.
+
+    Parameters
+    ----------
+    images : (n, 1, N, N) images in [-1, 1].
+    labels : (n,) integer classes in [0, len(class_names)).
+    class_names : column titles.
+    path : output PNG.
+    per_class : rows.
+
+    Returns the path. Raises ``ValueError`` for bad shapes or labels.
+    """
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    n_classes = len(class_names)
+    x, y = _images_labels(images, labels, n_classes)
+    fig, axes = plt.subplots(per_class, n_classes, figsize=(1.3 * n_classes, 1.3 * per_class), squeeze=False)
+    for c in range(n_classes):
+        idx = np.flatnonzero(y == c)[:per_class]
+        for r in range(per_class):
+            ax = axes[r, c]
+            if r < len(idx):
+                ax.imshow(x[idx[r], 0], cmap=IMAGE_CMAP, vmin=-1, vmax=1, origin="lower", interpolation="nearest")
+                _blank(ax)
+            else:
+                _blank(ax, "no images" if r == 0 and len(idx) == 0 else None)
+            ax.axis("on")
+        axes[0, c].set_title(class_names[c], fontsize=9)
+    fig.subplots_adjust(wspace=0.05, hspace=0.05)
+    return _save(fig, path)
