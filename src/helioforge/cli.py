@@ -8,6 +8,8 @@
     helioforge index build              embed the real corpus into a FAISS index
     helioforge search                   real matches of a FITS file or a generated image
     helioforge interrogate              the whole pipeline and its report (the main job)
+    helioforge diffusion ...            flare-class-conditioned diffusion on AIA (label, train,
+                                        sample, evaluate, augment-experiment)
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table as RichTable
+
+from helioforge.cli_common import ACCEL, DEVICES, _fail, _trainer_kw, console, out
+from helioforge.cli_diffusion import diffusion_app
 
 app = typer.Typer(help="helioforge: physics-aware generative AI for solar observations.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -35,9 +39,8 @@ app.add_typer(fetch_app, name="fetch")
 app.add_typer(train_app, name="train")
 app.add_typer(directions_app, name="directions")
 app.add_typer(index_app, name="index")
+app.add_typer(diffusion_app, name="diffusion")
 
-console = Console(stderr=True)
-out = Console()
 
 WORKDIR = typer.Option(Path("runs/default"), "--workdir", "-w", help="Work folder holding corpus, models and index.")
 PROFILE = typer.Option("cpu", "--profile", "-p", help="Configuration profile: cpu, paper or tiny.")
@@ -64,11 +67,6 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
     for noisy in ("faiss.loader", "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
-
-
-def _fail(msg: str) -> None:
-    console.print(f"[red]error:[/red] {msg}")
-    raise typer.Exit(2)
 
 
 def _profile(name: str):
@@ -181,12 +179,6 @@ def fetch_sharp_cmd(
 
 
 # ----------------------------------------------------------------------------- training
-def _trainer_kw(accelerator: str, devices: str) -> dict:
-    return {"accelerator": accelerator, "devices": int(devices) if devices.isdigit() else devices}
-
-
-ACCEL = typer.Option("auto", "--accelerator", help="Lightning accelerator: auto, cpu, gpu.")
-DEVICES = typer.Option("auto", "--devices", help="Number of devices (several GPUs use DDP).")
 
 
 TRAIN_PROFILE = typer.Option(None, "--profile", "-p", help="Profile (cpu, paper, tiny); default: the work folder's, else cpu.")
@@ -405,6 +397,8 @@ def interrogate(
         out.print(f"skipped {len(m['corpus']['skipped'])} input file(s): " + "; ".join(
             f"{Path(s['file']).name}: {s['reason']}" for s in m["corpus"]["skipped"]))
     out.print(f"report: {(report or Path(workdir) / 'report') / 'index.html'}  ({m['timings_s']['total']:.0f} s)")
+
+
 
 
 def main() -> None:  # pragma: no cover

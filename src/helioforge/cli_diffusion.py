@@ -1,0 +1,209 @@
+"""``helioforge diffusion ...``: the flare-class-conditioned diffusion job (Ramunno et al. 2024).
+
+    helioforge diffusion label               read + label AIA images with GOES classes (Fig. 1)
+    helioforge diffusion train               train the class- or flux-conditioned DDPM
+    helioforge diffusion sample              images of a class or a flux: FITS + PNG grid
+    helioforge diffusion evaluate            Fréchet distance, cluster metrics, classifier, Figs. 4–5
+    helioforge diffusion augment-experiment  §8.1: generated vs classical augmentation
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from helioforge.cli_common import ACCEL, DEVICES, _fail, _trainer_kw, console, out
+
+diffusion_app = typer.Typer(help="Flare-class-conditioned diffusion on SDO/AIA images.", no_args_is_help=True)
+
+DWORKDIR = typer.Option(Path("runs/diffusion"), "--workdir", "-w", help="Work folder (dataset, models, reports).")
+DPROFILE = typer.Option(None, "--profile", "-p", help="Profile: cpu, paper or tiny (default: the work folder's, else cpu).")
+
+
+class Condition(str, Enum):
+    """What the model is conditioned on."""
+
+    cls = "class"
+    flux = "flux"
+
+
+class Sampler(str, Enum):
+    """Reverse-process solver."""
+
+    ddpm = "ddpm"
+    ddim = "ddim"
+    dpm = "dpm"
+
+
+class LabelSource(str, Enum):
+    """Where the flare-class labels come from."""
+
+    events = "events"
+    flux = "flux"
+    both = "events+flux"
+
+
+def _ws_profile(workdir: Path, name: str | None):
+    from helioforge.diffusion.config import get_diffusion_profile
+    from helioforge.diffusion.pipeline import DiffusionWorkspace
+
+    ws = DiffusionWorkspace(workdir)
+    try:
+        if name is None and ws.profile_file.is_file():
+            return ws, ws.load_profile()
+        return ws, get_diffusion_profile(name or "cpu")
+    except ValueError as e:
+        _fail(str(e))
+
+
+@diffusion_app.command("label")
+def label_cmd(
+    workdir: Path = DWORKDIR,
+    profile: Optional[str] = DPROFILE,
+    images: Optional[Path] = typer.Option(None, "--images", help="AIA folder: FITS, SDOML-binned FITS or browse JPEG (default DATA/aia/browse)."),
+    wavelength: Optional[int] = typer.Option(None, "--wavelength", help="AIA channel, Å (default 193)."),
+    size: Optional[int] = typer.Option(None, "--size", help="Image side N (paper 64)."),
+    events: Optional[Path] = typer.Option(None, "--events", help="Flare event list CSV (default DATA/goes SWPC list)."),
+    flux: Optional[Path] = typer.Option(None, "--flux", help="GOES XRS file: hourly CSV or FITS/netCDF (default DATA/goes hourly CSV)."),
+    source: Optional[LabelSource] = typer.Option(None, "--source", help="Labels from flare events (paper), X-ray flux, or both."),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance-min", help="Image-after-peak tolerance, minutes (paper 7)."),
+    force: bool = typer.Option(False, "--force", help="Relabel even if the dataset is current."),
+) -> None:
+    """Read, label (GOES class, log10 flux), preprocess and split the AIA images; write the
+    class histogram (paper Fig. 1)."""
+    from helioforge.diffusion.pipeline import label_dataset
+
+    ws, prof = _ws_profile(workdir, profile)
+    d = prof.data
+    if images:
+        d.images = str(images.resolve())
+    if events:
+        d.events = str(events.resolve())
+    if flux:
+        d.flux = str(flux.resolve())
+    for attr, value in (("wavelength", wavelength), ("image_size", size), ("tolerance_min", tolerance)):
+        if value is not None:
+            setattr(d, attr, value)
+    if source:
+        d.label_source = source.value
+    try:
+        data = label_dataset(prof, ws, force=force)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    import json
+
+    rep = json.loads(ws.labels_report.read_text())
+    out.print(f"labelled {rep['labelled']} of {rep['images_read']} images ({d.label_source}); "
+              f"unlabelled {rep['unlabelled']}; skipped {len(rep['skipped'])}")
+    out.print("classes: " + ", ".join(f"{k} {v}" for k, v in rep["histogram"].items()))
+    out.print(f"train {len(data.split('train')[0])} / test {len(data.split('test')[0])} images → {ws.dataset}; histogram {ws.histogram}")
+
+
+@diffusion_app.command("train")
+def train_cmd(
+    workdir: Path = DWORKDIR,
+    profile: Optional[str] = DPROFILE,
+    condition: Condition = typer.Option(Condition.cls, "--condition", help="Condition on the GOES class or on log10 flux."),
+    epochs: Optional[int] = typer.Option(None, help="Override the profile's epochs (a longer run resumes a shorter one)."),
+    force: bool = typer.Option(False, "--force", help="Start training afresh."),
+    accelerator: str = ACCEL,
+    devices: str = DEVICES,
+) -> None:
+    """Train the conditional DDPM (eq. 5, CFG condition dropout, AdamW, EMA) on the labelled set."""
+    from helioforge.diffusion.pipeline import train_model
+
+    ws, prof = _ws_profile(workdir, profile)
+    if epochs:
+        prof.train.epochs = epochs
+    try:
+        stem = train_model(prof, ws, condition.value, force=force, **_trainer_kw(accelerator, devices))
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    out.print(f"{condition.value} model: {stem}.safetensors")
+
+
+@diffusion_app.command("sample")
+def sample_cmd(
+    workdir: Path = DWORKDIR,
+    condition: Condition = typer.Option(Condition.cls, "--condition", help="Which model of the work folder."),
+    flare_class: Optional[str] = typer.Option(None, "--flare-class", "-c", help="GOES class A, B, C, M or X (class model)."),
+    flux: Optional[float] = typer.Option(None, "--flux", help="GOES 1–8 Å flux, W m^-2, e.g. 3e-5 (flux model)."),
+    n: int = typer.Option(16, "-n", help="Number of images."),
+    cfg_scale: float = typer.Option(1.0, "--cfg-scale", help="Classifier-free guidance scale w (eq. 6)."),
+    sampler: Sampler = typer.Option(Sampler.ddim, "--sampler", help="ddpm (T steps, as the paper), ddim or dpm."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Steps (default: T for ddpm, 50 otherwise)."),
+    seed: int = typer.Option(0, "--seed"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output stem (default WORKDIR/samples/<condition>)."),
+) -> None:
+    """Sample images of a flare class or an X-ray flux; write FITS (with provenance) and a PNG grid."""
+    from helioforge.diffusion.pipeline import DiffusionWorkspace, sample_to_files
+
+    ws = DiffusionWorkspace(workdir)
+    tag = (flare_class or (f"{flux:.1e}" if flux else "x")).replace("+", "")
+    dest = output or ws.root / "samples" / f"{condition.value}_{tag}"
+    try:
+        fits_path, png = sample_to_files(ws.model_stem(condition.value), dest, flare_class=flare_class, flux=flux, n=n,
+                                         cfg_scale=cfg_scale, sampler=sampler.value, steps=steps, seed=seed)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    out.print(f"{n} images → {fits_path} and {png}")
+
+
+@diffusion_app.command("evaluate")
+def evaluate_cmd(
+    workdir: Path = DWORKDIR,
+    report: Optional[Path] = typer.Option(None, "--report", "-r", help="Report folder (default WORKDIR/report_<condition>)."),
+    condition: Condition = typer.Option(Condition.cls, "--condition"),
+    inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="Local TorchScript InceptionV3 (inception-2015-12-05.pt) for the FID; never downloaded."),
+    accelerator: str = ACCEL,
+    devices: str = DEVICES,
+) -> None:
+    """Evaluate a trained model (paper §5–7): metrics.json, figures and index.html."""
+    from helioforge.diffusion.evaluate import evaluate
+
+    ws, prof = _ws_profile(workdir, None)
+    dest = report or ws.root / f"report_{condition.value}"
+    try:
+        m = evaluate(prof, ws, dest, condition=condition.value, inception_weights=inception_weights,
+                     **_trainer_kw(accelerator, devices))
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    c = m["cluster"]
+    out.print(f"cluster error GT {c['gt_real_halves']['cluster_error']['mean']:.3f} | held-out {c['real_test']['cluster_error']:.3f} | generated {c['generated']['cluster_error']:.3f}")
+    out.print(f"Fréchet (domain): held-out {m['frechet']['real_test_vs_train']:.3f} | generated {m['frechet']['generated_vs_train']:.3f}")
+    k = m["classifier"]
+    out.print(f"macro F1 real {k['real_test']['macro_f1']:.2f} | generated {k['generated_uniform']['macro_f1']:.2f} | ratio {k['ratio']['macro_f1']:.2f} (paper 0.70)")
+    out.print(f"report: {dest / 'index.html'}")
+
+
+@diffusion_app.command("augment-experiment")
+def augment_cmd(
+    workdir: Path = DWORKDIR,
+    report: Optional[Path] = typer.Option(None, "--report", "-r", help="Report folder (default WORKDIR/report_<condition>)."),
+    condition: Condition = typer.Option(Condition.cls, "--condition"),
+    additions: Optional[str] = typer.Option(None, "--additions", help="Comma-separated images added per minority class (paper 200,400,600)."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help="Repeats per addition (paper 3)."),
+    accelerator: str = ACCEL,
+    devices: str = DEVICES,
+) -> None:
+    """Paper §8.1: per-class accuracy with generated, classical or no added images (Figs. 6–8)."""
+    from helioforge.diffusion.evaluate import augment_experiment
+
+    ws, prof = _ws_profile(workdir, None)
+    if additions:
+        try:
+            prof.augment.additions = tuple(int(a) for a in additions.split(","))
+        except ValueError:
+            _fail(f"--additions must be comma-separated integers, got {additions!r}")
+    if repeats:
+        prof.augment.repeats = repeats
+    dest = report or ws.root / f"report_{condition.value}"
+    try:
+        r = augment_experiment(prof, ws, dest, condition=condition.value, **_trainer_kw(accelerator, devices))
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    console.print(f"augmentation experiment: {len(r['summary'])} rows, {r['seconds']:.0f} s")
+    out.print(f"report: {dest / 'augmentation.html'}")
