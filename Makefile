@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HELIOFORGE_DATA ?= $(abspath ../shared/data)
 export HELIOFORGE_DATA
 
-.PHONY: demo test install clean bench
+.PHONY: demo demo-diffusion demo-augment test install clean bench
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -24,6 +24,18 @@ demo: $(STAMP)
 	$(VENV)/bin/helioforge interrogate --profile cpu --workdir runs/demo --report runs/demo/report \
 		--sharp-dir $(HELIOFORGE_DATA)/sharp --sharp-dir $(HELIOFORGE_DATA)/sharp_bad
 
+# Flare-class-conditioned diffusion on the real AIA 193 Å browse sample + GOES labels (CPU profile).
+DIFF_WORK ?= runs/diffusion
+demo-diffusion: $(STAMP)
+	$(VENV)/bin/helioforge diffusion label -w $(DIFF_WORK) -p cpu
+	$(VENV)/bin/helioforge diffusion train -w $(DIFF_WORK) --condition class
+	$(VENV)/bin/helioforge diffusion sample -w $(DIFF_WORK) --flare-class C -n 16 --sampler ddim --steps 50 --cfg-scale 1
+	$(VENV)/bin/helioforge diffusion evaluate -w $(DIFF_WORK) --condition class
+
+# Paper §8.1 on the same work folder (after demo-diffusion).
+demo-augment: $(STAMP)
+	$(VENV)/bin/helioforge diffusion augment-experiment -w $(DIFF_WORK) --condition class
+
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
@@ -31,6 +43,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_params.py
 	$(PY) benchmarks/bench_generate.py
 	$(PY) benchmarks/bench_search.py
+	$(PY) benchmarks/bench_samplers.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

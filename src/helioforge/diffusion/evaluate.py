@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,7 @@ def _feature_encoder(profile: DiffusionProfile, ws: DiffusionWorkspace, images: 
     if ws.is_current("features", step_digest, stem.with_suffix(".safetensors")):
         return FeatureEncoder.load(stem)
     ws.unmark("features")
+    shutil.rmtree(ws.features_dir, ignore_errors=True)  # never resume a run made with other data/settings
     enc = train_feature_encoder(images, profile.features, ws.features_dir, **kw)
     ws.mark("features", step_digest)
     return enc
@@ -86,6 +88,7 @@ def _classifier(profile: DiffusionProfile, ws: DiffusionWorkspace, images: np.nd
     if ws.is_current("classifier", step_digest, stem.with_suffix(".safetensors")):
         return TrainedClassifier.load(stem)
     ws.unmark("classifier")
+    shutil.rmtree(ws.classifier_dir, ignore_errors=True)  # never resume a run made with other data/settings
     clf = train_classifier(images, labels, profile.classifier, workdir=ws.classifier_dir, **kw)
     ws.mark("classifier", step_digest)
     return clf
@@ -202,8 +205,6 @@ def evaluate(
         "samples": plot_sample_grid(gen_u.images, uni_cls, FLARE_CLASSES, report_dir / "samples_per_class.png"),
         "real": plot_sample_grid(data.images, all_cls, FLARE_CLASSES, report_dir / "real_per_class.png"),
     }
-    import shutil
-
     if ws.histogram.is_file():
         shutil.copyfile(ws.histogram, report_dir / "class_histogram.png")
         figs["histogram"] = report_dir / "class_histogram.png"

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
 from helioforge.nn.flare_unet import FlareUNet
 
@@ -51,7 +51,7 @@ def make_sampler(train_config: dict[str, Any], sampler: str, steps: int | None):
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
     base = make_scheduler(train_config)
     T = base.config.num_train_timesteps
-    steps = int(steps or (T if sampler == "ddpm" else 50))
+    steps = (T if sampler == "ddpm" else 50) if steps is None else int(steps)
     if not 1 <= steps <= T:
         raise ValueError(f"steps must be within 1..{T}, got {steps}")
     if sampler == "ddpm":
