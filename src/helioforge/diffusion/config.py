@@ -5,7 +5,8 @@ Profiles
 ``paper``  the paper's setting: 64×64 AIA images, U-Net with self-attention, 500 epochs,
            batch 12, AdamW lr 3e-4, DDPM with T = 1000 (§4). Meant for a GPU.
 ``cpu``    the same pipeline scaled to a 2-core laptop (minutes): a narrower U-Net with
-           attention at the two coarsest levels only, 80 epochs, batch 32, DDIM sampling.
+           attention at the two coarsest levels only, the paper's batch 12 and learning rate,
+           140 epochs (≈ 3,700 steps, ≈ 15 min), DDIM sampling.
 ``tiny``   smoke tests (seconds per step); not for science.
 
 Every section is a dataclass; :class:`DiffusionProfile` groups them, round-trips through JSON
@@ -138,13 +139,15 @@ class SampleConfig:
         η = 0) or ``dpm`` (DPM-Solver++ multistep, Lu et al. 2022).
     steps : denoising steps (``None``: T for DDPM, 50 otherwise).
     cfg_scale : w of eq. 6; 0 is the purely conditional model.
-    batch_size : images per network call (the guided call doubles it).
+    batch_size : images per network call (the guided call doubles it); ``None``: 16 on a CPU
+        (larger batches spend most of their time in the allocator, see docs/benchmarks.md)
+        and 256 on a GPU.
     """
 
     sampler: str = "ddpm"
     steps: int | None = None
     cfg_scale: float = 1.0
-    batch_size: int = 64
+    batch_size: int | None = None
     seed: int = 0
 
 
@@ -226,11 +229,11 @@ def _cpu() -> DiffusionProfile:
     p = DiffusionProfile(name="cpu")
     p.unet = UNetConfig(block_out_channels=(16, 32, 64, 64), attention=(False, False, True, True), layers_per_block=1,
                         norm_num_groups=8)
-    p.train = DiffusionTrainConfig(epochs=80, batch_size=32, lr=3e-4, ema_decay=0.995)
+    p.train = DiffusionTrainConfig(epochs=140, batch_size=12, lr=3e-4, ema_decay=0.998)
     p.sample = SampleConfig(sampler="ddim", steps=50)
     p.features = FeatureConfig(epochs=40)
     p.classifier = ClassifierConfig(epochs=30)
-    p.evaluate = EvaluateConfig(n_per_class=60, n_generated=None)
+    p.evaluate = EvaluateConfig(n_per_class=40, n_generated=None)
     p.augment = AugmentConfig(additions=(20, 40, 60), repeats=3, classifier=ClassifierConfig(epochs=15))
     return p
 
@@ -241,7 +244,7 @@ def _tiny() -> DiffusionProfile:
     p.unet = UNetConfig(block_out_channels=(8, 16, 16), attention=(False, False, True), layers_per_block=1,
                         norm_num_groups=4)
     p.train = DiffusionTrainConfig(epochs=2, batch_size=16, num_train_timesteps=100, ema_decay=0.9)
-    p.sample = SampleConfig(sampler="ddim", steps=5, batch_size=32)
+    p.sample = SampleConfig(sampler="ddim", steps=5)
     p.features = FeatureConfig(latent_dim=8, width=8, epochs=2)
     p.classifier = ClassifierConfig(width=8, epochs=2)
     p.evaluate = EvaluateConfig(n_generated=24, n_per_class=4, min_class_images=2, steps=5)
