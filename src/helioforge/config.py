@@ -30,6 +30,8 @@ __all__ = [
     "DirectionsConfig",
     "InterrogateConfig",
     "Profile",
+    "ProfileBase",
+    "dataclass_from_dict",
     "get_profile",
     "PROFILES",
 ]
@@ -196,47 +198,38 @@ class InterrogateConfig:
     zoo_rows: int = 10
 
 
-@dataclass
-class Profile:
-    """A complete configuration for the interrogator pipeline."""
+def dataclass_from_dict(cls: type, d: dict[str, Any]):
+    """Build dataclass ``cls`` from a nested dictionary (as written by ``dataclasses.asdict``):
+    nested dataclass fields are rebuilt recursively and JSON lists become tuples where the field
+    is a tuple. Raises ``TypeError`` naming an unknown key."""
+    import typing
 
-    name: str = "paper"
-    data: DataConfig = field(default_factory=DataConfig)
-    params: ParamConfig = field(default_factory=ParamConfig)
-    gan: GANConfig = field(default_factory=GANConfig)
-    simsiam: SimSiamConfig = field(default_factory=SimSiamConfig)
-    directions: DirectionsConfig = field(default_factory=DirectionsConfig)
-    interrogate: InterrogateConfig = field(default_factory=InterrogateConfig)
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if key not in names:
+            raise TypeError(f"{cls.__name__}: unknown setting {key!r}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = dataclass_from_dict(hint, value)
+        elif isinstance(value, list) and "tuple" in str(hint):
+            value = tuple(value)
+        out[key] = value
+    return cls(**out)
+
+
+class ProfileBase:
+    """JSON round trip and digests shared by the pipeline profiles (dataclasses of sections)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dictionary (JSON-able) of every setting."""
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Profile":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError``."""
-        kinds = {f.name: f.type for f in dataclasses.fields(cls)}
-        sub = {
-            "data": DataConfig,
-            "params": ParamConfig,
-            "gan": GANConfig,
-            "simsiam": SimSiamConfig,
-            "directions": DirectionsConfig,
-            "interrogate": InterrogateConfig,
-        }
-        out: dict[str, Any] = {}
-        for key, value in d.items():
-            if key not in kinds:
-                raise TypeError(f"unknown profile section {key!r}")
-            if key in sub:
-                value = dict(value)
-                for key_t in ("zoom", "sharp_dirs"):
-                    if key_t in value:
-                        value[key_t] = tuple(value[key_t])
-                out[key] = sub[key](**value)
-            else:
-                out[key] = value
-        return cls(**out)
+    def from_dict(cls, d: dict[str, Any]):
+        """Inverse of :meth:`to_dict`; an unknown key raises ``TypeError``."""
+        return dataclass_from_dict(cls, d)
 
     def digest(self, *sections: str, extra: Any = None, drop: tuple[str, ...] = ()) -> str:
         """Short hash of the named sections (plus ``extra``, minus ``section.key`` entries in
@@ -248,6 +241,19 @@ class Profile:
             picked.get(sec, {}).pop(key, None)
         blob = json.dumps({"sections": picked, "extra": extra}, sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+@dataclass
+class Profile(ProfileBase):
+    """A complete configuration for the interrogator pipeline."""
+
+    name: str = "paper"
+    data: DataConfig = field(default_factory=DataConfig)
+    params: ParamConfig = field(default_factory=ParamConfig)
+    gan: GANConfig = field(default_factory=GANConfig)
+    simsiam: SimSiamConfig = field(default_factory=SimSiamConfig)
+    directions: DirectionsConfig = field(default_factory=DirectionsConfig)
+    interrogate: InterrogateConfig = field(default_factory=InterrogateConfig)
 
 
 def _cpu() -> Profile:

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from helioforge.nn.checkpoint import load_weights, save_weights
 from helioforge.nn.classifier import FlareClassifier
-from helioforge.nn.training import check_images, fit_resumable
+from helioforge.nn.training import check_images, fit_and_save
 
 __all__ = [
     "FLARE_CLASSES",
@@ -318,17 +318,8 @@ def train_classifier(
         "backbone": "FlareClassifier CNN (substitute for the paper's DeiT)",
     }
     if workdir is not None:
-        workdir = Path(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        trainer = fit_resumable(module, loader, workdir, cfg.epochs, accelerator=accelerator, devices=devices,
-                                progress=progress)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        stem = workdir / CLASSIFIER_STEM
-        if not metrics and stem.with_suffix(".json").is_file():  # nothing left to train: keep the old numbers
-            metrics = load_weights(stem)[1].get("final_metrics", {})
-        config["final_metrics"] = metrics
-        module.model.cpu()
-        save_weights(stem, module.model, config)
+        _, config = fit_and_save(module, module.model, loader, Path(workdir), CLASSIFIER_STEM, cfg.epochs, config,
+                                 accelerator=accelerator, devices=devices, progress=progress)
     else:
         with tempfile.TemporaryDirectory(prefix="helioforge-clf-") as tmp, _quiet_lightning(not progress), \
                 warnings.catch_warnings():

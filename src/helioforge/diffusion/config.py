@@ -16,14 +16,10 @@ used to decide whether a saved product can be reused.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from helioforge.config import data_root
+from helioforge.config import ProfileBase, dataclass_from_dict, data_root
 from helioforge.diffusion.augment import AugmentConfig
 from helioforge.diffusion.classifier import ClassifierConfig
 from helioforge.diffusion.features import FeatureConfig
@@ -175,8 +171,9 @@ class EvaluateConfig:
 
 
 @dataclass
-class DiffusionProfile:
-    """A complete configuration of the diffusion pipeline."""
+class DiffusionProfile(ProfileBase):
+    """A complete configuration of the diffusion pipeline (JSON round trip and digests from
+    :class:`helioforge.config.ProfileBase`)."""
 
     name: str = "paper"
     data: AIADataConfig = field(default_factory=AIADataConfig)
@@ -187,42 +184,6 @@ class DiffusionProfile:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dictionary (JSON-able) of every setting."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DiffusionProfile":
-        """Inverse of :meth:`to_dict`. Raises ``TypeError`` for an unknown key."""
-        return dataclass_from_dict(cls, d)
-
-    def digest(self, *sections: str, extra: Any = None) -> str:
-        """Short hash of the named sections plus ``extra``."""
-        d = self.to_dict()
-        blob = json.dumps({"sections": {s: d[s] for s in sections}, "extra": extra}, sort_keys=True, default=str)
-        return hashlib.sha1(blob.encode()).hexdigest()[:12]
-
-
-def dataclass_from_dict(cls: type, d: dict[str, Any]):
-    """Build dataclass ``cls`` from a nested dictionary (as written by ``dataclasses.asdict``):
-    nested dataclass fields are rebuilt recursively and JSON lists become tuples where the field
-    is a tuple. Raises ``TypeError`` naming an unknown key."""
-    import typing
-
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if key not in names:
-            raise TypeError(f"{cls.__name__}: unknown setting {key!r}")
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = dataclass_from_dict(hint, value)
-        elif isinstance(value, list) and "tuple" in str(hint):
-            value = tuple(value)
-        out[key] = value
-    return cls(**out)
 
 
 def _cpu() -> DiffusionProfile:

@@ -103,6 +103,18 @@ def _conditions(net, config: dict[str, Any], classes: np.ndarray, rng: np.random
     return rng.uniform(-8.0 + classes, -7.0 + classes)
 
 
+def _load_trained(ws: DiffusionWorkspace, condition: str):
+    """(dataset, model stem, net, model config, device) of a work folder's trained model."""
+    data = load_dataset(ws.dataset)
+    stem = ws.model_stem(condition)
+    if not stem.with_suffix(".safetensors").is_file():
+        raise FileNotFoundError(f"{stem.with_suffix('.safetensors')}: no trained {condition} model "
+                                f"(run `helioforge diffusion train --condition {condition}`)")
+    device = inference_device()
+    net, config = load_diffusion(stem, device)
+    return data, stem, net, config, device
+
+
 def evaluate(
     profile: DiffusionProfile,
     ws: DiffusionWorkspace,
@@ -126,13 +138,7 @@ def evaluate(
     condition = condition or profile.train.condition
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    data = load_dataset(ws.dataset)
-    stem = ws.model_stem(condition)
-    if not stem.with_suffix(".safetensors").is_file():
-        raise FileNotFoundError(f"{stem.with_suffix('.safetensors')}: no trained {condition} model "
-                                f"(run `helioforge diffusion train --condition {condition}`)")
-    device = inference_device()
-    net, config = load_diffusion(stem, device)
+    data, stem, net, config, device = _load_trained(ws, condition)
     ev = profile.evaluate
     tr_x, tr_c, tr_f = data.split("train")
     te_x, te_c, te_f = data.split("test")
@@ -238,13 +244,7 @@ def augment_experiment(
     condition = condition or profile.train.condition
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    data = load_dataset(ws.dataset)
-    stem = ws.model_stem(condition)
-    if not stem.with_suffix(".safetensors").is_file():
-        raise FileNotFoundError(f"{stem.with_suffix('.safetensors')}: no trained {condition} model "
-                                f"(run `helioforge diffusion train --condition {condition}`)")
-    device = inference_device()
-    net, config = load_diffusion(stem, device)
+    data, stem, net, config, device = _load_trained(ws, condition)
     counts = config.get("class_counts") or data.class_counts("train")
     ok = set(eligible_classes(counts, profile.evaluate.min_class_images))
     cfg = copy.deepcopy(profile.augment)

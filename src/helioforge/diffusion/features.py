@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from helioforge.nn.checkpoint import load_weights, save_weights
-from helioforge.nn.training import check_images, fit_resumable
+from helioforge.nn.training import check_images, fit_and_save
 from helioforge.nn.vae import ConvVAE, kl_divergence
 
 __all__ = ["FeatureConfig", "FeatureEncoderModule", "FeatureEncoder", "train_feature_encoder", "random_box_mask",
@@ -225,20 +225,13 @@ def train_feature_encoder(
         Wrong image shape, or fewer than two images (one batch of ≥ 2).
     """
     images = check_images(images, 2)
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, verbose=False)
     module = FeatureEncoderModule(cfg, images.shape[-1])
     batch = min(cfg.batch_size, len(images))
     loader = DataLoader(TensorDataset(torch.from_numpy(images)), batch_size=batch, shuffle=True, drop_last=True)
-    trainer = fit_resumable(module, loader, workdir, cfg.epochs, accelerator=accelerator, devices=devices,
-                            progress=progress)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    stem = workdir / FEATURE_ENCODER_STEM
-    if not metrics and stem.with_suffix(".json").is_file():  # nothing left to train: keep the last numbers
-        metrics = load_weights(stem)[1].get("final_metrics", {})
-    config = {**module.model_config(), "final_metrics": metrics, "epochs_trained": int(trainer.current_epoch)}
-    save_weights(stem, module.model, config)
-    log.info("feature encoder: %d epochs, loss %.4f (recon %.4f, kl %.2f)", trainer.current_epoch,
+    _, config = fit_and_save(module, module.model, loader, Path(workdir), FEATURE_ENCODER_STEM, cfg.epochs,
+                             module.model_config(), accelerator=accelerator, devices=devices, progress=progress)
+    metrics = config["final_metrics"]
+    log.info("feature encoder: %d epochs, loss %.4f (recon %.4f, kl %.2f)", config["epochs_trained"],
              metrics.get("loss", float("nan")), metrics.get("recon", float("nan")), metrics.get("kl", float("nan")))
     return FeatureEncoder(module.model.cpu(), config)

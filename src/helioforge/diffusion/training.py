@@ -26,9 +26,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, TensorDataset
 
 from helioforge.diffusion.config import DiffusionTrainConfig, UNetConfig
-from helioforge.nn.checkpoint import load_weights, save_weights
+from helioforge.nn.checkpoint import load_weights
 from helioforge.nn.flare_unet import FlareUNet
-from helioforge.nn.training import check_images, fit_resumable
+from helioforge.nn.training import check_images, fit_and_save
 
 __all__ = ["DiffusionModule", "make_scheduler", "build_unet", "train_diffusion", "load_diffusion", "DIFFUSION_STEM"]
 
@@ -148,20 +148,17 @@ def train_diffusion(
     module = DiffusionModule(unet, train, images.shape[-1])
     loader = DataLoader(TensorDataset(torch.from_numpy(images), cond_t), batch_size=min(train.batch_size, len(images)),
                         shuffle=True, drop_last=True)
-    trainer = fit_resumable(module, loader, workdir, train.epochs, accelerator=accelerator, devices=devices,
-                            progress=progress)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     config = {
         "image_size": int(images.shape[-1]),
         "condition": train.condition,
         "n_classes": 5,
         "unet": dict(unet.__dict__),
         "train": dict(train.__dict__),
-        "epochs_trained": int(trainer.current_epoch),
-        "final_metrics": metrics,
         **(extra_config or {}),
     }
-    return save_weights(workdir / DIFFUSION_STEM, module.ema.module, config).with_suffix("")
+    stem, _ = fit_and_save(module, module.ema.module, loader, workdir, DIFFUSION_STEM, train.epochs, config,
+                           accelerator=accelerator, devices=devices, progress=progress)
+    return stem
 
 
 def load_diffusion(stem: str | Path, device: str | torch.device = "cpu") -> tuple[FlareUNet, dict[str, Any]]:

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from helioforge.config import SimSiamConfig
-from helioforge.nn.training import check_images, fit_resumable
-from helioforge.nn.checkpoint import load_weights, save_weights
+from helioforge.nn.training import check_images, fit_and_save
+from helioforge.nn.checkpoint import load_weights
 from helioforge.nn.simsiam import SimSiam
 
 __all__ = ["SimSiamModule", "make_augmentation", "train_simsiam", "load_simsiam", "embed"]
@@ -107,20 +107,14 @@ def train_simsiam(
     Raises ``ValueError`` for a wrong shape or fewer than two images per batch.
     """
     images = check_images(images, 2)
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, verbose=False)
     module = SimSiamModule(cfg, images.shape[-1])
     batch = min(cfg.batch_size, len(images))
     loader = DataLoader(TensorDataset(torch.from_numpy(images)), batch_size=batch, shuffle=True, drop_last=True)
-    trainer = fit_resumable(module, loader, workdir, cfg.epochs, accelerator=accelerator, devices=devices,
-                            progress=progress)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    stem = workdir / SIMSIAM_STEM
-    if not metrics and stem.with_suffix(".json").is_file():  # nothing left to train: keep the last numbers
-        metrics = load_weights(stem)[1].get("final_metrics", {})
-    save_weights(stem, module.model, {**module.model_config(), "final_metrics": metrics,
-                                      "collapse_reference_z_std": 1 / math.sqrt(cfg.out_dim)})
+    stem, config = fit_and_save(module, module.model, loader, Path(workdir), SIMSIAM_STEM, cfg.epochs,
+                                {**module.model_config(), "collapse_reference_z_std": 1 / math.sqrt(cfg.out_dim)},
+                                accelerator=accelerator, devices=devices, progress=progress)
+    metrics = config["final_metrics"]
     log.info("SimSiam: final loss %.3f, z_std %.3f (1/sqrt(d) = %.3f)", metrics.get("loss", float("nan")),
              metrics.get("z_std", float("nan")), 1 / math.sqrt(cfg.out_dim))
     return stem

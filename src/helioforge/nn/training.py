@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from helioforge.nn.checkpoint import SafetensorsCheckpointIO
 
-__all__ = ["make_trainer", "last_checkpoint", "finish_rank", "check_images", "fit_resumable"]
+__all__ = ["make_trainer", "last_checkpoint", "finish_rank", "check_images", "fit_resumable", "fit_and_save"]
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +97,27 @@ def fit_resumable(module: L.LightningModule, loader, workdir: Path, max_epochs: 
     trainer.fit(module, loader, ckpt_path=str(resume) if resume else None)
     finish_rank(trainer)
     return trainer
+
+
+def fit_and_save(module: L.LightningModule, model, loader, workdir: Path, stem_name: str, max_epochs: int,
+                 config: dict, *, accelerator: str = "auto", devices: int | str = "auto", progress: bool = True,
+                 find_unused_parameters: bool = False) -> tuple[Path, dict]:
+    """:func:`fit_resumable`, then save ``model``'s weights as ``workdir/<stem_name>.safetensors``
+    with ``config`` plus ``final_metrics`` (the last epoch's logged values; those of the previous
+    run when nothing was left to train) and ``epochs_trained`` in the JSON sidecar.
+
+    Returns ``(stem, sidecar config)``. Only rank 0 returns under DDP.
+    """
+    from helioforge.nn.checkpoint import load_weights, save_weights
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    trainer = fit_resumable(module, loader, workdir, max_epochs, accelerator=accelerator, devices=devices,
+                            progress=progress, find_unused_parameters=find_unused_parameters)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    stem = workdir / stem_name
+    if not metrics and stem.with_suffix(".json").is_file():  # nothing left to train: keep the last numbers
+        metrics = load_weights(stem)[1].get("final_metrics", {})
+    full = {**config, "final_metrics": metrics, "epochs_trained": int(trainer.current_epoch)}
+    save_weights(stem, model, full)
+    return stem, full
