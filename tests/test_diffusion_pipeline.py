@@ -97,3 +97,22 @@ def test_augment_experiment(run):
 def test_evaluate_without_model_names_command(tmp_path):
     r = CliRunner().invoke(app, ["diffusion", "evaluate", "-w", str(tmp_path)])
     assert r.exit_code == 2 and "diffusion label" in r.output.replace("\n", " ")
+
+
+def test_flux_model_train_and_sample(run):
+    work, _ = run
+    r = CliRunner().invoke(app, ["diffusion", "train", "-w", str(work), "--condition", "flux", "--epochs", "1",
+                                 "--accelerator", "cpu"])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((work / "model_flux" / "diffusion.json").read_text())
+    lo, hi = cfg["log10_flux_range"]
+    assert cfg["condition"] == "flux" and -9 < lo < hi < -3
+    out = work / "s" / "flux"
+    r = CliRunner().invoke(app, ["diffusion", "sample", "-w", str(work), "--condition", "flux", "--flux", "3e-6",
+                                 "-n", "2", "--steps", "2", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    with fits.open(out.with_suffix(".fits")) as h:
+        assert h[0].header["HIERARCH HF flux_Wm2"] == pytest.approx(3e-6)
+    r = CliRunner().invoke(app, ["diffusion", "sample", "-w", str(work), "--condition", "flux", "--flare-class", "C",
+                                 "--steps", "2"])
+    assert r.exit_code == 2 and "--flux" in r.output

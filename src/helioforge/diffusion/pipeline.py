@@ -258,11 +258,16 @@ def train_model(profile: DiffusionProfile, ws: DiffusionWorkspace, condition: st
                 force: bool = False, accelerator: str = "auto", devices: int | str = "auto",
                 progress: bool = True) -> Path:
     """Train (or reuse) the ``class``/``flux``-conditioned model on the training split; return
-    the stem of its EMA weights. Raises ``FileNotFoundError`` without a labelled dataset and
+    the stem of its EMA weights. The model's own settings go to its JSON sidecar; the work
+    folder's stored profile is not changed (an ``--epochs`` override for one model does not
+    retrain the other). Raises ``FileNotFoundError`` without a labelled dataset and
     ``ValueError`` for an unknown condition."""
+    import copy
+
     condition = condition or profile.train.condition
     if condition not in ("class", "flux"):
         raise ValueError(f"condition must be 'class' or 'flux', got {condition!r}")
+    profile = copy.deepcopy(profile)  # the work folder's profile is left as it is
     profile.train.condition = condition
     data = load_dataset(ws.dataset)
     images, cls, flux = data.split("train")
@@ -280,8 +285,6 @@ def train_model(profile: DiffusionProfile, ws: DiffusionWorkspace, condition: st
         log.info("reusing %s model %s", condition, stem)
         return stem
     ws.unmark(step)
-    import copy
-
     resumable = copy.deepcopy(profile)
     resumable.train.epochs = 0  # a longer run may resume a shorter one with the same settings
     run_digest = resumable.digest("unet", "train", extra=data.meta["digest"])
@@ -302,7 +305,6 @@ def train_model(profile: DiffusionProfile, ws: DiffusionWorkspace, condition: st
     stem = train_diffusion(images, cond, profile.unet, profile.train, ws.model_dir(condition), extra_config=extra,
                            accelerator=accelerator, devices=devices, progress=progress)
     ws.record_time(step, time.perf_counter() - t0)
-    ws.save_profile(profile)
     ws.mark(step, digest)
     return stem
 
