@@ -33,7 +33,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=128, help="images per sampler")
     ap.add_argument("--cfg-scale", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--samplers", default="ddpm:1000,ddim:50,ddim:25,dpm:20")
+    ap.add_argument("--samplers", default="ddpm:1000,ddim:50,ddim:25,dpm:20,ddim0:50",
+                    help="sampler:steps list; ddim0 is deterministic DDIM (η = 0)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ws = DiffusionWorkspace(Path(args.workdir))
@@ -48,8 +49,9 @@ def main() -> None:
     rows = []
     for spec in args.samplers.split(","):
         name, steps = spec.split(":")
-        r = sample(net, config["train"], cond, sampler=name, steps=int(steps), cfg_scale=args.cfg_scale, seed=0,
-                   progress=False)
+        eta = 0.0 if name == "ddim0" else 1.0
+        r = sample(net, config["train"], cond, sampler=name.rstrip("0"), steps=int(steps), cfg_scale=args.cfg_scale,
+                   eta=eta, seed=0, progress=False)
         fd = frechet_distance(enc.encode(r.images), f_tr)
         rows.append((name, int(steps), r.nfe_per_image, args.n / r.seconds, fd))
         print(f"{name}-{steps}: {r.nfe_per_image} NFE/image, {args.n / r.seconds:.3f} img/s, FD {fd:.4f}", flush=True)

@@ -68,11 +68,13 @@ def test_browse_jpeg_inversion_and_timestamp_mask(aia_dir: Path) -> None:
     assert im.data.min() >= 0.0 and im.data.max() <= 1.0
     # the burned-in time stamp (white text, bottom left) is masked and filled with 0
     rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float64)
-    box = timestamp_mask(im.data.shape)
+    box = timestamp_mask(im.data.shape)  # in JPEG rows (top = north)
     assert rgb[box].sum(axis=-1).max() > 700  # white text is there in the JPEG
+    assert box[500, 20] and box[490, 270] and not box[470, 20] and not box[500, 300]
+    # data come in the FITS orientation (row 0 = south): the JPEG rows reversed
+    rgb, box = rgb[::-1], box[::-1]
     assert not im.mask[box].any()
     assert np.all(im.data[~im.mask] == BROWSE_FILL_VALUE)
-    assert box[500, 20] and box[490, 270] and not box[470, 20] and not box[500, 300]
     # re-colouring the recovered index reproduces the RGB within JPEG error:
     # measured mean |ΔRGB| = 1.00 (0-255 units) on the valid pixels of this image
     recoloured = browse_colour_table(193)[np.rint(im.data * 255).astype(int)]
@@ -86,7 +88,7 @@ def test_browse_304_uses_its_own_table(aia_dir: Path) -> None:
 
     im = read_aia(aia_dir / "browse" / BROWSE_304)
     assert im.wavelength == 304 and im.time == np.datetime64("2010-09-01T00:00:20", "s")
-    rgb = np.asarray(Image.open(im.path).convert("RGB"), dtype=np.float64)
+    rgb = np.asarray(Image.open(im.path).convert("RGB"), dtype=np.float64)[::-1]  # FITS row order
     recoloured = browse_colour_table(304)[np.rint(im.data * 255).astype(int)]
     assert np.abs(recoloured - rgb)[im.mask].mean() < 3.0  # measured 1.48
 
@@ -329,4 +331,4 @@ def test_preprocess_real_images(aia_dir: Path) -> None:
             assert np.isfinite(x).all() and x.min() >= -1.0 and x.max() <= 1.0
             assert x.max() - x.min() > 0.5  # the disk is not flattened
     x = preprocess_aia(browse, 64)
-    assert np.all(x[61:, :35] == -1.0)  # the time stamp box (rows ≥ 481, cols < 287 of 512) is dark
+    assert np.all(x[:3, :35] == -1.0)  # the time stamp box (JPEG rows ≥ 481, cols < 287 of 512; FITS rows < 31) is dark

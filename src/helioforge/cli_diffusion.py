@@ -135,6 +135,7 @@ def sample_cmd(
     cfg_scale: float = typer.Option(1.0, "--cfg-scale", help="Classifier-free guidance scale w (eq. 6)."),
     sampler: Sampler = typer.Option(Sampler.ddim, "--sampler", help="ddpm (T steps, as the paper), ddim or dpm."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Steps (default: T for ddpm, 50 otherwise)."),
+    eta: float = typer.Option(1.0, "--eta", help="DDIM η: 1 stochastic (default), 0 deterministic."),
     seed: int = typer.Option(0, "--seed"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output stem (default WORKDIR/samples/<condition>)."),
 ) -> None:
@@ -146,7 +147,7 @@ def sample_cmd(
     dest = output or ws.root / "samples" / f"{condition.value}_{tag}"
     try:
         fits_path, png = sample_to_files(ws.model_stem(condition.value), dest, flare_class=flare_class, flux=flux, n=n,
-                                         cfg_scale=cfg_scale, sampler=sampler.value, steps=steps, seed=seed)
+                                         cfg_scale=cfg_scale, eta=eta, sampler=sampler.value, steps=steps, seed=seed)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     out.print(f"{n} images → {fits_path} and {png}")

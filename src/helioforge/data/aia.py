@@ -401,7 +401,9 @@ def read_aia_browse(
     back into DN/s. ``mask`` is False in the time-stamp box and where the colour is further
     than ``max_colour_distance`` from every table entry; those pixels are set to
     :data:`BROWSE_FILL_VALUE` (0, the off-disk dark level) so that no text reaches the data.
-    ``header['COLOUR_DISTANCE_MEAN']`` is the mean RGB distance of the valid pixels.
+    ``header['COLOUR_DISTANCE_MEAN']`` is the mean RGB distance of the valid pixels. Rows are
+    flipped to the FITS orientation (row 0 = south), as the FITS readers return them; the
+    time-stamp box, bottom left in the JPEG, is therefore at the *top* rows of ``data``.
 
     Raises
     ------
@@ -445,6 +447,9 @@ def read_aia_browse(
         mask &= ~timestamp_mask((ny, nx), timestamp_box)
     data = (index.astype(np.float32) / np.float32(255.0)).astype(np.float32)
     data[~mask] = BROWSE_FILL_VALUE
+    # JPEG rows run top (north) to bottom; FITS rows run south to north. Flip so that every
+    # AIAImage has the FITS orientation (row 0 = south; displayed north up with origin="lower").
+    data, mask = np.ascontiguousarray(data[::-1]), np.ascontiguousarray(mask[::-1])
     header: dict[str, Any] = {
         "WAVELNTH": wavelength,
         "COLOUR_DISTANCE_MEAN": float(dist[mask].mean()) if mask.any() else float("nan"),

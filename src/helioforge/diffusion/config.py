@@ -131,8 +131,9 @@ class DiffusionTrainConfig:
 class SampleConfig:
     """Sampling with classifier-free guidance (eq. 6).
 
-    sampler : ``ddpm`` (ancestral, ``steps`` = T as the paper), ``ddim`` (Song et al. 2021,
-        η = 0) or ``dpm`` (DPM-Solver++ multistep, Lu et al. 2022).
+    sampler : ``ddpm`` (ancestral, ``steps`` = T as the paper), ``ddim`` (Song et al. 2021)
+        or ``dpm`` (SDE-DPM-Solver++, Lu et al. 2022).
+    eta : DDIM η (1: stochastic, default; 0: deterministic DDIM).
     steps : denoising steps (``None``: T for DDPM, 50 otherwise).
     cfg_scale : w of eq. 6; 0 is the purely conditional model.
     batch_size : images per network call (the guided call doubles it); ``None``: 16 on a CPU
@@ -143,6 +144,7 @@ class SampleConfig:
     sampler: str = "ddpm"
     steps: int | None = None
     cfg_scale: float = 1.0
+    eta: float = 1.0
     batch_size: int | None = None
     seed: int = 0
 
@@ -157,7 +159,7 @@ class EvaluateConfig:
     min_class_images : classes with fewer real training images are not generated (a class the
         model never saw cannot be judged) and are reported as such.
     k : k-means clusters for the cluster metrics (paper 5, the number of GOES classes).
-    sampler, steps, cfg_scale : sampling for the evaluation sets.
+    sampler, steps, cfg_scale, eta : sampling for the evaluation sets.
     """
 
     n_generated: int | None = None
@@ -167,6 +169,7 @@ class EvaluateConfig:
     sampler: str = "ddim"
     steps: int = 50
     cfg_scale: float = 1.0
+    eta: float = 1.0
     seed: int = 1
 
 

@@ -162,7 +162,7 @@ def evaluate(
         prop_cond = prop_cls
     uni_cls = np.repeat(np.array(eligible), ev.n_per_class)
     uni_cond = _conditions(net, config, uni_cls, rng)
-    skw = dict(sampler=ev.sampler, steps=ev.steps, cfg_scale=ev.cfg_scale, device=device, progress=progress,
+    skw = dict(sampler=ev.sampler, steps=ev.steps, cfg_scale=ev.cfg_scale, eta=ev.eta, device=device, progress=progress,
                batch_size=profile.sample.batch_size)
     gen_p = sample(net, config["train"], prop_cond, seed=ev.seed, **skw)
     gen_u = sample(net, config["train"], uni_cond, seed=ev.seed + 1, **skw)
@@ -177,7 +177,7 @@ def evaluate(
                  "n_train": int(len(tr_x)), "n_test": int(len(te_x)), **data.meta},
         "generated": {"n_proportional": n_gen, "n_per_class": ev.n_per_class,
                       "classes": [FLARE_CLASSES[i] for i in eligible], "left_out": left_out,
-                      "sampler": ev.sampler, "steps": ev.steps, "cfg_scale": ev.cfg_scale,
+                      "sampler": ev.sampler, "steps": ev.steps, "cfg_scale": ev.cfg_scale, "eta": ev.eta,
                       "nfe_per_image": gen_p.nfe_per_image,
                       "seconds_per_image": (gen_p.seconds + gen_u.seconds) / (len(gen_p.images) + len(gen_u.images))},
         "feature_space": {"encoder": "ceVAE-style convolutional VAE trained on the real training images",
@@ -257,7 +257,7 @@ def augment_experiment(
 
     def generate(class_index: int, n: int, seed: int) -> np.ndarray:
         cond = _conditions(net, config, np.full(n, class_index), rng)
-        return sample(net, config["train"], cond, sampler=ev.sampler, steps=ev.steps, cfg_scale=ev.cfg_scale,
+        return sample(net, config["train"], cond, sampler=ev.sampler, steps=ev.steps, cfg_scale=ev.cfg_scale, eta=ev.eta,
                       seed=seed, device=device, progress=False, batch_size=profile.sample.batch_size).images
 
     tr_x, tr_c, _ = data.split("train")

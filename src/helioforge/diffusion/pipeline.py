@@ -330,6 +330,7 @@ def sample_to_files(
     flux: float | None = None,
     n: int = 16,
     cfg_scale: float = 1.0,
+    eta: float = 1.0,
     sampler: str = "ddim",
     steps: int | None = None,
     seed: int = 0,
@@ -365,7 +366,7 @@ def sample_to_files(
             log.warning("flux %.2g W/m² lies outside the training range 1e%.1f–1e%.1f: extrapolation", flux, *lo_hi)
         cond = np.full(n, np.log10(flux))
         label = f"GOES flux {flux:.2g} W/m²"
-    res = sample(net, config["train"], cond, sampler=sampler, steps=steps, cfg_scale=cfg_scale, seed=seed,
+    res = sample(net, config["train"], cond, sampler=sampler, steps=steps, cfg_scale=cfg_scale, eta=eta, seed=seed,
                  device=device or inference_device(), progress=progress)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -374,7 +375,7 @@ def sample_to_files(
     hdr["WAVELNTH"] = (int(data_meta.get("wavelength", 0)), "AIA channel, Angstrom")
     hdr["BUNIT"] = ("scaled", "network units [-1,1]; helioforge.data.aia.to_intensity")
     params = {"condition": net.condition, "flare_class": flare_class or "", "flux_Wm2": flux if flux else "",
-              "cfg_scale": cfg_scale, "sampler": sampler, "steps": res.nfe_per_image // (2 if cfg_scale else 1),
+              "cfg_scale": cfg_scale, "eta": eta, "sampler": sampler, "steps": res.nfe_per_image // (2 if cfg_scale else 1),
               "seed": seed, "model": str(stem), "units": data_meta.get("units", ""),
               "scaling": data_meta.get("scaling") or ""}
     fits_path = write_fits(out.with_suffix(".fits"), res.images[:, 0], model="diffusion", params=params, header=hdr)

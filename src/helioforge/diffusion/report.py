@@ -65,7 +65,7 @@ th{background:#eee}td:first-child{text-align:left}img{max-width:100%}.note{color
 <p>Model: <code>{{ m.model }}</code> ({{ m.condition }} condition, profile <b>{{ m.profile }}</b>).
 AIA {{ m.data.wavelength }} Å, labels from <b>{{ m.data.label_source }}</b>;
 {{ m.data.n_train }} real training and {{ m.data.n_test }} held-out real test images (whole days held out).
-Generated with {{ m.generated.sampler }} ({{ m.generated.steps }} steps, w = {{ m.generated.cfg_scale }},
+Generated with {{ m.generated.sampler }} ({{ m.generated.steps }} steps, w = {{ m.generated.cfg_scale }}{% if m.generated.sampler == 'ddim' %}, η = {{ m.generated.eta }}{% endif %},
 {{ m.generated.nfe_per_image }} network evaluations per image, {{ '%.2f' % m.generated.seconds_per_image }} s per image).</p>
 {% if m.generated.left_out %}<p class="note">Not generated (fewer than the minimum training images):
 {{ m.generated.left_out | join(', ') }}.</p>{% endif %}
