@@ -208,8 +208,10 @@ def evaluate(
     figs = {
         "histogram": ws.histogram,
         "std_maps": plot_std_maps(real_std, gen_std, FLARE_CLASSES, report_dir / "std_maps.png"),
-        "samples": plot_sample_grid(gen_u.images, uni_cls, FLARE_CLASSES, report_dir / "samples_per_class.png"),
-        "real": plot_sample_grid(data.images, all_cls, FLARE_CLASSES, report_dir / "real_per_class.png"),
+        "samples": plot_sample_grid(gen_u.images, uni_cls, FLARE_CLASSES, report_dir / "samples_per_class.png",
+                                    wavelength=data.meta["wavelength"]),
+        "real": plot_sample_grid(data.images, all_cls, FLARE_CLASSES, report_dir / "real_per_class.png",
+                                 wavelength=data.meta["wavelength"]),
     }
     if ws.histogram.is_file():
         shutil.copyfile(ws.histogram, report_dir / "class_histogram.png")

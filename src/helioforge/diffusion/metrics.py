@@ -449,8 +449,10 @@ def plot_std_maps(real_maps: np.ndarray, gen_maps: np.ndarray, class_names: Sequ
 
 
 def plot_sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], path: str | os.PathLike,
-                     per_class: int = 5) -> Path:
+                     per_class: int = 5, wavelength: int | None = None) -> Path:
     """Figure like Ramunno et al. (2024) Fig. 5: one column per flare class, ``per_class`` rows.
+
+    ``wavelength`` (Å) picks sunpy's AIA colormap of that channel (default: 171 Å, the paper's).
 
     The first ``per_class`` images of each class (in input order) are shown with the AIA 171 Å
     colormap on the fixed [-1, 1] scale; a column with no image says "no images", missing
@@ -466,6 +468,7 @@ def plot_sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequen
 
     Returns the path. Raises ``ValueError`` for bad shapes or labels.
     """
+    cmap = cmlist.get(f"sdoaia{int(wavelength)}", IMAGE_CMAP) if wavelength else IMAGE_CMAP
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, got {per_class}")
     n_classes = len(class_names)
@@ -476,7 +479,7 @@ def plot_sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequen
         for r in range(per_class):
             ax = axes[r, c]
             if r < len(idx):
-                ax.imshow(x[idx[r], 0], cmap=IMAGE_CMAP, vmin=-1, vmax=1, origin="lower", interpolation="nearest")
+                ax.imshow(x[idx[r], 0], cmap=cmap, vmin=-1, vmax=1, origin="lower", interpolation="nearest")
                 _blank(ax)
             else:
                 _blank(ax, "no images" if r == 0 and len(idx) == 0 else None)
