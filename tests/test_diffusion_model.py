@@ -148,3 +148,13 @@ def test_profile_round_trip():
         dataclass_from_dict(DiffusionProfile, {"unet": {"bogus": 1}})
     with pytest.raises(ValueError):
         get_diffusion_profile("huge")
+
+
+def test_paper_network_builds_and_runs():
+    p = get_diffusion_profile("paper")
+    net = build_unet(p.unet, p.data.image_size, "class")
+    n_params = sum(x.numel() for x in net.parameters())
+    assert 10e6 < n_params < 60e6  # a U-Net of the paper's class of size (GPU-scale)
+    with torch.no_grad():
+        out = net(torch.zeros(1, 1, 64, 64), torch.tensor([999]), torch.tensor([3]))
+    assert out.shape == (1, 1, 64, 64) and torch.isfinite(out).all()
