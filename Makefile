@@ -29,7 +29,7 @@ DIFF_WORK ?= runs/diffusion
 demo-diffusion: $(STAMP)
 	$(VENV)/bin/helioforge diffusion label -w $(DIFF_WORK) -p cpu
 	$(VENV)/bin/helioforge diffusion train -w $(DIFF_WORK) --condition class
-	$(VENV)/bin/helioforge diffusion sample -w $(DIFF_WORK) --flare-class C -n 16 --sampler ddim --steps 50 --cfg-scale 1
+	$(VENV)/bin/helioforge diffusion sample -w $(DIFF_WORK) --flare-class C -n 16 --sampler dpm --steps 20 --cfg-scale 1
 	$(VENV)/bin/helioforge diffusion evaluate -w $(DIFF_WORK) --condition class
 
 # Paper §8.1 on the same work folder (after demo-diffusion).

@@ -6,7 +6,7 @@ Profiles
            batch 12, AdamW lr 3e-4, DDPM with T = 1000 (§4). Meant for a GPU.
 ``cpu``    the same pipeline scaled to a 2-core laptop (minutes): a narrower U-Net with
            attention at the two coarsest levels only, the paper's batch 12 and learning rate,
-           140 epochs (≈ 3,700 steps, ≈ 15 min), DDIM sampling.
+           140 epochs (≈ 3,700 steps, ≈ 15 min), SDE-DPM-Solver++ sampling (20 steps).
 ``tiny``   smoke tests (seconds per step); not for science.
 
 Every section is a dataclass; :class:`DiffusionProfile` groups them, round-trips through JSON
@@ -134,7 +134,7 @@ class SampleConfig:
     sampler : ``ddpm`` (ancestral, ``steps`` = T as the paper), ``ddim`` (Song et al. 2021)
         or ``dpm`` (SDE-DPM-Solver++, Lu et al. 2022).
     eta : DDIM η (1: stochastic, default; 0: deterministic DDIM).
-    steps : denoising steps (``None``: T for DDPM, 50 otherwise).
+    steps : denoising steps (``None``: T for DDPM, 50 for DDIM, 20 for DPM-Solver).
     cfg_scale : w of eq. 6; 0 is the purely conditional model.
     batch_size : images per network call (the guided call doubles it); ``None``: 16 on a CPU
         (larger batches spend most of their time in the allocator, see docs/benchmarks.md)
@@ -166,8 +166,8 @@ class EvaluateConfig:
     n_per_class: int = 200
     min_class_images: int = 5
     k: int = 5
-    sampler: str = "ddim"
-    steps: int = 50
+    sampler: str = "dpm"
+    steps: int = 20
     cfg_scale: float = 1.0
     eta: float = 1.0
     seed: int = 1
@@ -194,7 +194,7 @@ def _cpu() -> DiffusionProfile:
     p.unet = UNetConfig(block_out_channels=(16, 32, 64, 64), attention=(False, False, True, True), layers_per_block=1,
                         norm_num_groups=8)
     p.train = DiffusionTrainConfig(epochs=140, batch_size=12, lr=3e-4, ema_decay=0.998)
-    p.sample = SampleConfig(sampler="ddim", steps=50)
+    p.sample = SampleConfig(sampler="dpm", steps=20)
     p.features = FeatureConfig(epochs=40)
     p.classifier = ClassifierConfig(epochs=30)
     p.evaluate = EvaluateConfig(n_per_class=40, n_generated=None)

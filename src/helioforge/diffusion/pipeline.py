@@ -331,7 +331,7 @@ def sample_to_files(
     n: int = 16,
     cfg_scale: float = 1.0,
     eta: float = 1.0,
-    sampler: str = "ddim",
+    sampler: str = "dpm",
     steps: int | None = None,
     seed: int = 0,
     device: str | None = None,
