@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from helioforge.config import data_root
 
@@ -23,3 +24,13 @@ def sharp_dir(data_dir: Path) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} missing")
     return path
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: tiny CPU trainings slow down many-fold when OpenMP threads compete
+    with other processes on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -19,14 +19,7 @@ from helioforge.diffusion.classifier import ClassifierConfig
 SIZE = 16
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: tiny CPU trainings slow down many-fold when OpenMP threads compete
-    with other processes on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def blob(k: int, rng: np.random.Generator, size: int = SIZE) -> np.ndarray:

@@ -20,14 +20,7 @@ from helioforge.diffusion.classifier import (
 from helioforge.nn.classifier import FlareClassifier
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: tiny CPU trainings slow down many-fold when OpenMP threads compete
-    with other processes on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def blobs(n_per: int, size: int = 16, seed: int = 0, classes=range(5)) -> tuple[np.ndarray, np.ndarray]:

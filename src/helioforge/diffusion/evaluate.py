@@ -69,29 +69,29 @@ def eligible_classes(counts: dict[str, int], min_images: int) -> list[int]:
     return [i for i, c in enumerate(FLARE_CLASSES) if counts.get(c, 0) >= min_images]
 
 
+def _reuse_or_train(ws: DiffusionWorkspace, step: str, digest: str, folder: Path, load, train):
+    """``load(stem)`` when ``step`` is current with ``digest``; otherwise clear ``folder`` (a run
+    made with other data or settings must never be resumed), ``train()`` and mark the step."""
+    stem = folder / step
+    if ws.is_current(step, digest, stem.with_suffix(".safetensors")):
+        return load(stem)
+    ws.unmark(step)
+    shutil.rmtree(folder, ignore_errors=True)
+    out = train()
+    ws.mark(step, digest)
+    return out
+
+
 def _feature_encoder(profile: DiffusionProfile, ws: DiffusionWorkspace, images: np.ndarray, digest: str, **kw) -> FeatureEncoder:
-    step_digest = profile.digest("features", extra=digest)
-    stem = ws.features_dir / "feature_encoder"
-    if ws.is_current("features", step_digest, stem.with_suffix(".safetensors")):
-        return FeatureEncoder.load(stem)
-    ws.unmark("features")
-    shutil.rmtree(ws.features_dir, ignore_errors=True)  # never resume a run made with other data/settings
-    enc = train_feature_encoder(images, profile.features, ws.features_dir, **kw)
-    ws.mark("features", step_digest)
-    return enc
+    return _reuse_or_train(ws, "feature_encoder", profile.digest("features", extra=digest), ws.features_dir,
+                           FeatureEncoder.load, lambda: train_feature_encoder(images, profile.features, ws.features_dir, **kw))
 
 
 def _classifier(profile: DiffusionProfile, ws: DiffusionWorkspace, images: np.ndarray, labels: np.ndarray, digest: str,
                 **kw) -> TrainedClassifier:
-    step_digest = profile.digest("classifier", extra=digest)
-    stem = ws.classifier_dir / "classifier"
-    if ws.is_current("classifier", step_digest, stem.with_suffix(".safetensors")):
-        return TrainedClassifier.load(stem)
-    ws.unmark("classifier")
-    shutil.rmtree(ws.classifier_dir, ignore_errors=True)  # never resume a run made with other data/settings
-    clf = train_classifier(images, labels, profile.classifier, workdir=ws.classifier_dir, **kw)
-    ws.mark("classifier", step_digest)
-    return clf
+    return _reuse_or_train(ws, "classifier", profile.digest("classifier", extra=digest), ws.classifier_dir,
+                           TrainedClassifier.load,
+                           lambda: train_classifier(images, labels, profile.classifier, workdir=ws.classifier_dir, **kw))
 
 
 def _conditions(net, config: dict[str, Any], classes: np.ndarray, rng: np.random.Generator,
