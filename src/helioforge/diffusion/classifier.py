@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from helioforge.data.goes import FLARE_CLASSES
 from helioforge.nn.checkpoint import load_weights, save_weights
 from helioforge.nn.classifier import FlareClassifier
 from helioforge.nn.training import check_images, fit_and_save
@@ -49,9 +50,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Same tuple as helioforge.data.goes.FLARE_CLASSES (GOES X-ray flare scale, weakest first);
-# defined here too so this module does not depend on that one (to be unified).
-FLARE_CLASSES: tuple[str, ...] = ("A", "B", "C", "M", "X")
 
 CLASSIFIER_STEM = "classifier"
 

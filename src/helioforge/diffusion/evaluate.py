@@ -48,10 +48,11 @@ from helioforge.diffusion.metrics import (
     real_vs_real_cluster_metrics,
     std_maps,
 )
-from helioforge.diffusion.pipeline import DiffusionWorkspace, class_conditions, inference_device, load_dataset
+from helioforge.diffusion.pipeline import DiffusionWorkspace, class_conditions, load_dataset
 from helioforge.diffusion.sampling import sample
 from helioforge.diffusion.training import load_diffusion
 from helioforge.io import write_json
+from helioforge.nn.training import inference_device
 
 __all__ = ["evaluate", "augment_experiment", "brightness_index", "eligible_classes"]
 
@@ -94,8 +95,7 @@ def _classifier(profile: DiffusionProfile, ws: DiffusionWorkspace, images: np.nd
                            lambda: train_classifier(images, labels, profile.classifier, workdir=ws.classifier_dir, **kw))
 
 
-def _conditions(net, config: dict[str, Any], classes: np.ndarray, rng: np.random.Generator,
-                train_flux: np.ndarray | None = None) -> np.ndarray:
+def _conditions(net, classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Conditions producing images of ``classes``: the class index for the class model; for the
     flux model a log10 flux drawn uniformly within the class decade (A: 1e-8–1e-7 W m⁻²)."""
     if net.condition == "class":
@@ -103,14 +103,14 @@ def _conditions(net, config: dict[str, Any], classes: np.ndarray, rng: np.random
     return rng.uniform(-8.0 + classes, -7.0 + classes)
 
 
-def _load_trained(ws: DiffusionWorkspace, condition: str):
+def _load_trained(ws: DiffusionWorkspace, condition: str, accelerator: str = "auto"):
     """(dataset, model stem, net, model config, device) of a work folder's trained model."""
     data = load_dataset(ws.dataset)
     stem = ws.model_stem(condition)
     if not stem.with_suffix(".safetensors").is_file():
         raise FileNotFoundError(f"{stem.with_suffix('.safetensors')}: no trained {condition} model "
                                 f"(run `helioforge diffusion train --condition {condition}`)")
-    device = inference_device()
+    device = inference_device(accelerator)
     net, config = load_diffusion(stem, device)
     return data, stem, net, config, device
 
@@ -138,7 +138,7 @@ def evaluate(
     condition = condition or profile.train.condition
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    data, stem, net, config, device = _load_trained(ws, condition)
+    data, stem, net, config, device = _load_trained(ws, condition, accelerator)
     ev = profile.evaluate
     tr_x, tr_c, tr_f = data.split("train")
     te_x, te_c, te_f = data.split("test")
@@ -161,7 +161,7 @@ def evaluate(
     else:
         prop_cond = prop_cls
     uni_cls = np.repeat(np.array(eligible), ev.n_per_class)
-    uni_cond = _conditions(net, config, uni_cls, rng)
+    uni_cond = _conditions(net, uni_cls, rng)
     skw = dict(sampler=ev.sampler, steps=ev.steps, cfg_scale=ev.cfg_scale, eta=ev.eta, device=device, progress=progress,
                batch_size=profile.sample.batch_size)
     gen_p = sample(net, config["train"], prop_cond, seed=ev.seed, **skw)
@@ -196,7 +196,7 @@ def evaluate(
     gen_scores = classification_scores(uni_cls, clf.predict(gen_u.images))
     metrics["classifier"] = {"real_test": real_scores, "generated_uniform": gen_scores,
                              "ratio": score_ratio(gen_scores, real_scores),
-                             "train_fit": clf.config.get("final_metrics", {}) if hasattr(clf, "config") else {}}
+                             "train_fit": clf.config.get("final_metrics", {})}
     bi_real, bi_gen = brightness_index(data.images), brightness_index(gen_u.images)
     all_cls = data.table["class_index"].to_numpy()
     metrics["brightness_index"] = {
@@ -246,7 +246,7 @@ def augment_experiment(
     condition = condition or profile.train.condition
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    data, stem, net, config, device = _load_trained(ws, condition)
+    data, stem, net, config, device = _load_trained(ws, condition, accelerator)
     counts = config.get("class_counts") or data.class_counts("train")
     ok = set(eligible_classes(counts, profile.evaluate.min_class_images))
     cfg = copy.deepcopy(profile.augment)
@@ -258,7 +258,7 @@ def augment_experiment(
     rng = np.random.default_rng(ev.seed)
 
     def generate(class_index: int, n: int, seed: int) -> np.ndarray:
-        cond = _conditions(net, config, np.full(n, class_index), rng)
+        cond = _conditions(net, np.full(n, class_index), rng)
         return sample(net, config["train"], cond, sampler=ev.sampler, steps=ev.steps, cfg_scale=ev.cfg_scale, eta=ev.eta,
                       seed=seed, device=device, progress=False, batch_size=profile.sample.batch_size).images
 

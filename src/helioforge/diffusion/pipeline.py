@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from astropy.io import fits
 from astropy.table import Table
 
@@ -37,6 +36,7 @@ from helioforge.diffusion.config import DiffusionProfile, dataclass_from_dict
 from helioforge.diffusion.sampling import sample
 from helioforge.diffusion.training import DIFFUSION_STEM, load_diffusion, train_diffusion
 from helioforge.io import atomic_path, write_fits, write_json
+from helioforge.nn.training import inference_device
 from helioforge.workspace import StepState
 
 __all__ = [
@@ -47,15 +47,9 @@ __all__ = [
     "train_model",
     "sample_to_files",
     "class_conditions",
-    "inference_device",
 ]
 
 log = logging.getLogger(__name__)
-
-
-def inference_device() -> str:
-    """``cuda`` when a GPU is visible, else ``cpu``."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -346,7 +340,8 @@ def sample_to_files(
     """
     from helioforge.diffusion.report import save_grid
 
-    net, config = load_diffusion(stem, device or inference_device())
+    device = device or inference_device()
+    net, config = load_diffusion(stem, device)
     counts = config.get("class_counts", {})
     if net.condition == "class":
         if flare_class is None:
@@ -367,7 +362,7 @@ def sample_to_files(
         cond = np.full(n, np.log10(flux))
         label = f"GOES flux {flux:.2g} W/m²"
     res = sample(net, config["train"], cond, sampler=sampler, steps=steps, cfg_scale=cfg_scale, eta=eta, seed=seed,
-                 device=device or inference_device(), progress=progress)
+                 device=device, progress=progress)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     data_meta = config.get("data", {})

@@ -29,6 +29,7 @@ from helioforge.interrogate.gan import Generator, generate, load_generator, trai
 from helioforge.interrogate.retrieval import RetrievalIndex
 from helioforge.interrogate.simsiam import embed, load_simsiam, train_simsiam
 from helioforge.io import atomic_path, write_json
+from helioforge.nn.training import inference_device
 from helioforge.physics.params import compute_params, is_active
 from helioforge.workspace import StepState
 
@@ -274,13 +275,6 @@ def ensure_index(profile: Profile, ws: Workspace, corpus: Corpus, model, force: 
     index.save(ws.index_dir, meta={"corpus": str(ws.corpus), "model": str(ws.simsiam), "digest": digest})
     ws.mark("index", digest)
     return index
-
-
-def inference_device(accelerator: str = "auto") -> str:
-    """Device for generation and embedding: a GPU when asked for (or ``auto``) and present."""
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return "cuda"
-    return "cpu"
 
 
 class Interrogator:

@@ -14,13 +14,23 @@ from lightning.pytorch.loggers import CSVLogger
 
 from helioforge.nn.checkpoint import SafetensorsCheckpointIO
 
-__all__ = ["make_trainer", "last_checkpoint", "finish_rank", "check_images", "fit_resumable", "fit_and_save"]
+__all__ = ["make_trainer", "last_checkpoint", "finish_rank", "check_images", "fit_resumable", "fit_and_save", "inference_device"]
 
 log = logging.getLogger(__name__)
 
 
 class _SafetensorsModelCheckpoint(ModelCheckpoint):
     FILE_EXTENSION = ".safetensors"
+
+
+def inference_device(accelerator: str = "auto") -> str:
+    """Device for sampling, generation and embedding: a GPU when asked for (or ``auto``) and
+    present, else ``cpu``."""
+    import torch
+
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
 
 
 def last_checkpoint(workdir: Path) -> Path | None:
