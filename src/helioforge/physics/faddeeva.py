@@ -1,0 +1,125 @@
+"""The Faddeeva function in PyTorch, and the Voigt and Faraday-Voigt line profiles built on it.
+
+``w(z) = exp(-z²) erfc(-iz)`` is evaluated with Weideman's (1994) rational approximation
+(SIAM J. Numer. Anal. 31, 1497; N = 16 terms), which holds in the upper half plane
+``Im z ≥ 0`` -- the only half a line profile needs (``Im z = a ≥ 0`` is the damping).
+The gradient uses the exact identity ``w'(z) = -2 z w(z) + 2i/√π``, so autograd through a
+profile costs one multiply, and the batch runs on any device and dtype (float32 → complex64,
+float64 → complex128).
+
+The Voigt profile ``H(a, v) = Re w(v + ia)`` and the Faraday-Voigt (dispersion) profile
+``L(a, v) = Im w(v + ia)`` are normalised so that ``∫ H dv = √π`` and are the profiles of
+Landi Degl'Innocenti & Landolfi (2004, §5.4 and §9.8) up to that factor: LL04's
+``φ = H/√π`` and ``ψ = L/√π``.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+__all__ = ["faddeeva", "voigt_faraday"]
+
+_N = 16
+_SQRT_PI = math.sqrt(math.pi)
+
+
+@lru_cache(maxsize=1)
+def _weideman_coefficients() -> tuple[float, np.ndarray]:
+    """Weideman (1994) eq. (38)-(39): L and the polynomial coefficients a_n (n = 1..N)."""
+    m = 2 * _N
+    m2 = 2 * m
+    k = np.arange(-m + 1, m)
+    L = math.sqrt(_N / math.sqrt(2.0))
+    theta = k * math.pi / m
+    t = L * np.tan(theta / 2.0)
+    f = np.exp(-t * t) * (L * L + t * t)
+    f = np.concatenate([[0.0], f])
+    a = np.real(np.fft.fft(np.fft.fftshift(f))) / m2
+    a = np.flipud(a[1:_N + 1])  # highest order first, for Horner
+    return L, a
+
+
+def _faddeeva_forward(z: torch.Tensor) -> torch.Tensor:
+    L, coeffs = _weideman_coefficients()
+    iz = 1j * z
+    lp = L + iz
+    lm = L - iz
+    Z = lp / lm
+    p = torch.zeros_like(z)
+    for c in coeffs:  # Horner: p(Z) = sum a_n Z^(n-1)
+        p = p * Z + float(c)
+    return 2.0 * p / (lm * lm) + (1.0 / _SQRT_PI) / lm
+
+
+class _Faddeeva(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z):
+        w = _faddeeva_forward(z)
+        ctx.save_for_backward(z, w)
+        return w
+
+    @staticmethod
+    def backward(ctx, grad_w):
+        z, w = ctx.saved_tensors
+        dw = -2.0 * z * w + 2j / _SQRT_PI
+        # PyTorch's convention for holomorphic functions: grad_z = grad_w * conj(f'(z)).
+        return grad_w * dw.conj()
+
+
+def faddeeva(z: torch.Tensor) -> torch.Tensor:
+    """The Faddeeva function ``w(z) = exp(-z²) erfc(-iz)`` for ``Im z ≥ 0``.
+
+    Parameters
+    ----------
+    z : complex tensor, any shape
+        Arguments in the closed upper half plane. A real tensor is promoted to complex.
+
+    Returns
+    -------
+    complex tensor, same shape
+        ``w(z)``; relative error below 1e-6 against ``scipy.special.wofz`` in complex128
+        for ``Im z ≥ 1e-4`` (checked in the tests; N = 16 balances speed and accuracy for float32 synthesis).
+
+    Raises
+    ------
+    ValueError
+        If any ``Im z < 0`` (the approximation does not hold there).
+
+    Notes
+    -----
+    Weideman (1994), SIAM J. Numer. Anal. 31, 1497, eq. (38)-(39) with N = 16. Differentiable.
+    """
+    if not torch.is_complex(z):
+        z = z.to(torch.complex128 if z.dtype == torch.float64 else torch.complex64)
+    if z.numel() and bool((z.imag < 0).any()):
+        raise ValueError("faddeeva: Im z must be ≥ 0 (damping parameter a ≥ 0)")
+    return _Faddeeva.apply(z)
+
+
+def voigt_faraday(a: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Voigt ``H(a, v)`` and Faraday-Voigt ``L(a, v)`` profiles, ``H + iL = w(v + ia)``.
+
+    Parameters
+    ----------
+    a : tensor, broadcastable with ``v``
+        Damping parameter Γ/(4π Δν_D) ≥ 0 (dimensionless).
+    v : tensor
+        Distance from line centre in Doppler widths, (ν₀ − ν)/Δν_D or (λ − λ₀)/Δλ_D.
+
+    Returns
+    -------
+    H, L : real tensors, broadcast shape
+        ``H`` is even in ``v`` with ``∫H dv = √π``; ``L`` is odd in ``v``. With ``a → 0``,
+        ``H → exp(−v²)``.
+
+    Notes
+    -----
+    Landi Degl'Innocenti & Landolfi (2004) eq. (5.45)-(5.46), with their φ = H/√π, ψ = L/√π.
+    """
+    a, v = torch.broadcast_tensors(a, v)
+    w = faddeeva(torch.complex(v, a))
+    return w.real, w.imag
