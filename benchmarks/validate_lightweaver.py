@@ -104,9 +104,11 @@ def _speed(models_same_grid, wav, batch: int, repeat: int, lw_times: list[float]
     reps = int(np.ceil(batch / len(atm)))
     stack = Atmosphere.stack((atm * reps)[:batch])
     wav_t = torch.as_tensor(wav)
+    stack32 = Atmosphere(**{k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in vars(stack).items()})
     with torch.no_grad():
         synth_lte(Atmosphere.stack(atm[:2]), wav_t)  # warm-up
         t_lte = _time_best(lambda: synth_lte(stack, wav_t), repeat)
+        t_lte32 = _time_best(lambda: synth_lte(stack32, wav_t), repeat)
     rng = np.random.default_rng(0)
     me = MEParameters.create(B=rng.uniform(0, 3000, batch), inclination=rng.uniform(0, 180, batch),
                              azimuth=rng.uniform(0, 180, batch), v_los=rng.uniform(-2, 2, batch),
@@ -116,7 +118,8 @@ def _speed(models_same_grid, wav, batch: int, repeat: int, lw_times: list[float]
     with torch.no_grad():
         t_me = _time_best(lambda: synth_me(me, wav_t, lines), repeat)
     t_lw = float(np.median(lw_times))
-    return dict(lw=1.0 / t_lw, lte=batch / t_lte, me=batch / t_me, n_depth=int(stack.T.shape[-1]))
+    return dict(lw=1.0 / t_lw, lte=batch / t_lte, lte32=batch / t_lte32, me=batch / t_me,
+                n_depth=int(stack.T.shape[-1]))
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -185,7 +188,8 @@ def main(argv: list[str] | None = None) -> str:
     md.append("| code | profiles/s (4 Stokes × 112 λ) | relative to Lightweaver |")
     md.append("|---|---|---|")
     md.append(f"| Lightweaver 0.17 (LTE, one model at a time, 1 thread) | {speed['lw']:.1f} | 1 |")
-    md.append(f"| synth_lte (torch, batch {args.batch}) | {speed['lte']:.0f} | {speed['lte'] / speed['lw']:.0f}× |")
+    md.append(f"| synth_lte (torch float64, batch {args.batch}) | {speed['lte']:.0f} | {speed['lte'] / speed['lw']:.0f}× |")
+    md.append(f"| synth_lte (torch float32, batch {args.batch}) | {speed['lte32']:.0f} | {speed['lte32'] / speed['lw']:.0f}× |")
     md.append(f"| synth_me (torch, batch {args.batch}) | {speed['me']:.0f} | {speed['me'] / speed['lw']:.0f}× |")
     md.append(f"\n(Lightweaver time per model: median of {len(pairs)} runs after a warm-up, including its "
               f"atmosphere set-up and the continuum formal solution; whole paired run {t_pairs:.1f} s.)")

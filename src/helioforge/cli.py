@@ -10,6 +10,8 @@
     helioforge interrogate              the whole pipeline and its report (the main job)
     helioforge diffusion ...            flare-class-conditioned diffusion on AIA (label, train,
                                         sample, evaluate, augment-experiment)
+    helioforge inversion ...            Stokes synthesis of SIR models (synth) and SICON training
+                                        sets (make-trainset)
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from rich.table import Table as RichTable
 
 from helioforge.cli_common import ACCEL, DEVICES, _fail, _trainer_kw, console, out
 from helioforge.cli_diffusion import diffusion_app
+from helioforge.cli_inversion import inversion_app
 
 app = typer.Typer(help="helioforge: physics-aware generative AI for solar observations.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -40,6 +43,7 @@ app.add_typer(train_app, name="train")
 app.add_typer(directions_app, name="directions")
 app.add_typer(index_app, name="index")
 app.add_typer(diffusion_app, name="diffusion")
+app.add_typer(inversion_app, name="inversion")
 
 
 WORKDIR = typer.Option(Path("runs/default"), "--workdir", "-w", help="Work folder holding corpus, models and index.")

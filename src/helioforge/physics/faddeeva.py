@@ -27,24 +27,24 @@ _N = 16
 _SQRT_PI = math.sqrt(math.pi)
 
 
-@lru_cache(maxsize=1)
-def _weideman_coefficients() -> tuple[float, np.ndarray]:
+@lru_cache(maxsize=4)
+def _weideman_coefficients(n_terms: int = _N) -> tuple[float, np.ndarray]:
     """Weideman (1994) eq. (38)-(39): L and the polynomial coefficients a_n (n = 1..N)."""
-    m = 2 * _N
+    m = 2 * n_terms
     m2 = 2 * m
     k = np.arange(-m + 1, m)
-    L = math.sqrt(_N / math.sqrt(2.0))
+    L = math.sqrt(n_terms / math.sqrt(2.0))
     theta = k * math.pi / m
     t = L * np.tan(theta / 2.0)
     f = np.exp(-t * t) * (L * L + t * t)
     f = np.concatenate([[0.0], f])
     a = np.real(np.fft.fft(np.fft.fftshift(f))) / m2
-    a = np.flipud(a[1:_N + 1])  # highest order first, for Horner
+    a = np.flipud(a[1:n_terms + 1])  # highest order first, for Horner
     return L, a
 
 
-def _faddeeva_forward(z: torch.Tensor) -> torch.Tensor:
-    L, coeffs = _weideman_coefficients()
+def _faddeeva_forward(z: torch.Tensor, n_terms: int) -> torch.Tensor:
+    L, coeffs = _weideman_coefficients(n_terms)
     iz = 1j * z
     lp = L + iz
     lm = L - iz
@@ -57,8 +57,8 @@ def _faddeeva_forward(z: torch.Tensor) -> torch.Tensor:
 
 class _Faddeeva(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z):
-        w = _faddeeva_forward(z)
+    def forward(ctx, z, n_terms):
+        w = _faddeeva_forward(z, n_terms)
         ctx.save_for_backward(z, w)
         return w
 
@@ -67,16 +67,20 @@ class _Faddeeva(torch.autograd.Function):
         z, w = ctx.saved_tensors
         dw = -2.0 * z * w + 2j / _SQRT_PI
         # PyTorch's convention for holomorphic functions: grad_z = grad_w * conj(f'(z)).
-        return grad_w * dw.conj()
+        return grad_w * dw.conj(), None
 
 
-def faddeeva(z: torch.Tensor) -> torch.Tensor:
+def faddeeva(z: torch.Tensor, n_terms: int = _N) -> torch.Tensor:
     """The Faddeeva function ``w(z) = exp(-z²) erfc(-iz)`` for ``Im z ≥ 0``.
 
     Parameters
     ----------
     z : complex tensor, any shape
         Arguments in the closed upper half plane. A real tensor is promoted to complex.
+    n_terms : int
+        Terms of the rational approximation: 16 (default) gives a relative error below 1e-6,
+        12 below 2e-5 at three quarters of the cost (what the line synthesis uses: 100× below
+        the 1e-3 I_c noise of Hinode), 32 about 1e-12.
 
     Returns
     -------
@@ -97,10 +101,10 @@ def faddeeva(z: torch.Tensor) -> torch.Tensor:
         z = z.to(torch.complex128 if z.dtype == torch.float64 else torch.complex64)
     if z.numel() and bool((z.imag < 0).any()):
         raise ValueError("faddeeva: Im z must be ≥ 0 (damping parameter a ≥ 0)")
-    return _Faddeeva.apply(z)
+    return _Faddeeva.apply(z, int(n_terms))
 
 
-def voigt_faraday(a: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def voigt_faraday(a: torch.Tensor, v: torch.Tensor, n_terms: int = _N) -> tuple[torch.Tensor, torch.Tensor]:
     """Voigt ``H(a, v)`` and Faraday-Voigt ``L(a, v)`` profiles, ``H + iL = w(v + ia)``.
 
     Parameters
@@ -109,6 +113,8 @@ def voigt_faraday(a: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch
         Damping parameter Γ/(4π Δν_D) ≥ 0 (dimensionless).
     v : tensor
         Distance from line centre in Doppler widths, (ν₀ − ν)/Δν_D or (λ − λ₀)/Δλ_D.
+    n_terms : int
+        Accuracy of the Faddeeva approximation (see :func:`faddeeva`).
 
     Returns
     -------
@@ -121,5 +127,5 @@ def voigt_faraday(a: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch
     Landi Degl'Innocenti & Landolfi (2004) eq. (5.45)-(5.46), with their φ = H/√π, ψ = L/√π.
     """
     a, v = torch.broadcast_tensors(a, v)
-    w = faddeeva(torch.complex(v, a))
+    w = faddeeva(torch.complex(v, a), n_terms)
     return w.real, w.imag

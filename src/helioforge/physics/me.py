@@ -53,7 +53,7 @@ class PropagationElements:
 
 def zeeman_propagation(line: SpectralLine, wavelength: torch.Tensor, lambda_D: torch.Tensor, damping: torch.Tensor,
                        line_shift: torch.Tensor, B: torch.Tensor, inclination: torch.Tensor,
-                       azimuth: torch.Tensor, scale: torch.Tensor) -> PropagationElements:
+                       azimuth: torch.Tensor, scale: torch.Tensor, n_terms: int = 16) -> PropagationElements:
     """Absorption and dispersion elements of a Zeeman-split line (del Toro Iniesta 2003 eq. 7.x).
 
     Parameters
@@ -75,6 +75,8 @@ def zeeman_propagation(line: SpectralLine, wavelength: torch.Tensor, lambda_D: t
         Field inclination to the line of sight and azimuth [rad].
     scale : tensor (...,)
         Line opacity scale multiplying the peak-normalised profiles (η₀ in ME).
+    n_terms : int
+        Terms of the Faddeeva approximation (:func:`helioforge.physics.faddeeva.faddeeva`).
 
     Returns
     -------
@@ -93,7 +95,7 @@ def zeeman_propagation(line: SpectralLine, wavelength: torch.Tensor, lambda_D: t
         phi = torch.zeros_like(v)
         psi = torch.zeros_like(v)
         for s, w in zip(shifts, strengths):
-            H, L = voigt_faraday(a, v - float(s) * zeeman_per_doppler)
+            H, L = voigt_faraday(a, v - float(s) * zeeman_per_doppler, n_terms)
             phi = phi + float(w) * H
             psi = psi + float(w) * L
         return phi, psi
