@@ -90,3 +90,22 @@ def test_read_errors_name_the_file(tmp_path):
     bad.write_text("1 1 0\n")
     with pytest.raises(SIRReadError, match="short.mod"):
         synthesize_model(bad)
+
+
+def test_cli_make_trainset_tiny_and_resume(tmp_path, one_torch_thread):
+    out = tmp_path / "ts"
+    args = ["inversion", "make-trainset", "-o", str(out), "-p", "tiny", "--patches", "2", "--size", "8"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    import json
+
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["complete"] and man["counts"]["patches"] == 2 and man["patch_size"] == 8
+    assert man["targets"]["shape"] == [49, 8, 8] and len(man["targets"]["names"]) == 49
+    assert (out / "target_ranges.csv").is_file()
+    mtimes = {p.name: p.stat().st_mtime for p in out.iterdir() if p.name.startswith("shard")}
+    r = runner.invoke(app, args)  # resume: nothing to do, shards untouched
+    assert r.exit_code == 0, r.output
+    assert {p.name: p.stat().st_mtime for p in out.iterdir() if p.name.startswith("shard")} == mtimes
+    r = runner.invoke(app, ["inversion", "make-trainset", "-o", str(out), "-p", "tiny", "--patches", "3", "--size", "8"])
+    assert r.exit_code == 2 and "other settings" in r.output

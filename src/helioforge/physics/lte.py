@@ -205,7 +205,7 @@ def electron_pressure(T: torch.Tensor, Pg: torch.Tensor, iterations: int = 12) -
     with torch.no_grad():  # robust bracket: bisection in ln P_e
         lo = lnPg - 30.0
         hi = lnPg - math.log(2.0)
-        for _ in range(40):
+        for _ in range(22):  # bracket 30 → 7e-6 in ln P_e, then Newton converges quadratically
             mid = 0.5 * (lo + hi)
             f, _, _ = residual(mid)
             lo = torch.where(f < 0, mid, lo)

@@ -1,0 +1,840 @@
+"""Synthetic training sets of (Stokes maps, atmosphere maps) for the SICON inversion.
+
+Recipe (Asensio Ramos & Díaz Baso 2019, A&A 626, A102, §2), with the 3-D MHD snapshots of the
+paper replaced by the 2-D maps of 1-D models of :mod:`helioforge.inversion.atmospheres`:
+
+Stokes maps (inputs)
+    1. LTE synthesis of Fe I 6301.5/6302.5 Å at disk centre (:func:`helioforge.physics.lte.synth_lte`)
+       on a wavelength grid ``wavelength_oversampling`` times finer than the SP grid, padded by
+       0.08 Å beyond it (the SP profile is ±0.07 Å wide);
+    2.–3. spatial PSF at the model pixel, rebinning to 0.16″, convolution with the SP spectral
+       profile onto the 112-point SP grid (:meth:`helioforge.inversion.instrument.HinodeSP.degrade`);
+       division by the median continuum of a quiet-Sun reference map (one value for the whole
+       set, recorded in the manifest);
+    5. the noise of 10⁻³ I_c is **not** stored: the maps are noise-free and the noise is meant to
+       be added online in training (:class:`TrainsetDataset` ``noise_sigma``).
+
+Targets (outputs), 7 quantities × 7 optical-depth surfaces = 49 maps, quantity-major
+(index = 7 q + k, the order of SICON's ``encdec_normalization.npz``):
+    ``T`` [K]; ``vz`` [km s⁻¹, **positive = downflow** (redshift at disk centre), the SIR v_LOS
+    sign, which is also SICON's: its ``rempel_vzminus`` files flip MURaM's upward v_z and the
+    normalisation ranges are skewed to positive values, −8.7…+15.4 km s⁻¹ at log τ = 0, as
+    fast narrow downflows are]; ``z`` [km, positive upward, relative to the mean log τ = 0
+    height of the quiet-Sun reference map]; ``logP`` [log₁₀ of P_gas in dyn cm⁻²]; ``BQ``,
+    ``BU``, ``BV`` [G] (eq. 1, :func:`bq_bu_bv`), at log τ = 0, −0.5, …, −3, as r×r means over
+    the model pixels of each 0.16″ pixel (rebinned, not PSF-degraded: paper §2 "physical
+    conditions" step 1). SICON's file stores vz and z in cm s⁻¹ and cm: :func:`sicon_ranges`
+    converts them.
+
+Storage: ``out_dir/shard_NNNNN.zarr`` (zarr 3 groups) holding ``stokes`` (N, 4, 112, H, W)
+float32, ``targets`` (N, 49, H, W) float32, ``kind`` (N,) int8 (index in
+:data:`~helioforge.inversion.atmospheres.KINDS`) and ``patch_index`` (N,) int64, one chunk per
+patch; each shard is written under a temporary name and renamed when complete, and
+``manifest.json`` (atomic) lists the shards with their SHA-256 checksums. A rerun skips the
+complete shards (resumable); patch i is always drawn from ``default_rng([seed, i])``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+
+from helioforge import __version__
+from helioforge.config import data_root
+from helioforge.inversion.atmospheres import KINDS, ModelSet, PatchAtmosphere, load_model_set, make_patch_atmosphere
+from helioforge.inversion.config import TrainsetProfile, get_trainset_profile
+from helioforge.io import write_json
+
+__all__ = [
+    "TARGET_QUANTITIES",
+    "TARGET_UNITS",
+    "target_names",
+    "bq_bu_bv",
+    "bxbyz_from_bqbubv",
+    "interp_log_tau",
+    "patch_targets",
+    "synthesis_wavelengths",
+    "StokesChain",
+    "quiet_sun_reference",
+    "make_patch",
+    "make_trainset",
+    "read_manifest",
+    "shard_checksum",
+    "TrainsetError",
+    "TrainsetDataset",
+    "sicon_ranges",
+    "target_ranges",
+    "MANIFEST",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The 7 target quantities, in SICON's order.
+TARGET_QUANTITIES = ("T", "vz", "z", "logP", "BQ", "BU", "BV")
+#: Units of the stored targets.
+TARGET_UNITS = {
+    "T": "K",
+    "vz": "km s-1, positive = downflow (redshift at disk centre)",
+    "z": "km, positive upward, 0 = mean log tau=0 height of the quiet-Sun reference map",
+    "logP": "log10(P_gas / dyn cm-2)",
+    "BQ": "G, sign(Bx^2-By^2)|Bx^2-By^2|^1/2",
+    "BU": "G, sign(Bx By)|Bx By|^1/2",
+    "BV": "G, Bz (towards the observer)",
+}
+#: Multipliers from SICON's ``encdec_normalization.npz`` units to ours (vz cm/s → km/s, z cm → km).
+_SICON_TO_OURS = {"T": 1.0, "vz": 1e-5, "z": 1e-5, "logP": 1.0, "BQ": 1.0, "BU": 1.0, "BV": 1.0}
+
+MANIFEST = "manifest.json"
+_FORMAT = "helioforge-sicon-trainset"
+_FORMAT_VERSION = 1
+
+
+class TrainsetError(RuntimeError):
+    """A training-set folder that cannot be used (settings changed, corrupt shard, missing manifest).
+
+    ``str(err)`` is ``"<path>: <problem>"``; attributes ``path`` and ``problem``.
+    """
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = str(problem)
+        super().__init__(f"{self.path}: {self.problem}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.problem))
+
+
+def target_names(target_log_tau: Iterable[float]) -> list[str]:
+    """Names of the targets, quantity-major: ``"T@logtau=0"``, ``"T@logtau=-0.5"``, …"""
+    lts = list(target_log_tau)
+    return [f"{q}@logtau={lt:g}" for q in TARGET_QUANTITIES for lt in lts]
+
+
+# --------------------------------------------------------------------------- eq. 1
+def bq_bu_bv(Bx: torch.Tensor, By: torch.Tensor, Bz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SICON's ambiguity-free field components (paper eq. 1).
+
+    B_Q = sign(Bx² − By²)|Bx² − By²|^½, B_U = sign(Bx By)|Bx By|^½, B_V = Bz. They are
+    unchanged by (Bx, By) → (−Bx, −By), the 180° azimuth ambiguity at disk centre.
+
+    Parameters
+    ----------
+    Bx, By, Bz : tensors of one shape, G.
+
+    Returns
+    -------
+    (B_Q, B_U, B_V) tensors, G.
+    """
+    Bx, By, Bz = (torch.as_tensor(b) for b in (Bx, By, Bz))
+    a = Bx**2 - By**2
+    b = Bx * By
+    return torch.sign(a) * torch.sqrt(a.abs()), torch.sign(b) * torch.sqrt(b.abs()), Bz.clone()
+
+
+def bxbyz_from_bqbubv(
+    BQ: torch.Tensor, BU: torch.Tensor, BV: torch.Tensor, branch: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Invert eq. 1, choosing one of the two azimuth solutions.
+
+    With A = sign(B_Q) B_Q² = Bx² − By² = B⊥² cos 2φ and C = sign(B_U) B_U² = Bx By =
+    ½ B⊥² sin 2φ: B⊥ = (A² + 4C²)^¼ and φ = ½ atan2(2C, A) ∈ (−90°, 90°]. ``branch`` 0 returns
+    that azimuth (Bx > 0, or Bx = 0 and By ≥ 0), ``branch`` 1 the other solution φ + 180°
+    (−Bx, −By).
+
+    Parameters
+    ----------
+    BQ, BU, BV : tensors of one shape, G.
+    branch : 0 or 1.
+
+    Returns
+    -------
+    (Bx, By, Bz) tensors, G.
+
+    Raises
+    ------
+    ValueError : branch not 0 or 1.
+
+    Source: paper §2 eq. 1; same solution as SICON's ``evaluate_encdec.py`` (its Bx ≥ 0 branch
+    when B_U > 0).
+    """
+    if branch not in (0, 1):
+        raise ValueError(f"branch must be 0 or 1, got {branch}")
+    BQ, BU, BV = (torch.as_tensor(b) for b in (BQ, BU, BV))
+    A = torch.sign(BQ) * BQ**2
+    C = torch.sign(BU) * BU**2
+    bperp = torch.sqrt(torch.sqrt(A**2 + 4 * C**2))
+    phi = 0.5 * torch.atan2(2 * C, A)
+    sgn = 1.0 if branch == 0 else -1.0
+    return sgn * bperp * torch.cos(phi), sgn * bperp * torch.sin(phi), BV.clone()
+
+
+# --------------------------------------------------------------------------- targets
+def interp_log_tau(x: torch.Tensor, log_tau: np.ndarray, at: Iterable[float]) -> torch.Tensor:
+    """Linear interpolation of ``x`` (..., n) on a decreasing log τ grid at the levels ``at``.
+
+    Returns (..., len(at)). Raises ``ValueError`` for a level outside the grid.
+    """
+    lt = np.asarray(log_tau, dtype=np.float64)
+    out = []
+    for level in at:
+        if not (lt.min() - 1e-9 <= level <= lt.max() + 1e-9):
+            raise ValueError(f"log τ = {level} lies outside the grid {lt.max():g} … {lt.min():g}")
+        j = int(np.clip(np.searchsorted(-lt, -level, side="right") - 1, 0, lt.size - 2))
+        t = (lt[j] - level) / (lt[j] - lt[j + 1])
+        out.append(x[..., j] * (1 - t) + x[..., j + 1] * t)
+    return torch.stack(out, dim=-1)
+
+
+def _block_mean(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Mean over r×r blocks of the first two axes of (H, W, ...)."""
+    if r == 1:
+        return x
+    H, W = x.shape[:2]
+    x = x[: H // r * r, : W // r * r]
+    return x.reshape(H // r, r, W // r, r, *x.shape[2:]).mean(dim=(1, 3))
+
+
+def patch_targets(patch: PatchAtmosphere, log_tau: np.ndarray, target_log_tau: Iterable[float], rebin: int = 1,
+                  z_offset_km: float = 0.0) -> torch.Tensor:
+    """The 49 target maps of one patch (paper §2, "physical conditions").
+
+    T, v_z, z, P_gas and Bx, By, Bz are interpolated to the target log τ surfaces, averaged over
+    ``rebin``×``rebin`` blocks (rebinned, not PSF-degraded), then log₁₀ P_gas and eq. 1 are
+    applied to the averages.
+
+    Parameters
+    ----------
+    patch : a :class:`~helioforge.inversion.atmospheres.PatchAtmosphere` (H, W, n).
+    log_tau : its grid (n,).
+    target_log_tau : the surfaces (7 in the paper).
+    rebin : model pixels per output pixel along each axis.
+    z_offset_km : subtracted from z (the mean quiet-Sun log τ = 0 height).
+
+    Returns
+    -------
+    float32 tensor (7 × len(target_log_tau), H/rebin, W/rebin), quantity-major, units of
+    :data:`TARGET_UNITS`.
+    """
+    lts = list(target_log_tau)
+    a = patch.atmosphere
+    get = lambda x: _block_mean(interp_log_tau(x.to(torch.float64), log_tau, lts), rebin)  # noqa: E731
+    T = get(a.T)
+    vz = get(a.vlos) * 1e-5
+    z = get(patch.z_km) - z_offset_km
+    logP = torch.log10(get(a.Pg))
+    BQ, BU, BV = bq_bu_bv(get(patch.Bx), get(patch.By), get(patch.Bz))
+    maps = torch.cat([T, vz, z, logP, BQ, BU, BV], dim=-1)  # (H, W, 49)
+    return maps.permute(2, 0, 1).to(torch.float32).contiguous()
+
+
+# --------------------------------------------------------------------------- Stokes
+def synthesis_wavelengths(sp_wavelengths: np.ndarray, oversampling: int = 2, pad_A: float = 0.08) -> np.ndarray:
+    """Uniform synthesis grid covering the SP grid plus ``pad_A`` on each side, Å (air).
+
+    Step = mean SP step / ``oversampling`` (≈ 10.7 mÅ for 2).
+    """
+    w = np.asarray(sp_wavelengths, dtype=np.float64)
+    step = (w[-1] - w[0]) / (w.size - 1) / max(int(oversampling), 1)
+    n = int(math.ceil((w[-1] - w[0] + 2 * pad_A) / step)) + 1
+    return w[0] - pad_A + step * np.arange(n)
+
+
+SynthesizeFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class StokesChain:
+    """Synthesis then instrument: atmospheres (H, W, n) → Stokes maps (H/r, W/r, 4, 112).
+
+    Attributes
+    ----------
+    synthesize : ``f(atmosphere, wavelengths_A, mu=...) -> (stokes (..., 4, nλ), Ic (...))``;
+        default :func:`helioforge.physics.lte.synth_lte`.
+    instrument : object with ``wavelengths`` (112,) and
+        ``degrade(stokes (H, W, 4, nλ), wav_fine, pixel_arcsec_in, padding=...)`` → (H', W', 4, 112);
+        default :meth:`helioforge.inversion.instrument.HinodeSP.from_data`.
+    wavelengths : synthesis grid (nλ,), Å; default :func:`synthesis_wavelengths`.
+    mu : heliocentric cosine.
+    chunk : columns synthesised per call (bounds the memory).
+    oversampling : used for the default ``wavelengths``.
+    device : where the synthesis and the degradation run (``"cpu"``, ``"cuda"``); results come
+        back on the CPU.
+    dtype : precision of the synthesis (float32: twice the speed, 2e-5 of I_c from float64,
+        far below the 1e-3 I_c noise); the atmospheres and hydrostatic pressures stay float64.
+    """
+
+    synthesize: SynthesizeFn | None = None
+    instrument: Any = None
+    wavelengths: np.ndarray | None = None
+    mu: float = 1.0
+    chunk: int = 1024
+    oversampling: int = 2
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32
+
+    def __post_init__(self) -> None:
+        if self.synthesize is None:
+            from helioforge.physics.lte import synth_lte
+
+            self.synthesize = synth_lte
+        if self.instrument is None:
+            from helioforge.inversion.instrument import HinodeSP
+
+            self.instrument = HinodeSP.from_data()
+        if self.wavelengths is None:
+            self.wavelengths = synthesis_wavelengths(np.asarray(self.instrument.wavelengths), self.oversampling)
+
+    def synthesize_map(self, atmos) -> tuple[torch.Tensor, torch.Tensor]:
+        """Absolute Stokes (H, W, 4, nλ) and continuum (H, W) of a map, in chunks of columns."""
+        H, W = atmos.T.shape[:2]
+        flat = {f.name: getattr(atmos, f.name) for f in dataclasses.fields(atmos)}
+        cols = H * W
+        wav = torch.as_tensor(self.wavelengths, dtype=torch.float64)  # λ − λ₀ is formed in float64
+        outs, ics = [], []
+        for s in range(0, cols, self.chunk):
+            part = {}
+            for k, v in flat.items():
+                if v is None:
+                    part[k] = None
+                elif v.ndim >= 3:
+                    part[k] = v.reshape(cols, v.shape[-1])[s : s + self.chunk].to(self.device, self.dtype)
+                else:
+                    part[k] = v.to(self.device, self.dtype)
+            st, ic = self.synthesize(type(atmos)(**part), wav.to(self.device), mu=self.mu)
+            outs.append(st)
+            ics.append(ic)
+        return (torch.cat(outs).to(atmos.T.dtype).reshape(H, W, 4, -1),
+                torch.cat(ics).to(atmos.T.dtype).reshape(H, W))
+
+    def __call__(self, atmos, pixel_arcsec: float) -> torch.Tensor:
+        """Degraded Stokes maps (H', W', 4, 112) in absolute units (not normalised, no noise)."""
+        stokes, _ = self.synthesize_map(atmos)
+        H, W = stokes.shape[:2]
+        psf = self.instrument.psf_at(pixel_arcsec) if hasattr(self.instrument, "psf_at") else None
+        half = (min(psf.shape) // 2) if psf is not None else 0
+        padding = "reflect" if half < min(H, W) else "replicate"
+        return self.instrument.degrade(stokes, self.wavelengths, pixel_arcsec, padding=padding).cpu()
+
+
+def quiet_sun_reference(
+    profile: TrainsetProfile, models: ModelSet, chain: StokesChain, hydrostatic: Callable | None = None
+) -> dict[str, float]:
+    """Median quiet-Sun continuum and mean log τ = 0 height of a reference quiet-Sun map.
+
+    The map (``qs_reference_size``² model pixels, granulation and internetwork field, no
+    network) is drawn from ``default_rng([seed, 2**32])``, synthesised and degraded.
+
+    Returns
+    -------
+    ``{"ic_quiet_sun": median continuum (first SP wavelength, 6300.89 Å) in
+    erg s⁻¹ cm⁻² sr⁻¹ Hz⁻¹, "z_offset_km": mean z(log τ = 0), km}``.
+
+    Source: paper §2 step 3 ("normalized to the median continuum in the surrounding quiet
+    Sun") and "physical conditions" step 1 ("We subtract the average height of the log τ = 0
+    surface on the quietest region").
+    """
+    ts = profile.trainset
+    cfg = dataclasses.replace(profile.atmosphere, network_probability=0.0)
+    rng = np.random.default_rng([ts.seed, 2**32])
+    patch = make_patch_atmosphere(models, cfg, ts.qs_reference_size, ts.model_pixel_arcsec, rng, kind="quiet",
+                                  hydrostatic=hydrostatic)
+    stokes = chain(patch.atmosphere, ts.model_pixel_arcsec)
+    ic = float(stokes[..., 0, 0].median())
+    z0 = float(interp_log_tau(patch.z_km, models.log_tau, [0.0]).mean())
+    return {"ic_quiet_sun": ic, "z_offset_km": z0}
+
+
+def make_patch(
+    index: int,
+    profile: TrainsetProfile,
+    models: ModelSet,
+    chain: StokesChain,
+    reference: dict[str, float],
+    hydrostatic: Callable | None = None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Generate training pair ``index``: (stokes (4, 112, H, W), targets (49, H, W), kind index).
+
+    Draws from ``numpy.random.default_rng([seed, index])``; the Stokes maps are divided by
+    ``reference["ic_quiet_sun"]`` and carry no noise; z is relative to
+    ``reference["z_offset_km"]``. With ``margin_px`` > 0 the maps are made larger by that many
+    SP pixels on each side and cropped after the PSF (no padding artefacts).
+    """
+    ts = profile.trainset
+    r = ts.rebin()
+    m = ts.margin_px
+    rng = np.random.default_rng([ts.seed, int(index)])
+    size = (ts.patch_size + 2 * m) * r
+    patch = make_patch_atmosphere(models, profile.atmosphere, size, ts.model_pixel_arcsec, rng, hydrostatic=hydrostatic)
+    stokes = chain(patch.atmosphere, ts.model_pixel_arcsec) / reference["ic_quiet_sun"]  # (H', W', 4, 112)
+    targets = patch_targets(patch, models.log_tau, ts.target_log_tau, r, reference["z_offset_km"])
+    if m:
+        stokes = stokes[m:-m, m:-m]
+        targets = targets[:, m:-m, m:-m]
+    stokes = stokes.permute(2, 3, 0, 1).to(torch.float32).contiguous()
+    return stokes.numpy(), targets.numpy(), KINDS.index(patch.kind)
+
+
+# --------------------------------------------------------------------------- shards
+def _shard_name(k: int) -> str:
+    return f"shard_{k:05d}.zarr"
+
+
+def _software() -> dict[str, str]:
+    import zarr
+
+    return {"helioforge": __version__, "torch": torch.__version__, "numpy": np.__version__, "zarr": zarr.__version__}
+
+
+def read_manifest(root: str | Path) -> dict[str, Any]:
+    """Read ``root/manifest.json``.
+
+    Raises
+    ------
+    TrainsetError : missing or unreadable manifest, or not a helioforge training set.
+    """
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise TrainsetError(path, "no manifest: not a training-set folder (run make_trainset first)")
+    try:
+        man = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TrainsetError(path, f"unreadable manifest: {exc}") from None
+    if man.get("format") != _FORMAT:
+        raise TrainsetError(path, f"not a {_FORMAT} manifest (format={man.get('format')!r})")
+    return man
+
+
+def _checksum_update(h, stokes: np.ndarray, targets: np.ndarray) -> None:
+    h.update(np.ascontiguousarray(stokes, dtype="<f4").tobytes())
+    h.update(np.ascontiguousarray(targets, dtype="<f4").tobytes())
+
+
+def _existing_shard(path: Path, digest: str, first: int, n: int) -> dict[str, Any] | None:
+    """Entry of a complete shard made with the same settings, else ``None`` (stale/partial)."""
+    import zarr
+
+    if not path.is_dir():
+        return None
+    try:
+        g = zarr.open_group(str(path), mode="r")
+        attrs = dict(g.attrs)
+    except Exception as exc:  # noqa: BLE001 - any unreadable store is simply remade
+        logger.warning("%s: unreadable shard (%s); it will be made again", path, exc)
+        return None
+    if not attrs.get("complete"):
+        return None
+    if attrs.get("digest") != digest:
+        raise TrainsetError(path, f"made with other settings (digest {attrs.get('digest')} ≠ {digest}); use a new folder")
+    if attrs.get("first_patch") != first or attrs.get("n") != n:
+        raise TrainsetError(path, f"holds patches {attrs.get('first_patch')}+{attrs.get('n')}, expected {first}+{n}")
+    return {"file": path.name, "first_patch": first, "n": n, "sha256": attrs["sha256"], "kinds": attrs["kinds"]}
+
+
+def _write_shard(path: Path, indices: range, make: Callable[[int], tuple[np.ndarray, np.ndarray, int]],
+                 digest: str, on_patch: Callable[[], None]) -> dict[str, Any]:
+    import zarr
+
+    tmp = path.with_name(f".{path.name}.partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    n = len(indices)
+    g = zarr.open_group(str(tmp), mode="w")
+    h = hashlib.sha256()
+    kinds = np.zeros(n, dtype=np.int8)
+    arr_s = arr_t = None
+    for j, i in enumerate(indices):
+        stokes, targets, kind = make(i)
+        if arr_s is None:
+            arr_s = g.create_array("stokes", shape=(n, *stokes.shape), chunks=(1, *stokes.shape), dtype="float32")
+            arr_t = g.create_array("targets", shape=(n, *targets.shape), chunks=(1, *targets.shape), dtype="float32")
+        arr_s[j] = stokes
+        arr_t[j] = targets
+        kinds[j] = kind
+        _checksum_update(h, stokes, targets)
+        on_patch()
+    g.create_array("kind", shape=(n,), dtype="int8")[:] = kinds
+    g.create_array("patch_index", shape=(n,), dtype="int64")[:] = np.asarray(indices, dtype=np.int64)
+    h.update(kinds.tobytes())
+    counts = {k: int((kinds == c).sum()) for c, k in enumerate(KINDS)}
+    entry = {"file": path.name, "first_patch": indices[0], "n": n, "sha256": h.hexdigest(), "kinds": counts}
+    g.attrs.update({"complete": True, "digest": digest, "first_patch": indices[0], "n": n, "sha256": entry["sha256"],
+                    "kinds": counts})
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return entry
+
+
+def shard_checksum(path: str | Path) -> str:
+    """SHA-256 of a shard's contents as written (stokes and targets per patch, then kinds)."""
+    import zarr
+
+    g = zarr.open_group(str(path), mode="r")
+    h = hashlib.sha256()
+    s, t = g["stokes"], g["targets"]
+    for j in range(s.shape[0]):
+        _checksum_update(h, s[j], t[j])
+    h.update(np.asarray(g["kind"][:], dtype=np.int8).tobytes())
+    return h.hexdigest()
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="patch", desc="training set", disable=not enabled, dynamic_ncols=True)
+
+
+def make_trainset(
+    out_dir: str | Path,
+    profile: TrainsetProfile | str = "cpu",
+    *,
+    synthesize: SynthesizeFn | None = None,
+    instrument: Any = None,
+    hydrostatic: Callable | None = None,
+    root: str | Path | None = None,
+    progress: bool = True,
+    verify_existing: bool = False,
+    max_shards: int | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Make (or resume) a training set of Stokes maps and target maps in ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : destination folder (created).
+    profile : a :class:`~helioforge.inversion.config.TrainsetProfile` or its name.
+    synthesize : the synthesis (default :func:`helioforge.physics.lte.synth_lte`); see
+        :class:`StokesChain`.
+    instrument : the instrument (default :class:`helioforge.inversion.instrument.HinodeSP`).
+    hydrostatic : hydrostatic-equilibrium function (default the LTE module's).
+    root : data folder for the SIR models and instrument files (default :func:`data_root`).
+    progress : show a progress bar (tqdm).
+    verify_existing : recompute the checksum of each complete shard found before skipping it.
+    max_shards : stop after this many new shards (``None``: all).
+    device : where the synthesis runs (``"cpu"`` or ``"cuda"``).
+
+    Returns
+    -------
+    The manifest (also written to ``out_dir/manifest.json``; ``complete`` is ``True`` once
+    every shard exists).
+
+    Raises
+    ------
+    TrainsetError : ``out_dir`` holds a set made with other settings, or a shard whose checksum
+        no longer matches (``verify_existing``).
+    FileNotFoundError, helioforge.data.sir.SIRReadError : a model file is missing or bad (named).
+    """
+    prof = get_trainset_profile(profile) if isinstance(profile, str) else profile
+    ts = prof.trainset
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    digest = prof.digest("trainset", "grid", "atmosphere")
+    if (out / MANIFEST).is_file():
+        old = read_manifest(out)
+        if old.get("digest") != digest:
+            raise TrainsetError(out / MANIFEST, f"made with other settings (digest {old.get('digest')} ≠ {digest}); use a new folder")
+    if instrument is None:
+        from helioforge.inversion.instrument import HinodeSP
+
+        instrument = HinodeSP.from_data(root)
+    models = load_model_set(prof.atmosphere.models, prof.grid, root)
+    chain = StokesChain(synthesize, instrument, mu=ts.mu, oversampling=ts.wavelength_oversampling, device=device)
+    t0 = time.perf_counter()
+    reference = quiet_sun_reference(prof, models, chain, hydrostatic)
+    logger.info("quiet-Sun reference: I_c = %.4e, z(log τ=0) = %.1f km (%.1f s)", reference["ic_quiet_sun"],
+                reference["z_offset_km"], time.perf_counter() - t0)
+
+    def make(i: int):
+        return make_patch(i, prof, models, chain, reference, hydrostatic)
+
+    manifest: dict[str, Any] = {
+        "format": _FORMAT,
+        "format_version": _FORMAT_VERSION,
+        "software": _software(),
+        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "profile_name": prof.name,
+        "profile": prof.to_dict(),
+        "digest": digest,
+        "seed": ts.seed,
+        "n_patches": ts.n_patches,
+        "patch_size": ts.patch_size,
+        "shard_size": ts.shard_size,
+        "n_shards": ts.n_shards(),
+        "pixel_arcsec": ts.hinode_pixel_arcsec,
+        "model_pixel_arcsec": ts.model_pixel_arcsec,
+        "stokes": {
+            "array": "stokes",
+            "shape": [4, len(instrument.wavelengths), ts.patch_size, ts.patch_size],
+            "dtype": "float32",
+            "stokes_order": ["I", "Q", "U", "V"],
+            "units": "quiet-Sun continuum intensity (median of the reference map at the first SP wavelength)",
+            "ic_quiet_sun_cgs": reference["ic_quiet_sun"],
+            "ic_units": "erg s-1 cm-2 sr-1 Hz-1",
+            "noise": "none: noise-free; add Gaussian noise of noise_sigma online in training (paper §2 step 5)",
+            "noise_sigma": ts.noise_sigma,
+            "wavelengths_air_A": [float(w) for w in instrument.wavelengths],
+            "synthesis_wavelengths": {"n": int(len(chain.wavelengths)), "first_A": float(chain.wavelengths[0]),
+                                      "last_A": float(chain.wavelengths[-1])},
+            "mu": ts.mu,
+            "degradation": "LTE synthesis, Hinode PSF at the model pixel, rebin to 0.16 arcsec, SP spectral profile",
+        },
+        "targets": {
+            "array": "targets",
+            "shape": [7 * len(ts.target_log_tau), ts.patch_size, ts.patch_size],
+            "dtype": "float32",
+            "quantities": list(TARGET_QUANTITIES),
+            "log_tau": list(ts.target_log_tau),
+            "names": target_names(ts.target_log_tau),
+            "order": "quantity-major: index = len(log_tau) * q + k",
+            "units": TARGET_UNITS,
+            "z_offset_km": reference["z_offset_km"],
+            "rebin": ts.rebin(),
+        },
+        "kinds": list(KINDS),
+        "models": models.names,
+        "shards": [],
+        "complete": False,
+    }
+    n_sh = ts.n_shards()
+    entries: list[dict[str, Any] | None] = [None] * n_sh
+    done = 0
+    for k in range(n_sh):
+        first = k * ts.shard_size
+        n = min(ts.shard_size, ts.n_patches - first)
+        e = _existing_shard(out / _shard_name(k), digest, first, n)
+        if e is not None and verify_existing and shard_checksum(out / _shard_name(k)) != e["sha256"]:
+            raise TrainsetError(out / _shard_name(k), "checksum mismatch: the shard was modified or is corrupt")
+        if e is not None:
+            entries[k] = e
+            done += n
+    skipped = sum(e is not None for e in entries)
+    if skipped:
+        logger.info("%s: %d complete shard(s) found and kept", out, skipped)
+
+    def flush(seconds: float, made: int) -> None:
+        manifest["shards"] = [e for e in entries if e is not None]
+        totals = {kname: sum(e["kinds"][kname] for e in manifest["shards"]) for kname in KINDS}
+        manifest["counts"] = {"patches": sum(e["n"] for e in manifest["shards"]), "shards": len(manifest["shards"]),
+                              "kinds": totals}
+        manifest["complete"] = all(e is not None for e in entries)
+        if made:
+            manifest["timing"] = {"seconds_per_patch": seconds / made, "patches_timed": made}
+        write_json(out / MANIFEST, manifest)
+
+    flush(0.0, 0)
+    bar = _progress(ts.n_patches, done, progress)
+    new = 0
+    t_start = time.perf_counter()
+    made = 0
+    try:
+        for k in range(n_sh):
+            if entries[k] is not None:
+                continue
+            if max_shards is not None and new >= max_shards:
+                break
+            first = k * ts.shard_size
+            n = min(ts.shard_size, ts.n_patches - first)
+
+            def tick():
+                nonlocal made
+                made += 1
+                bar.update(1)
+
+            entries[k] = _write_shard(out / _shard_name(k), range(first, first + n), make, digest, tick)
+            new += 1
+            flush(time.perf_counter() - t_start, made)
+    finally:
+        bar.close()
+    if made:
+        logger.info("%d patches in %.1f s (%.2f s/patch)", made, time.perf_counter() - t_start,
+                    (time.perf_counter() - t_start) / made)
+    return manifest
+
+
+# --------------------------------------------------------------------------- reading
+class TrainsetDataset(torch.utils.data.Dataset):
+    """Lazy reader of a training set made by :func:`make_trainset` (a torch ``Dataset``).
+
+    Item i is ``(stokes, targets)``: float32 tensors (4, 112, H, W) in quiet-Sun continuum units
+    and (49, H, W) in :data:`TARGET_UNITS`. Shards are opened on first use in each process
+    (safe with ``DataLoader`` workers).
+
+    Parameters
+    ----------
+    root : the training-set folder.
+    noise_sigma : Gaussian noise added to the Stokes maps at every read (paper §2 step 5;
+        the manifest's ``stokes.noise_sigma`` is the paper's 10⁻³); 0 reads them noise-free.
+    generator : ``torch.Generator`` for the noise (default: torch's global generator).
+    allow_incomplete : read the complete shards of an unfinished set instead of raising.
+
+    Raises
+    ------
+    TrainsetError : missing manifest, incomplete set (unless allowed), or a shard listed but
+        missing.
+    """
+
+    def __init__(self, root: str | Path, noise_sigma: float = 0.0, generator: torch.Generator | None = None,
+                 allow_incomplete: bool = False) -> None:
+        self.root = Path(root)
+        self.manifest = read_manifest(self.root)
+        if not self.manifest.get("complete") and not allow_incomplete:
+            raise TrainsetError(self.root / MANIFEST, "the training set is incomplete (rerun make_trainset to finish it)")
+        self.shards = list(self.manifest["shards"])
+        for e in self.shards:
+            if not (self.root / e["file"]).is_dir():
+                raise TrainsetError(self.root / e["file"], "shard listed in the manifest is missing")
+        self.noise_sigma = float(noise_sigma)
+        self.generator = generator
+        self._offsets = np.cumsum([0] + [e["n"] for e in self.shards])
+        self._open: dict[int, Any] = {}
+        self._pid = None
+        self.target_names = list(self.manifest["targets"]["names"])
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def __getstate__(self) -> dict[str, Any]:  # open zarr groups stay in their process
+        state = dict(self.__dict__)
+        state["_open"], state["_pid"] = {}, None
+        return state
+
+    def _group(self, k: int):
+        import zarr
+
+        if self._pid != os.getpid():
+            self._open, self._pid = {}, os.getpid()
+        if k not in self._open:
+            self._open[k] = zarr.open_group(str(self.root / self.shards[k]["file"]), mode="r")
+        return self._open[k]
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(shard number, index inside the shard) of item ``index``; ``IndexError`` if out of range."""
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} patches")
+        k = int(np.searchsorted(self._offsets, index, side="right") - 1)
+        return k, int(index - self._offsets[k])
+
+    def kind(self, index: int) -> str:
+        """Patch kind (``quiet``, ``plage``, ``spot``) of item ``index``."""
+        k, j = self.locate(index)
+        return KINDS[int(self._group(k)["kind"][j])]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        k, j = self.locate(int(index))
+        g = self._group(k)
+        stokes = torch.from_numpy(np.asarray(g["stokes"][j], dtype=np.float32))
+        targets = torch.from_numpy(np.asarray(g["targets"][j], dtype=np.float32))
+        if self.noise_sigma > 0:
+            stokes = stokes + self.noise_sigma * torch.randn(stokes.shape, generator=self.generator)
+        return stokes, targets
+
+
+# --------------------------------------------------------------------------- ranges
+def sicon_ranges(path: str | Path | None = None, target_log_tau: Iterable[float] = (0, -0.5, -1, -1.5, -2, -2.5, -3)):
+    """SICON's target normalisation (min, max of each of the 49 outputs) in our units.
+
+    ``encdec_normalization.npz`` (arrays ``minimum`` and ``maximum``, (49,)) holds the ranges
+    over SICON's MURaM training snapshots in SICON's units: T [K], vz [cm s⁻¹, + = down], z
+    [cm], log P [cgs], B_Q, B_U, B_V [G]; vz and z are converted to km s⁻¹ and km.
+
+    Returns
+    -------
+    ``(minimum, maximum)`` float64 arrays (49,) in :data:`TARGET_UNITS`.
+
+    Raises
+    ------
+    FileNotFoundError : no such file. ValueError : arrays missing or not of 49 values.
+    """
+    path = Path(path) if path is not None else data_root() / "stokes" / "instrument" / "encdec_normalization.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: SICON normalisation file not found")
+    with np.load(path) as d:
+        if "minimum" not in d or "maximum" not in d:
+            raise ValueError(f"{path}: expected arrays 'minimum' and 'maximum', found {list(d.keys())}")
+        lo, hi = np.asarray(d["minimum"], np.float64), np.asarray(d["maximum"], np.float64)
+    nt = len(list(target_log_tau))
+    if lo.shape != (7 * nt,) or hi.shape != (7 * nt,):
+        raise ValueError(f"{path}: expected (49,) arrays, got {lo.shape} and {hi.shape}")
+    scale = np.repeat([_SICON_TO_OURS[q] for q in TARGET_QUANTITIES], nt)
+    return lo * scale, hi * scale
+
+
+def target_ranges(
+    root: str | Path,
+    out: str | Path | None = None,
+    sicon_path: str | Path | None = None,
+) -> "pd.DataFrame":  # noqa: F821
+    """Minimum and maximum of each of the 49 targets over a training set, against SICON's.
+
+    Parameters
+    ----------
+    root : training-set folder (complete or not: every listed shard is read).
+    out : folder for ``target_ranges.csv`` and ``target_ranges.json`` (default ``root``).
+    sicon_path : SICON's ``encdec_normalization.npz`` (default in ``data_root()``); when it is
+        missing the SICON columns are NaN.
+
+    Returns
+    -------
+    pandas DataFrame, one row per target: ``name, quantity, log_tau, unit, min, max, mean,
+    sicon_min, sicon_max, inside_sicon`` (our range within SICON's) and ``sicon_coverage``
+    (share of SICON's interval that ours overlaps).
+    """
+    import pandas as pd
+    import zarr
+
+    man = read_manifest(root)
+    lts = man["targets"]["log_tau"]
+    names = man["targets"]["names"]
+    nt = len(names)
+    lo = np.full(nt, np.inf)
+    hi = np.full(nt, -np.inf)
+    tot = np.zeros(nt)
+    count = 0
+    for e in man["shards"]:
+        t = zarr.open_group(str(Path(root) / e["file"]), mode="r")["targets"]
+        for s in range(0, t.shape[0], 64):
+            x = np.asarray(t[s : s + 64], dtype=np.float64)
+            lo = np.minimum(lo, x.min(axis=(0, 2, 3)))
+            hi = np.maximum(hi, x.max(axis=(0, 2, 3)))
+            tot += x.sum(axis=(0, 2, 3))
+            count += x.shape[0] * x.shape[2] * x.shape[3]
+    try:
+        s_lo, s_hi = sicon_ranges(sicon_path, lts)
+    except (FileNotFoundError, ValueError) as exc:
+        logger.warning("no SICON ranges to compare with: %s", exc)
+        s_lo = s_hi = np.full(nt, np.nan)
+    rows = []
+    for i, name in enumerate(names):
+        q = TARGET_QUANTITIES[i // len(lts)]
+        width = s_hi[i] - s_lo[i]
+        overlap = max(0.0, min(hi[i], s_hi[i]) - max(lo[i], s_lo[i]))
+        rows.append({
+            "name": name, "quantity": q, "log_tau": lts[i % len(lts)], "unit": TARGET_UNITS[q].split(",")[0],
+            "min": lo[i], "max": hi[i], "mean": tot[i] / max(count, 1),
+            "sicon_min": s_lo[i], "sicon_max": s_hi[i],
+            "inside_sicon": bool(lo[i] >= s_lo[i] and hi[i] <= s_hi[i]),
+            "sicon_coverage": overlap / width if width > 0 else float("nan"),
+        })
+    df = pd.DataFrame(rows)
+    dest = Path(out) if out is not None else Path(root)
+    from helioforge.io import write_text
+
+    write_text(dest / "target_ranges.csv", df.to_csv(index=False))
+    write_json(dest / "target_ranges.json", {"training_set": str(root), "n_values_per_target": count,
+                                             "rows": df.to_dict(orient="records")})
+    return df
