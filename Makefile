@@ -44,6 +44,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_generate.py
 	$(PY) benchmarks/bench_search.py
 	$(PY) benchmarks/bench_samplers.py
+	$(PY) benchmarks/validate_lightweaver.py
+	$(PY) benchmarks/bench_trainset.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
