@@ -12,10 +12,9 @@ import torch
 
 import helioforge.inversion.trainset as trainset_mod
 from helioforge.inversion.atmospheres import KINDS, PatchAtmosphere, load_model_set
-from helioforge.inversion.config import DepthGridConfig, TrainsetConfig, get_trainset_profile
+from helioforge.inversion.config import DepthGridConfig, get_trainset_profile
 from helioforge.inversion.instrument import HinodeSP
 from helioforge.inversion.trainset import (
-    MANIFEST,
     TARGET_QUANTITIES,
     TrainsetDataset,
     TrainsetError,

@@ -281,13 +281,18 @@ def _tiny() -> Profile:
 PROFILES = {"paper": Profile, "cpu": _cpu, "tiny": _tiny}
 
 
+def profile_from_registry(registry: dict[str, Any], name: str, what: str = "profile"):
+    """A fresh profile from a ``{name: factory}`` registry; ``ValueError`` naming the choices."""
+    try:
+        factory = registry[name]
+    except KeyError:
+        raise ValueError(f"unknown {what} {name!r}; choose one of {sorted(registry)}") from None
+    return factory()
+
+
 def get_profile(name: str) -> Profile:
     """Return a fresh profile by name (``paper``, ``cpu`` or ``tiny``).
 
     Raises ``ValueError`` for an unknown name.
     """
-    try:
-        factory = PROFILES[name]
-    except KeyError:
-        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None
-    return factory()
+    return profile_from_registry(PROFILES, name)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helioforge.config import ProfileBase, dataclass_from_dict, data_root
+from helioforge.config import ProfileBase, data_root, dataclass_from_dict, profile_from_registry
 from helioforge.diffusion.augment import AugmentConfig
 from helioforge.diffusion.classifier import ClassifierConfig
 from helioforge.diffusion.features import FeatureConfig
@@ -224,7 +224,4 @@ def get_diffusion_profile(name: str) -> DiffusionProfile:
 
     Raises ``ValueError`` for an unknown name.
     """
-    try:
-        return DIFFUSION_PROFILES[name]()
-    except KeyError:
-        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(DIFFUSION_PROFILES)}") from None
+    return profile_from_registry(DIFFUSION_PROFILES, name)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from helioforge.config import ProfileBase, dataclass_from_dict
+from helioforge.config import ProfileBase, dataclass_from_dict, profile_from_registry
 
 __all__ = [
     "DepthGridConfig",
@@ -258,8 +258,4 @@ def get_trainset_profile(name: str) -> TrainsetProfile:
 
     Raises ``ValueError`` for an unknown name.
     """
-    try:
-        factory = TRAINSET_PROFILES[name]
-    except KeyError:
-        raise ValueError(f"unknown training-set profile {name!r}; choose one of {sorted(TRAINSET_PROFILES)}") from None
-    return factory()
+    return profile_from_registry(TRAINSET_PROFILES, name, "training-set profile")

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from helioforge.physics.atomic import SpectralLine, fe_lines
-from helioforge.physics.me import C_KMS, PropagationElements, zeeman_propagation
+from helioforge.physics.me import PropagationElements, zeeman_propagation
 
 __all__ = [
     "Atmosphere",
