@@ -92,7 +92,7 @@ def test_read_errors_name_the_file(tmp_path):
         synthesize_model(bad)
 
 
-def test_cli_make_trainset_tiny_and_resume(tmp_path, one_torch_thread):
+def test_cli_make_trainset_tiny_and_resume(tmp_path, data_dir, one_torch_thread):
     out = tmp_path / "ts"
     args = ["inversion", "make-trainset", "-o", str(out), "-p", "tiny", "--patches", "2", "--size", "8"]
     r = runner.invoke(app, args)
