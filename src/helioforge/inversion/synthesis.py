@@ -24,17 +24,16 @@ from helioforge.io import write_fits, write_text
 from helioforge.physics.atomic import SpectralLine, fe_lines
 from helioforge.physics.lte import Atmosphere, synth_lte
 
-__all__ = ["StokesProfiles", "fine_grid", "quiet_sun_continuum_intensity", "synthesize_model", "write_stokes",
+__all__ = ["StokesProfiles", "quiet_sun_continuum_intensity", "synthesize_model", "write_stokes",
            "INSTRUMENTS", "NORMALISATIONS"]
 
 log = logging.getLogger(__name__)
 
 INSTRUMENTS = ("hinode", "none")
 NORMALISATIONS = ("quiet-sun", "model", "none")
-#: Fine synthesis step [Å] before the instrument convolution (the SP profile's core is ≈ 24 mÅ wide).
-FINE_STEP = 0.004
-#: Margin [Å] beyond the output grid so the instrument kernel (±70 mÅ) is never cut.
-FINE_MARGIN = 0.08
+#: Synthesis grid = SP step / this (≈ 4 mÅ) before the instrument convolution (the SP profile's
+#: core is ≈ 24 mÅ wide); single models are cheap, so finer than the training sets' factor 2.
+OVERSAMPLING = 5
 
 
 @dataclass
@@ -64,13 +63,6 @@ class StokesProfiles:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def fine_grid(wavelength_out: np.ndarray, step: float = FINE_STEP, margin: float = FINE_MARGIN) -> np.ndarray:
-    """Uniform synthesis grid [Å] covering ``wavelength_out`` ± ``margin`` with spacing ``step``."""
-    lo, hi = float(np.min(wavelength_out)) - margin, float(np.max(wavelength_out)) + margin
-    n = int(np.ceil((hi - lo) / step)) + 1
-    return lo + step * np.arange(n)
-
-
 def _instrument():
     from helioforge.inversion.instrument import HinodeSP
 
@@ -97,7 +89,7 @@ def synthesize_model(model: SIRModel | str | Path, mu: float = 1.0, instrument: 
     mu : float
         Cosine of the heliocentric angle, (0, 1].
     instrument : {"hinode", "none"}
-        ``hinode``: synthesise on a 4 mÅ grid and convolve with the SP spectral profile onto the
+        ``hinode``: synthesise on a ≈ 4 mÅ grid (SP step / 5, ± 0.08 Å) and convolve with the SP spectral profile onto the
         112-point grid; ``none``: synthesise directly on the output grid.
     normalise : {"quiet-sun", "model", "none"}
         Divide by the HSRA continuum at the same μ (as Hinode maps are normalised to the nearby
@@ -132,7 +124,9 @@ def synthesize_model(model: SIRModel | str | Path, mu: float = 1.0, instrument: 
     wav_out = np.asarray(wavelength if wavelength is not None else sp.wavelengths, dtype=np.float64)
     atmos = Atmosphere.from_sir(model)
     if instrument == "hinode":
-        wav_fine = fine_grid(wav_out)
+        from helioforge.inversion.trainset import synthesis_wavelengths
+
+        wav_fine = synthesis_wavelengths(wav_out, oversampling=OVERSAMPLING)
         stokes, ic = synth_lte(atmos, wav_fine, lines=lines, mu=mu)
         from helioforge.inversion.instrument import spectral_degrade
 
