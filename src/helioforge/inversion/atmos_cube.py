@@ -1,0 +1,274 @@
+"""Inferred atmospheres: the FITS cube, the field vector, re-synthesis and the SPINOR reference.
+
+The networks return 49 maps (7 quantities × 7 log τ surfaces, quantity-major, paper §2):
+T [K], v_z [km/s, positive down], z [km], log P_g [dyn cm⁻²], B_Q, B_U, B_V [G]. This module
+
+- writes them as a FITS cube (quantity, log τ, y, x) with units, the log τ axis and provenance,
+  plus (B_x, B_y, B_z) on an explicitly chosen azimuth branch (paper eq. 1 inverted);
+- builds a smooth depth-stratified atmosphere from the seven surfaces (anchored on the HSRA
+  stratification, paper §4.4 "smooth model") and synthesises its Stokes profiles for the
+  re-synthesis check;
+- reads the independent SPINOR inversion of the sample patch (``spinor_inv``) on the same
+  surfaces for comparison.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from astropy.io import fits
+
+from helioforge.data.sharp import FitsReadError
+from helioforge.io import write_fits
+
+__all__ = [
+    "QUANTITIES",
+    "UNITS",
+    "TARGET_LOG_TAU",
+    "AtmosCube",
+    "split_targets",
+    "field_vector",
+    "write_atmos_cube",
+    "read_atmos_cube",
+    "targets_to_atmosphere",
+    "resynthesize",
+    "read_spinor",
+]
+
+log = logging.getLogger(__name__)
+
+QUANTITIES = ("T", "vz", "z", "logP", "BQ", "BU", "BV")
+UNITS = {"T": "K", "vz": "km/s", "z": "km", "logP": "log10(dyn/cm2)", "BQ": "G", "BU": "G", "BV": "G",
+         "Bx": "G", "By": "G", "Bz": "G"}
+TARGET_LOG_TAU = (0.0, -0.5, -1.0, -1.5, -2.0, -2.5, -3.0)
+
+
+@dataclass
+class AtmosCube:
+    """An inferred atmosphere on the SICON surfaces.
+
+    Attributes
+    ----------
+    data : np.ndarray (7, n_tau, ny, nx)
+        T, v_z, z, log P_g, B_Q, B_U, B_V (see :data:`UNITS`).
+    log_tau : tuple of float (n_tau,)
+    bxyz : np.ndarray (3, n_tau, ny, nx) or None
+        B_x, B_y, B_z [G] on azimuth branch ``branch``.
+    branch : int or None
+    params : dict
+        Provenance (network, weights, input file, normalisation…), written to the header.
+    """
+
+    data: np.ndarray
+    log_tau: tuple[float, ...] = TARGET_LOG_TAU
+    bxyz: np.ndarray | None = None
+    branch: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def quantity(self, name: str) -> np.ndarray:
+        """Maps (n_tau, ny, nx) of one quantity by name (``T``, ``vz``, …, ``Bx``, ``By``, ``Bz``)."""
+        if name in QUANTITIES:
+            return self.data[QUANTITIES.index(name)]
+        if name in ("Bx", "By", "Bz") and self.bxyz is not None:
+            return self.bxyz[("Bx", "By", "Bz").index(name)]
+        raise KeyError(f"no quantity {name!r} in this cube")
+
+
+def split_targets(targets: np.ndarray | torch.Tensor, n_tau: int = 7) -> np.ndarray:
+    """(…, 49, ny, nx) quantity-major maps → (…, 7, n_tau, ny, nx)."""
+    t = targets.detach().cpu().numpy() if isinstance(targets, torch.Tensor) else np.asarray(targets)
+    if t.shape[-3] != len(QUANTITIES) * n_tau:
+        raise ValueError(f"expected {len(QUANTITIES) * n_tau} target maps, got {t.shape[-3]}")
+    return t.reshape(*t.shape[:-3], len(QUANTITIES), n_tau, *t.shape[-2:])
+
+
+def field_vector(cube_data: np.ndarray, branch: int = 0) -> np.ndarray:
+    """(B_x, B_y, B_z) [G] from B_Q, B_U, B_V of a (7, n_tau, ny, nx) cube on one azimuth branch.
+
+    ``branch`` 0 takes the azimuth in (−90°, 90°] (B_x ≥ 0), 1 the solution rotated by 180°
+    (paper §2: the two compatible solutions of eq. 1; SICON's evaluation takes branch 0).
+
+    Returns
+    -------
+    np.ndarray (3, n_tau, ny, nx)
+    """
+    from helioforge.inversion.trainset import bxbyz_from_bqbubv
+
+    BQ, BU, BV = (torch.as_tensor(cube_data[QUANTITIES.index(q)]) for q in ("BQ", "BU", "BV"))
+    return torch.stack(bxbyz_from_bqbubv(BQ, BU, BV, branch)).numpy()
+
+
+def write_atmos_cube(path: str | Path, cube: AtmosCube) -> Path:
+    """Write the cube as FITS: primary (7, n_tau, ny, nx) float32 + ``BXYZ`` + ``LOGTAU`` extensions.
+
+    Header: ``QUANT1..7``/``QUNIT1..7`` (quantity and unit per plane of axis 4), ``CTYPE3 =
+    'LOGTAU'``, ``BRANCH`` (azimuth solution of ``BXYZ``) and provenance cards. Atomic.
+    """
+    hdr = fits.Header()
+    for i, q in enumerate(QUANTITIES, 1):
+        hdr[f"QUANT{i}"] = (q, f"plane {i} of axis 4")
+        hdr[f"QUNIT{i}"] = (UNITS[q], f"unit of {q}")
+    hdr["CTYPE3"] = ("LOGTAU", "log10 optical depth at 500 nm, see LOGTAU ext")
+    hdr["CTYPE1"], hdr["CTYPE2"] = "X", "Y"
+    hdr["VZSIGN"] = ("positive down", "vz > 0: redshift / downflow")
+    extra = [fits.ImageHDU(np.asarray(cube.log_tau, dtype=np.float64), name="LOGTAU")]
+    if cube.bxyz is not None:
+        bh = fits.Header()
+        bh["BRANCH"] = (int(cube.branch or 0), "azimuth solution: 0 = Bx >= 0, 1 = opposite")
+        bh["BUNIT"] = "G"
+        bh["COMMENT"] = "planes: Bx, By, Bz; x = columns, y = rows, z = towards the observer"
+        extra.append(fits.ImageHDU(cube.bxyz.astype(np.float32), header=bh, name="BXYZ"))
+    return write_fits(path, cube.data.astype(np.float32), model="SICON inversion", params=cube.params, header=hdr,
+                      extra_hdus=extra)
+
+
+def read_atmos_cube(path: str | Path) -> AtmosCube:
+    """Read a cube written by :func:`write_atmos_cube`.
+
+    Raises
+    ------
+    FitsReadError
+        If the file is not such a cube.
+    """
+    path = Path(path)
+    try:
+        with fits.open(path) as hdul:
+            data = np.asarray(hdul[0].data, dtype=np.float64)
+            lt = tuple(float(x) for x in hdul["LOGTAU"].data)
+            bxyz = np.asarray(hdul["BXYZ"].data, dtype=np.float64) if "BXYZ" in hdul else None
+            branch = int(hdul["BXYZ"].header["BRANCH"]) if bxyz is not None else None
+    except (OSError, KeyError) as e:
+        raise FitsReadError(path, f"not a helioforge atmosphere cube ({e})") from e
+    if data.ndim != 4 or data.shape[0] != len(QUANTITIES):
+        raise FitsReadError(path, f"primary HDU has shape {data.shape}, expected (7, n_tau, ny, nx)")
+    return AtmosCube(data=data, log_tau=lt, bxyz=bxyz, branch=branch)
+
+
+def _extend(values: torch.Tensor, nodes: np.ndarray, grid: np.ndarray, mode: str) -> torch.Tensor:
+    """Values (..., k) at decreasing log τ ``nodes`` → (..., n) on ``grid`` (linear inside).
+
+    Outside the nodes: ``constant`` holds the end value, ``linear`` continues the end segment.
+    """
+    order = np.argsort(nodes)
+    x = torch.as_tensor(nodes[order], dtype=values.dtype)
+    y = values[..., order]
+    g = torch.as_tensor(grid, dtype=values.dtype)
+    idx = torch.searchsorted(x, g).clamp(1, x.numel() - 1)
+    x0, x1 = x[idx - 1], x[idx]
+    w = (g - x0) / (x1 - x0)
+    if mode == "constant":
+        w = w.clamp(0, 1)
+    return y[..., idx - 1] * (1 - w) + y[..., idx] * w
+
+
+def targets_to_atmosphere(cube_data: np.ndarray, log_tau_nodes=TARGET_LOG_TAU, grid: np.ndarray | None = None,
+                          vmic_kms: float = 0.9):
+    """A smooth depth-stratified atmosphere from the seven surfaces (paper §4.4).
+
+    T and log P_g are the HSRA stratification (in hydrostatic equilibrium) plus the inferred
+    departures, interpolated linearly in log τ between the surfaces and held constant outside
+    them; v_z and the field components are interpolated linearly and held constant outside.
+    P_e follows from (T, P_g) by the ionisation balance. The networks do not infer the
+    microturbulence: ``vmic_kms`` (the middle of the training sets' 0.3–1.5 km/s) is used.
+
+    Parameters
+    ----------
+    cube_data : np.ndarray (7, n_tau, ny, nx)
+    grid : log τ grid (n,), deepest first; default the training-set grid (+1.2 … −4.0, 0.1 dex).
+
+    Returns
+    -------
+    helioforge.physics.lte.Atmosphere with tensors (ny, nx, n), float64.
+    """
+    from helioforge.data.sir import model_path, read_sir
+    from helioforge.inversion.atmospheres import interpolate_model
+    from helioforge.inversion.config import DepthGridConfig
+    from helioforge.physics.lte import Atmosphere, electron_pressure, hydrostatic_equilibrium
+
+    grid = DepthGridConfig().log_tau() if grid is None else np.asarray(grid, dtype=np.float64)
+    nodes = np.asarray(log_tau_nodes, dtype=np.float64)
+    hsra = read_sir(model_path("hsra11"))
+    T_ref = torch.as_tensor(interpolate_model(hsra, grid))
+    _, Pg_ref, _, _ = hydrostatic_equilibrium(torch.as_tensor(grid), T_ref)
+    T_ref_nodes = _extend(T_ref, grid, nodes, "linear")
+    lp_ref_nodes = _extend(torch.log10(Pg_ref), grid, nodes, "linear")
+    d = torch.as_tensor(np.moveaxis(np.asarray(cube_data, dtype=np.float64), (0, 1), (-2, -1)))  # (ny, nx, 7, k)
+    q = {name: d[..., i, :] for i, name in enumerate(QUANTITIES)}
+    T = T_ref + _extend(q["T"] - T_ref_nodes, nodes, grid, "constant")
+    logP = torch.log10(Pg_ref) + _extend(q["logP"] - lp_ref_nodes, nodes, grid, "constant")
+    T = T.clamp(2500.0, 20000.0)
+    Pg = 10.0 ** logP
+    Pe = electron_pressure(T, Pg)
+    from helioforge.inversion.trainset import bxbyz_from_bqbubv
+
+    Bx, By, Bz = bxbyz_from_bqbubv(q["BQ"], q["BU"], q["BV"], 0)
+    Bx, By, Bz = (_extend(b, nodes, grid, "constant") for b in (Bx, By, Bz))
+    B = torch.sqrt(Bx ** 2 + By ** 2 + Bz ** 2)
+    inc = torch.rad2deg(torch.atan2(torch.sqrt(Bx ** 2 + By ** 2), Bz))
+    azi = torch.rad2deg(torch.atan2(By, Bx))
+    vlos = _extend(q["vz"], nodes, grid, "constant") * 1e5
+    return Atmosphere(log_tau=torch.as_tensor(grid), T=T, Pe=Pe, vmic=torch.full_like(T, vmic_kms * 1e5), B=B,
+                      vlos=vlos, inclination=inc, azimuth=azi, Pg=Pg)
+
+
+def resynthesize(cube_data: np.ndarray, ic_quiet_sun: float, psf: bool = True, pixel_arcsec: float = 0.16,
+                 mu: float = 1.0) -> np.ndarray:
+    """Stokes maps (4, 112, ny, nx) [quiet-Sun I_c] synthesised from an inferred atmosphere (paper §4.4).
+
+    The atmosphere of :func:`targets_to_atmosphere` goes through the same chain as the
+    training sets (LTE synthesis, SP spectral profile and, with ``psf``, the Hinode PSF at the
+    map's pixel), normalised by the training set's quiet-Sun continuum ``ic_quiet_sun``
+    [erg s⁻¹ cm⁻² sr⁻¹ Hz⁻¹]. The networks return PSF-free atmospheres, so ``psf=True`` is the
+    profile to compare with the observation and ``psf=False`` shows the deconvolved one.
+    """
+    from helioforge.inversion.trainset import StokesChain
+
+    atmos = targets_to_atmosphere(cube_data)
+    chain = StokesChain(mu=mu)
+    if psf:
+        stokes = chain(atmos, pixel_arcsec)
+    else:
+        from helioforge.inversion.instrument import spectral_degrade
+
+        raw, _ = chain.synthesize_map(atmos)
+        stokes = spectral_degrade(raw, torch.as_tensor(chain.wavelengths), torch.as_tensor(chain.instrument.wavelengths),
+                                  profile=chain.instrument.profile)
+    return np.moveaxis(stokes.numpy(), (0, 1), (-2, -1)) / ic_quiet_sun  # (H, W, 4, 112) → (4, 112, H, W)
+
+
+def read_spinor(folder: str | Path, log_tau_nodes=(0.0, -1.0, -2.0)) -> dict[str, np.ndarray]:
+    """T [K], v_z [km/s], B_z [G] of a SPINOR ``inverted_atmos_maptau`` file at given log τ.
+
+    The file (11, n_tau, ny, nx) holds height, T, P, P_e, κ, ρ, v_turb, v [cm/s], B, γ, χ on
+    log τ from ``LTTOP`` to ``LTBOT`` in steps ``LTINC`` (header). SPINOR's velocity is taken as
+    positive for a redshift, like SIR's; B_z = B cos γ.
+
+    Returns
+    -------
+    dict with ``log_tau`` (k,) and ``T``, ``vz``, ``Bz`` arrays (k, ny, nx)
+
+    Raises
+    ------
+    FitsReadError
+        If the file is missing or not in that layout.
+    """
+    folder = Path(folder)
+    path = folder / "inverted_atmos_maptau.1.fits" if folder.is_dir() else folder
+    try:
+        with fits.open(path) as hdul:
+            d = np.asarray(hdul[0].data, dtype=np.float64)
+            h = hdul[0].header
+            top, inc = float(h["LTTOP"]), float(h["LTINC"])
+    except (OSError, KeyError) as e:
+        raise FitsReadError(path, f"not a SPINOR maptau file ({e})") from e
+    if d.ndim != 4 or d.shape[0] != 11:
+        raise FitsReadError(path, f"shape {d.shape}, expected (11, n_tau, ny, nx)")
+    lt = top + inc * np.arange(d.shape[1])
+    idx = [int(np.argmin(np.abs(lt - x))) for x in log_tau_nodes]
+    return {"log_tau": lt[idx], "T": d[1, idx], "vz": d[7, idx] / 1e5,
+            "Bz": d[8, idx] * np.cos(np.deg2rad(d[9, idx]))}
