@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from helioforge.data.sharp import FitsReadError
-from helioforge.inversion.atmos_cube import (QUANTITIES, TARGET_LOG_TAU, AtmosCube, field_vector, read_atmos_cube,
+from helioforge.inversion.atmos_cube import (TARGET_LOG_TAU, AtmosCube, field_vector, read_atmos_cube,
                                              read_spinor, resynthesize, split_targets, targets_to_atmosphere,
                                              write_atmos_cube)
 from helioforge.inversion.trainset import bq_bu_bv
