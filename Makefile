@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HELIOFORGE_DATA ?= $(abspath ../shared/data)
 export HELIOFORGE_DATA
 
-.PHONY: demo demo-diffusion demo-augment test install clean bench
+.PHONY: demo demo-diffusion demo-augment demo-inversion test install clean bench
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -35,6 +35,17 @@ demo-diffusion: $(STAMP)
 # Paper §8.1 on the same work folder (after demo-diffusion).
 demo-augment: $(STAMP)
 	$(VENV)/bin/helioforge diffusion augment-experiment -w $(DIFF_WORK) --condition class
+
+# SICON (paper 003): CPU-scale training set → train both networks → invert the real SP patch → report.
+INV_WORK ?= runs/inversion
+demo-inversion: $(STAMP)
+	$(VENV)/bin/helioforge inversion make-trainset -o $(INV_WORK)/trainset -p cpu
+	$(VENV)/bin/helioforge inversion make-trainset -o $(INV_WORK)/valset -p cpu --patches 24 --seed 1
+	$(VENV)/bin/helioforge inversion train -t $(INV_WORK)/trainset -w $(INV_WORK) -n encdec -p cpu
+	$(VENV)/bin/helioforge inversion train -t $(INV_WORK)/trainset -w $(INV_WORK) -n concat -p cpu
+	$(VENV)/bin/helioforge invert $(HELIOFORGE_DATA)/stokes/hinode_sp_sample/hinode4d.20130912.sample.fits \
+		-w $(INV_WORK) -n encdec -o $(INV_WORK)/sample_atmos_encdec.fits
+	$(VENV)/bin/helioforge inversion validate --valset $(INV_WORK)/valset -w $(INV_WORK)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

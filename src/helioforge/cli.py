@@ -10,8 +10,9 @@
     helioforge interrogate              the whole pipeline and its report (the main job)
     helioforge diffusion ...            flare-class-conditioned diffusion on AIA (label, train,
                                         sample, evaluate, augment-experiment)
-    helioforge inversion ...            Stokes synthesis of SIR models (synth) and SICON training
-                                        sets (make-trainset)
+    helioforge inversion ...            Stokes synthesis of SIR models (synth), SICON training
+                                        sets (make-trainset), training and validation
+    helioforge invert MAP -o F          invert a Hinode SP map with a trained SICON network
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from rich.table import Table as RichTable
 
 from helioforge.cli_common import ACCEL, DEVICES, _fail, _trainer_kw, console, out
 from helioforge.cli_diffusion import diffusion_app
-from helioforge.cli_inversion import inversion_app
+from helioforge.cli_inversion import invert_command, inversion_app
 
 app = typer.Typer(help="helioforge: physics-aware generative AI for solar observations.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -44,6 +45,7 @@ app.add_typer(directions_app, name="directions")
 app.add_typer(index_app, name="index")
 app.add_typer(diffusion_app, name="diffusion")
 app.add_typer(inversion_app, name="inversion")
+app.command("invert")(invert_command)
 
 
 WORKDIR = typer.Option(Path("runs/default"), "--workdir", "-w", help="Work folder holding corpus, models and index.")
