@@ -470,8 +470,8 @@ def read_sp_slit(path: str | Path, wavelength: str = "header") -> SPSlit:
     Raises
     ------
     FileNotFoundError : no such file.
-    SPReadError : unreadable FITS, not 3-D, not 4 Stokes parameters, nλ ≠ 112 without a
-        wavelength axis in the header, SPBSHFT outside 0–3, no finite value.
+    SPReadError : unreadable FITS, not 3-D, not 4 Stokes parameters, fewer than 10 wavelengths,
+        nλ ≠ 112 without a wavelength axis in the header, SPBSHFT outside 0–3, no finite value.
     ValueError : ``wavelength`` not ``"header"``/``"standard"``.
     """
     if wavelength not in ("header", "standard"):
@@ -486,6 +486,8 @@ def read_sp_slit(path: str | Path, wavelength: str = "header") -> SPSlit:
         raise SPReadError(path, f"expected 4 Stokes parameters (I, Q, U, V) on axis 0, got {data.shape[0]} "
                                 f"(shape {data.shape})")
     nw = data.shape[2]
+    if nw < 10:
+        raise SPReadError(path, f"only {nw} wavelength points (expected {HINODE_N_WAVELENGTHS})")
     notes: list[str] = []
     wav = _header_wavelengths(header, nw) if wavelength == "header" else None
     if wav is None:
@@ -624,9 +626,6 @@ def read_sp_level1(source: str | Path | Iterable[str | Path], wavelength: str = 
             continue
         sw = s.stokes.transpose(0, 2, 1)  # (4, nλ, ny)
         if s.wavelength.size != nw or np.max(np.abs(s.wavelength - wav)) > 1e-4:
-            if s.wavelength.size < 2:
-                skipped.append(Skipped(s.path, "wavelength axis too short"))
-                continue
             sw, _ = _interp_axis(sw, s.wavelength, wav, axis=1)
             notes.append(f"{s.path.name}: wavelength axis differs from the map's, resampled")
         stokes[:, :, :, j] = sw
@@ -643,7 +642,6 @@ def read_sp_level1(source: str | Path | Iterable[str | Path], wavelength: str = 
             t = (j - lo) / (hi - lo)
             stokes[..., j] = (1 - t) * stokes[..., lo] + t * stokes[..., hi]
             interpolated.append(i)
-    stokes32 = stokes
     good = [by_index[i] for i in indices]
     dates = [d for d in (_date(s.header) for s in good) if d]
     xcens = [v for v in (_card(s.header, "XCEN") for s in good) if v is not None]
@@ -673,10 +671,10 @@ def read_sp_level1(source: str | Path | Iterable[str | Path], wavelength: str = 
         and wavelength == "header" else "standard grid",
         "spbshft": shifts,
         "continuum_source": f"mean Stokes I over {CONTINUUM_WINDOW_A[0]:.3f}-{CONTINUUM_WINDOW_A[1]:.3f} A",
-        "n_nonfinite_pixels": int((~np.isfinite(stokes32).all(axis=(0, 1))).sum()),
+        "n_nonfinite_pixels": int((~np.isfinite(stokes).all(axis=(0, 1))).sum()),
         "notes": notes,
     }
-    return SPMap(stokes=stokes32, wavelength=wav.copy(), continuum=continuum_from_stokes(stokes32, wav),
+    return SPMap(stokes=stokes, wavelength=wav.copy(), continuum=continuum_from_stokes(stokes, wav),
                  header=meta), skipped
 
 

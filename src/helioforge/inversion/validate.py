@@ -130,6 +130,7 @@ def me_baseline(stokes: np.ndarray, truth: np.ndarray, wavelength: np.ndarray, m
     tflat = np.moveaxis(np.asarray(truth).reshape(N, 7, 7, H, W), (1, 2), (-2, -1)).reshape(-1, 7, 7)
     rng = np.random.default_rng(seed)
     idx = rng.choice(flat.shape[0], min(max_pixels, flat.shape[0]), replace=False)
+    kw.setdefault("spectral_profile", "hinode")  # the held-out maps carry the SP profile
     res = invert_me(flat[idx], wavelength, **kw)
     est = me_field_targets(res)
     k = TARGET_LOG_TAU.index(-1.0)
