@@ -38,6 +38,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():  # mkstemp makes 0600 files; give the product the usual umask permissions
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(tmp_path, 0o666 & ~mask)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
