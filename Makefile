@@ -57,6 +57,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_samplers.py
 	$(PY) benchmarks/validate_lightweaver.py
 	$(PY) benchmarks/bench_trainset.py
+	$(PY) benchmarks/bench_inversion.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -1,0 +1,73 @@
+"""The SICON job end to end at tiny scale: train → ``helioforge invert`` on the real sample →
+validation report; bad maps give clear errors; MAD on known numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from typer.testing import CliRunner
+
+from helioforge.cli import app
+from helioforge.inversion.validate import mad, validation_table
+
+runner = CliRunner()
+
+
+def test_mad_and_table_on_known_numbers():
+    assert mad(np.array([1.0, 2.0, 3.0, 4.0, 100.0])) == 1.0
+    assert np.isnan(mad(np.array([np.nan])))
+    truth = np.zeros((2, 49, 3, 3))
+    pred = truth.copy()
+    pred[:, 0] = 50.0  # T at log τ = 0 off by 50 K everywhere: MAD 0, median 50
+    t = validation_table(pred, truth)
+    row = t[(t.quantity == "T") & (t.log_tau == 0.0)].iloc[0]
+    assert row["mad"] == 0.0 and row["median"] == 50.0 and row["rms"] == 50.0
+    assert t[t.log_tau == -1.0]["paper_mad"].notna().all() and len(t) == 49
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    import torch
+
+    from helioforge.inversion.pipeline import training_dir
+    from helioforge.inversion.training import train_sicon
+    from helioforge.inversion.trainset import make_trainset
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("sicon")
+    make_trainset(root / "ts", "tiny", progress=False)
+    train_sicon(root / "ts", training_dir(root / "work", "concat"), network="concat", profile="tiny", progress=False,
+                accelerator="cpu")
+    torch.set_num_threads(n)
+    return root
+
+
+def test_invert_real_sample_and_bad_maps(trained, data_dir, tmp_path):
+    sample = data_dir / "stokes" / "hinode_sp_sample" / "hinode4d.20130912.sample.fits"
+    out = tmp_path / "atmos.fits"
+    r = runner.invoke(app, ["invert", str(sample), "-w", str(trained / "work"), "-n", "concat", "-o", str(out),
+                            "--branch", "1", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    with fits.open(out) as hdul:
+        assert hdul[0].data.shape == (7, 7, 5, 5)
+        assert hdul[0].header["QUANT1"] == "T" and hdul[0].header["QUNIT1"] == "K"
+        assert hdul["BXYZ"].header["BRANCH"] == 1 and hdul["BXYZ"].data.shape == (3, 7, 5, 5)
+        assert np.allclose(hdul["LOGTAU"].data, [0, -0.5, -1, -1.5, -2, -2.5, -3])
+    bad = tmp_path / "bad.fits"
+    fits.PrimaryHDU(np.ones((5, 5, 3, 112), dtype=np.float32)).writeto(bad)  # 3 Stokes parameters
+    r = runner.invoke(app, ["invert", str(bad), "-w", str(trained / "work"), "-n", "concat", "-o", str(tmp_path / "b.fits")])
+    assert r.exit_code == 2 and "bad.fits" in r.output and not (tmp_path / "b.fits").exists()
+    r = runner.invoke(app, ["invert", str(sample), "-w", str(tmp_path / "nowhere"), "-o", str(tmp_path / "c.fits")])
+    assert r.exit_code == 2 and "train first" in r.output
+
+
+def test_validation_report(trained, data_dir, tmp_path):
+    r = runner.invoke(app, ["inversion", "validate", "--valset", str(trained / "ts"), "-w", str(trained / "work"),
+                            "--me-pixels", "16", "-o", str(tmp_path / "report")])
+    assert r.exit_code == 0, r.output
+    for name in ("index.html", "validation.csv", "spinor.csv", "resynthesis.csv", "metrics.json", "kde_concat.png"):
+        assert (tmp_path / "report" / name).is_file(), name
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert "ME least squares" in html and "SPINOR" in html
