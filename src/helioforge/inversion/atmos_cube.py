@@ -24,6 +24,7 @@ import torch
 from astropy.io import fits
 
 from helioforge.data.sharp import FitsReadError
+from helioforge.inversion.trainset import TARGET_QUANTITIES
 from helioforge.io import write_fits
 
 __all__ = [
@@ -42,7 +43,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-QUANTITIES = ("T", "vz", "z", "logP", "BQ", "BU", "BV")
+QUANTITIES = TARGET_QUANTITIES  # quantity-major order of the 49 maps (paper §2)
 UNITS = {"T": "K", "vz": "km/s", "z": "km", "logP": "log10(dyn/cm2)", "BQ": "G", "BU": "G", "BV": "G",
          "Bx": "G", "By": "G", "Bz": "G"}
 TARGET_LOG_TAU = (0.0, -0.5, -1.0, -1.5, -2.0, -2.5, -3.0)
