@@ -234,7 +234,7 @@ class TrainsetProfile(ProfileBase):
 def _cpu() -> TrainsetProfile:
     return TrainsetProfile(
         name="cpu",
-        # ≈ 10 min on a 2-core CPU (≈ 120 columns/s): 256 patches of 16×16 at the SP pixel
+        # ≈ 12 min on a 2-core CPU (≈ 90–120 columns/s): 256 patches of 16×16 at the SP pixel
         trainset=TrainsetConfig(n_patches=256, patch_size=16, shard_size=64, model_pixel_arcsec=0.16, margin_px=0,
                                 qs_reference_size=48),
     )
