@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from helioforge.diffusion.config import DiffusionTrainConfig, UNetConfig
 from helioforge.nn.checkpoint import load_weights
 from helioforge.nn.flare_unet import FlareUNet
-from helioforge.nn.training import check_images, fit_and_save
+from helioforge.nn.training import check_images, fit_and_save, seed_per_rank
 
 __all__ = ["DiffusionModule", "make_scheduler", "build_unet", "train_diffusion", "load_diffusion", "DIFFUSION_STEM"]
 
@@ -70,8 +70,7 @@ class DiffusionModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         """Different noise on every DDP rank."""
-        if self.trainer.world_size > 1:
-            torch.manual_seed(self.cfg.seed + 1 + self.global_rank)
+        seed_per_rank(self, self.cfg.seed)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Eq. 5 with classifier-free condition dropout; logs ``loss`` and ``psnr`` (dB, of x̂_0)."""

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from helioforge.config import GANConfig
-from helioforge.nn.training import check_images, fit_resumable
+from helioforge.nn.training import check_images, fit_resumable, seed_per_rank
 from helioforge.io import write_json
 from helioforge.nn.checkpoint import load_weights, save_weights
 from helioforge.nn.gan import Discriminator, Generator
@@ -60,8 +60,7 @@ class GANModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         """Different noise and flips on every DDP rank (weights are already synchronised)."""
-        if self.trainer.world_size > 1:
-            torch.manual_seed(self.cfg.seed + 1 + self.global_rank)
+        seed_per_rank(self, self.cfg.seed)
 
     def configure_optimizers(self):
         """Adam for G and for D (paper: lr 5e-4)."""

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from helioforge.config import SimSiamConfig
-from helioforge.nn.training import check_images, fit_and_save
+from helioforge.nn.training import check_images, fit_and_save, seed_per_rank
 from helioforge.nn.checkpoint import load_weights
 from helioforge.nn.simsiam import SimSiam
 
@@ -58,8 +58,7 @@ class SimSiamModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         """Different augmentations on every DDP rank."""
-        if self.trainer.world_size > 1:
-            torch.manual_seed(self.cfg.seed + 1 + self.global_rank)
+        seed_per_rank(self, self.cfg.seed)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Loss of two augmented views of a batch (B, 1, N, N); logs loss and ``z_std``."""

@@ -92,7 +92,7 @@ from helioforge.nn.sicon import (
     count_parameters,
     encdec_inputs,
 )
-from helioforge.nn.training import fit_and_save, inference_device, last_checkpoint
+from helioforge.nn.training import fit_and_save, inference_device, last_checkpoint, seed_per_rank
 
 __all__ = [
     "TargetScaler",
@@ -583,8 +583,7 @@ class SiconModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         """Different augmentation and noise on every DDP rank."""
-        if self.trainer.world_size > 1:
-            torch.manual_seed(self.cfg.seed + 1 + self.global_rank)
+        seed_per_rank(self, self.cfg.seed)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Augment, add noise (σ = ``noise_sigma``, new every batch), eq. 2; logs ``train_loss``."""

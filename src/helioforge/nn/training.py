@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+import torch
 import numpy as np
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -26,8 +27,6 @@ class _SafetensorsModelCheckpoint(ModelCheckpoint):
 def inference_device(accelerator: str = "auto") -> str:
     """Device for sampling, generation and embedding: a GPU when asked for (or ``auto``) and
     present, else ``cpu``."""
-    import torch
-
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "cuda"
     return "cpu"
@@ -75,6 +74,13 @@ def make_trainer(
         log_every_n_steps=5,
         num_sanity_val_steps=0,
     )
+
+
+def seed_per_rank(module: L.LightningModule, seed: int) -> None:
+    """Under DDP, reseed torch with ``seed + 1 + rank`` at the start of training, so every rank
+    draws different noise and augmentations (the weights are already synchronised)."""
+    if module.trainer.world_size > 1:
+        torch.manual_seed(seed + 1 + module.global_rank)
 
 
 def finish_rank(trainer: L.Trainer) -> None:
