@@ -71,7 +71,8 @@ def test_resynthesis_of_true_targets_matches_the_training_chain(tmp_path, data_d
     man = make_trainset(tmp_path / "ts", "tiny", progress=False)
     ds = TrainsetDataset(tmp_path / "ts")
     stokes, targets = ds[0][:2]
-    rs = resynthesize(split_targets(targets), man["stokes"]["ic_quiet_sun_cgs"])
+    rs, deconvolved = resynthesize(split_targets(targets), man["stokes"]["ic_quiet_sun_cgs"])
+    assert deconvolved.shape == rs.shape
     assert rs.shape == tuple(stokes.shape)
     rms_i = float(np.sqrt(np.mean((rs[0] - stokes[0].numpy()) ** 2)))
     assert rms_i < 0.05  # smooth model from 7 surfaces, fixed v_mic: close, not equal (paper §4.4)

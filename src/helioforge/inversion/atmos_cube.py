@@ -217,29 +217,30 @@ def targets_to_atmosphere(cube_data: np.ndarray, log_tau_nodes=TARGET_LOG_TAU, g
                       vlos=vlos, inclination=inc, azimuth=azi, Pg=Pg)
 
 
-def resynthesize(cube_data: np.ndarray, ic_quiet_sun: float, psf: bool = True, pixel_arcsec: float = 0.16,
-                 mu: float = 1.0) -> np.ndarray:
-    """Stokes maps (4, 112, ny, nx) [quiet-Sun I_c] synthesised from an inferred atmosphere (paper §4.4).
+def resynthesize(cube_data: np.ndarray, ic_quiet_sun: float, pixel_arcsec: float = 0.16,
+                 mu: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Stokes maps synthesised from an inferred atmosphere (paper §4.4), with and without the PSF.
 
-    The atmosphere of :func:`targets_to_atmosphere` goes through the same chain as the
-    training sets (LTE synthesis, SP spectral profile and, with ``psf``, the Hinode PSF at the
-    map's pixel), normalised by the training set's quiet-Sun continuum ``ic_quiet_sun``
-    [erg s⁻¹ cm⁻² sr⁻¹ Hz⁻¹]. The networks return PSF-free atmospheres, so ``psf=True`` is the
-    profile to compare with the observation and ``psf=False`` shows the deconvolved one.
+    The atmosphere of :func:`targets_to_atmosphere` is synthesised once (LTE, as the training
+    sets) and degraded two ways: the full instrument (Hinode PSF at the map's pixel + SP
+    spectral profile), the profile to compare with the observation; and the spectral profile
+    alone, the deconvolved profile (the networks return PSF-free atmospheres). Both are divided
+    by the training set's quiet-Sun continuum ``ic_quiet_sun`` [erg s⁻¹ cm⁻² sr⁻¹ Hz⁻¹].
+
+    Returns
+    -------
+    (with_psf, deconvolved) : np.ndarray (4, 112, ny, nx) each, quiet-Sun I_c units.
     """
+    from helioforge.inversion.instrument import spectral_degrade
     from helioforge.inversion.trainset import StokesChain
 
-    atmos = targets_to_atmosphere(cube_data)
     chain = StokesChain(mu=mu)
-    if psf:
-        stokes = chain(atmos, pixel_arcsec)
-    else:
-        from helioforge.inversion.instrument import spectral_degrade
-
-        raw, _ = chain.synthesize_map(atmos)
-        stokes = spectral_degrade(raw, torch.as_tensor(chain.wavelengths), torch.as_tensor(chain.instrument.wavelengths),
-                                  profile=chain.instrument.profile)
-    return np.moveaxis(stokes.numpy(), (0, 1), (-2, -1)) / ic_quiet_sun  # (H, W, 4, 112) → (4, 112, H, W)
+    raw, _ = chain.synthesize_map(targets_to_atmosphere(cube_data))
+    with_psf = chain.degrade(raw, pixel_arcsec)
+    deconvolved = spectral_degrade(raw, torch.as_tensor(chain.wavelengths),
+                                   torch.as_tensor(chain.instrument.wavelengths), profile=chain.instrument.profile)
+    to_map = lambda x: np.moveaxis(x.cpu().numpy(), (0, 1), (-2, -1)) / ic_quiet_sun  # noqa: E731 (H, W, 4, 112) → (4, 112, H, W)
+    return to_map(with_psf), to_map(deconvolved)
 
 
 def read_spinor(folder: str | Path, log_tau_nodes=(0.0, -1.0, -2.0)) -> dict[str, np.ndarray]:

@@ -20,7 +20,7 @@ import torch
 from helioforge import __version__
 from helioforge.inversion.atmos_cube import AtmosCube, field_vector, split_targets
 
-__all__ = ["training_dir", "weights_stem", "invert_map", "invert_stokes", "run_validation"]
+__all__ = ["training_dir", "weights_stem", "load_map", "invert_map", "invert_stokes", "run_validation"]
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,14 @@ def weights_stem(workdir: str | Path, network: str) -> Path:
     return training_dir(workdir, network) / f"sicon_{network}"
 
 
-def invert_stokes(stokes: np.ndarray, stem: str | Path, device: str | None = None) -> tuple[np.ndarray, float]:
+def invert_stokes(stokes: np.ndarray, network, device: str | None = None) -> tuple[np.ndarray, float]:
     """Network inversion of normalised Stokes maps.
 
     Parameters
     ----------
     stokes : np.ndarray (4, 112, ny, nx) or (N, 4, 112, ny, nx), quiet-Sun continuum units.
-    stem : weights stem (``…/sicon_encdec``: ``.safetensors`` + ``.json``).
+    network : a :class:`~helioforge.inversion.training.SiconInverter`, or the stem of its weights
+        (``…/sicon_encdec``: ``.safetensors`` + ``.json``), loaded here.
 
     Returns
     -------
@@ -49,11 +50,32 @@ def invert_stokes(stokes: np.ndarray, stem: str | Path, device: str | None = Non
     """
     from helioforge.inversion.training import SiconInverter
 
-    inv = SiconInverter.from_weights(stem, device=device)
+    inv = network if isinstance(network, SiconInverter) else SiconInverter.from_weights(network, device=device)
     t0 = time.perf_counter()
     out = inv.invert(torch.as_tensor(np.asarray(stokes, dtype=np.float32)))
     seconds = time.perf_counter() - t0
     return split_targets(out), seconds
+
+
+def load_map(path: str | Path, quiet_mask: np.ndarray | None = None):
+    """Read an SP map, resample it to the standard grid and normalise it to the quiet Sun (§4).
+
+    Returns
+    -------
+    (SPMap in quiet-Sun continuum units, skipped files, I_c used [counts], seconds)
+
+    Raises
+    ------
+    helioforge.data.hinode.HinodeReadError
+        For an unreadable map, or one with the wrong number of wavelengths or Stokes parameters.
+    """
+    from helioforge.data import hinode_sp
+
+    t0 = time.perf_counter()
+    sp, skipped = hinode_sp.read_sp_map(path)
+    sp = hinode_sp.to_standard_grid(sp)
+    sp, ic = hinode_sp.normalise_quiet_sun(sp, mask=quiet_mask)
+    return sp, skipped, float(ic), time.perf_counter() - t0
 
 
 def invert_map(path: str | Path, stem: str | Path, branch: int = 0, device: str | None = None,
@@ -79,15 +101,9 @@ def invert_map(path: str | Path, stem: str | Path, branch: int = 0, device: str 
     ValueError
         For ``branch`` not 0 or 1.
     """
-    from helioforge.data import hinode_sp
-
     if branch not in (0, 1):
         raise ValueError(f"branch must be 0 or 1, got {branch}")
-    t0 = time.perf_counter()
-    sp, skipped = hinode_sp.read_sp_map(path)
-    sp = hinode_sp.to_standard_grid(sp)
-    sp, ic = hinode_sp.normalise_quiet_sun(sp, mask=quiet_mask)
-    t_read = time.perf_counter() - t0
+    sp, skipped, ic, t_read = load_map(path, quiet_mask)
     data, t_net = invert_stokes(sp.stokes, stem, device)
     bxyz = field_vector(data, branch)
     params = {"network_weights": Path(stem).name, "input": Path(path).name, "branch": branch,
@@ -119,14 +135,16 @@ def run_validation(workdir: str | Path, valset: str | Path, sample: str | Path |
 
     from helioforge.inversion import validate as V
     from helioforge.inversion.atmos_cube import read_spinor, resynthesize
+    from helioforge.inversion.training import SiconInverter
     from helioforge.inversion.trainset import TrainsetDataset, read_manifest
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     man = read_manifest(valset)
     ds = TrainsetDataset(valset, noise_sigma=man["stokes"]["noise_sigma"], generator=torch.Generator().manual_seed(1))
-    stokes = np.stack([ds[i][0].numpy() for i in range(len(ds))])
-    truth = np.stack([ds[i][1].numpy() for i in range(len(ds))])
+    pairs = [ds[i][:2] for i in range(len(ds))]  # one read (and one noise draw) per patch
+    stokes = np.stack([p[0].numpy() for p in pairs])
+    truth = np.stack([p[1].numpy() for p in pairs])
     wav = np.asarray(man["stokes"]["wavelengths_air_A"])
     tables, figures, metrics = [], {"kde": [], "profiles": []}, {"valset": str(valset), "n_maps": len(ds),
                                                                   "timing": {}}
@@ -134,8 +152,9 @@ def run_validation(workdir: str | Path, valset: str | Path, sample: str | Path |
     if not present:
         raise FileNotFoundError(f"{workdir}: no trained networks (train_<network>/sicon_<network>.safetensors); run "
                                 "'helioforge inversion train' first")
-    for net in present:
-        pred, secs = invert_stokes(stokes, weights_stem(workdir, net), device)
+    inverters = {net: SiconInverter.from_weights(weights_stem(workdir, net), device=device) for net in present}
+    for net, inv in inverters.items():
+        pred, secs = invert_stokes(stokes, inv)
         tables.append(V.validation_table(pred, truth.reshape(pred.shape), label=net))
         V.kde_figure(pred, truth, out / f"kde_{net}.png", title=f"{net}: inferred − true, {len(ds)} held-out maps")
         figures["kde"].append(f"kde_{net}.png")
@@ -146,22 +165,23 @@ def run_validation(workdir: str | Path, valset: str | Path, sample: str | Path |
     metrics["timing"]["me_pixels_per_s"] = me_info["pixels_per_s"]
     all_tables = {"validation": pd.concat(tables, ignore_index=True)}
     if sample is not None:
-        for net in present:
-            cube, info = invert_map(sample, weights_stem(workdir, net), device=device)
-            if spinor is not None:
-                t = V.spinor_comparison(cube.data, read_spinor(spinor))
+        sp, _, _, _ = load_map(sample)
+        reference = read_spinor(spinor) if spinor is not None else None
+        spinor_rows, resyn_rows = [], []
+        for net, inv in inverters.items():
+            data, _ = invert_stokes(sp.stokes, inv)
+            if reference is not None:
+                t = V.spinor_comparison(data, reference)
                 t.insert(0, "network", net)
-                all_tables["spinor"] = pd.concat([all_tables.get("spinor", pd.DataFrame()), t], ignore_index=True)
-            obs = info["stokes"]
-            syn = resynthesize(cube.data, man["stokes"]["ic_quiet_sun_cgs"], psf=True)
-            syn0 = resynthesize(cube.data, man["stokes"]["ic_quiet_sun_cgs"], psf=False)
-            r = V.resynthesis_rms(obs, syn)
-            r0 = V.resynthesis_rms(obs, syn0)
-            rows = [{"network": net, "psf": True, **r}, {"network": net, "psf": False, **r0}]
-            all_tables["resynthesis"] = pd.concat([all_tables.get("resynthesis", pd.DataFrame()), pd.DataFrame(rows)],
-                                                  ignore_index=True)
-            V.profiles_figure(info["wavelength"], obs, syn, syn0, out / f"profiles_{net}.png")
+                spinor_rows.append(t)
+            syn, syn0 = resynthesize(data, man["stokes"]["ic_quiet_sun_cgs"])
+            resyn_rows += [{"network": net, "psf": True, **V.resynthesis_rms(sp.stokes, syn)},
+                           {"network": net, "psf": False, **V.resynthesis_rms(sp.stokes, syn0)}]
+            V.profiles_figure(sp.wavelength, sp.stokes, syn, syn0, out / f"profiles_{net}.png")
             figures["profiles"].append(f"profiles_{net}.png")
+        if spinor_rows:
+            all_tables["spinor"] = pd.concat(spinor_rows, ignore_index=True)
+        all_tables["resynthesis"] = pd.DataFrame(resyn_rows)
     metrics["mad_at_log_tau_-1"] = {
         m: {r.quantity: r.mad for r in g[g.log_tau == -1.0].itertuples()}
         for m, g in all_tables["validation"].groupby("method")}

@@ -322,6 +322,11 @@ class StokesChain:
     def __call__(self, atmos, pixel_arcsec: float) -> torch.Tensor:
         """Degraded Stokes maps (H', W', 4, 112) in absolute units (not normalised, no noise)."""
         stokes, _ = self.synthesize_map(atmos)
+        return self.degrade(stokes, pixel_arcsec)
+
+    def degrade(self, stokes: torch.Tensor, pixel_arcsec: float) -> torch.Tensor:
+        """The instrument on synthesised maps (H, W, 4, nλ) at ``pixel_arcsec``: PSF (reflecting
+        edges, or replicating ones for maps smaller than the PSF), rebin, SP profile → (H', W', 4, 112)."""
         H, W = stokes.shape[:2]
         psf = self.instrument.psf_at(pixel_arcsec) if hasattr(self.instrument, "psf_at") else None
         half = (min(psf.shape) // 2) if psf is not None else 0
