@@ -30,7 +30,7 @@ def test_build_real(corpus):
     assert set(t["source"]) == {"sharp", "fulldisk"}
     sharp = t[t["source"] == "sharp"]
     tiles = t[t["source"] == "fulldisk"]
-    assert len(sharp) == 37 and len(tiles) >= 300
+    assert len(sharp) == 39 and len(tiles) >= 300
     assert (tiles["HARPNUM"] == -1).all() and (tiles["NOAA_AR"] == -1).all()
     assert np.isnan(tiles["USFLUX"]).all()
     assert all(s == "" for s in sharp["crop"]) and all(":" in s and "," in s for s in tiles["crop"])
@@ -64,7 +64,7 @@ def test_save_load_roundtrip(corpus, tmp_path):
 def test_missing_fulldisk_folder_is_skipped(sharp_dir, tmp_path):
     cfg = DataConfig(image_size=16, sharp_dirs=(str(sharp_dir),), fulldisk_dir=str(tmp_path / "absent"))
     c, skipped = build_corpus(cfg)
-    assert len(c) == 37
+    assert len(c) == 39
     assert len(skipped) == 1 and "absent" in str(skipped[0].path) and "not found" in skipped[0].reason
 
 

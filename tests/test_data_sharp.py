@@ -62,12 +62,12 @@ def test_without_companions_and_noaa_zero(sharp_dir):
     assert np.isnan(r.Br).any()  # NaN kept (off-disk part of this patch)
 
 
-def test_folder_reads_all_37(sharp_dir):
+def test_folder_reads_all_39(sharp_dir):
     patches, skipped = read_sharp_folder(sharp_dir)
-    assert len(patches) == 37 and skipped == []
+    assert len(patches) == 39 and skipped == []
     names = [p.path.name for p in patches]
     assert names == sorted(names)
-    assert {p.harpnum for p in patches} >= {377, 1447, 6060, 7115}
+    assert {p.harpnum for p in patches} >= {377, 1447, 2007, 2491, 6060, 7115}
 
 
 def test_harp377_fixed_header(sharp_dir, caplog):

@@ -446,7 +446,7 @@ def _read_frames(sharp_dir: Path):
 
 
 def test_tuf_tracks_sharp_usflux(sharp_dir):
-    """On the 37 real Br frames TUF (Mx) over the HARP region tracks the header USFLUX."""
+    """On the 39 real Br frames TUF (Mx) over the HARP region tracks the header USFLUX."""
     from scipy.stats import spearmanr
 
     from helioforge.data.sharp import harp_region_mask, read_sharp_folder
@@ -470,7 +470,7 @@ def test_tuf_tracks_sharp_usflux(sharp_dir):
     rho_all = spearmanr(tuf_all, us).statistic
     print(f"\nSpearman rho TUF vs USFLUX on {len(us)} frames: HARP region {rho_region:.3f} "
           f"({ {s: sources.count(s) for s in set(sources)} }), all pixels {rho_all:.3f}")
-    assert len(us) == 37
+    assert len(us) == 39
     assert sources.count("bitmap") >= 26
     # measured 0.949; all-pixel TUF is dominated by the ~100 G noise of weak HARPs (0.76)
     assert rho_region >= 0.9

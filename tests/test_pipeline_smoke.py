@@ -36,7 +36,7 @@ def test_bad_input_and_flux_check_reach_the_report(run):
     assert any("empty" in r for r in skipped.values()) and sum("truncated" in r for r in skipped.values()) == 2
     assert any("377" in w and "R_VALUE" in w for w in m["corpus"]["warnings"])
     u = m["corpus"]["usflux_check"]
-    assert u["n"] == 37 and u["spearman"] >= 0.9
+    assert u["n"] == 39 and u["spearman"] >= 0.9  # 37 frames of 14 HARPs + HARPs 2491 and 2007
     html = (work / "report" / "index.html").read_text()
     assert "truncated" in html and "USFLUX" in html
 
