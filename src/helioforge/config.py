@@ -7,8 +7,9 @@ Profiles
 ``cpu``    the same pipeline scaled to run on a 2-core laptop in minutes (N=64).
 ``tiny``   a smoke-test configuration (seconds per step); not for science.
 
-The data folder is found through :func:`data_root`: ``$HELIOFORGE_DATA`` if set, else
-``../shared/data`` beside the checkout (or the current directory).
+The data folder is found through :func:`data_root` (one rule for every command, test and
+benchmark): ``--data``, then ``$HELIOFORGE_DATA``, then ``../shared/data`` beside the checkout,
+then a full sample fetched with ``helioforge data fetch``, then the embedded sample.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ from typing import Any
 
 __all__ = [
     "data_root",
+    "data_root_info",
+    "data_file",
+    "describe_data_root",
+    "set_data_root",
+    "SAMPLE_DIR",
     "DataConfig",
     "ParamConfig",
     "GANConfig",
@@ -37,21 +43,96 @@ __all__ = [
 ]
 
 
-def data_root() -> Path:
-    """Folder holding the real sample data (``sharp/``, ``hmi_fulldisk/``, ...).
+#: The compact real sample shipped inside the package (built by ``scripts/build_sample.py``).
+SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"
 
-    ``$HELIOFORGE_DATA`` wins; otherwise ``../shared/data`` relative to the repository
-    checkout, then relative to the current directory. The path is returned even when it does
-    not exist; callers report the missing folder.
+_data_override: Path | None = None
+
+
+def set_data_root(path: str | Path | None) -> None:
+    """Make ``path`` the data folder of this process (the ``--data`` option); ``None`` undoes it.
+
+    Raises
+    ------
+    FileNotFoundError : ``path`` is not an existing folder.
     """
+    global _data_override
+    if path is None:
+        _data_override = None
+        return
+    p = Path(path).expanduser().resolve()
+    if not p.is_dir():
+        raise FileNotFoundError(f"{p}: data folder not found (given with --data)")
+    _data_override = p
+
+
+def _shared_data_candidates() -> list[Path]:
+    """``../shared/data`` beside the checkout, then beside the current directory."""
+    repo = Path(__file__).resolve().parents[2]
+    return [repo / ".." / "shared" / "data", Path.cwd() / ".." / "shared" / "data"]
+
+
+def data_root_info() -> tuple[Path, str]:
+    """The data folder and why it was chosen: the one data-resolution rule of helioforge.
+
+    In order: ``--data`` (:func:`set_data_root`) → ``$HELIOFORGE_DATA`` → ``../shared/data``
+    beside the checkout (or beside the current directory) → the full sample fetched by
+    ``helioforge data fetch`` into the user cache, when complete → the embedded sample inside
+    the package (:data:`SAMPLE_DIR`), which always exists.
+
+    Returns
+    -------
+    (path, origin) with origin one of ``"--data"``, ``"HELIOFORGE_DATA"``, ``"shared"``,
+    ``"fetched"``, ``"embedded"``. An explicit ``$HELIOFORGE_DATA`` is returned even when it
+    does not exist (callers report the missing folder).
+    """
+    if _data_override is not None:
+        return _data_override, "--data"
     env = os.environ.get("HELIOFORGE_DATA")
     if env:
-        return Path(env).expanduser().resolve()
-    repo = Path(__file__).resolve().parents[2]
-    for candidate in (repo / ".." / "shared" / "data", Path.cwd() / ".." / "shared" / "data"):
+        return Path(env).expanduser().resolve(), "HELIOFORGE_DATA"
+    for candidate in _shared_data_candidates():
         if candidate.is_dir():
-            return candidate.resolve()
-    return (repo / ".." / "shared" / "data").resolve()
+            return candidate.resolve(), "shared"
+    from helioforge.data.fetch import fetched_root
+
+    fetched = fetched_root()
+    if fetched is not None:
+        return fetched, "fetched"
+    return SAMPLE_DIR, "embedded"
+
+
+def data_root() -> Path:
+    """Folder holding the real data (``sharp/``, ``aia/``, ``goes/``, ``stokes/`` ...).
+
+    See :func:`data_root_info` for the rule (``--data`` → ``$HELIOFORGE_DATA`` →
+    ``../shared/data`` → fetched full sample → embedded sample).
+    """
+    return data_root_info()[0]
+
+
+def describe_data_root() -> str:
+    """One line naming the data folder in use and the rule that chose it (printed by demos)."""
+    path, origin = data_root_info()
+    why = {"--data": "given with --data", "HELIOFORGE_DATA": "from $HELIOFORGE_DATA",
+           "shared": "../shared/data beside the checkout", "fetched": "full sample fetched by `helioforge data fetch`",
+           "embedded": "embedded sample inside the package; `helioforge data fetch` gets the full sample"}[origin]
+    return f"data: {path} ({why})"
+
+
+def data_file(relative: str | Path, root: Path | None = None) -> Path:
+    """A file of the data folder, accepting its gzip-compressed form ``<name>.gz``.
+
+    Returns ``root/relative`` when it exists, else ``root/relative.gz`` when that exists, else
+    ``root/relative`` (callers report the missing file). ``root`` defaults to :func:`data_root`.
+    """
+    base = Path(root) if root is not None else data_root()
+    plain = base / relative
+    if not plain.exists():
+        packed = plain.with_name(plain.name + ".gz")
+        if packed.exists():
+            return packed
+    return plain
 
 
 @dataclass
@@ -89,7 +170,7 @@ class DataConfig:
         """(path, size, mtime) of every input FITS file, so a changed folder invalidates the corpus."""
         out = []
         for folder in [*self.sharp_paths(), self.fulldisk_path()]:
-            for f in sorted(folder.glob("*.fits")) if folder.is_dir() else []:
+            for f in sorted([*folder.glob("*.fits"), *folder.glob("*.fits.gz")]) if folder.is_dir() else []:
                 st = f.stat()
                 out.append((str(f), st.st_size, int(st.st_mtime)))
         return out

@@ -140,6 +140,12 @@ def _finite_or_nan(x: float | None) -> float:
     return float(x) if x is not None and math.isfinite(x) else float("nan")
 
 
+def _in_sample(folder: Path) -> bool:
+    from helioforge.config import SAMPLE_DIR
+
+    return Path(folder).resolve().is_relative_to(SAMPLE_DIR)
+
+
 def build_corpus(cfg: DataConfig, sharp: bool = True, fulldisk: bool = True) -> tuple[Corpus, list[Skipped]]:
     """Build the corpus from the SHARP ``Br`` files and/or full-disk tiles named by ``cfg``.
 
@@ -160,7 +166,7 @@ def build_corpus(cfg: DataConfig, sharp: bool = True, fulldisk: bool = True) -> 
     """
     if not (sharp or fulldisk):
         raise ValueError("build_corpus: select at least one of sharp=True / fulldisk=True")
-    from tqdm.auto import tqdm
+    from helioforge.progress import track
 
     size, clip = int(cfg.image_size), float(cfg.clip_gauss)
     images: list[np.ndarray] = []
@@ -175,7 +181,7 @@ def build_corpus(cfg: DataConfig, sharp: bool = True, fulldisk: bool = True) -> 
         else:
             patches, bad = read_sharp_folder(folder, segment="Br")
             skipped.extend(bad)
-            for p in tqdm(patches, desc="SHARP patches", unit="patch", disable=len(patches) < 50):
+            for p in track(patches, "SHARP patches", unit="patch", disable=len(patches) < 50):
                 notes.extend(p.warnings)
                 images.append(preprocess_br(p.Br, size, clip))
                 rows.append(
@@ -195,12 +201,13 @@ def build_corpus(cfg: DataConfig, sharp: bool = True, fulldisk: bool = True) -> 
         folder = cfg.fulldisk_path()
         if not folder.is_dir():
             logger.warning("full-disk folder not found: %s", folder)
-            skipped.append(Skipped(folder, "full-disk folder not found"))
+            hint = " (the embedded sample has none: `helioforge data fetch hmi_fulldisk` gets them)" if _in_sample(folder) else ""
+            skipped.append(Skipped(folder, "full-disk folder not found" + hint))
         else:
             files = sorted(folder.glob("*.fits"))
             if not files:
                 skipped.append(Skipped(folder, "no *.fits files in the full-disk folder"))
-            for f in tqdm(files, desc="full-disk tiles", unit="file"):
+            for f in track(files, "full-disk tiles", unit="file"):
                 try:
                     tiles = tiles_from_fulldisk(
                         f,

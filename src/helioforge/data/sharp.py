@@ -299,10 +299,24 @@ def _truncation_detail(caught: list[warnings.WarningMessage]) -> str:
 
 
 def _companion_path(path: Path, segment: str, other: str) -> Path | None:
-    suffix = f".{segment}.fits"
-    if not path.name.endswith(suffix):
-        return None
-    return path.with_name(path.name[: -len(suffix)] + f".{other}.fits")
+    """``<record>.<other>.fits`` beside ``<record>.<segment>.fits`` (either may end in ``.gz``);
+    the plain file wins over its gzip form; ``None`` when ``path`` is not named by segment."""
+    for suffix in (f".{segment}.fits", f".{segment}.fits.gz"):
+        if path.name.endswith(suffix):
+            stem = path.name[: -len(suffix)]
+            plain = path.with_name(stem + f".{other}.fits")
+            packed = path.with_name(stem + f".{other}.fits.gz")
+            return packed if not plain.is_file() and packed.is_file() else plain
+    return None
+
+
+def _segment_files(folder: Path, pattern: str) -> list[Path]:
+    """Files matching ``<pattern>.fits`` or ``<pattern>.fits.gz`` (JSOC exports may be gzipped),
+    sorted by name; a record present in both forms is taken once, plain."""
+    plain = {p.name: p for p in folder.glob(f"{pattern}.fits")}
+    for p in folder.glob(f"{pattern}.fits.gz"):
+        plain.setdefault(p.name[:-3], p)
+    return [plain[k] for k in sorted(plain)]
 
 
 def read_sharp(path: str | Path, segment: str = "Br", with_companions: bool = True) -> SharpPatch:
@@ -310,7 +324,7 @@ def read_sharp(path: str | Path, segment: str = "Br", with_companions: bool = Tr
 
     Parameters
     ----------
-    path : ``hmi.sharp_cea_720s.<HARP>.<YYYYMMDD_HHMMSS>_TAI.<segment>.fits``.
+    path : ``hmi.sharp_cea_720s.<HARP>.<YYYYMMDD_HHMMSS>_TAI.<segment>.fits`` (or ``.fits.gz``).
     segment : the segment the file holds (used to find companions by name), default ``Br``.
     with_companions : also load the ``bitmap`` and ``magnetogram`` files of the same record
         when they lie in the same folder; an unreadable companion is skipped with a warning.
@@ -387,7 +401,7 @@ def read_sharp(path: str | Path, segment: str = "Br", with_companions: bool = Tr
 
 
 def read_sharp_folder(folder: str | Path, segment: str = "Br") -> tuple[list[SharpPatch], list[Skipped]]:
-    """Read every ``*.<segment>.fits`` file of a folder, sorted by name, skipping bad ones.
+    """Read every ``*.<segment>.fits`` (or ``.fits.gz``) file of a folder, sorted by name, skipping bad ones.
 
     Returns ``(patches, skipped)``: each unreadable file becomes ``Skipped(path, problem)`` and
     a logger warning; reading goes on. Companions are loaded as in :func:`read_sharp`. A
@@ -400,14 +414,14 @@ def read_sharp_folder(folder: str | Path, segment: str = "Br") -> tuple[list[Sha
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: SHARP folder not found")
-    files = sorted(folder.glob(f"*.{segment}.fits"))
+    files = _segment_files(folder, f"*.{segment}")
     patches: list[SharpPatch] = []
     skipped: list[Skipped] = []
     iterator: Iterable[Path] = files
     if len(files) > 50:
-        from tqdm.auto import tqdm
+        from helioforge.progress import track
 
-        iterator = tqdm(files, desc=f"SHARP {segment}", unit="file")
+        iterator = track(files, f"SHARP {segment}", unit="file")
     for f in iterator:
         try:
             patches.append(read_sharp(f, segment=segment))
@@ -441,7 +455,7 @@ def harp_region_mask(patch: SharpPatch, threshold_gauss: float = 150.0) -> tuple
         return np.asarray(patch.bitmap) >= 33, "bitmap"
     own = _record_time(patch.path)
     best: tuple[int, np.ndarray, str] | None = None
-    for cand in sorted(patch.path.parent.glob(f"hmi.sharp_cea_720s.{patch.harpnum}.*.bitmap.fits")):
+    for cand in _segment_files(patch.path.parent, f"hmi.sharp_cea_720s.{patch.harpnum}.*.bitmap"):
         t = _record_time(cand)
         if t is None or own is None:
             continue

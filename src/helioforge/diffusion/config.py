@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helioforge.config import ProfileBase, data_root, dataclass_from_dict, profile_from_registry
+from helioforge.config import ProfileBase, data_file, data_root, dataclass_from_dict, profile_from_registry
 from helioforge.diffusion.augment import AugmentConfig
 from helioforge.diffusion.classifier import ClassifierConfig
 from helioforge.diffusion.features import FeatureConfig
@@ -72,11 +72,11 @@ class AIADataConfig:
 
     def events_path(self) -> Path:
         """Event list (absolute)."""
-        return Path(self.events).resolve() if self.events else data_root() / "goes" / "swpc_ftp_flares_20100101_20251115.csv"
+        return Path(self.events).resolve() if self.events else data_file("goes/swpc_ftp_flares_20100101_20251115.csv")
 
     def flux_path(self) -> Path:
         """X-ray flux file (absolute)."""
-        return Path(self.flux).resolve() if self.flux else data_root() / "goes" / "goes15_xrs_hourly_2010-2018.csv"
+        return Path(self.flux).resolve() if self.flux else data_file("goes/goes15_xrs_hourly_2010-2018.csv")
 
 
 @dataclass
