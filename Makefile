@@ -3,8 +3,9 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-HELIOFORGE_DATA ?= $(abspath ../shared/data)
-export HELIOFORGE_DATA
+# The data folder: `helioforge data path` applies the one rule (--data → $HELIOFORGE_DATA →
+# ../shared/data beside the checkout → fetched full sample → embedded sample).
+DATA = $$($(VENV)/bin/helioforge data path)
 
 .PHONY: demo demo-diffusion demo-augment demo-inversion test install clean bench
 
@@ -21,8 +22,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/helioforge interrogate --profile cpu --workdir runs/demo --report runs/demo/report \
-		--sharp-dir $(HELIOFORGE_DATA)/sharp --sharp-dir $(HELIOFORGE_DATA)/sharp_bad
+	data=$(DATA) && $(VENV)/bin/helioforge interrogate --profile cpu --workdir runs/demo --report runs/demo/report \
+		--sharp-dir $$data/sharp --sharp-dir $$data/sharp_bad
 
 # Flare-class-conditioned diffusion on the real AIA 193 Å browse sample + GOES labels (CPU profile).
 DIFF_WORK ?= runs/diffusion
@@ -43,7 +44,7 @@ demo-inversion: $(STAMP)
 	$(VENV)/bin/helioforge inversion make-trainset -o $(INV_WORK)/valset -p cpu --patches 24 --seed 1
 	$(VENV)/bin/helioforge inversion train -t $(INV_WORK)/trainset -w $(INV_WORK) -n encdec -p cpu
 	$(VENV)/bin/helioforge inversion train -t $(INV_WORK)/trainset -w $(INV_WORK) -n concat -p cpu
-	$(VENV)/bin/helioforge invert $(HELIOFORGE_DATA)/stokes/hinode_sp_sample/hinode4d.20130912.sample.fits \
+	data=$(DATA) && $(VENV)/bin/helioforge invert $$data/stokes/hinode_sp_sample/hinode4d.20130912.sample.fits \
 		-w $(INV_WORK) -n encdec -o $(INV_WORK)/sample_atmos_encdec.fits
 	$(VENV)/bin/helioforge inversion validate --valset $(INV_WORK)/valset -w $(INV_WORK)
 
@@ -58,6 +59,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/validate_lightweaver.py
 	$(PY) benchmarks/bench_trainset.py
 	$(PY) benchmarks/bench_inversion.py
+	$(PY) benchmarks/bench_shared_cpu.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

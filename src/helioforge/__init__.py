@@ -9,4 +9,8 @@ interrogate  the generative interrogator (GAN + SVM directions + SimSiam retriev
              Chatterjee, Muñoz-Jaramillo & Malanushenko (2025, arXiv:2502.05351)
 """
 
+from helioforge._cpu import set_openmp_wait_policy as _set_openmp_wait_policy
+
+_set_openmp_wait_policy()  # before anything imports torch (see helioforge._cpu)
+
 __version__ = "0.1.0"

@@ -29,7 +29,8 @@ import typer
 from rich.logging import RichHandler
 from rich.table import Table as RichTable
 
-from helioforge.cli_common import ACCEL, DEVICES, _fail, _trainer_kw, console, out
+from helioforge.cli_common import ACCEL, DATA, DEVICES, _fail, _trainer_kw, console, deprecated, out, use_data
+from helioforge.cli_data import data_app
 from helioforge.cli_diffusion import diffusion_app
 from helioforge.cli_inversion import invert_command, inversion_app
 
@@ -39,6 +40,7 @@ fetch_app = typer.Typer(help="Download data from the archives.", no_args_is_help
 train_app = typer.Typer(help="Train the interrogator's models.", no_args_is_help=True)
 directions_app = typer.Typer(help="Latent directions for physical parameters.", no_args_is_help=True)
 index_app = typer.Typer(help="The retrieval index of real patches.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 app.add_typer(fetch_app, name="fetch")
 app.add_typer(train_app, name="train")
 app.add_typer(directions_app, name="directions")
@@ -48,7 +50,9 @@ app.add_typer(inversion_app, name="inversion")
 app.command("invert")(invert_command)
 
 
-WORKDIR = typer.Option(Path("runs/default"), "--workdir", "-w", help="Work folder holding corpus, models and index.")
+#: The interrogator's one work folder default: the folder `make demo` fills.
+DEFAULT_WORKDIR = Path("runs/demo")
+WORKDIR = typer.Option(DEFAULT_WORKDIR, "--workdir", "-w", help="Work folder holding corpus, models, index and report.")
 PROFILE = typer.Option("cpu", "--profile", "-p", help="Configuration profile: cpu, paper or tiny.")
 
 
@@ -66,10 +70,31 @@ class Units(str, Enum):
     physical = "physical"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A plain handler writing to whatever ``sys.stderr`` is when a message comes (so a
+    redirected or replaced stderr, as in tests, never receives messages after it is closed)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 @app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(console=console, show_path=False)])
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+          data: Optional[Path] = DATA) -> None:
+    if console.is_terminal:
+        handler: logging.Handler = RichHandler(console=console, show_path=False)
+        fmt = "%(message)s"
+    else:  # a log: one plain, unwrapped, time-stamped line per message
+        handler = _StderrHandler()
+        fmt = "%(asctime)s %(levelname)s %(message)s"
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=fmt, datefmt="%H:%M:%S",
+                        handlers=[handler], force=True)
+    use_data(data)
     for noisy in ("faiss.loader", "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
@@ -163,12 +188,14 @@ def fetch_sharp_cmd(
     noaa: Optional[list[int]] = typer.Option(None, "--noaa", help="NOAA active-region number (repeatable)."),
     cadence: str = typer.Option("12m", "--cadence", help="JSOC cadence, e.g. 12m, 1h, 1d."),
     segment: list[str] = typer.Option(["Br"], "--segment", help="Segments (repeatable): Br, bitmap, magnetogram, ..."),
-    out_dir: Path = typer.Option(Path("data/sharp"), "--out", "-o", help="Download folder."),
+    out_dir: Path = typer.Option(Path("data/sharp"), "--output", "-o", help="Download folder."),
+    old_out: Optional[Path] = typer.Option(None, "--out", hidden=True),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the JSOC query and stop."),
 ) -> None:
     """Download hmi.sharp_cea_720s segments from JSOC through drms."""
     from helioforge.data.jsoc import build_sharp_query, fetch_sharp
 
+    out_dir = deprecated(old_out, "--out", "--output/-o", None) or out_dir
     try:
         query = build_sharp_query(harps=harp or None, noaa=noaa or None, start=start, end=end, cadence=cadence, segments=segment)
     except ValueError as e:
@@ -192,15 +219,20 @@ EPOCHS = typer.Option(None, help="Override the profile's epochs.")
 FORCE = typer.Option(False, help="Retrain even if a matching model exists.")
 
 
-def _train(model: str, workdir: Path, profile: str | None, epochs: int | None, force: bool, accelerator: str, devices: str) -> None:
+def _train(model: str, workdir: Path, profile: str | None, epochs: int | None, force: bool, accelerator: str, devices: str,
+           data: Path | None = None) -> None:
     from helioforge.interrogate.pipeline import ensure_gan, ensure_simsiam, prepare_corpus
 
+    use_data(data, announce=True)
     ws, prof = _workspace_profile(workdir, profile)
     if epochs:
         getattr(prof, model).epochs = epochs
         ws.save_profile(prof)
-    corpus, skipped = prepare_corpus(prof, ws)
-    for s in skipped:
+    try:
+        corpus, report = prepare_corpus(prof, ws)
+    except RuntimeError as e:
+        _fail(str(e))
+    for s in report["skipped"]:
         console.print(f"[yellow]skipped[/yellow] {s['file']}: {s['reason']}")
     ensure = ensure_gan if model == "gan" else ensure_simsiam
     ensure(prof, ws, corpus, force, **_trainer_kw(accelerator, devices))
@@ -209,16 +241,16 @@ def _train(model: str, workdir: Path, profile: str | None, epochs: int | None, f
 
 @train_app.command("gan")
 def train_gan_cmd(workdir: Path = WORKDIR, profile: Optional[str] = TRAIN_PROFILE, epochs: Optional[int] = EPOCHS,
-                  force: bool = FORCE, accelerator: str = ACCEL, devices: str = DEVICES) -> None:
+                  force: bool = FORCE, accelerator: str = ACCEL, devices: str = DEVICES, data: Optional[Path] = DATA) -> None:
     """Build the real corpus and train (or resume) the GAN."""
-    _train("gan", workdir, profile, epochs, force, accelerator, devices)
+    _train("gan", workdir, profile, epochs, force, accelerator, devices, data)
 
 
 @train_app.command("simsiam")
 def train_simsiam_cmd(workdir: Path = WORKDIR, profile: Optional[str] = TRAIN_PROFILE, epochs: Optional[int] = EPOCHS,
-                      force: bool = FORCE, accelerator: str = ACCEL, devices: str = DEVICES) -> None:
+                      force: bool = FORCE, accelerator: str = ACCEL, devices: str = DEVICES, data: Optional[Path] = DATA) -> None:
     """Build the real corpus and train (or resume) SimSiam on it."""
-    _train("simsiam", workdir, profile, epochs, force, accelerator, devices)
+    _train("simsiam", workdir, profile, epochs, force, accelerator, devices, data)
 
 
 @directions_app.command("fit")
@@ -365,7 +397,7 @@ def search(
 # ----------------------------------------------------------------------------- interrogate
 @app.command()
 def interrogate(
-    workdir: Path = typer.Option(Path("runs/demo"), "--workdir", "-w", help="Work folder (models are reused from here)."),
+    workdir: Path = WORKDIR,
     report: Optional[Path] = typer.Option(None, "--report", "-r", help="Report folder (default WORKDIR/report)."),
     profile: Optional[str] = TRAIN_PROFILE,
     sharp_dir: list[Path] = typer.Option([], "--sharp-dir", help="SHARP Br folder (repeatable; default DATA/sharp)."),
@@ -374,10 +406,12 @@ def interrogate(
     force: bool = typer.Option(False, "--force", help="Retrain everything."),
     accelerator: str = ACCEL,
     devices: str = DEVICES,
+    data: Optional[Path] = DATA,
 ) -> None:
     """The main job: corpus → GAN → SVM directions → SimSiam → index → queries → report."""
     from helioforge.interrogate.pipeline import interrogate as run
 
+    use_data(data, announce=True)
     _, prof = _workspace_profile(workdir, profile)
     if queries:
         prof.interrogate.n_queries = queries

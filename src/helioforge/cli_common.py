@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.console import Console
 
-console = Console(stderr=True)
-out = Console()
+#: Width given to a console that is not a terminal: wide enough that rich never wraps a message
+#: or cuts a table cell (paths, file names and numbers stay whole, on one line, greppable).
+LOG_WIDTH = 100_000
 
+
+def make_console(stderr: bool) -> Console:
+    """A rich console for stdout or stderr: normal on a terminal; elsewhere (a log, a pipe)
+    without wrapping, without cutting table cells, and without colour codes."""
+    c = Console(stderr=stderr)
+    if not c.is_terminal:
+        c = Console(stderr=stderr, width=LOG_WIDTH, soft_wrap=True, no_color=True, highlight=False)
+    return c
+
+
+console = make_console(stderr=True)
+out = make_console(stderr=False)
+
+DATA = typer.Option(None, "--data", help="Data folder (default: $HELIOFORGE_DATA, else ../shared/data beside the "
+                    "checkout, else the fetched full sample, else the embedded sample).", show_default=False)
 ACCEL = typer.Option("auto", "--accelerator", help="Lightning accelerator: auto, cpu, gpu.")
 DEVICES = typer.Option("auto", "--devices", help="Number of devices (several GPUs use DDP).")
 
@@ -16,6 +34,28 @@ def _fail(msg: str) -> None:
     """Print ``error: msg`` and exit with status 2."""
     console.print(f"[red]error:[/red] {msg}")
     raise typer.Exit(2)
+
+
+def use_data(path: "Path | None", announce: bool = False) -> None:
+    """Apply ``--data`` (when given) and, with ``announce``, print which data folder is used."""
+    from helioforge.config import describe_data_root, set_data_root
+
+    if path is not None:
+        try:
+            set_data_root(path)
+        except FileNotFoundError as e:
+            _fail(str(e))
+    if announce:
+        console.print(describe_data_root())
+
+
+def deprecated(old_value, old_spelling: str, new_spelling: str, new_value=None):
+    """The value of an option given with an old spelling (with a deprecation warning on stderr),
+    else ``new_value``. Old spellings keep working for one release (helioforge 0.2 drops them)."""
+    if old_value is None:
+        return new_value
+    console.print(f"[yellow]deprecated:[/yellow] {old_spelling} is now {new_spelling}; the old spelling goes in helioforge 0.2")
+    return old_value if new_value is None else new_value
 
 
 def _trainer_kw(accelerator: str, devices: str) -> dict:

@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from helioforge.cli_common import ACCEL, DEVICES, _fail, _trainer_kw, console, out
+from helioforge.cli_common import ACCEL, DATA, DEVICES, _fail, _trainer_kw, console, out, use_data
 
 diffusion_app = typer.Typer(help="Flare-class-conditioned diffusion on SDO/AIA images.", no_args_is_help=True)
 
@@ -71,11 +71,13 @@ def label_cmd(
     source: Optional[LabelSource] = typer.Option(None, "--source", help="Labels from flare events (paper), X-ray flux, or both."),
     tolerance: Optional[float] = typer.Option(None, "--tolerance-min", help="Image-after-peak tolerance, minutes (paper 7)."),
     force: bool = typer.Option(False, "--force", help="Relabel even if the dataset is current."),
+    data: Optional[Path] = DATA,
 ) -> None:
     """Read, label (GOES class, log10 flux), preprocess and split the AIA images; write the
     class histogram (paper Fig. 1)."""
     from helioforge.diffusion.pipeline import label_dataset
 
+    use_data(data, announce=True)
     ws, prof = _ws_profile(workdir, profile)
     d = prof.data
     if images:

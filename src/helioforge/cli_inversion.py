@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from helioforge.cli_common import _fail, console, out
+from helioforge.cli_common import DATA, _fail, console, deprecated, out, use_data
 
 inversion_app = typer.Typer(help="Stokes synthesis (Fe I 6301/6302) and SICON training sets.", no_args_is_help=True)
 
@@ -80,10 +80,12 @@ def make_trainset_cmd(
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: the profile's)."),
     device: str = typer.Option("cpu", "--device", help="Where the synthesis runs: cpu or cuda."),
     ranges: bool = typer.Option(True, "--ranges/--no-ranges", help="Write target_ranges.csv/json against SICON's normalisation."),
+    data: Optional[Path] = DATA,
 ) -> None:
     """Synthetic (Stokes map, 49 target maps) patches in zarr shards with a manifest (paper §2)."""
     from dataclasses import replace
 
+    use_data(data, announce=True)
     from helioforge.data.sir import SIRReadError
     from helioforge.inversion.config import get_trainset_profile
     from helioforge.inversion.trainset import TrainsetError, make_trainset, target_ranges
@@ -149,13 +151,17 @@ def validate_cmd(
     workdir: Path = IWORKDIR,
     sample: Optional[Path] = typer.Option(None, "--map", help="Real SP map to invert (default: the data folder's sample)."),
     spinor: Optional[Path] = typer.Option(None, "--spinor", help="SPINOR inversion of the map (default: the sample's)."),
-    report: Optional[Path] = typer.Option(None, "--report", "-o", help="Report folder (default WORKDIR/report)."),
+    report: Optional[Path] = typer.Option(None, "--report", "-r", help="Report folder (default WORKDIR/report)."),
+    old_report: Optional[Path] = typer.Option(None, "-o", hidden=True),
     me_pixels: int = typer.Option(1000, "--me-pixels", help="Held-out pixels for the Milne-Eddington baseline."),
+    data: Optional[Path] = DATA,
 ) -> None:
     """Validation report: MAD per quantity and log τ, KDEs, ME baseline, SPINOR, re-synthesis."""
     from helioforge.config import data_root
     from helioforge.inversion.pipeline import run_validation
 
+    use_data(data, announce=True)
+    report = deprecated(old_report, "-o (report folder of inversion validate)", "-r/--report", report)
     base = data_root() / "stokes" / "hinode_sp_sample"
     sample = sample or (base / "hinode4d.20130912.sample.fits")
     spinor = spinor or (base / "spinor_inv" if (base / "spinor_inv").is_dir() else None)

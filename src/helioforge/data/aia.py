@@ -685,9 +685,9 @@ def read_aia_folder(
         files = chosen
     iterator: Iterable[Path] = files
     if progress or (progress is None and len(files) > 50):
-        from tqdm.auto import tqdm
+        from helioforge.progress import track
 
-        iterator = tqdm(files, desc="AIA", unit="file")
+        iterator = track(files, "AIA", unit="file")
     images: list[AIAImage] = []
     skipped: list[Skipped] = []
     for f in iterator:

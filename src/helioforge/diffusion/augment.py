@@ -282,13 +282,11 @@ def augmentation_experiment(
 
     iterator: Any = runs
     if progress:
-        from tqdm.auto import tqdm
+        from helioforge.progress import track
 
-        iterator = tqdm(runs, desc="augmentation experiment", unit="run")
+        iterator = track(runs, "augmentation experiment", unit="run")
     rows: list[dict[str, Any]] = []
     for method, n_add, repeat in iterator:
-        if progress:
-            iterator.set_postfix_str(f"{method} +{n_add} repeat {repeat}")
         receivers = {"none": [], "classical": classical_ok, "generated": minority}[method]
         extra_x = [added_set(method, repeat, k)[:n_add] for k in receivers]
         extra_y = [np.full(n_add, k, dtype=np.int64) for k in receivers]

@@ -324,6 +324,9 @@ def train_classifier(
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*number of training batches.*")
             warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning-internal deprecation notice
+            from helioforge.nn.training import LogProgress
+            from helioforge.progress import stderr_is_terminal
+
             trainer = L.Trainer(
                 max_epochs=cfg.epochs,
                 accelerator=accelerator,
@@ -331,7 +334,8 @@ def train_classifier(
                 default_root_dir=tmp,
                 logger=False,
                 enable_checkpointing=False,
-                enable_progress_bar=progress,
+                enable_progress_bar=progress and stderr_is_terminal(),
+                callbacks=[LogProgress("classifier")] if progress and not stderr_is_terminal() else [],
                 enable_model_summary=False,
                 num_sanity_val_steps=0,
             )

@@ -126,7 +126,7 @@ def sample(
     """
     import time
 
-    from rich.progress import Progress
+    from helioforge.progress import progress_bar
 
     cond = np.asarray(cond)
     if cfg_scale < 0:
@@ -150,8 +150,9 @@ def sample(
     sched = make_sampler(train_config, sampler, steps)
     n_steps = len(sched.timesteps)
     batches = [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"sampling {n} images ({sampler}, {n_steps} steps, w={cfg_scale:g})", total=len(batches) * n_steps)
+    bar = progress_bar(len(batches) * n_steps, f"sampling {n} images ({sampler}, {n_steps} steps, w={cfg_scale:g})",
+                       "step", disable=not progress, leave=False)
+    with bar:
         for lo, hi in batches:
             sched = make_sampler(train_config, sampler, steps)  # fresh state (multistep solvers keep history)
             c = cond_t[lo:hi].to(device)
@@ -167,6 +168,6 @@ def sample(
                     eps = net(xin, tt, c)
                 extra = {"eta": eta} if sampler == "ddim" else {}
                 x = sched.step(eps, t, x, generator=gen, **extra).prev_sample
-                bar.advance(task)
+                bar.update(1)
             out[lo:hi] = x.clamp(-1, 1).cpu().numpy()
     return SampleResult(out, cond, n_steps * (2 if guided else 1), time.perf_counter() - t0)

@@ -219,8 +219,8 @@ def generate(generator: Generator, z: np.ndarray | torch.Tensor, batch_size: int
         batch_size = 8 if device.type == "cpu" else 256
     chunks = z.split(batch_size)
     if progress or (progress is None and len(z) >= 2000):
-        from tqdm.auto import tqdm
+        from helioforge.progress import track
 
-        chunks = tqdm(chunks, desc=f"generating {len(z)} images", unit="batch", leave=False)
+        chunks = track(chunks, f"generating {len(z)} images", unit="batch", leave=False)
     out = [generator(chunk.to(device)).cpu() for chunk in chunks]
     return torch.cat(out).numpy() if out else np.zeros((0, 1, generator.image_size, generator.image_size), np.float32)

@@ -222,13 +222,13 @@ def _reset_training(folder: Path) -> None:
 def params_of_latent(generator: Generator, profile: Profile, chunk: int = 1000) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     """z (M, latent_dim) → parameters of G(z), generated and measured ``chunk`` images at a time
     (M = 10⁴ images of 128² would otherwise hold ~650 MB at once)."""
-    from tqdm.auto import tqdm
+    from helioforge.progress import track
 
     def fn(z: np.ndarray) -> dict[str, np.ndarray]:
         z = np.asarray(z, dtype=np.float32)
         starts = range(0, len(z), chunk)
         if len(z) > chunk:
-            starts = tqdm(starts, desc=f"generating + measuring {len(z)} images", unit="chunk", leave=False)
+            starts = track(starts, f"generating + measuring {len(z)} images", unit="chunk", leave=False)
         parts = [image_params(generate(generator, z[i : i + chunk], progress=False), profile) for i in starts]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 

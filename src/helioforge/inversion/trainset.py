@@ -497,9 +497,9 @@ def shard_checksum(path: str | Path) -> str:
 
 
 def _progress(total: int, initial: int, enabled: bool):
-    from tqdm.auto import tqdm
+    from helioforge.progress import progress_bar
 
-    return tqdm(total=total, initial=initial, unit="patch", desc="training set", disable=not enabled, dynamic_ncols=True)
+    return progress_bar(total, "training set", "patch", initial=initial, disable=not enabled)
 
 
 def make_trainset(

@@ -14,14 +14,46 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from helioforge.nn.checkpoint import SafetensorsCheckpointIO
+from helioforge.progress import LogBar, stderr_is_terminal
 
-__all__ = ["make_trainer", "last_checkpoint", "finish_rank", "check_images", "fit_resumable", "fit_and_save", "inference_device"]
+__all__ = ["LogProgress", "make_trainer", "last_checkpoint", "finish_rank", "check_images", "fit_resumable", "fit_and_save", "inference_device"]
 
 log = logging.getLogger(__name__)
 
 
 class _SafetensorsModelCheckpoint(ModelCheckpoint):
     FILE_EXTENSION = ".safetensors"
+
+
+class LogProgress(L.Callback):
+    """Lightning callback: one log line per ~10 % of the epochs or 30 s (epoch, logged losses,
+    elapsed, ETA). Used instead of Lightning's bar when stderr is not a terminal."""
+
+    def __init__(self, desc: str | None = None) -> None:
+        self.desc = desc
+        self.bar: LogBar | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.bar = LogBar(trainer.max_epochs, self.desc or f"training {type(pl_module).__name__}", "epoch",
+                              initial=trainer.current_epoch)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.bar is None:
+            return
+        numbers = {}
+        for k, v in trainer.callback_metrics.items():
+            try:
+                numbers[k] = float(v)
+            except (TypeError, ValueError):
+                continue
+        self.bar.postfix = numbers
+        self.bar.update(1)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def inference_device(accelerator: str = "auto") -> str:
@@ -50,7 +82,8 @@ def make_trainer(
     """A Trainer writing ``workdir/checkpoints/last.safetensors`` every epoch and CSV logs.
 
     ``accelerator``/``devices`` are passed to Lightning: ``"auto"`` picks a GPU when present;
-    several devices use DDP. ``find_unused_parameters`` is needed by the GAN, whose two
+    several devices use DDP. ``progress``: Lightning's bar on a terminal, :class:`LogProgress`
+    lines in a log. ``find_unused_parameters`` is needed by the GAN, whose two
     alternating optimisation steps each leave the other network without gradients.
     """
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -58,6 +91,9 @@ def make_trainer(
     # one rolling file, rewritten at the end of every epoch (no monitor: the latest state wins)
     ckpt = _SafetensorsModelCheckpoint(dirpath=Path(workdir) / "checkpoints", filename="last", save_top_k=1,
                                        save_last=False, enable_version_counter=False)
+    callbacks: list[L.Callback] = [ckpt]
+    if progress and not stderr_is_terminal():  # a log, not a terminal: lines instead of a bar
+        callbacks.append(LogProgress())
     strategy = "auto"
     if devices not in ("auto", 1, "1"):
         strategy = "ddp_find_unused_parameters_true" if find_unused_parameters else "ddp"
@@ -67,9 +103,9 @@ def make_trainer(
         devices=devices,
         strategy=strategy,
         plugins=[SafetensorsCheckpointIO()],
-        callbacks=[ckpt],
+        callbacks=callbacks,
         logger=CSVLogger(str(workdir), name="logs"),
-        enable_progress_bar=progress,
+        enable_progress_bar=progress and stderr_is_terminal(),
         enable_model_summary=False,
         log_every_n_steps=5,
         num_sanity_val_steps=0,
