@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import warnings
 from enum import Enum
@@ -29,13 +30,13 @@ import typer
 from rich.logging import RichHandler
 from rich.table import Table as RichTable
 
-from helioforge.cli_common import ACCEL, DATA, DEVICES, _fail, _trainer_kw, console, deprecated, out, use_data
+from helioforge.cli_common import ACCEL, DATA, DEVICES, SafeGroup, _fail, _trainer_kw, console, deprecated, out, use_data
 from helioforge.cli_data import data_app
 from helioforge.cli_diffusion import diffusion_app
 from helioforge.cli_inversion import invert_command, inversion_app
 
 app = typer.Typer(help="helioforge: physics-aware generative AI for solar observations.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+                  pretty_exceptions_enable=False, cls=SafeGroup)
 fetch_app = typer.Typer(help="Download data from the archives.", no_args_is_help=True)
 train_app = typer.Typer(help="Train the interrogator's models.", no_args_is_help=True)
 directions_app = typer.Typer(help="Latent directions for physical parameters.", no_args_is_help=True)
@@ -110,17 +111,27 @@ def _profile(name: str):
 
 
 def _workspace_profile(workdir: Path, name: str | None):
+    """The work folder and the profile to build it with: ``name``, else the folder's own, else
+    ``cpu``. Nothing is written: the profile is recorded when the products it makes are done."""
     from helioforge.interrogate.pipeline import Workspace
 
-    ws = Workspace(workdir)
+    ws = Workspace(workdir, create=False)
     if name is None and ws.profile_file.is_file():
         try:
             return ws, ws.load_profile()
         except ValueError as e:
             _fail(str(e))
-    profile = _profile(name or "cpu")
-    ws.save_profile(profile)
-    return ws, profile
+    return ws, _profile(name or "cpu")
+
+
+def _existing_workspace(workdir: Path):
+    """A work folder opened read-only, with its profile; a clear error when there is none."""
+    from helioforge.interrogate.pipeline import Workspace
+
+    ws = Workspace(workdir, create=False)
+    if not ws.root.is_dir():
+        _fail(f"{workdir}: no such work folder; make it with: helioforge interrogate -w {workdir}")
+    return ws, ws.load_profile()
 
 
 # ----------------------------------------------------------------------------- params
@@ -130,8 +141,8 @@ def params(
     format: Fmt = typer.Option(Fmt.table, "--format", "-f", help="table or json (one record per file)."),
     units: Units = typer.Option(Units.paper, "--units", help="paper: the N×N preprocessed image (kG·px, px); "
                                 "physical: native-resolution patch in Mx and Mm, over the HARP region (bitmap ≥ 33, as SHARP's USFLUX)."),
-    size: int = typer.Option(128, "--size", help="N for --units paper (paper: 128)."),
-    threshold: float = typer.Option(150.0, "--threshold", help="Polarity threshold, G."),
+    size: int = typer.Option(128, "--size", min=8, max=4096, help="N for --units paper (paper: 128)."),
+    threshold: float = typer.Option(150.0, "--threshold", help="Polarity threshold, G (finite, ≥ 0)."),
 ) -> None:
     """Physical parameters (TUF, TPF, TNF, PSEP, R, tilt) of each file. Bad files are reported and skipped."""
     from helioforge.config import ParamConfig
@@ -139,6 +150,9 @@ def params(
     from helioforge.data.sharp import FitsReadError, harp_region_mask, read_sharp
     from helioforge.physics.params import compute_params, physical_params
 
+    from helioforge.errors import check_finite
+
+    check_finite("--threshold", threshold, minimum=0.0)
     pcfg = ParamConfig(threshold_gauss=threshold)
     records, skipped = [], []
     for f in files:
@@ -215,7 +229,7 @@ def fetch_sharp_cmd(
 
 
 TRAIN_PROFILE = typer.Option(None, "--profile", "-p", help="Profile (cpu, paper, tiny); default: the work folder's, else cpu.")
-EPOCHS = typer.Option(None, help="Override the profile's epochs.")
+EPOCHS = typer.Option(None, min=1, help="Override the profile's epochs.")
 FORCE = typer.Option(False, help="Retrain even if a matching model exists.")
 
 
@@ -225,17 +239,18 @@ def _train(model: str, workdir: Path, profile: str | None, epochs: int | None, f
 
     use_data(data, announce=True)
     ws, prof = _workspace_profile(workdir, profile)
-    if epochs:
+    if epochs is not None:
         getattr(prof, model).epochs = epochs
+    with ws.lock():
+        try:
+            corpus, report = prepare_corpus(prof, ws)
+        except RuntimeError as e:
+            _fail(str(e))
+        for s in report["skipped"]:
+            console.print(f"[yellow]skipped[/yellow] {s['file']}: {s['reason']}")
+        ensure = ensure_gan if model == "gan" else ensure_simsiam
+        ensure(prof, ws, corpus, force, **_trainer_kw(accelerator, devices))
         ws.save_profile(prof)
-    try:
-        corpus, report = prepare_corpus(prof, ws)
-    except RuntimeError as e:
-        _fail(str(e))
-    for s in report["skipped"]:
-        console.print(f"[yellow]skipped[/yellow] {s['file']}: {s['reason']}")
-    ensure = ensure_gan if model == "gan" else ensure_simsiam
-    ensure(prof, ws, corpus, force, **_trainer_kw(accelerator, devices))
     console.print(f"{model}: {ws.generator if model == 'gan' else ws.simsiam}.safetensors")
 
 
@@ -254,22 +269,21 @@ def train_simsiam_cmd(workdir: Path = WORKDIR, profile: Optional[str] = TRAIN_PR
 
 
 @directions_app.command("fit")
-def directions_fit_cmd(workdir: Path = WORKDIR, samples: Optional[int] = typer.Option(None, "--samples", "-m", help="M generated samples (paper 10,000)."),
+def directions_fit_cmd(workdir: Path = WORKDIR, samples: Optional[int] = typer.Option(None, "--samples", "-m", min=20,
+                                                                                     help="M generated samples (paper 10,000)."),
                        force: bool = typer.Option(False)) -> None:
     """Fit linear SVMs for TUF, PSEP, R and polarity on generated samples; print accuracies."""
     from helioforge.interrogate.gan import load_generator
-    from helioforge.interrogate.pipeline import Workspace, ensure_directions
+    from helioforge.interrogate.pipeline import ensure_directions, require_product
 
-    ws = Workspace(workdir)
-    try:
-        prof = ws.load_profile()
-        generator = load_generator(ws.generator)
-    except FileNotFoundError as e:
-        _fail(f"{e}. Train the GAN first: helioforge train gan -w {workdir}")
-    if samples:
+    ws, prof = _existing_workspace(workdir)
+    if samples is not None:
         prof.directions.n_samples = samples
+    with ws.lock():
+        require_product(prof, ws, "gan")  # never fit directions on a half-trained generator
+        generator = load_generator(ws.generator)
+        d = ensure_directions(prof, ws, generator, force)
         ws.save_profile(prof)
-    d = ensure_directions(prof, ws, generator, force)
     tab = RichTable(title=f"SVM latent directions ({prof.directions.n_samples} samples, 70/30)")
     tab.add_column("direction")
     tab.add_column("validation accuracy", justify="right")
@@ -283,17 +297,15 @@ def directions_fit_cmd(workdir: Path = WORKDIR, samples: Optional[int] = typer.O
 @index_app.command("build")
 def index_build_cmd(workdir: Path = WORKDIR, force: bool = typer.Option(False)) -> None:
     """Embed the real corpus with SimSiam into a FAISS inner-product index (+ look-up table)."""
-    from helioforge.interrogate.pipeline import Workspace, ensure_index, prepare_corpus
+    from helioforge.interrogate.pipeline import ensure_index, prepare_corpus, require_product
     from helioforge.interrogate.simsiam import load_simsiam
 
-    ws = Workspace(workdir)
-    try:
-        prof = ws.load_profile()
+    ws, prof = _existing_workspace(workdir)
+    with ws.lock():
+        corpus, _ = prepare_corpus(prof, ws)
+        require_product(prof, ws, "simsiam")
         model, _ = load_simsiam(ws.simsiam)
-    except FileNotFoundError as e:
-        _fail(f"{e}. Train SimSiam first: helioforge train simsiam -w {workdir}")
-    corpus, _ = prepare_corpus(prof, ws)
-    idx = ensure_index(prof, ws, corpus, model, force)
+        idx = ensure_index(prof, ws, corpus, model, force)
     console.print(f"index: {len(idx)} vectors of dimension {idx.dim} in {ws.index_dir}")
 
 
@@ -305,9 +317,12 @@ def _parse_moves(move: list[str]) -> list[tuple[str, float]]:
             _fail(f"--move expects NAME=EPS (e.g. tuf=+2), got {m!r}")
         name, val = m.split("=", 1)
         try:
-            moves.append((name.strip(), float(val)))
+            eps = float(val)
         except ValueError:
             _fail(f"--move {m!r}: {val!r} is not a number")
+        if not math.isfinite(eps):
+            _fail(f"--move {m!r}: the shift must be a finite number")
+        moves.append((name.strip(), eps))
     return moves
 
 
@@ -317,20 +332,23 @@ def generate(
     move: list[str] = typer.Option([], "--move", help="Direction and shift ε, e.g. tuf=+2 (repeatable). Names: tuf, psep, r, polarity."),
     keep: str = typer.Option("", "--keep", help="Comma-separated directions to hold fixed (conditional manipulation), e.g. r,polarity."),
     seed: int = typer.Option(0, "--seed", help="Seed of the base latent vector(s)."),
-    n: int = typer.Option(1, "-n", help="Number of images."),
+    n: int = typer.Option(1, "-n", min=1, max=100_000, help="Number of images."),
     output: Path = typer.Option(Path("generated.fits"), "-o", "--output", help="Output FITS (a PNG is written beside it)."),
 ) -> None:
     """Generate magnetograms z + Σ ε n̂ (n̂ conditioned on --keep) and write FITS (+ PNG) with their parameters."""
     import numpy as np
 
+    from helioforge.errors import check_output
     from helioforge.interrogate.directions import conditional_direction
     from helioforge.interrogate.generate import write_generated
 
+    check_output(output, protect_foreign_fits=True)
+    check_output(output.with_suffix(".png"), protect_foreign_fits=True)
     itg = _load_interrogator(workdir, need_index=False)
     moves = _parse_moves(move)
     keeps = [k.strip() for k in keep.split(",") if k.strip()]
     if (moves or keeps) and itg.directions is None:
-        _fail(f"{workdir}: no latent directions yet (run `helioforge directions fit`)")
+        _fail(itg.directions_problem or f"{workdir}: no latent directions yet (run `helioforge directions fit`)")
     z = np.random.default_rng(seed).standard_normal((n, itg.generator.latent_dim))
     try:
         for name, eps in moves:
@@ -369,7 +387,7 @@ def search(
     query: Optional[Path] = typer.Argument(None, help="Query FITS: a SHARP Br patch or a file written by `helioforge generate`."),
     workdir: Path = WORKDIR,
     seed: Optional[int] = typer.Option(None, "--seed", help="Instead of a file: query with the image generated from this seed's z."),
-    k: int = typer.Option(5, "-k", help="Number of matches."),
+    k: int = typer.Option(5, "-k", min=1, max=1000, help="Number of matches."),
     format: Fmt = typer.Option(Fmt.table, "--format", "-f"),
 ) -> None:
     """Top-k real patches nearest to the query in SimSiam space (cosine score)."""
@@ -402,7 +420,7 @@ def interrogate(
     profile: Optional[str] = TRAIN_PROFILE,
     sharp_dir: list[Path] = typer.Option([], "--sharp-dir", help="SHARP Br folder (repeatable; default DATA/sharp)."),
     fulldisk_dir: Optional[Path] = typer.Option(None, "--fulldisk-dir", help="HMI full-disk folder (default DATA/hmi_fulldisk)."),
-    queries: Optional[int] = typer.Option(None, "--queries", "-q", help="Number of generated queries Q (paper 1000)."),
+    queries: Optional[int] = typer.Option(None, "--queries", "-q", min=1, max=1_000_000, help="Number of generated queries Q (paper 1000)."),
     force: bool = typer.Option(False, "--force", help="Retrain everything."),
     accelerator: str = ACCEL,
     devices: str = DEVICES,
@@ -413,7 +431,7 @@ def interrogate(
 
     use_data(data, announce=True)
     _, prof = _workspace_profile(workdir, profile)
-    if queries:
+    if queries is not None:
         prof.interrogate.n_queries = queries
     if sharp_dir:
         prof.data.sharp_dirs = tuple(str(d.resolve()) for d in sharp_dir)

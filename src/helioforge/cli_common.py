@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 from rich.console import Console
+from rich.markup import escape
 
 #: Width given to a console that is not a terminal: wide enough that rich never wraps a message
 #: or cuts a table cell (paths, file names and numbers stay whole, on one line, greppable).
@@ -30,9 +34,44 @@ ACCEL = typer.Option("auto", "--accelerator", help="Lightning accelerator: auto,
 DEVICES = typer.Option("auto", "--devices", help="Number of devices (several GPUs use DDP).")
 
 
+#: Errors shown as one line (``error: …``, exit 2) instead of a traceback; ``-v`` shows it too.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                                                PermissionError, RuntimeError, OSError)
+
+
+class SafeGroup(TyperGroup):
+    """The command group of ``helioforge``: a subcommand that raises prints one line naming the
+    problem (:mod:`helioforge.errors` messages name the file and the remedy) and exits 2; Ctrl-C
+    prints ``interrupted`` and exits 130; ``-v`` adds the traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, TyperException, click.exceptions.Exit, click.ClickException, click.exceptions.Abort,
+                SystemExit):
+            raise
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/yellow]: products being made were not marked finished; "
+                          "rerun the command to resume")
+            raise typer.Exit(130) from None
+        except Exception as exc:  # noqa: BLE001 - the one place a raw traceback is turned into a line
+            verbose = bool(ctx.params.get("verbose"))
+            if verbose:
+                console.print_exception()
+            from helioforge.errors import HelioforgeError
+
+            if isinstance(exc, (HelioforgeError, *USER_ERRORS)):
+                text = str(exc).strip() or type(exc).__name__
+                msg = text if isinstance(exc, HelioforgeError) else f"{text}" if ":" in text else f"{type(exc).__name__}: {text}"
+            else:
+                msg = f"internal error {type(exc).__name__}: {exc} (please report it; -v shows the traceback)"
+            console.print(f"[red]error:[/red] {escape(msg)}", highlight=False)
+            raise typer.Exit(2) from None
+
+
 def _fail(msg: str) -> None:
     """Print ``error: msg`` and exit with status 2."""
-    console.print(f"[red]error:[/red] {msg}")
+    console.print(f"[red]error:[/red] {escape(msg)}")
     raise typer.Exit(2)
 
 

@@ -166,14 +166,15 @@ class DataConfig:
         """Full-disk input folder (absolute)."""
         return Path(self.fulldisk_dir).resolve() if self.fulldisk_dir else data_root() / "hmi_fulldisk"
 
-    def input_listing(self) -> list[tuple[str, int, int]]:
-        """(path, size, mtime) of every input FITS file, so a changed folder invalidates the corpus."""
-        out = []
+    def input_listing(self) -> list[tuple[str, int, str]]:
+        """(file name, size, sha256) of every input FITS file, so a changed file invalidates the
+        corpus while the same data copied elsewhere (or touched) does not."""
+        from helioforge.workspace import content_digest
+
+        files = []
         for folder in [*self.sharp_paths(), self.fulldisk_path()]:
-            for f in sorted([*folder.glob("*.fits"), *folder.glob("*.fits.gz")]) if folder.is_dir() else []:
-                st = f.stat()
-                out.append((str(f), st.st_size, int(st.st_mtime)))
-        return out
+            files += sorted([*folder.glob("*.fits"), *folder.glob("*.fits.gz")]) if folder.is_dir() else []
+        return content_digest(files)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from astropy.io import fits
 
 from helioforge import __version__
 
-__all__ = ["atomic_path", "write_json", "write_text", "provenance_cards", "write_fits"]
+__all__ = ["atomic_path", "write_json", "write_text", "fits_ascii", "provenance_cards", "write_fits"]
 
 
 @contextlib.contextmanager
@@ -84,6 +84,12 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def fits_ascii(text: str) -> str:
+    """``text`` as printable ASCII for a FITS header value (FITS allows nothing else): non-ASCII
+    characters of file names such as ``carte_é.fits`` become backslash escapes (``\\xe9``)."""
+    return "".join(c if 32 <= ord(c) < 127 else c.encode("ascii", "backslashreplace").decode() for c in text)
+
+
 def provenance_cards(model: str, params: dict[str, Any] | None = None) -> list[tuple[str, Any, str]]:
     """FITS cards recording who made a product and how.
 
@@ -104,8 +110,8 @@ def provenance_cards(model: str, params: dict[str, Any] | None = None) -> list[t
         if not isinstance(value, (int, float, str, bool)):
             value = json.dumps(value, default=_jsonable)
         if isinstance(value, str):
-            value = value[:60]
-        cards.append((f"HIERARCH HF {key}", value, ""))
+            value = fits_ascii(value)[:60]
+        cards.append((f"HIERARCH HF {fits_ascii(str(key))}", value, ""))
     return cards
 
 
@@ -130,6 +136,9 @@ def write_fits(
     extra_hdus : further HDUs (tables) appended after the primary.
     """
     hdr = fits.Header() if header is None else header.copy()
+    for card in hdr.cards:  # values copied from elsewhere (a file name in a comment card ...) must be ASCII too
+        if card.keyword not in ("COMMENT", "HISTORY", "") and isinstance(card.value, str) and not card.value.isascii():
+            hdr[card.keyword] = fits_ascii(card.value)
     for key, value, comment in provenance_cards(model, params):
         hdr[key] = (value, comment)
     hdus = fits.HDUList([fits.PrimaryHDU(np.asarray(data), header=hdr), *(extra_hdus or [])])

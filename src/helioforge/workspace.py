@@ -1,43 +1,121 @@
-"""Bookkeeping of a work folder shared by the pipelines: which step's product is current.
+"""The work-folder protocol shared by the three systems: which step's product is current.
 
-Each step records the digest of the configuration (and of its inputs) that made its product
-in ``state.json``; a later run reuses the product only when the digest matches and the files
-exist, and a step is un-marked before it is rebuilt, so an interrupted rebuild is never taken
-for the old product.
+A product is **current** only when
+
+1. its step finished (the step is marked in ``state.json`` after the product is written, and
+   un-marked before a rebuild starts, so an interrupted rebuild is never taken for a product);
+2. it was made with the digest asked for now: settings, the *content* of the input files
+   (:func:`content_digest`, not paths or modification times, so copying the data again does not
+   force a retrain) and the upstream products (:meth:`StepState.token`);
+3. its files are still the ones that were written (their SHA-256 is recorded at the mark and
+   checked on load, so a file truncated, replaced or half-rewritten since is refused).
+
+Loading goes through :meth:`StepState.require`, which raises :class:`~helioforge.errors.ProductError`
+with the command that rebuilds the product. Writing commands hold the folder's lock
+(:meth:`StepState.lock`); read-only commands open a folder with ``create=False`` and never
+create or change it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
+from helioforge.errors import ProductError
 from helioforge.io import write_json
 
-__all__ = ["StepState"]
+__all__ = ["StepState", "file_sha256", "content_digest"]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def content_digest(paths: Iterable[str | os.PathLike]) -> list[tuple[str, int, str]]:
+    """``(file name, size, sha256)`` of each input file, sorted by name: what a product was made
+    from, independent of where the files lie and when they were copied. Unreadable files are
+    listed with size -1 (their reader reports them)."""
+    out = []
+    for p in sorted(Path(x) for x in paths):
+        try:
+            out.append((p.name, p.stat().st_size, file_sha256(p)))
+        except OSError:
+            out.append((p.name, -1, ""))
+    return out
 
 
 @dataclass
 class StepState:
-    """Step bookkeeping of the work folder ``root`` (created if missing)."""
+    """Step bookkeeping of the work folder ``root``.
+
+    Parameters
+    ----------
+    root : the work folder.
+    create : create the folder now (writing commands); ``False`` for read-only use, where a
+        missing folder is simply empty.
+    """
 
     root: Path
+    create: bool = field(default=True, repr=False)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        if self.create:
+            self.root.mkdir(parents=True, exist_ok=True)
 
     state_file = property(lambda self: self.root / "state.json")
 
-    def state(self) -> dict[str, Any]:
-        """The work folder's bookkeeping: step → digest of the configuration that made it."""
-        return json.loads(self.state_file.read_text()) if self.state_file.is_file() else {}
+    def lock(self):
+        """Context manager holding the folder's lock (:func:`helioforge.locking.workdir_lock`)."""
+        from helioforge.locking import workdir_lock
 
-    def mark(self, step: str, digest: str) -> None:
-        """Record that ``step``'s product is complete and was made with ``digest``."""
+        return workdir_lock(self.root)
+
+    def state(self) -> dict[str, Any]:
+        """The folder's bookkeeping (``{}`` when there is none).
+
+        Raises :class:`ProductError` for an unreadable ``state.json``.
+        """
+        if not self.state_file.is_file():
+            return {}
+        try:
+            state = json.loads(self.state_file.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ProductError(self.state_file, f"unreadable bookkeeping ({type(exc).__name__}: {exc})",
+                               "delete it and rerun the command with --force to rebuild the folder's products") from None
+        if not isinstance(state, dict):
+            raise ProductError(self.state_file, "unreadable bookkeeping (not a JSON object)",
+                               "delete it and rerun the command with --force to rebuild the folder's products")
+        return state
+
+    def _entry(self, step: str) -> dict[str, Any] | None:
+        e = self.state().get(step)
+        if e is None:
+            return None
+        return {"digest": e, "files": {}} if isinstance(e, str) else e
+
+    def mark(self, step: str, digest: str, *products: str | os.PathLike) -> None:
+        """Record that ``step`` finished with ``digest``; ``products`` are its files, whose
+        SHA-256 is recorded and checked by :meth:`is_current`."""
+        files = {}
+        for p in products:
+            p = Path(p)
+            try:
+                key = p.relative_to(self.root).as_posix()
+            except ValueError:
+                key = str(p)
+            files[key] = file_sha256(p)
         state = self.state()
-        state[step] = digest
+        state[step] = {"digest": digest, "files": files}
         write_json(self.state_file, state)
 
     def unmark(self, step: str) -> None:
@@ -46,12 +124,52 @@ class StepState:
         if state.pop(step, None) is not None:
             write_json(self.state_file, state)
 
+    def token(self, step: str) -> str:
+        """What downstream digests include for ``step``: its digest and product hashes ('' when
+        the step is not marked), so a rebuilt upstream product makes its dependents stale."""
+        e = self._entry(step)
+        if e is None:
+            return ""
+        return hashlib.sha256(json.dumps(e, sort_keys=True).encode()).hexdigest()[:16]
+
     def record_time(self, step: str, seconds: float) -> None:
         """Remember how long making ``step``'s product took (shown in later reports)."""
         state = self.state()
         state.setdefault("training_s", {})[step] = round(seconds, 1)
         write_json(self.state_file, state)
 
-    def is_current(self, step: str, digest: str, *paths: Path) -> bool:
-        """Whether ``step`` was completed with ``digest`` and its files all exist."""
-        return self.state().get(step) == digest and all(p.exists() for p in paths)
+    def problem(self, step: str, digest: str | None, *paths: str | os.PathLike) -> str | None:
+        """Why ``step``'s product is not current (``None`` when it is): not built, unfinished,
+        stale, missing file, or changed since it was written."""
+        e = self._entry(step)
+        missing = [Path(p) for p in paths if not Path(p).exists()]
+        if e is None:
+            if any(Path(p).exists() for p in paths):
+                return "unfinished: its step was interrupted or is still running"
+            return "not built yet"
+        if digest is not None and e.get("digest") != digest:
+            return "stale: made with other settings, inputs or upstream products"
+        if missing:
+            return f"missing file {missing[0]}"
+        for rel, sha in (e.get("files") or {}).items():
+            p = Path(rel) if os.path.isabs(rel) else self.root / rel
+            try:
+                ok = p.is_file() and file_sha256(p) == sha
+            except OSError:
+                ok = False
+            if not ok:
+                return f"{p.name} changed on disk since it was written (truncated, replaced or edited)"
+        return None
+
+    def is_current(self, step: str, digest: str | None, *paths: str | os.PathLike) -> bool:
+        """Whether ``step`` finished with ``digest``, its files exist and are unchanged."""
+        return self.problem(step, digest, *paths) is None
+
+    def require(self, step: str, digest: str | None, *paths: str | os.PathLike, rebuild: str) -> None:
+        """Raise :class:`ProductError` (naming the product and the ``rebuild`` command) unless
+        ``step``'s product is current; ``digest=None`` accepts any finished product."""
+        why = self.problem(step, digest, *paths)
+        if why is not None:
+            target = Path(paths[0]) if paths else self.root
+            raise ProductError(target, f"the {step} product is {why}" if not why.startswith(("missing", target.name)) else why,
+                               f"run `{rebuild}`")

@@ -27,6 +27,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyError, VerifyWarning
 
+from helioforge.errors import InputError
+
 __all__ = [
     "FitsReadError",
     "SharpReadError",
@@ -49,7 +51,7 @@ RSUN_REF_M = 6.96e8
 _NONSTANDARD = re.compile(r"Card '([^']+)' is not FITS standard \(invalid value string: '([^']*)'\)")
 
 
-class FitsReadError(ValueError):
+class FitsReadError(InputError):
     """A FITS file that cannot be used: empty, truncated, no image, missing keywords.
 
     Attributes
@@ -237,7 +239,12 @@ def read_image_hdu(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+        from helioforge.errors import describe_path_problem
+
+        why = describe_path_problem(path) or "no such file"
+        if why == "no such file":
+            raise FileNotFoundError(f"{path}: no such file")
+        raise error(path, why)
     if path.stat().st_size == 0:
         raise error(path, "empty or corrupt FITS file (0 bytes)")
     notes: list[str] = []
@@ -298,6 +305,43 @@ def _truncation_detail(caught: list[warnings.WarningMessage]) -> str:
     return "file may have been truncated"
 
 
+#: Field units taken as gauss, and those converted (factor to gauss); anything else is refused.
+_GAUSS_UNITS = {"", "g", "gauss", "mx/cm^2", "mx/cm2", "mx cm^-2", "mx.cm-2"}
+_CONVERTED_UNITS = {"t": 1e4, "tesla": 1e4, "mt": 10.0, "kg": 1e3}
+#: Smallest patch side (pixels) and largest |B| (G) accepted for a SHARP magnetogram: no
+#: photospheric field exceeds ~6 kG; 10 kG leaves room and catches wrong units or corrupt data.
+MIN_PATCH_PX = 16
+MAX_FIELD_GAUSS = 1e4
+
+
+def _plausible_field(path: Path, data: np.ndarray, header) -> tuple[np.ndarray, str | None]:
+    """The field in gauss after the checks of issue 10: units from ``BUNIT`` (gauss / Mx cm⁻²
+    as is, tesla, mT and kG converted, anything else refused), a patch of at least 16×16
+    pixels, some finite non-zero pixels, and |B| ≤ 10 kG. Returns ``(data, note)``; raises
+    :class:`SharpReadError` naming the problem."""
+    unit = str(header.get("BUNIT", "") or "").strip()
+    note = None
+    key = unit.lower()
+    if key in _CONVERTED_UNITS:
+        data = data * _CONVERTED_UNITS[key]
+        note = f"{path.name}: BUNIT={unit!r}: converted to gauss (×{_CONVERTED_UNITS[key]:g})"
+    elif key not in _GAUSS_UNITS:
+        raise SharpReadError(path, f"BUNIT={unit!r} is not a magnetic-field unit (expected gauss, Mx/cm^2 or tesla)")
+    if min(data.shape) < MIN_PATCH_PX:
+        raise SharpReadError(path, f"patch of {data.shape[1]}×{data.shape[0]} pixels is too small "
+                                   f"(at least {MIN_PATCH_PX}×{MIN_PATCH_PX})")
+    finite = np.isfinite(data)
+    if not finite.any():
+        raise SharpReadError(path, "no finite pixel (all NaN)")
+    peak = float(np.abs(data[finite]).max())
+    if peak == 0.0:
+        raise SharpReadError(path, "all pixels are zero: no field to measure")
+    if peak > MAX_FIELD_GAUSS:
+        raise SharpReadError(path, f"|B| reaches {peak:.3g} G, beyond the {MAX_FIELD_GAUSS:.0f} G any solar field "
+                                   "reaches: wrong units (BUNIT) or corrupt data")
+    return data, note
+
+
 def _companion_path(path: Path, segment: str, other: str) -> Path | None:
     """``<record>.<other>.fits`` beside ``<record>.<segment>.fits`` (either may end in ``.gz``);
     the plain file wins over its gzip form; ``None`` when ``path`` is not named by segment."""
@@ -349,6 +393,9 @@ def read_sharp(path: str | Path, segment: str = "Br", with_companions: bool = Tr
     )
     if data.ndim != 2:
         raise SharpReadError(path, f"expected a 2-D image, found shape {data.shape}")
+    data, unit_note = _plausible_field(path, np.asarray(data, dtype=np.float64), header)
+    if unit_note:
+        notes = [*notes, unit_note]
     try:
         harpnum = int(header["HARPNUM"])
         cdelt1 = float(header["CDELT1"])

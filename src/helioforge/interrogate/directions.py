@@ -11,7 +11,6 @@ its component orthogonal to the span of the condition normals A: x − A(AᵀA)�
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -89,9 +88,19 @@ class LatentDirections:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: latent directions not found (run `helioforge directions fit`)")
-        d = json.loads(path.read_text())
-        d["normals"] = {k: np.asarray(v, dtype=np.float64) for k, v in d["normals"].items()}
-        return cls(**d)
+        from helioforge.errors import ProductError
+        from helioforge.nn.checkpoint import read_json_product
+
+        d = read_json_product(path, "latent directions")
+        try:
+            d["normals"] = {k: np.asarray(v, dtype=np.float64) for k, v in d["normals"].items()}
+            out = cls(**d)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ProductError(path, f"not latent directions of this helioforge ({type(exc).__name__}: {exc})",
+                               "refit them with `helioforge directions fit --force`") from None
+        if not all(np.isfinite(v).all() for v in out.normals.values()):
+            raise ProductError(path, "non-finite direction vectors", "refit them with `helioforge directions fit --force`")
+        return out
 
 
 def direction_labels(params: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:

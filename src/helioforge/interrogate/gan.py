@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 from helioforge.config import GANConfig
 from helioforge.nn.training import check_images, fit_resumable, seed_per_rank
 from helioforge.io import write_json
-from helioforge.nn.checkpoint import load_weights, save_weights
+from helioforge.nn.checkpoint import save_weights
 from helioforge.nn.gan import Discriminator, Generator
 
 __all__ = ["GANModule", "train_gan", "load_generator", "generate"]
@@ -194,11 +194,12 @@ def train_gan(
 
 
 def load_generator(path_stem: str | Path, device: str | torch.device = "cpu") -> Generator:
-    """Load a generator saved by :func:`train_gan` (eval mode). Raises ``FileNotFoundError``."""
-    state, cfg = load_weights(path_stem)
-    gen = Generator(cfg["latent_dim"], cfg["image_size"], cfg["base_channels"])
-    gen.load_state_dict(state)
-    return gen.eval().to(device)
+    """Load a generator saved by :func:`train_gan` (eval mode). Raises ``FileNotFoundError`` or
+    ``ProductError`` (unreadable, non-finite or mismatched weights; names the file)."""
+    from helioforge.nn.checkpoint import build_from_weights
+
+    gen, _ = build_from_weights(path_stem, lambda c: Generator(c["latent_dim"], c["image_size"], c["base_channels"]), device)
+    return gen
 
 
 @torch.no_grad()

@@ -31,6 +31,7 @@ from helioforge.interrogate.simsiam import embed, load_simsiam, train_simsiam
 from helioforge.io import atomic_path, write_json
 from helioforge.nn.training import inference_device
 from helioforge.physics.params import compute_params, is_active
+from helioforge.errors import ProductError
 from helioforge.workspace import StepState
 
 __all__ = [
@@ -103,35 +104,70 @@ def image_params(images: np.ndarray | torch.Tensor, profile: Profile) -> dict[st
     return {k: v.cpu().numpy() for k, v in out.items()}
 
 
-def _digests(profile: Profile) -> dict[str, str]:
-    """Configuration digests, chained so that a product is stale when anything it was made
-    from changed: input files → corpus → GAN → directions; corpus → SimSiam → index.
-    ``*_resume`` digests leave out the epoch count: a longer run resumes the shorter one."""
+def _digests(profile: Profile, ws: "Workspace") -> dict[str, str]:
+    """Digests of what each product is made from (the work-folder protocol of
+    :mod:`helioforge.workspace`): settings, the input files by content, and the upstream
+    products as finished (:meth:`StepState.token`: digest + file hashes). A product is stale
+    when anything it was made from changed: input files → corpus → GAN → directions;
+    corpus → SimSiam → index. ``*_resume`` digests leave out the epoch count: a longer run
+    resumes the shorter one. Where the data lie (``sharp_dirs``) does not count, only what the
+    files hold."""
     d: dict[str, str] = {}
-    d["corpus"] = profile.digest("data", extra=profile.data.input_listing())
-    gan_extra = [d["corpus"], profile.params.threshold_gauss]  # the threshold picks active patches
+    d["corpus"] = profile.digest("data", extra=profile.data.input_listing(), drop=("data.sharp_dirs", "data.fulldisk_dir"))
+    corpus = ws.token("corpus")
+    gan_extra = [corpus, profile.params.threshold_gauss]  # the threshold picks active patches
     d["gan"] = profile.digest("gan", extra=gan_extra)
     d["gan_resume"] = profile.digest("gan", extra=gan_extra, drop=("gan.epochs",))
-    d["directions"] = profile.digest("params", "directions", extra=d["gan"])
-    d["simsiam"] = profile.digest("simsiam", extra=d["corpus"])
-    d["simsiam_resume"] = profile.digest("simsiam", extra=d["corpus"], drop=("simsiam.epochs",))
-    d["index"] = profile.digest(extra=d["simsiam"])
+    d["directions"] = profile.digest("params", "directions", extra=ws.token("gan"))
+    d["simsiam"] = profile.digest("simsiam", extra=corpus)
+    d["simsiam_resume"] = profile.digest("simsiam", extra=corpus, drop=("simsiam.epochs",))
+    d["index"] = profile.digest(extra=[ws.token("simsiam"), corpus])
     return d
+
+
+def _products(ws: "Workspace", step: str) -> tuple[Path, ...]:
+    """The files of ``step``'s product (hashed at the mark, checked on load)."""
+    return {
+        "corpus": (ws.corpus, ws.corpus_report),
+        "gan": (ws.generator.with_suffix(".safetensors"), ws.generator.with_suffix(".json")),
+        "directions": (ws.directions, ws.samples),
+        "simsiam": (ws.simsiam.with_suffix(".safetensors"), ws.simsiam.with_suffix(".json")),
+        "index": (ws.index_dir / RetrievalIndex.INDEX_FILE, ws.index_dir / RetrievalIndex.LUT_FILE),
+    }[step]
+
+
+#: The command that rebuilds each product of a work folder (``{w}``: the folder).
+REBUILD = {
+    "corpus": "helioforge interrogate -w {w}",
+    "gan": "helioforge train gan -w {w} (or helioforge interrogate -w {w})",
+    "directions": "helioforge directions fit -w {w}",
+    "simsiam": "helioforge train simsiam -w {w}",
+    "index": "helioforge index build -w {w}",
+}
+
+
+def require_product(profile: Profile, ws: "Workspace", step: str) -> None:
+    """Raise :class:`~helioforge.errors.ProductError` unless ``step``'s product in ``ws`` is
+    finished, made from what ``profile`` and the upstream products say now, and unchanged on
+    disk; the message names the file and the command that rebuilds it."""
+    ws.require(step, _digests(profile, ws)[step], *_products(ws, step), rebuild=REBUILD[step].format(w=ws.root))
 
 
 def _train_step(ws: Workspace, step: str, folder: Path, force: bool, profile: Profile, train: Callable[[], Any]) -> None:
     """Run ``train`` for ``step``: keep a resumable checkpoint only when it was made with the
     same configuration (up to the epoch count) and ``force`` is off; the product is marked
     current only once training has finished."""
-    d = _digests(profile)
-    if force or ws.state().get(f"{step}_resume") != d[f"{step}_resume"]:
+    d = _digests(profile, ws)
+    resume = ws.state().get(f"{step}_resume")
+    resume = resume.get("digest") if isinstance(resume, dict) else resume
+    if force or resume != d[f"{step}_resume"]:
         _reset_training(folder)
     ws.unmark(step)
     ws.mark(f"{step}_resume", d[f"{step}_resume"])
     t0 = time.perf_counter()
     train()
     ws.record_time(step, time.perf_counter() - t0)
-    ws.mark(step, d[step])
+    ws.mark(step, d[step], *_products(ws, step))
 
 
 def usflux_check(profile: Profile) -> dict[str, Any]:
@@ -177,11 +213,12 @@ def prepare_corpus(profile: Profile, ws: Workspace, force: bool = False) -> tupl
     problem, the reader warnings (repaired headers) and the TUF–USFLUX check. Raises
     ``RuntimeError`` when no patch at all could be read.
     """
-    digest = _digests(profile)["corpus"]
-    if not force and ws.is_current("corpus", digest, ws.corpus, ws.corpus_report):
+    digest = _digests(profile, ws)["corpus"]
+    if not force and ws.is_current("corpus", digest, *_products(ws, "corpus")):
         log.info("reusing corpus %s", ws.corpus)
         return Corpus.load(ws.corpus), json.loads(ws.corpus_report.read_text())
     t0 = time.perf_counter()
+    ws.unmark("corpus")
     try:
         corpus, skipped = build_corpus(profile.data)
     except ValueError as exc:
@@ -194,14 +231,14 @@ def prepare_corpus(profile: Profile, ws: Workspace, force: bool = False) -> tupl
     }
     write_json(ws.corpus_report, report)
     ws.record_time("corpus", time.perf_counter() - t0)
-    ws.mark("corpus", digest)
+    ws.mark("corpus", digest, *_products(ws, "corpus"))
     return corpus, report
 
 
 def ensure_gan(profile: Profile, ws: Workspace, corpus: Corpus, force: bool = False, device: str = "cpu",
                **trainer_kw: Any) -> Generator:
     """Train (or reuse, or resume) the GAN on the corpus; return the selected generator on ``device``."""
-    if force or not ws.is_current("gan", _digests(profile)["gan"], ws.generator.with_suffix(".safetensors")):
+    if force or not ws.is_current("gan", _digests(profile, ws)["gan"], *_products(ws, "gan")):
         threshold = profile.params.threshold_gauss / profile.data.clip_gauss
         active = is_active(corpus.images, threshold, profile.gan.active_min_area)
         _train_step(ws, "gan", ws.gan_dir, force, profile,
@@ -237,9 +274,10 @@ def params_of_latent(generator: Generator, profile: Profile, chunk: int = 1000) 
 
 def ensure_directions(profile: Profile, ws: Workspace, generator: Generator, force: bool = False) -> LatentDirections:
     """Fit (or reuse) the SVM latent directions on M generated samples."""
-    digest = _digests(profile)["directions"]
-    if not force and ws.is_current("directions", digest, ws.directions, ws.samples):
+    digest = _digests(profile, ws)["directions"]
+    if not force and ws.is_current("directions", digest, *_products(ws, "directions")):
         return LatentDirections.load(ws.directions)
+    ws.unmark("directions")
     cfg = profile.directions
     t0 = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
@@ -250,14 +288,14 @@ def ensure_directions(profile: Profile, ws: Workspace, generator: Generator, for
     with atomic_path(ws.samples) as tmp:
         np.savez_compressed(tmp, z=z, **{k: v for k, v in params.items()})
     ws.record_time("directions", time.perf_counter() - t0)
-    ws.mark("directions", digest)
+    ws.mark("directions", digest, *_products(ws, "directions"))
     return directions
 
 
 def ensure_simsiam(profile: Profile, ws: Workspace, corpus: Corpus, force: bool = False, device: str = "cpu",
                    **trainer_kw: Any):
     """Train (or reuse, or resume) SimSiam on the real corpus; returns ``(model, config)``."""
-    if force or not ws.is_current("simsiam", _digests(profile)["simsiam"], ws.simsiam.with_suffix(".safetensors")):
+    if force or not ws.is_current("simsiam", _digests(profile, ws)["simsiam"], *_products(ws, "simsiam")):
         _train_step(ws, "simsiam", ws.simsiam_dir, force, profile,
                     lambda: train_simsiam(corpus.images, profile.simsiam, ws.simsiam_dir, **trainer_kw))
     return load_simsiam(ws.simsiam, device)
@@ -265,15 +303,14 @@ def ensure_simsiam(profile: Profile, ws: Workspace, corpus: Corpus, force: bool 
 
 def ensure_index(profile: Profile, ws: Workspace, corpus: Corpus, model, force: bool = False) -> RetrievalIndex:
     """Embed the corpus and build (or reuse) the FAISS index with its look-up table."""
-    digest = _digests(profile)["index"]
-    files = (ws.index_dir / RetrievalIndex.INDEX_FILE, ws.index_dir / RetrievalIndex.LUT_FILE)
-    if not force and ws.is_current("index", digest, *files):
+    digest = _digests(profile, ws)["index"]
+    if not force and ws.is_current("index", digest, *_products(ws, "index")):
         return RetrievalIndex.load(ws.index_dir)
     ws.unmark("index")
     vectors = embed(model, corpus.images)
     index = RetrievalIndex.build(vectors, corpus.table)
     index.save(ws.index_dir, meta={"corpus": str(ws.corpus), "model": str(ws.simsiam), "digest": digest})
-    ws.mark("index", digest)
+    ws.mark("index", digest, *_products(ws, "index"))
     return index
 
 
@@ -292,21 +329,47 @@ class Interrogator:
         self.simsiam = simsiam
         self.index = index
         self.corpus = corpus
+        #: why ``directions`` is None (not fitted, stale ...), for the message of a move
+        self.directions_problem: str | None = None
 
     @classmethod
     def from_workspace(cls, root: str | Path, with_index: bool = True) -> "Interrogator":
         """Load what a previous ``interrogate`` (or the train steps) wrote in ``root``; with
         ``with_index=False`` only the generator and directions (enough to generate).
-        Raises ``FileNotFoundError`` naming the first missing file."""
-        ws = Workspace(Path(root))
+        Every product is checked first (:func:`require_product`): a half-trained generator, an
+        index of another corpus or a file changed since it was written is refused. Directions
+        that were never fitted give ``directions=None``. Read-only: the folder is not created.
+
+        Raises
+        ------
+        FileNotFoundError : no such work folder, or no profile in it (nothing was finished).
+        ProductError : a product is unfinished, stale, changed or unreadable (names the file
+            and the command that rebuilds it).
+        """
+        ws = Workspace(Path(root), create=False)
+        if not ws.root.is_dir():
+            raise FileNotFoundError(f"{ws.root}: no such work folder")
         profile = ws.load_profile()
+        require_product(profile, ws, "gan")
         generator = load_generator(ws.generator)
-        directions = LatentDirections.load(ws.directions) if ws.directions.is_file() else None
+        directions, why_none = None, "no latent directions yet (run `helioforge directions fit`)"
+        if ws.state().get("directions") is not None or ws.directions.exists():
+            try:
+                require_product(profile, ws, "directions")
+                directions = LatentDirections.load(ws.directions)
+            except ProductError as exc:  # generation without moves still works; moves say why not
+                why_none = str(exc)
         if not with_index:
-            return cls(profile, generator, directions, None, None)
+            itg = cls(profile, generator, directions, None, None)
+            itg.directions_problem = why_none
+            return itg
+        for step in ("corpus", "simsiam", "index"):
+            require_product(profile, ws, step)
         simsiam, _ = load_simsiam(ws.simsiam)
-        corpus = Corpus.load(ws.corpus) if ws.corpus.is_file() else None
-        return cls(profile, generator, directions, simsiam, RetrievalIndex.load(ws.index_dir), corpus)
+        corpus = Corpus.load(ws.corpus)
+        itg = cls(profile, generator, directions, simsiam, RetrievalIndex.load(ws.index_dir), corpus)
+        itg.directions_problem = why_none
+        return itg
 
     def images_from_latent(self, z: np.ndarray) -> np.ndarray:
         """G(z): latent vectors (n, latent_dim) → images (n, 1, N, N) in [-1, 1]."""
@@ -345,6 +408,10 @@ class Interrogator:
             with fits.open(path) as hdul:
                 if "HF_MODEL" in hdul[0].header:  # one image (N, N) or a cube (n, N, N)
                     img = np.array(hdul[0].data, dtype=np.float32)
+                    if img.ndim < 2 or not np.isfinite(img).all() or not np.abs(img).max() > 0:
+                        from helioforge.errors import InputError
+
+                        raise InputError(f"{path}: generated image is empty, all zero or not finite; nothing to search for")
                     return self.search_images(img.reshape(-1, 1, *img.shape[-2:]), k)
         except OSError:
             pass
@@ -384,14 +451,27 @@ def interrogate(
 
     Products go to ``workdir`` (reused by later runs with the same configuration); the report
     (``metrics.json``, ``queries.ecsv``, figures, ``index.html``) to ``report_dir`` (default
-    ``workdir/report``).
+    ``workdir/report``). Holds the work folder's lock throughout.
+
+    Raises
+    ------
+    FolderInUse : another process is working in ``workdir``.
+    RuntimeError : no input patch could be read.
     """
+    ws = Workspace(Path(workdir))
+    with ws.lock():
+        return _interrogate(profile, ws, report_dir, force=force, progress=progress, accelerator=accelerator,
+                            devices=devices)
+
+
+def _interrogate(profile: Profile, ws: "Workspace", report_dir: str | Path | None, *, force: bool, progress: bool,
+                 accelerator: str, devices: int | str) -> dict[str, Any]:
+    """:func:`interrogate` inside the work folder's lock; the profile is recorded once the
+    products it describes are all finished."""
     from helioforge.interrogate.report import write_html, write_report
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    ws = Workspace(Path(workdir))
-    ws.save_profile(profile)
     report_dir = Path(report_dir) if report_dir else ws.root / "report"
     kw = dict(progress=progress, accelerator=accelerator, devices=devices)
     device = inference_device(accelerator)
@@ -408,6 +488,7 @@ def interrogate(
     directions = step("directions", lambda: ensure_directions(profile, ws, generator, force))
     simsiam, sim_cfg = step("simsiam", lambda: ensure_simsiam(profile, ws, corpus, force, device, **kw))
     index = step("index", lambda: ensure_index(profile, ws, corpus, simsiam, force))
+    ws.save_profile(profile)  # every product is now the profile's: record it (not before)
 
     def evaluate() -> dict[str, Any]:
         params_fn = params_of_latent(generator, profile)

@@ -120,8 +120,20 @@ class RetrievalIndex:
         for name in (cls.INDEX_FILE, cls.LUT_FILE):
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder / name}: retrieval index file not found (run `helioforge index build`)")
-        index = faiss.read_index(str(folder / cls.INDEX_FILE))
-        table = Table.read(folder / cls.LUT_FILE, format="ascii.ecsv")
+        from helioforge.errors import ProductError
+
+        remedy = "rebuild it with `helioforge index build --force`"
+        try:
+            index = faiss.read_index(str(folder / cls.INDEX_FILE))
+        except Exception as exc:  # noqa: BLE001 - faiss raises RuntimeError with a C++ trace
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise ProductError(folder / cls.INDEX_FILE, f"unreadable FAISS index ({first})", remedy) from None
+        try:
+            table = Table.read(folder / cls.LUT_FILE, format="ascii.ecsv")
+        except Exception as exc:  # noqa: BLE001 - astropy's ECSV parser raises many kinds
+            raise ProductError(folder / cls.LUT_FILE, f"unreadable look-up table ({type(exc).__name__}: {exc})", remedy) from None
+        if len(table) != index.ntotal:
+            raise ProductError(folder, f"index holds {index.ntotal} vectors but its look-up table {len(table)} rows", remedy)
         # ECSV reads empty strings (the crop of SHARP rows) back as masked values
         for name in table.colnames:
             col = table[name]

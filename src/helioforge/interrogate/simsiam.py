@@ -23,7 +23,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from helioforge.config import SimSiamConfig
 from helioforge.nn.training import check_images, fit_and_save, seed_per_rank
-from helioforge.nn.checkpoint import load_weights
 from helioforge.nn.simsiam import SimSiam
 
 __all__ = ["SimSiamModule", "make_augmentation", "train_simsiam", "load_simsiam", "embed"]
@@ -120,11 +119,11 @@ def train_simsiam(
 
 
 def load_simsiam(path_stem: str | Path, device: str | torch.device = "cpu") -> tuple[SimSiam, dict[str, Any]]:
-    """Load a SimSiam model saved by :func:`train_simsiam` (eval mode) and its config."""
-    state, cfg = load_weights(path_stem)
-    model = SimSiam(cfg["out_dim"], cfg["proj_hidden"], cfg["pred_hidden"], cfg["width"])
-    model.load_state_dict(state)
-    return model.eval().to(device), cfg
+    """Load a SimSiam model saved by :func:`train_simsiam` (eval mode) and its config. Raises
+    ``FileNotFoundError`` or ``ProductError`` (unreadable, non-finite or mismatched weights)."""
+    from helioforge.nn.checkpoint import build_from_weights
+
+    return build_from_weights(path_stem, lambda c: SimSiam(c["out_dim"], c["proj_hidden"], c["pred_hidden"], c["width"]), device)
 
 
 @torch.no_grad()

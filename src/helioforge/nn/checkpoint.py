@@ -24,7 +24,8 @@ from safetensors.torch import save_file
 from helioforge import __version__
 from helioforge.io import atomic_path, write_json
 
-__all__ = ["save_weights", "load_weights", "SafetensorsCheckpointIO", "pack", "unpack"]
+__all__ = ["save_weights", "load_weights", "build_from_weights", "read_json_product", "SafetensorsCheckpointIO", "pack",
+           "unpack"]
 
 
 def save_weights(path_stem: str | os.PathLike, module: torch.nn.Module, config: dict[str, Any]) -> Path:
@@ -42,21 +43,76 @@ def save_weights(path_stem: str | os.PathLike, module: torch.nn.Module, config: 
     return weights
 
 
-def load_weights(path_stem: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def read_json_product(path: str | os.PathLike, what: str = "file", remedy: str | None = None) -> Any:
+    """Parse a JSON product; :class:`~helioforge.errors.ProductError` naming the file (and
+    ``remedy``) when it is unreadable or not JSON (truncated, garbled, empty)."""
+    from helioforge.errors import ProductError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ProductError(path, f"unreadable {what} ({type(exc).__name__}: {exc})", remedy) from None
+
+
+def load_weights(path_stem: str | os.PathLike, remedy: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read what :func:`save_weights` wrote: ``(state_dict, config)``.
 
-    Raises ``FileNotFoundError`` naming the missing file.
+    Raises
+    ------
+    FileNotFoundError : a missing file (named).
+    ProductError : a truncated or garbled safetensors file, an unreadable JSON sidecar, or
+        non-finite (NaN/inf) weights; the message ends with ``remedy`` (default: rerun the step
+        with ``--force``).
     """
+    from helioforge.errors import ProductError
+
     stem = Path(path_stem)
     weights, sidecar = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
     for p in (weights, sidecar):
         if not p.is_file():
             raise FileNotFoundError(f"{p}: model file not found")
     state: dict[str, torch.Tensor] = {}
-    with safe_open(str(weights), framework="pt") as f:
-        for key in f.keys():
-            state[key] = f.get_tensor(key)
-    return state, json.loads(sidecar.read_text())
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            for key in f.keys():
+                state[key] = f.get_tensor(key)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for bad files
+        raise ProductError(weights, f"unreadable weights ({type(exc).__name__}: {exc})", remedy) from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ProductError(weights, f"non-finite (NaN or inf) weights in {len(bad)} tensor(s), e.g. {bad[0]}; "
+                           "the training diverged or the file was damaged", remedy)
+    config = read_json_product(sidecar, "model settings", remedy)
+    if not isinstance(config, dict):
+        raise ProductError(sidecar, "unreadable model settings (not a JSON object)", remedy)
+    return state, config
+
+
+def build_from_weights(path_stem: str | os.PathLike, factory, device: str | torch.device = "cpu",
+                       remedy: str | None = None):
+    """Load :func:`save_weights` files into ``factory(config)`` (a module built from the JSON
+    settings); returns ``(module in eval mode on device, config)``.
+
+    Raises ``ProductError`` (ending with ``remedy``) when the settings are incomplete or do not
+    match the weights (``load_state_dict`` shape or key mismatch), naming the file.
+    """
+    from helioforge.errors import ProductError
+
+    state, cfg = load_weights(path_stem, remedy)
+    stem = Path(path_stem)
+    try:
+        module = factory(cfg)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ProductError(stem.with_suffix(".json"), f"not the settings of this kind of network "
+                           f"({type(exc).__name__}: {exc})", remedy) from None
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = "; ".join(line.strip() for line in str(exc).splitlines()[1:3] if line.strip()) or str(exc)
+        raise ProductError(stem.with_suffix(".safetensors"), f"weights do not match their settings in "
+                           f"{stem.with_suffix('.json').name} ({detail[:300]})", remedy) from None
+    return module.eval().to(device), cfg
 
 
 def pack(obj: Any, tensors: dict[str, torch.Tensor], path: str = "t") -> Any:
@@ -117,16 +173,24 @@ class SafetensorsCheckpointIO(CheckpointIO):
     def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         """Read a checkpoint written by :meth:`save_checkpoint`. Raises ``FileNotFoundError``,
         or ``ValueError`` for a safetensors file that is not a helioforge training checkpoint."""
+        from helioforge.errors import ProductError
+
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: checkpoint not found")
         device = "cpu" if map_location is None or callable(map_location) else str(map_location)
-        with safe_open(str(path), framework="pt", device=device) as f:
-            meta = f.metadata() or {}
-            if "skeleton" not in meta:
-                raise ValueError(f"{path}: not a helioforge training checkpoint (no skeleton metadata)")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        return unpack(json.loads(meta["skeleton"]), tensors)
+        remedy = "delete it to restart that training from scratch, or rerun with --force"
+        try:
+            with safe_open(str(path), framework="pt", device=device) as f:
+                meta = f.metadata() or {}
+                if "skeleton" not in meta:
+                    raise ProductError(path, "not a helioforge training checkpoint (no skeleton metadata)", remedy)
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+            return unpack(json.loads(meta["skeleton"]), tensors)
+        except ProductError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - truncated/garbled file or skeleton
+            raise ProductError(path, f"unreadable training checkpoint ({type(exc).__name__}: {exc})", remedy) from None
 
     def remove_checkpoint(self, path: str | os.PathLike) -> None:
         """Delete a checkpoint file (missing files are ignored)."""
