@@ -9,13 +9,44 @@
 
 from __future__ import annotations
 
+import logging
+import traceback
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 
 from helioforge.cli_common import DATA, _fail, console, deprecated, out, use_data
+from helioforge.errors import HelioforgeError
+
+#: What a subcommand turns into one ``error: …`` line (exit status 2): the errors helioforge
+#: raises (they name the file or argument) and the built-in ones its readers raise.
+_ERRORS = (HelioforgeError, ValueError, FileNotFoundError, OSError)
+
+
+def _error(exc: BaseException) -> NoReturn:
+    """Exit with ``error: <message>`` (status 2); with ``-v`` the traceback comes first."""
+    from rich.markup import escape
+
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        console.print(traceback.format_exc(), markup=False, highlight=False)
+    _fail(escape(str(exc)))
+    raise AssertionError("unreachable")  # _fail raises typer.Exit
+
+def _check_device(device: str | None) -> None:
+    """Refuse a ``--device`` torch cannot use here (one line, not a CUDA traceback)."""
+    from helioforge.errors import InputError
+
+    if device is None or device == "cpu":
+        return
+    if not (device == "cuda" or device.startswith("cuda:")):
+        raise InputError(f"--device must be cpu or cuda (cuda:N), got {device!r}")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+
 
 inversion_app = typer.Typer(help="Stokes synthesis (Fe I 6301/6302) and SICON training sets.", no_args_is_help=True)
 
@@ -52,7 +83,8 @@ def synth(
     fmt: OutFormat = typer.Option(OutFormat.fits, "--format", help="fits or txt."),
 ) -> None:
     """LTE Stokes I, Q, U, V of Fe I 6301.5/6302.5 Å for one SIR model atmosphere."""
-    from helioforge.data.sir import SIRReadError, model_path
+    from helioforge.data.sir import model_path
+    from helioforge.errors import InputError, check_finite, check_output
     from helioforge.inversion.synthesis import synthesize_model, write_stokes
 
     path = model if model.is_file() else None
@@ -62,10 +94,13 @@ def synth(
         except (FileNotFoundError, KeyError, ValueError) as e:
             _fail(f"{model}: no such model file or known model name ({e})")
     try:
+        check_output(output, [path])  # before any work: the model file is never overwritten
+        if not 0.0 < check_finite("--mu", mu) <= 1.0:
+            raise InputError(f"--mu must be in (0, 1], got {mu}")
         result = synthesize_model(path, mu=mu, instrument=instrument.value, normalise=normalise.value)
-    except (SIRReadError, ValueError, FileNotFoundError) as e:
-        _fail(str(e))
-    write_stokes(output, result, fmt=fmt.value)
+        write_stokes(output, result, fmt=fmt.value)
+    except _ERRORS as e:
+        _error(e)
     s = result.stokes
     out.print(f"wrote {output}: Stokes (4, {s.shape[1]}) in {result.unit}; I range {s[0].min():.3f}–{s[0].max():.3f}, "
               f"max |Q|,|U|,|V| = {abs(s[1]).max():.2e}, {abs(s[2]).max():.2e}, {abs(s[3]).max():.2e}")
@@ -75,38 +110,43 @@ def synth(
 def make_trainset_cmd(
     output: Path = typer.Option(Path("runs/inversion/trainset"), "--output", "-o", help="Training-set folder (shards + manifest.json)."),
     profile: str = typer.Option("cpu", "--profile", "-p", help="Profile: cpu, paper or tiny."),
-    patches: Optional[int] = typer.Option(None, "--patches", help="Number of patches (default: the profile's)."),
-    size: Optional[int] = typer.Option(None, "--size", help="Patch side in 0.16″ pixels (default: the profile's, 32)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: the profile's)."),
+    patches: Optional[int] = typer.Option(None, "--patches", min=1, help="Number of patches (default: the profile's)."),
+    size: Optional[int] = typer.Option(None, "--size", min=4, max=256, help="Patch side in 0.16″ pixels, 4–256 (default: the profile's, 32)."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Random seed, ≥ 0 (default: the profile's)."),
     device: str = typer.Option("cpu", "--device", help="Where the synthesis runs: cpu or cuda."),
     ranges: bool = typer.Option(True, "--ranges/--no-ranges", help="Write target_ranges.csv/json against SICON's normalisation."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the shards already in the folder against their checksums and make damaged ones again (--no-verify trusts them)."),
     data: Optional[Path] = DATA,
 ) -> None:
-    """Synthetic (Stokes map, 49 target maps) patches in zarr shards with a manifest (paper §2)."""
+    """Synthetic (Stokes map, 49 target maps) patches in zarr shards with a manifest (paper §2).
+
+    Resumable: complete shards already in the folder are verified and kept, damaged or missing
+    ones are made. The folder is locked while the command runs.
+    """
     from dataclasses import replace
 
     use_data(data, announce=True)
-    from helioforge.data.sir import SIRReadError
     from helioforge.inversion.config import get_trainset_profile
-    from helioforge.inversion.trainset import TrainsetError, make_trainset, target_ranges
+    from helioforge.inversion.trainset import make_trainset, target_ranges
 
     try:
+        _check_device(device)
         prof = get_trainset_profile(profile)
-    except ValueError as e:
-        _fail(str(e))
-    ts = prof.trainset
-    changes = {k: v for k, v in {"n_patches": patches, "patch_size": size, "seed": seed}.items() if v is not None}
-    if changes:
-        prof = replace(prof, trainset=replace(ts, **changes))
-    try:
-        manifest = make_trainset(output, prof, device=device, progress=True)
-    except (TrainsetError, SIRReadError, FileNotFoundError, ValueError) as e:
-        _fail(str(e))
+        ts = prof.trainset
+        changes = {k: v for k, v in {"n_patches": patches, "patch_size": size, "seed": seed}.items() if v is not None}
+        if changes:
+            prof = replace(prof, trainset=replace(ts, **changes))
+        manifest = make_trainset(output, prof, device=device, progress=True, verify_existing=verify)
+    except _ERRORS as e:
+        _error(e)
     n = sum(s.get("n", 0) for s in manifest.get("shards", []))
     out.print(f"wrote {n} patches in {len(manifest.get('shards', []))} shards under {output} "
               f"({'complete' if manifest.get('complete') else 'incomplete'})")
     if ranges:
-        table = target_ranges(output)
+        try:
+            table = target_ranges(output)
+        except _ERRORS as e:
+            _error(e)
         outside = table[~table["inside_sicon"].astype(bool)] if "inside_sicon" in table else table.iloc[0:0]
         console.print(f"target ranges → {output / 'target_ranges.csv'}; {len(outside)} of {len(table)} targets "
                       f"reach outside SICON's training range")
@@ -130,18 +170,28 @@ def train_cmd(
     profile: str = typer.Option("cpu", "--profile", "-p", help="Training profile: cpu, paper or tiny."),
     accelerator: str = typer.Option("auto", "--accelerator", help="Lightning accelerator: auto, cpu, gpu."),
     devices: str = typer.Option("auto", "--devices", help="Number of devices (several GPUs use DDP)."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check every shard of the training set against its manifest first (--no-verify skips that pass over the set)."),
+    force: bool = typer.Option(False, "--force", help="Start afresh: remove this network's checkpoint, weights and settings first."),
 ) -> None:
-    """Train (or resume) a SICON network on a training set; weights → WORKDIR/train_<network>/sicon_<network>."""
+    """Train (or resume) a SICON network on a training set; weights → WORKDIR/train_<network>/sicon_<network>.
+
+    The work folder is locked while the command runs; the weights count as trained only once
+    the run has finished (``helioforge invert`` refuses those of an interrupted run).
+    """
     from helioforge.cli_common import _trainer_kw
     from helioforge.inversion.pipeline import training_dir
     from helioforge.inversion.training import train_sicon
-    from helioforge.inversion.trainset import TrainsetError
+    from helioforge.inversion.trainset import verify_trainset
+    from helioforge.locking import workdir_lock
 
     try:
-        stem = train_sicon(trainset, training_dir(workdir, network.value), network=network.value, profile=profile, progress=True,
-                           **_trainer_kw(accelerator, devices))
-    except (TrainsetError, FileNotFoundError, ValueError) as e:
-        _fail(str(e))
+        if verify:  # before the lock: a damaged set leaves no work folder behind
+            verify_trainset(trainset)
+        with workdir_lock(workdir):
+            stem = train_sicon(trainset, training_dir(workdir, network.value), network=network.value, profile=profile,
+                               progress=True, verify=False, force=force, **_trainer_kw(accelerator, devices))
+    except _ERRORS as e:
+        _error(e)
     out.print(f"weights: {stem}.safetensors (+ .json)")
 
 
@@ -153,7 +203,7 @@ def validate_cmd(
     spinor: Optional[Path] = typer.Option(None, "--spinor", help="SPINOR inversion of the map (default: the sample's)."),
     report: Optional[Path] = typer.Option(None, "--report", "-r", help="Report folder (default WORKDIR/report)."),
     old_report: Optional[Path] = typer.Option(None, "-o", hidden=True),
-    me_pixels: int = typer.Option(1000, "--me-pixels", help="Held-out pixels for the Milne-Eddington baseline."),
+    me_pixels: int = typer.Option(1000, "--me-pixels", min=1, help="Held-out pixels for the Milne-Eddington baseline (≥ 1)."),
     data: Optional[Path] = DATA,
 ) -> None:
     """Validation report: MAD per quantity and log τ, KDEs, ME baseline, SPINOR, re-synthesis."""
@@ -169,8 +219,8 @@ def validate_cmd(
     try:
         metrics = run_validation(workdir, valset, sample if sample.exists() else None, spinor, report,
                                  me_pixels=me_pixels)
-    except (FileNotFoundError, ValueError) as e:
-        _fail(str(e))
+    except _ERRORS as e:
+        _error(e)
     for m, d in metrics["mad_at_log_tau_-1"].items():
         out.print(f"MAD at log τ = −1, {m}: " + ", ".join(f"{q} {v:.3g}" for q, v in d.items()))
     out.print(f"report: {report / 'index.html'}")
@@ -182,24 +232,49 @@ def invert_command(
     network: Network = typer.Option(Network.encdec, "--network", "-n", help="encdec or concat."),
     workdir: Path = IWORKDIR,
     weights: Optional[Path] = typer.Option(None, "--weights", help="Weights stem (default WORKDIR/train_<network>/sicon_<network>)."),
-    branch: int = typer.Option(0, "--branch", help="Azimuth solution for Bx, By: 0 (Bx ≥ 0) or 1 (opposite)."),
+    branch: int = typer.Option(0, "--branch", min=0, max=1, help="Azimuth solution for Bx, By: 0 (Bx ≥ 0) or 1 (opposite)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
 ) -> None:
-    """Invert a Hinode SP map with a trained SICON network into T, v_z, z, log P, B at 7 log τ."""
-    from helioforge.data.hinode import HinodeReadError
+    """Invert a Hinode SP map with a trained SICON network into T, v_z, z, log P, B at 7 log τ.
+
+    Pixels with non-finite values are masked: NaN in the output cube there. Reads the work
+    folder only (nothing is created or changed in it).
+    """
+    import numpy as np
+
+    from helioforge.errors import check_output
     from helioforge.inversion.atmos_cube import write_atmos_cube
     from helioforge.inversion.pipeline import invert_map, weights_stem
 
     stem = weights or weights_stem(workdir, network.value)
-    if not Path(str(stem) + ".safetensors").is_file():
-        _fail(f"{stem}.safetensors not found: train first ('helioforge inversion train -n {network.value}') or pass --weights")
+    files = [Path(str(stem) + ".safetensors"), Path(str(stem) + ".json")]
+    train = f"helioforge inversion train -t TRAINSET -w {workdir} -n {network.value}"
+    try:
+        inputs = [sp_map, *files]
+        if sp_map.is_dir():  # a folder of slit files: none of them may be overwritten either
+            inputs += sorted(sp_map.iterdir())
+        check_output(output, inputs)
+        _check_device(device)
+    except _ERRORS as e:
+        _error(e)
+    if not stem.parent.is_dir():
+        _fail(f"{stem.parent}: no such weights folder; train first (`{train}`) or pass --weights")
+    if not files[0].is_file():
+        _fail(f"{files[0]} not found: train first (`{train}`) or pass --weights")
     try:
         cube, info = invert_map(sp_map, stem, branch=branch, device=device)
-    except (HinodeReadError, FileNotFoundError, ValueError) as e:
-        _fail(str(e))
-    write_atmos_cube(output, cube)
+        write_atmos_cube(output, cube)
+    except _ERRORS as e:
+        _error(e)
     for s in info["skipped"]:
         console.print(f"[yellow]skipped[/yellow] {s}")
+    if info.get("n_masked"):
+        from rich.markup import escape
+
+        console.print(f"[yellow]masked[/yellow] {info['n_masked']} of {info['mask'].size} pixel(s) of {escape(str(sp_map))} "
+                      "(non-finite values or no positive continuum): NaN in the output there")
     ny, nx = cube.data.shape[-2:]
+    t0 = cube.data[0, 0]
+    t_range = f"{np.nanmin(t0):.0f}–{np.nanmax(t0):.0f} K" if np.isfinite(t0).any() else "no finite value"
     out.print(f"wrote {output}: (7, 7, {ny}, {nx}) + BXYZ (branch {branch}); network {info['seconds_network'] * 1e3:.0f} ms, "
-              f"T(log τ=0) {cube.data[0, 0].min():.0f}–{cube.data[0, 0].max():.0f} K")
+              f"T(log τ=0) {t_range}")

@@ -78,6 +78,9 @@ __all__ = [
     "normalise_quiet_sun",
     "to_standard_grid",
     "heliocentric_mu",
+    "plausibility_problem",
+    "MAX_ABS_VALUE",
+    "MIN_LINE_DEPTH",
 ]
 
 logger = logging.getLogger(__name__)
@@ -309,7 +312,8 @@ def _check_finite(path: Path, stokes: np.ndarray) -> int:
         raise SPReadError(path, "no finite Stokes profile (all NaN/inf)")
     n_bad = int((~finite).sum())
     if n_bad:
-        logger.warning("%s: %d pixel(s) with non-finite values kept as NaN", path, n_bad)
+        logger.warning("%s: %d pixel(s) with non-finite values kept as NaN (masked: an inversion writes NaN there)",
+                       path, n_bad)
     return n_bad
 
 
@@ -707,6 +711,53 @@ def read_sp_map(source: str | Path | Iterable[str | Path], **kwargs) -> tuple[SP
     elif isinstance(source, (str, Path)) and not Path(source).exists() and not _GLOB_CHARS.search(str(source)):
         raise FileNotFoundError(f"{source}: no such file or folder")
     return read_sp_level1(source, **kwargs)
+
+
+# --------------------------------------------------------------------------- plausibility
+
+#: Largest |value| accepted in a map. Level-1 SP counts are 16-bit values doubled at most once
+#: by the on-board bit shift (< 1.4·10⁵, :func:`undo_bit_shift`); maps already divided by a
+#: continuum are of order 1. Anything beyond 10⁷ is not Hinode SP data in any of its units.
+MAX_ABS_VALUE = 1e7
+#: Smallest median depth of the deepest line in Stokes I, relative to the continuum. The
+#: Fe I 6301.5/6302.5 Å lines are 60–70 % deep in quiet-Sun SP maps, still ≳ 30 % in umbrae
+#: (split by the field); a flat profile (a constant map, a wrong wavelength range) has none.
+MIN_LINE_DEPTH = 0.1
+
+
+def plausibility_problem(sp_map: SPMap) -> str | None:
+    """Why a map cannot be Hinode SP Stokes data (``None`` when it can).
+
+    Looks at the finite pixels only (non-finite ones are masked downstream):
+
+    1. the largest |value| must be at most :data:`MAX_ABS_VALUE` (the instrument's range);
+    2. the median continuum (Stokes I over :data:`CONTINUUM_WINDOW_A`) must be positive;
+    3. the median depth of the deepest absorption in Stokes I, 1 − min_λ I / I_c, must be at
+       least :data:`MIN_LINE_DEPTH` (the Fe I lines are there).
+
+    Returns the problem in words (the caller adds the file name).
+    """
+    stokes = np.asarray(sp_map.stokes)
+    good = np.isfinite(stokes).all(axis=(0, 1))
+    if not good.any():
+        return "no finite Stokes profile (all NaN/inf)"
+    vals = stokes[:, :, good]  # (4, nλ, n)
+    peak = float(np.abs(vals).max())
+    if peak > MAX_ABS_VALUE:
+        return (f"values up to {peak:.3g} are beyond the range of Hinode SP data (level-1 counts stay below 1.4e5, "
+                f"continuum-normalised maps near 1; at most {MAX_ABS_VALUE:.0e} is accepted)")
+    ic = continuum_from_stokes(stokes, sp_map.wavelength)[good].astype(np.float64)
+    med = float(np.median(ic))
+    lo, hi = CONTINUUM_WINDOW_A
+    if not med > 0:
+        return (f"the continuum (Stokes I over {lo:.2f}-{hi:.2f} A) is {'zero' if med == 0 else 'negative'} (median "
+                f"{med:.3g}): not Stokes I of a Hinode SP map")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = 1.0 - np.nanmedian(np.where(ic > 0, vals[0].min(axis=0) / ic, np.nan))
+    if not depth >= MIN_LINE_DEPTH:
+        return (f"no Fe I 6301.5/6302.5 absorption lines in Stokes I (median line depth {depth:.1%}, quiet Sun about "
+                "65 %): not a Hinode SP map of the photosphere, or its wavelength axis is wrong")
+    return None
 
 
 # --------------------------------------------------------------------------- normalisation

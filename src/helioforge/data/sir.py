@@ -43,10 +43,14 @@ import numpy as np
 
 from helioforge.config import data_root
 from helioforge.data.sharp import FitsReadError, Skipped
+from helioforge.errors import InputError
 from helioforge.io import atomic_path
 
 __all__ = [
     "SIRReadError",
+    "SIRPlausibilityError",
+    "PLAUSIBLE_RANGES",
+    "plausibility_problem",
     "SIRModel",
     "read_sir",
     "write_sir",
@@ -89,6 +93,41 @@ class SIRReadError(FitsReadError):
     Subclass of :class:`helioforge.data.sharp.FitsReadError` (so of ``ValueError``) so batch
     readers catch it with the other file errors. Attributes ``path`` and ``problem``.
     """
+
+
+class SIRPlausibilityError(SIRReadError, InputError):
+    """A SIR model whose values cannot be those of a solar atmosphere (e.g. T = 1e30 K).
+
+    Both a :class:`SIRReadError` (batch readers skip it like any bad file) and an
+    :class:`~helioforge.errors.InputError`; ``str(err)`` is ``"<path>: line N: <problem>"``.
+    """
+
+
+#: Plausible ranges of the SIR columns, (low, high, unit, what it is checked against): every
+#: model of the SIR/Hazel distribution lies well inside (T 2,800–92,000 K, |B| ≤ 3.7 kG,
+#: |v_LOS| ≤ 25 km/s, v_mic ≤ 25 km/s, P_e ≤ 1.1·10⁴, P_g ≤ 10⁶ dyn cm⁻²).
+PLAUSIBLE_RANGES = {
+    "T": (1.0e3, 1.0e5, "K"),
+    "B": (-1.0e4, 1.0e4, "G"),
+    "vlos": (-1.0e7, 1.0e7, "cm/s"),
+    "vmic": (0.0, 1.0e7, "cm/s"),
+    "Pe": (0.0, 1.0e8, "dyn/cm2"),
+    "Pg": (0.0, 1.0e10, "dyn/cm2"),
+}
+
+
+def plausibility_problem(model: "SIRModel") -> tuple[int, str] | None:
+    """First value of ``model`` outside :data:`PLAUSIBLE_RANGES`, as ``(row index, problem)``
+    (row 0 = deepest); ``None`` when all are plausible. Absent columns (NaN Pg) are skipped."""
+    for col, (lo, hi, unit) in PLAUSIBLE_RANGES.items():
+        v = getattr(model, col)
+        with np.errstate(invalid="ignore"):
+            bad = np.flatnonzero(np.isfinite(v) & ((v < lo) | (v > hi)))
+        if bad.size:
+            i = int(bad[0])
+            return i, (f"{col} = {v[i]:.6g} {unit} is outside the plausible range {lo:,.6g} to {hi:,.6g} {unit} "
+                       "of a solar atmosphere")
+    return None
 
 
 @dataclass(eq=False)
@@ -246,6 +285,9 @@ def read_sir(path: str | Path) -> SIRModel:
         (or differs from the first row's count), a non-numeric token, or an invalid model
         (non-finite, T ≤ 0, Pe ≤ 0, log τ not strictly decreasing); the message names the
         file and the line number (1-based).
+    SIRPlausibilityError : (a SIRReadError and an InputError) a value outside
+        :data:`PLAUSIBLE_RANGES`, e.g. T outside 1,000–100,000 K; names the file, the line
+        and the quantity.
 
     Source: SIR user manual (Ruiz Cobo & del Toro Iniesta 1992).
     """
@@ -299,6 +341,10 @@ def read_sir(path: str | Path) -> SIRModel:
         row, problem = found
         where = f"line {line_nos[row]}: " if row is not None else ""
         raise SIRReadError(path, where + problem) from None
+    implausible = plausibility_problem(model)
+    if implausible is not None:
+        row, problem = implausible
+        raise SIRPlausibilityError(path, f"line {line_nos[row]}: {problem}")
     return model
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from helioforge.config import ProfileBase, dataclass_from_dict, profile_from_registry
+from helioforge.errors import InputError, check_count, check_finite
 
 __all__ = [
     "DepthGridConfig",
@@ -201,6 +202,28 @@ class TrainsetConfig:
     wavelength_oversampling: int = 2
     qs_reference_size: int = 64
     seed: int = 0
+
+    #: Smallest and largest patch side accepted (a patch smaller than 4 pixels has no spatial
+    #: structure to learn; 256² × 4 × 112 float32 is already 117 MB per patch).
+    MIN_PATCH_SIZE = 4
+    MAX_PATCH_SIZE = 256
+
+    def __post_init__(self) -> None:
+        """Refuse counts that would give an empty or nonsensical set (``InputError``, a
+        ``ValueError``, naming the setting)."""
+        check_count("n_patches", self.n_patches, 1)
+        check_count("patch_size", self.patch_size, self.MIN_PATCH_SIZE, self.MAX_PATCH_SIZE)
+        check_count("shard_size", self.shard_size, 1)
+        check_count("seed", self.seed, 0)
+        check_count("qs_reference_size", self.qs_reference_size, 1)
+        check_count("margin_px", self.margin_px, 0)
+        check_count("wavelength_oversampling", self.wavelength_oversampling, 1)
+        check_finite("noise_sigma", self.noise_sigma, 0.0)
+        for name in ("hinode_pixel_arcsec", "model_pixel_arcsec"):
+            if not check_finite(name, getattr(self, name)) > 0:
+                raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 < check_finite("mu", self.mu) <= 1.0:
+            raise InputError(f"mu must be in (0, 1], got {self.mu}")
 
     def rebin(self) -> int:
         """Integer factor r = hinode_pixel / model_pixel; ``ValueError`` if not an integer ≥ 1."""

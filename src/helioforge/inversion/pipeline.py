@@ -9,6 +9,7 @@ timings, as a report folder.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -20,7 +21,8 @@ import torch
 from helioforge import __version__
 from helioforge.inversion.atmos_cube import AtmosCube, field_vector, split_targets
 
-__all__ = ["training_dir", "weights_stem", "load_map", "invert_map", "invert_stokes", "run_validation"]
+__all__ = ["training_dir", "weights_stem", "load_map", "masked_pixels", "fill_masked", "invert_map", "invert_stokes",
+           "run_validation"]
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +59,40 @@ def invert_stokes(stokes: np.ndarray, network, device: str | None = None) -> tup
     return split_targets(out), seconds
 
 
+def _ascii(text: str) -> str:
+    """``text`` with non-ASCII characters backslash-escaped (FITS header values are ASCII)."""
+    return str(text).encode("ascii", "backslashreplace").decode()
+
+
+def masked_pixels(stokes: np.ndarray, wavelength: np.ndarray | None = None) -> np.ndarray:
+    """Pixels (ny, nx) of Stokes maps (4, nλ, ny, nx) that cannot be inverted: a non-finite
+    value anywhere in the profiles, or a continuum that is not positive (Stokes I over the blue
+    continuum window of ``wavelength``; the first point when no axis is given)."""
+    from helioforge.data.hinode_sp import continuum_from_stokes
+
+    stokes = np.asarray(stokes)
+    bad = ~np.isfinite(stokes).all(axis=(0, 1))
+    ic = continuum_from_stokes(stokes, wavelength) if wavelength is not None else stokes[0, 0]
+    with np.errstate(invalid="ignore"):
+        bad |= ~(np.asarray(ic) > 0)
+    return bad
+
+
+def fill_masked(stokes: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """A copy of ``stokes`` (4, nλ, ny, nx) with the ``bad`` pixels replaced by the median
+    profile of the others (so that a convolutional network sees no NaN; their outputs are
+    discarded)."""
+    if not bad.any():
+        return stokes
+    out = np.array(stokes, dtype=np.float32, copy=True)
+    out[:, :, bad] = np.median(out[:, :, ~bad], axis=-1)[..., None]
+    return out
+
+
 def load_map(path: str | Path, quiet_mask: np.ndarray | None = None):
     """Read an SP map, resample it to the standard grid and normalise it to the quiet Sun (§4).
+
+    Pixels with non-finite values are kept as NaN (:func:`masked_pixels` finds them).
 
     Returns
     -------
@@ -68,19 +102,35 @@ def load_map(path: str | Path, quiet_mask: np.ndarray | None = None):
     ------
     helioforge.data.hinode.HinodeReadError
         For an unreadable map, or one with the wrong number of wavelengths or Stokes parameters.
+    helioforge.errors.InputError
+        For a map that cannot be Hinode SP data (values beyond the instrument's range, a
+        continuum that is not positive, no Fe I absorption lines: see
+        :func:`helioforge.data.hinode_sp.plausibility_problem`), or whose quiet-Sun continuum
+        cannot be found; the message names the file.
     """
     from helioforge.data import hinode_sp
+    from helioforge.errors import InputError
 
     t0 = time.perf_counter()
     sp, skipped = hinode_sp.read_sp_map(path)
+    why = hinode_sp.plausibility_problem(sp)
+    if why is not None:
+        raise InputError(f"{path}: {why}")
     sp = hinode_sp.to_standard_grid(sp)
-    sp, ic = hinode_sp.normalise_quiet_sun(sp, mask=quiet_mask)
+    try:
+        sp, ic = hinode_sp.normalise_quiet_sun(sp, mask=quiet_mask)
+    except ValueError as exc:
+        raise InputError(f"{path}: {exc}") from None
     return sp, skipped, float(ic), time.perf_counter() - t0
 
 
 def invert_map(path: str | Path, stem: str | Path, branch: int = 0, device: str | None = None,
                quiet_mask: np.ndarray | None = None) -> tuple[AtmosCube, dict[str, Any]]:
     """Invert a Hinode SP map file (or folder of per-slit files) into an atmosphere cube.
+
+    Pixels that cannot be inverted (non-finite values, a continuum that is not positive) are
+    masked: the network sees the median profile there and the cube holds NaN at those pixels
+    (``info["n_masked"]``, header card ``HF masked_pixels``; a warning names the file).
 
     Parameters
     ----------
@@ -92,24 +142,39 @@ def invert_map(path: str | Path, stem: str | Path, branch: int = 0, device: str 
     Returns
     -------
     (AtmosCube, info) where info holds the normalised Stokes map, wavelength shift, I_c used,
-    skipped files and timings.
+    skipped files, the mask of the masked pixels (``mask``, ``n_masked``) and timings.
 
     Raises
     ------
     helioforge.data.hinode.HinodeReadError
         For an unreadable map, or one with the wrong number of wavelengths or Stokes parameters.
+    helioforge.errors.InputError
+        For an implausible map (see :func:`load_map`).
+    helioforge.errors.ProductError
+        For weights that are unfinished, damaged or inconsistent
+        (:meth:`~helioforge.inversion.training.SiconInverter.from_weights`).
     ValueError
         For ``branch`` not 0 or 1.
     """
     if branch not in (0, 1):
         raise ValueError(f"branch must be 0 or 1, got {branch}")
+    from helioforge.inversion.training import SiconInverter
+
+    inverter = SiconInverter.from_weights(stem, device=device)  # damaged weights: refused before any reading
     sp, skipped, ic, t_read = load_map(path, quiet_mask)
-    data, t_net = invert_stokes(sp.stokes, stem, device)
+    bad = masked_pixels(sp.stokes, sp.wavelength)
+    n_bad = int(bad.sum())
+    if n_bad:
+        log.warning("%s: %d of %d pixel(s) masked (non-finite values or no positive continuum): NaN in the output "
+                    "there", path, n_bad, bad.size)
+    data, t_net = invert_stokes(fill_masked(sp.stokes, bad), inverter)
+    data[..., bad] = np.nan
     bxyz = field_vector(data, branch)
-    params = {"network_weights": Path(stem).name, "input": Path(path).name, "branch": branch,
-              "ic_normalisation": float(ic), "software": f"helioforge {__version__}"}
+    bxyz[..., bad] = np.nan
+    params = {"network_weights": _ascii(Path(stem).name), "input": _ascii(Path(path).name), "branch": branch,
+              "ic_normalisation": float(ic), "masked_pixels": n_bad, "software": f"helioforge {__version__}"}
     info = {"stokes": sp.stokes, "wavelength": sp.wavelength, "ic": float(ic), "skipped": skipped,
-            "seconds_read": t_read, "seconds_network": t_net, "sp": sp}
+            "seconds_read": t_read, "seconds_network": t_net, "sp": sp, "mask": bad, "n_masked": n_bad}
     return AtmosCube(data=data, bxyz=bxyz, branch=branch, params=params), info
 
 
@@ -130,17 +195,33 @@ def run_validation(workdir: str | Path, valset: str | Path, sample: str | Path |
     Returns
     -------
     metrics dict (also in ``out_dir/metrics.json``).
+
+    Raises
+    ------
+    helioforge.inversion.trainset.TrainsetError : ``valset`` incomplete or damaged (every shard
+        is checked against the manifest's checksums first).
+    FileNotFoundError : no trained network in ``workdir``.
+    helioforge.errors.ProductError : unfinished or damaged weights.
+    helioforge.errors.InputError : ``me_pixels`` < 1, or an implausible ``sample`` map.
+
+    Nothing is written before these checks pass.
     """
     import pandas as pd
 
     from helioforge.inversion import validate as V
     from helioforge.inversion.atmos_cube import read_spinor, resynthesize
     from helioforge.inversion.training import SiconInverter
-    from helioforge.inversion.trainset import TrainsetDataset, read_manifest
+    from helioforge.errors import check_count
+    from helioforge.inversion.trainset import TrainsetDataset, verify_trainset
 
+    check_count("me_pixels", me_pixels, 1)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    man = read_manifest(valset)
+    man = verify_trainset(valset)  # a damaged held-out set is refused, not read as zeros
+    present = [n for n in networks if Path(str(weights_stem(workdir, n)) + ".safetensors").is_file()]
+    if not present:
+        raise FileNotFoundError(f"{workdir}: no trained networks (train_<network>/sicon_<network>.safetensors); run "
+                                f"`helioforge inversion train -t TRAINSET -w {workdir} -n encdec` first")
+    inverters = {net: SiconInverter.from_weights(weights_stem(workdir, net), device=device) for net in present}
     ds = TrainsetDataset(valset, noise_sigma=man["stokes"]["noise_sigma"], generator=torch.Generator().manual_seed(1))
     pairs = [ds[i][:2] for i in range(len(ds))]  # one read (and one noise draw) per patch
     stokes = np.stack([p[0].numpy() for p in pairs])
@@ -148,11 +229,9 @@ def run_validation(workdir: str | Path, valset: str | Path, sample: str | Path |
     wav = np.asarray(man["stokes"]["wavelengths_air_A"])
     tables, figures, metrics = [], {"kde": [], "profiles": []}, {"valset": str(valset), "n_maps": len(ds),
                                                                   "timing": {}}
-    present = [n for n in networks if Path(str(weights_stem(workdir, n)) + ".safetensors").is_file()]
-    if not present:
-        raise FileNotFoundError(f"{workdir}: no trained networks (train_<network>/sicon_<network>.safetensors); run "
-                                "'helioforge inversion train' first")
-    inverters = {net: SiconInverter.from_weights(weights_stem(workdir, net), device=device) for net in present}
+    sample_map = load_map(sample)[0] if sample is not None else None  # an unreadable map: refused before writing
+    reference = read_spinor(spinor) if (sample is not None and spinor is not None) else None
+    out.mkdir(parents=True, exist_ok=True)
     for net, inv in inverters.items():
         pred, secs = invert_stokes(stokes, inv)
         tables.append(V.validation_table(pred, truth.reshape(pred.shape), label=net))
@@ -164,9 +243,14 @@ def run_validation(workdir: str | Path, valset: str | Path, sample: str | Path |
     metrics["me_baseline"] = me_info
     metrics["timing"]["me_pixels_per_s"] = me_info["pixels_per_s"]
     all_tables = {"validation": pd.concat(tables, ignore_index=True)}
-    if sample is not None:
-        sp, _, _, _ = load_map(sample)
-        reference = read_spinor(spinor) if spinor is not None else None
+    if sample_map is not None:
+        sp = sample_map
+        bad = masked_pixels(sp.stokes, sp.wavelength)
+        if bad.any():
+            log.warning("%s: %d pixel(s) masked (non-finite or no positive continuum): filled with the median profile "
+                        "for the comparison", sample, int(bad.sum()))
+            metrics["sample_masked_pixels"] = int(bad.sum())
+            sp = dataclasses.replace(sp, stokes=fill_masked(sp.stokes, bad))
         spinor_rows, resyn_rows = [], []
         for net, inv in inverters.items():
             data, _ = invert_stokes(sp.stokes, inv)

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from astropy.io import fits
 
-from helioforge.data.sir import SIRModel, model_path, read_sir
+from helioforge.data.sir import SIRModel, model_path, plausibility_problem, read_sir
+from helioforge.errors import InputError
 from helioforge.io import write_fits, write_text
 from helioforge.physics.atomic import SpectralLine, fe_lines
 from helioforge.physics.lte import Atmosphere, synth_lte
@@ -108,7 +109,12 @@ def synthesize_model(model: SIRModel | str | Path, mu: float = 1.0, instrument: 
     ValueError
         For an unknown ``instrument``/``normalise`` or ``mu`` outside (0, 1].
     helioforge.data.sir.SIRReadError
-        If the model file cannot be read (names the file and line).
+        If the model file cannot be read (names the file and line), or holds implausible
+        values (:class:`~helioforge.data.sir.SIRPlausibilityError`, e.g. T outside
+        1,000–100,000 K).
+    helioforge.errors.InputError
+        For an implausible :class:`SIRModel` given directly, or a synthesis that gives
+        non-finite intensities.
     """
     if instrument not in INSTRUMENTS:
         raise ValueError(f"instrument must be one of {INSTRUMENTS}, got {instrument!r}")
@@ -118,7 +124,11 @@ def synthesize_model(model: SIRModel | str | Path, mu: float = 1.0, instrument: 
         raise ValueError(f"mu must be in (0, 1], got {mu}")
     name = str(model) if not isinstance(model, SIRModel) else (model.name or "model")
     if not isinstance(model, SIRModel):
-        model = read_sir(model)
+        model = read_sir(model)  # refuses implausible values (SIRPlausibilityError) naming the line
+    else:
+        implausible = plausibility_problem(model)
+        if implausible is not None:
+            raise InputError(f"SIR model {name!r}: row {implausible[0]} (0 = deepest): {implausible[1]}")
     lines = fe_lines() if lines is None else lines
     sp = _instrument() if (instrument == "hinode" or wavelength is None) else None
     wav_out = np.asarray(wavelength if wavelength is not None else sp.wavelengths, dtype=np.float64)
@@ -136,6 +146,9 @@ def synthesize_model(model: SIRModel | str | Path, mu: float = 1.0, instrument: 
         stokes, ic = synth_lte(atmos, wav_out, lines=lines, mu=mu)
     stokes = stokes.detach().numpy()
     ic_model = float(ic)
+    if not (np.isfinite(stokes).all() and np.isfinite(ic_model) and ic_model > 0):
+        raise InputError(f"{model.source_path or name}: the synthesis gave non-finite or non-positive intensities "
+                         f"(continuum {ic_model:.3g}); the model atmosphere is not usable")
     ic_quiet = float("nan")
     unit = "erg s-1 cm-2 sr-1 Hz-1"
     if normalise == "quiet-sun":
@@ -145,7 +158,8 @@ def synthesize_model(model: SIRModel | str | Path, mu: float = 1.0, instrument: 
     elif normalise == "model":
         stokes = stokes / ic_model
         unit = "I_c(model)"
-    params = {"model": Path(name).name, "mu": mu, "instrument": instrument, "normalise": normalise,
+    model_name = Path(name).name.encode("ascii", "backslashreplace").decode()  # FITS header values are ASCII
+    params = {"model": model_name, "mu": mu, "instrument": instrument, "normalise": normalise,
               "lines": ", ".join(ln.name for ln in lines), "ic_model": ic_model, "ic_quiet": ic_quiet}
     return StokesProfiles(stokes=stokes, wavelength=wav_out, unit=unit, ic_model=ic_model, ic_quiet=ic_quiet,
                           params=params)

@@ -111,6 +111,8 @@ __all__ = [
     "SiconModule",
     "train_sicon",
     "SiconInverter",
+    "check_trained",
+    "train_command",
     "SICON_STEM",
 ]
 
@@ -218,7 +220,7 @@ class TargetScaler:
         """
         import zarr
 
-        from helioforge.inversion.trainset import TrainsetError, read_manifest
+        from helioforge.inversion.trainset import TrainsetError, make_trainset_command, read_manifest, reading_shard
 
         root = Path(root)
         man = read_manifest(root)
@@ -228,12 +230,14 @@ class TargetScaler:
         for e in man["shards"]:
             path = root / e["file"]
             if not path.is_dir():
-                raise TrainsetError(path, "shard listed in the manifest is missing")
-            t = zarr.open_group(str(path), mode="r")["targets"]
-            for s in range(0, t.shape[0], chunk):
-                x = np.asarray(t[s:s + chunk], dtype=np.float64)
-                lo = np.minimum(lo, x.min(axis=(0, 2, 3)))
-                hi = np.maximum(hi, x.max(axis=(0, 2, 3)))
+                raise TrainsetError(path, "shard listed in the manifest is missing",
+                                    f"run `{make_trainset_command(root, man)}` to make it again")
+            with reading_shard(root, e["file"], man):
+                t = zarr.open_group(str(path), mode="r")["targets"]
+                for s in range(0, t.shape[0], chunk):
+                    x = np.asarray(t[s:s + chunk], dtype=np.float64)
+                    lo = np.minimum(lo, x.min(axis=(0, 2, 3)))
+                    hi = np.maximum(hi, x.max(axis=(0, 2, 3)))
         if not np.all(np.isfinite(lo)):
             raise TrainsetError(root, "no target values found (empty training set?)")
         return cls(lo, hi, names, f"trainset {root}")
@@ -630,11 +634,14 @@ def _load_patches(root: Path, in_memory_gb: float):
         return lazy
     import zarr
 
+    from helioforge.inversion.trainset import reading_shard
+
     stokes, targets = [], []
     for e in lazy.shards:
-        g = zarr.open_group(str(root / e["file"]), mode="r")
-        stokes.append(torch.from_numpy(np.asarray(g["stokes"][:], dtype=np.float32)))
-        targets.append(torch.from_numpy(np.asarray(g["targets"][:], dtype=np.float32)))
+        with reading_shard(root, e["file"], man):
+            g = zarr.open_group(str(root / e["file"]), mode="r")
+            stokes.append(torch.from_numpy(np.asarray(g["stokes"][:], dtype=np.float32)))
+            targets.append(torch.from_numpy(np.asarray(g["targets"][:], dtype=np.float32)))
     return TensorDataset(torch.cat(stokes), torch.cat(targets))
 
 
@@ -651,8 +658,16 @@ def train_sicon(
     accelerator: str = "auto",
     devices: int | str = "auto",
     progress: bool = True,
+    verify: bool = True,
+    force: bool = False,
 ) -> Path:
     """Train a SICON network on a training set; return the stem of the saved weights.
+
+    The training folder's lock is held throughout (a second run on it raises
+    :class:`~helioforge.errors.FolderInUse`). The final weights are recorded in
+    ``workdir/state.json`` (step ``sicon_<network>``, with their SHA-256) only once they are
+    written; the record is removed when a run starts, so weights of an interrupted run are never
+    taken for a trained model (:meth:`SiconInverter.from_weights` refuses them).
 
     Parameters
     ----------
@@ -664,6 +679,9 @@ def train_sicon(
     profile : a :class:`SiconConfig` or its name (:func:`get_sicon_profile`).
     accelerator, devices : Lightning's (``auto``: a GPU when present).
     progress : progress bar.
+    verify : check every shard of the training set against its manifest's checksums first
+        (:func:`~helioforge.inversion.trainset.verify_trainset`; a damaged set is refused).
+    force : start afresh: remove the folder's checkpoint, final weights and settings first.
 
     Returns
     -------
@@ -675,18 +693,91 @@ def train_sicon(
 
     Raises
     ------
-    helioforge.inversion.trainset.TrainsetError : not a (complete) training set.
+    helioforge.inversion.trainset.TrainsetError : not a (complete) training set, or a damaged
+        shard (``verify``).
+    ProductError : ``workdir`` holds a checkpoint whose settings file is missing or unreadable.
+    FolderInUse : another process trains in ``workdir``.
     ValueError : unknown network or profile, fewer than two training patches, or ``workdir``
         holding a checkpoint made with other settings or another training set.
     """
-    from helioforge.inversion.trainset import MANIFEST, TARGET_UNITS, read_manifest
+    from helioforge.inversion.trainset import read_manifest, verify_trainset
+    from helioforge.locking import workdir_lock
 
     cfg = get_sicon_profile(profile) if isinstance(profile, str) else profile
     if network is not None and network != cfg.model.network:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, network=network))
+    root = Path(trainset_dir)
+    man = verify_trainset(root) if verify else read_manifest(root)  # a bad set is refused before any folder is made
+    with workdir_lock(workdir):
+        return _train_sicon(root, Path(workdir), cfg, man, accelerator=accelerator, devices=devices,
+                            progress=progress, force=force)
+
+
+def train_command(workdir: str | Path, network: str, trainset: str | Path | None = None, profile: str | None = None,
+                  force: bool = False) -> str:
+    """The ``helioforge inversion train`` command that (re)makes the weights of ``network`` in
+    the training folder ``workdir`` (``…/train_<network>``: ``-w`` is its parent)."""
+    import shlex
+
+    workdir = Path(workdir)
+    w = workdir.parent if workdir.name == f"train_{network}" else workdir
+    cmd = (f"helioforge inversion train -t {shlex.quote(str(trainset)) if trainset else 'TRAINSET'} "
+           f"-w {shlex.quote(str(w))} -n {network}")
+    if profile:
+        cmd += f" -p {shlex.quote(str(profile))}"
+    return cmd + (" --force" if force else "")
+
+
+def _stem_readable(stem: Path) -> bool:
+    """Whether both files of a weights stem can be read (:func:`load_weights` succeeds)."""
+    try:
+        load_weights(stem)
+    except Exception:  # noqa: BLE001 - any failure: not readable
+        return False
+    return True
+
+
+def _train_sicon(root: Path, workdir: Path, cfg: SiconConfig, man: dict[str, Any], *, accelerator, devices,
+                 progress: bool, force: bool) -> Path:
+    from helioforge.errors import ProductError
+    from helioforge.inversion.trainset import MANIFEST, TARGET_UNITS
+    from helioforge.workspace import StepState
+
     mc, tc = cfg.model, cfg.train
-    root, workdir = Path(trainset_dir), Path(workdir)
-    man = read_manifest(root)
+    step = SICON_STEM.format(network=mc.network)
+    stem = workdir / step
+    files = (stem.with_suffix(".safetensors"), stem.with_suffix(".json"))
+    digest = cfg.digest("model", "train", extra=man.get("digest"),
+                        drop=("train.epochs", "train.num_workers", "train.in_memory_gb"))
+    settings = workdir / _SETTINGS
+    fresh = train_command(workdir, mc.network, root, cfg.name, force=True)
+    state = StepState(workdir)
+    if force:  # the folder holds this network only: its bookkeeping goes too (even if unreadable)
+        for p in (*files, settings, state.state_file, workdir / "checkpoints" / "last.safetensors"):
+            p.unlink(missing_ok=True)
+    ckpt = last_checkpoint(workdir)
+    if ckpt is not None:
+        if not settings.is_file():
+            raise ProductError(ckpt, f"a training checkpoint without its settings file {_SETTINGS} (unknown run)",
+                               f"start afresh with `{fresh}`, or use a new folder")
+        try:
+            old = json.loads(settings.read_text())
+            if not isinstance(old, dict):
+                raise ValueError(f"a JSON {type(old).__name__}, not an object")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ProductError(settings, f"unreadable settings of the checkpointed run ({type(exc).__name__}: {exc})",
+                               f"start afresh with `{fresh}`, or use a new folder") from None
+        if old.get("digest") != digest:
+            raise ValueError(f"{workdir}: holds a checkpoint of another SICON run (settings digest {old.get('digest')} "
+                             f"≠ {digest}); use a new folder, or start afresh with `{fresh}`")
+        from helioforge.nn.checkpoint import SafetensorsCheckpointIO
+
+        try:  # a truncated or garbled checkpoint is refused here, not deep inside Lightning's resume
+            SafetensorsCheckpointIO().load_checkpoint(ckpt)
+        except Exception as exc:  # noqa: BLE001 - safetensors/JSON raise several kinds for a damaged file
+            problem = exc.problem if isinstance(exc, ProductError) else f"{type(exc).__name__}: {exc}"
+            raise ProductError(ckpt, f"unreadable training checkpoint ({problem})",
+                               f"start afresh with `{fresh}`") from None
     dataset = _load_patches(root, tc.in_memory_gb)
     workers = tc.num_workers if not isinstance(dataset, TensorDataset) else 0
     n = len(dataset)
@@ -696,14 +787,12 @@ def train_sicon(
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(tc.seed)).tolist()
     val_idx, train_idx = sorted(perm[:n_val]), sorted(perm[n_val:])
 
-    digest = cfg.digest("model", "train", extra=man.get("digest"),
-                        drop=("train.epochs", "train.num_workers", "train.in_memory_gb"))
-    settings = workdir / _SETTINGS
-    if last_checkpoint(workdir) is not None and settings.is_file():
-        old = json.loads(settings.read_text()).get("digest")
-        if old != digest:
-            raise ValueError(f"{workdir}: holds a checkpoint of another SICON run (settings digest {old} ≠ {digest});"
-                             " use a new folder")
+    # from here on the folder's weights are being remade: not current until written and marked
+    current = state.is_current(step, None, *files)
+    state.unmark(step)
+    if not current and any(p.exists() for p in files) and not _stem_readable(stem):
+        for p in files:  # weights of an interrupted or damaged run: remade from the checkpoint
+            p.unlink(missing_ok=True)
     write_json(settings, {"digest": digest, "profile": cfg.to_dict(), "trainset": str(root.resolve()),
                           "trainset_digest": man.get("digest")})
 
@@ -759,8 +848,9 @@ def train_sicon(
         "source": "Asensio Ramos & Díaz Baso 2019, A&A 626, A102 (SICON)",
     }
     t0 = time.perf_counter()
-    stem, full = fit_and_save(module, module.net, loader, workdir, SICON_STEM.format(network=mc.network), tc.epochs,
+    stem, full = fit_and_save(module, module.net, loader, workdir, step, tc.epochs,
                               config, accelerator=accelerator, devices=devices, progress=progress)
+    state.mark(step, digest, *files)
     m = full["final_metrics"]
     log.info("SICON %s: %d epochs, train loss %.4g, val loss %.4g (%.1f s this call)", mc.network,
              full["epochs_trained"], m.get("train_loss", float("nan")), m.get("val_loss", float("nan")),
@@ -769,6 +859,52 @@ def train_sicon(
 
 
 # =========================================================================== inversion
+def _train_command_for(stem: Path, network: str, force: bool = False) -> str:
+    """The training command of the weights ``stem``, with the training set and profile its
+    folder's ``sicon_settings.json`` records (placeholders when unreadable)."""
+    if stem.parent.name != f"train_{network}":  # weights copied out of their training folder
+        return f"helioforge inversion train -t TRAINSET -w WORKDIR -n {network}" + (" --force" if force else "")
+    trainset = profile = None
+    try:
+        d = json.loads((stem.parent / _SETTINGS).read_text())
+        trainset, profile = d.get("trainset"), (d.get("profile") or {}).get("name")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        pass
+    return train_command(stem.parent, network, trainset, profile, force=force)
+
+
+def check_trained(stem: str | Path) -> None:
+    """Refuse the weights ``stem`` of a training folder unless their training finished.
+
+    A folder made by :func:`train_sicon` (it has ``state.json`` or a training checkpoint) must
+    record the weights as finished, with their SHA-256 unchanged; weights elsewhere (a copy
+    without the training folder) are taken as they are.
+
+    Raises
+    ------
+    ProductError : unfinished (interrupted or still running: the command resumes it), or the
+        files changed since they were written.
+    """
+    from helioforge.workspace import StepState
+
+    stem = Path(stem)
+    folder = stem.parent
+    if not ((folder / "state.json").is_file() or last_checkpoint(folder) is not None):
+        return
+    from helioforge.errors import ProductError
+
+    network = stem.name.removeprefix("sicon_") or "encdec"
+    cmd = _train_command_for(stem, network)
+    state = StepState(folder, create=False)
+    try:
+        state.require(stem.name, None, stem.with_suffix(".safetensors"), stem.with_suffix(".json"), rebuild=cmd)
+    except ProductError as exc:
+        if exc.path != state.state_file:
+            raise
+        raise ProductError(exc.path, exc.problem, f"delete it and run `{cmd}` (it resumes from the checkpoint and "
+                                                  "records the weights again)") from None
+
+
 class SiconInverter:
     """A trained SICON network applied to Stokes maps of any size (paper §4).
 
@@ -804,16 +940,57 @@ class SiconInverter:
 
         ``device``: ``None`` picks a GPU when present, else the CPU.
 
-        Raises ``FileNotFoundError`` naming a missing file, ``ValueError`` when the sidecar is
-        not that of a SICON network.
+        Raises ``FileNotFoundError`` naming a missing file;
+        :class:`~helioforge.errors.ProductError` (a ``ValueError``) naming the file and the
+        command that retrains it when the weights are unfinished (training interrupted or
+        still running, :func:`check_trained`), changed since they were written, unreadable
+        (truncated, garbled), non-finite (NaN/inf), or do not match the settings of the
+        sidecar (another architecture), or when the sidecar is unreadable or not that of a
+        SICON network.
         """
-        state, config = load_weights(stem)
+        from helioforge.errors import HelioforgeError, ProductError
+
+        stem = Path(stem)
+        weights, sidecar = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+        for p in (weights, sidecar):
+            if not p.is_file():
+                raise FileNotFoundError(f"{p}: model file not found")
+        check_trained(stem)
+        network = stem.name.removeprefix("sicon_") or "encdec"
+        remedy = f"retrain it with `{_train_command_for(stem, network, force=True)}`"
+        try:
+            config = json.loads(sidecar.read_text())
+            if not isinstance(config, dict):
+                raise ValueError(f"a JSON {type(config).__name__}, not an object")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ProductError(sidecar, f"unreadable model settings ({type(exc).__name__}: {exc})", remedy) from None
         missing = [k for k in ("network", "model", "scaler", "targets", "stokes") if k not in config]
         if missing:
-            raise ValueError(f"{Path(stem).with_suffix('.json')}: not a SICON model (missing {missing})")
-        net = build_network(config["model"], int(config["stokes"]["n_wavelengths"]))
-        net.load_state_dict(state)
-        return cls(net, config, device if device is not None else inference_device("auto"))
+            raise ProductError(sidecar, f"not a SICON model (missing {missing})", remedy)
+        try:
+            state, _ = load_weights(stem)
+        except ProductError as exc:  # the reader's diagnosis, with the command that remakes SICON weights
+            raise ProductError(exc.path, exc.problem, remedy) from None
+        except HelioforgeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds for a damaged file
+            raise ProductError(weights, f"unreadable weights ({type(exc).__name__}: {exc})", remedy) from None
+        for key, t in state.items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise ProductError(weights, f"non-finite weights (NaN or inf) in {key}: the network would give NaN maps",
+                                   remedy)
+        try:
+            net = build_network(config["model"], int(config["stokes"]["n_wavelengths"]))
+            net.load_state_dict(state)
+        except Exception as exc:  # noqa: BLE001 - size mismatch (RuntimeError), bad settings (KeyError, ValueError…)
+            detail = str(exc).strip().splitlines()
+            detail = "; ".join(d.strip() for d in detail[:3]) + (" …" if len(detail) > 3 else "")
+            raise ProductError(sidecar, f"its settings do not match the weights in {weights.name} "
+                                        f"({type(exc).__name__}: {detail})", remedy) from None
+        try:
+            return cls(net, config, device if device is not None else inference_device("auto"))
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ProductError(sidecar, f"damaged model settings ({type(exc).__name__}: {exc})", remedy) from None
 
     def _tiles(self, H: int, W: int, tile: int, margin: int) -> list[tuple[slice, slice, slice, slice]]:
         """Per tile: (input rows, input cols, rows and cols of its core within the tile, rows and cols of

@@ -30,12 +30,17 @@ Storage: ``out_dir/shard_NNNNN.zarr`` (zarr 3 groups) holding ``stokes`` (N, 4, 
 float32, ``targets`` (N, 49, H, W) float32, ``kind`` (N,) int8 (index in
 :data:`~helioforge.inversion.atmospheres.KINDS`) and ``patch_index`` (N,) int64, one chunk per
 patch; each shard is written under a temporary name and renamed when complete, and
-``manifest.json`` (atomic) lists the shards with their SHA-256 checksums. A rerun skips the
-complete shards (resumable); patch i is always drawn from ``default_rng([seed, i])``.
+``manifest.json`` (atomic) lists the shards with their SHA-256 checksums. A rerun verifies the
+complete shards against them and keeps those that match (resumable); a damaged one (a chunk
+deleted, garbled or edited) is taken off the manifest and made again. Patch i is always drawn
+from ``default_rng([seed, i])``, so a remade shard is bit-identical. Readers of a set
+(training, validation) check every shard first (:func:`verify_trainset`): a deleted chunk
+would otherwise read as zeros. ``make_trainset`` holds the folder's lock while it runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import hashlib
@@ -43,6 +48,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import shutil
 import time
 from dataclasses import dataclass
@@ -54,6 +60,7 @@ import torch
 
 from helioforge import __version__
 from helioforge.config import data_root
+from helioforge.errors import ProductError
 from helioforge.inversion.atmospheres import KINDS, ModelSet, PatchAtmosphere, load_model_set, make_patch_atmosphere
 from helioforge.inversion.config import TrainsetProfile, get_trainset_profile
 from helioforge.io import write_json
@@ -73,6 +80,10 @@ __all__ = [
     "make_trainset",
     "read_manifest",
     "shard_checksum",
+    "shard_problem",
+    "verify_trainset",
+    "reading_shard",
+    "make_trainset_command",
     "TrainsetError",
     "TrainsetDataset",
     "sicon_ranges",
@@ -102,19 +113,31 @@ _FORMAT = "helioforge-sicon-trainset"
 _FORMAT_VERSION = 1
 
 
-class TrainsetError(RuntimeError):
+class TrainsetError(ProductError, RuntimeError):
     """A training-set folder that cannot be used (settings changed, corrupt shard, missing manifest).
 
-    ``str(err)`` is ``"<path>: <problem>"``; attributes ``path`` and ``problem``.
+    A :class:`~helioforge.errors.ProductError` (and, as before, a ``RuntimeError``):
+    ``str(err)`` is ``"<path>: <problem>"`` followed by ``"; <remedy>"`` when there is one;
+    attributes ``path``, ``problem`` and ``remedy``.
     """
 
-    def __init__(self, path: str | Path, problem: str) -> None:
-        self.path = Path(path)
-        self.problem = str(problem)
-        super().__init__(f"{self.path}: {self.problem}")
+    def __init__(self, path: str | Path, problem: str, remedy: str = "") -> None:
+        ProductError.__init__(self, path, str(problem), remedy)
 
     def __reduce__(self):
-        return (type(self), (self.path, self.problem))
+        return (type(self), (self.path, self.problem, self.remedy))
+
+
+def make_trainset_command(root: str | Path, manifest: dict[str, Any] | None = None) -> str:
+    """The ``helioforge inversion make-trainset`` command that resumes (or repairs) the set in
+    ``root``, with the profile, size and seed of its manifest when known."""
+    cmd = f"helioforge inversion make-trainset -o {shlex.quote(str(root))}"
+    if isinstance(manifest, dict):
+        for opt, key in (("-p", "profile_name"), ("--patches", "n_patches"), ("--size", "patch_size"),
+                         ("--seed", "seed")):
+            if manifest.get(key) is not None:
+                cmd += f" {opt} {shlex.quote(str(manifest[key]))}"
+    return cmd
 
 
 def target_names(target_log_tau: Iterable[float]) -> list[str]:
@@ -403,22 +426,39 @@ def _software() -> dict[str, str]:
     return {"helioforge": __version__, "torch": torch.__version__, "numpy": np.__version__, "zarr": zarr.__version__}
 
 
+#: Entries every manifest written by :func:`make_trainset` holds, with their JSON type.
+_MANIFEST_KEYS = {"digest": str, "shards": list, "stokes": dict, "targets": dict, "complete": bool}
+
+
 def read_manifest(root: str | Path) -> dict[str, Any]:
     """Read ``root/manifest.json``.
 
     Raises
     ------
-    TrainsetError : missing or unreadable manifest, or not a helioforge training set.
+    TrainsetError : missing or unreadable manifest (garbled JSON, not an object, entries
+        missing), or not a helioforge training set; the message names the file and the remedy.
     """
     path = Path(root) / MANIFEST
     if not path.is_file():
-        raise TrainsetError(path, "no manifest: not a training-set folder (run make_trainset first)")
+        raise TrainsetError(path, "no manifest: not a training-set folder",
+                            f"make it with `{make_trainset_command(root)}` (or pass the right folder)")
+    garbled = ("delete it and rerun `helioforge inversion make-trainset -o {root}` with the options the set was made "
+               "with (its complete shards are verified and kept)").format(root=shlex.quote(str(root)))
     try:
         man = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise TrainsetError(path, f"unreadable manifest: {exc}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise TrainsetError(path, f"unreadable manifest ({type(exc).__name__}: {exc})", garbled) from None
+    if not isinstance(man, dict):
+        raise TrainsetError(path, f"unreadable manifest (a JSON {type(man).__name__}, not an object)", garbled)
     if man.get("format") != _FORMAT:
         raise TrainsetError(path, f"not a {_FORMAT} manifest (format={man.get('format')!r})")
+    for key, kind in _MANIFEST_KEYS.items():
+        if not isinstance(man.get(key), kind):
+            raise TrainsetError(path, f"damaged manifest: entry {key!r} missing or not a {kind.__name__}", garbled)
+    for e in man["shards"]:
+        if not (isinstance(e, dict) and isinstance(e.get("file"), str) and isinstance(e.get("n"), int)
+                and isinstance(e.get("sha256"), str)):
+            raise TrainsetError(path, f"damaged manifest: bad shard entry {str(e)[:80]}", garbled)
     return man
 
 
@@ -484,7 +524,12 @@ def _write_shard(path: Path, indices: range, make: Callable[[int], tuple[np.ndar
 
 
 def shard_checksum(path: str | Path) -> str:
-    """SHA-256 of a shard's contents as written (stokes and targets per patch, then kinds)."""
+    """SHA-256 of a shard's contents as written (stokes and targets per patch, then kinds).
+
+    A chunk file that was deleted reads as zeros (zarr's fill value) and so changes the sum; a
+    garbled chunk raises (zarr's decompression error) — :func:`shard_problem` turns both into
+    words.
+    """
     import zarr
 
     g = zarr.open_group(str(path), mode="r")
@@ -494,6 +539,66 @@ def shard_checksum(path: str | Path) -> str:
         _checksum_update(h, s[j], t[j])
     h.update(np.asarray(g["kind"][:], dtype=np.int8).tobytes())
     return h.hexdigest()
+
+
+def shard_problem(path: str | Path, sha256: str) -> str | None:
+    """Why the shard ``path`` is not the one the manifest lists with checksum ``sha256``
+    (``None`` when it is): missing, unreadable (a garbled or truncated chunk), or changed (a
+    deleted chunk reads as zeros, an edited one as other numbers)."""
+    path = Path(path)
+    if not path.is_dir():
+        return "shard listed in the manifest is missing"
+    try:
+        found = shard_checksum(path)
+    except Exception as exc:  # noqa: BLE001 - zarr/numcodecs raise many kinds for a damaged store
+        return f"damaged shard: a chunk cannot be read ({type(exc).__name__}: {exc})"
+    if found != sha256:
+        return "damaged shard: its contents no longer match the manifest's checksum (a chunk deleted or modified)"
+    return None
+
+
+def verify_trainset(root: str | Path, *, require_complete: bool = True, progress: bool = False) -> dict[str, Any]:
+    """Check every shard of a training set against the checksums of its manifest.
+
+    Reads each shard once (≈ the cost of one epoch over the set). Returns the manifest.
+
+    Raises
+    ------
+    TrainsetError : no or unreadable manifest, an incomplete set (``require_complete``), or a
+        missing, unreadable or changed shard; the message names the shard and the
+        ``helioforge inversion make-trainset`` command that makes it again (the other shards are
+        kept).
+    """
+    root = Path(root)
+    man = read_manifest(root)
+    cmd = make_trainset_command(root, man)
+    if require_complete and not man.get("complete"):
+        raise TrainsetError(root / MANIFEST, "the training set is incomplete", f"run `{cmd}` to finish it")
+    shards = man["shards"]
+    t0 = time.perf_counter()
+    for k, e in enumerate(shards):
+        why = shard_problem(root / e["file"], e["sha256"])
+        if why is not None:
+            raise TrainsetError(root / e["file"], why, f"run `{cmd}` to make it again (the other shards are kept)")
+        if progress and time.perf_counter() - t0 > 30:
+            logger.info("%s: %d of %d shards verified", root, k + 1, len(shards))
+            t0 = time.perf_counter()
+    return man
+
+
+@contextlib.contextmanager
+def reading_shard(root: str | Path, entry_file: str, manifest: dict[str, Any] | None = None):
+    """Context for reading a shard: a damaged chunk (zarr's decompression or decoding error)
+    becomes a :class:`TrainsetError` naming the shard and the command that makes it again,
+    instead of a traceback."""
+    try:
+        yield
+    except TrainsetError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zarr/numcodecs raise many kinds for a damaged store
+        cmd = make_trainset_command(root, manifest)
+        raise TrainsetError(Path(root) / entry_file, f"damaged shard: a chunk cannot be read ({type(exc).__name__}: {exc})",
+                            f"run `{cmd}` to make it again (the other shards are kept)") from None
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -511,11 +616,14 @@ def make_trainset(
     hydrostatic: Callable | None = None,
     root: str | Path | None = None,
     progress: bool = True,
-    verify_existing: bool = False,
+    verify_existing: bool = True,
     max_shards: int | None = None,
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Make (or resume) a training set of Stokes maps and target maps in ``out_dir``.
+
+    The folder's lock (:func:`helioforge.locking.workdir_lock`) is held throughout: a second
+    run on the same folder raises :class:`~helioforge.errors.FolderInUse`.
 
     Parameters
     ----------
@@ -527,7 +635,10 @@ def make_trainset(
     hydrostatic : hydrostatic-equilibrium function (default the LTE module's).
     root : data folder for the SIR models and instrument files (default :func:`data_root`).
     progress : show a progress bar (tqdm).
-    verify_existing : recompute the checksum of each complete shard found before skipping it.
+    verify_existing : recompute the checksum of each complete shard found before keeping it
+        (default); a shard that no longer matches (a chunk deleted, garbled or edited) is
+        discarded, taken off the manifest and made again. ``False`` trusts the shards' own
+        completion marks (faster for a large set known to be intact).
     max_shards : stop after this many new shards (``None``: all).
     device : where the synthesis runs (``"cpu"`` or ``"cuda"``).
 
@@ -538,13 +649,22 @@ def make_trainset(
 
     Raises
     ------
-    TrainsetError : ``out_dir`` holds a set made with other settings, or a shard whose checksum
-        no longer matches (``verify_existing``).
+    TrainsetError : ``out_dir`` holds a set made with other settings, or an unreadable manifest.
+    FolderInUse : another process is making a set in ``out_dir``.
     FileNotFoundError, helioforge.data.sir.SIRReadError : a model file is missing or bad (named).
     """
+    from helioforge.locking import workdir_lock
+
     prof = get_trainset_profile(profile) if isinstance(profile, str) else profile
+    with workdir_lock(out_dir):
+        return _make_trainset(Path(out_dir), prof, synthesize=synthesize, instrument=instrument,
+                              hydrostatic=hydrostatic, root=root, progress=progress, verify_existing=verify_existing,
+                              max_shards=max_shards, device=device)
+
+
+def _make_trainset(out: Path, prof: TrainsetProfile, *, synthesize, instrument, hydrostatic, root, progress: bool,
+                   verify_existing: bool, max_shards: int | None, device: str) -> dict[str, Any]:
     ts = prof.trainset
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     digest = prof.digest("trainset", "grid", "atmosphere")
     if (out / MANIFEST).is_file():
@@ -620,8 +740,11 @@ def make_trainset(
         first = k * ts.shard_size
         n = min(ts.shard_size, ts.n_patches - first)
         e = _existing_shard(out / _shard_name(k), digest, first, n)
-        if e is not None and verify_existing and shard_checksum(out / _shard_name(k)) != e["sha256"]:
-            raise TrainsetError(out / _shard_name(k), "checksum mismatch: the shard was modified or is corrupt")
+        if e is not None and verify_existing:
+            why = shard_problem(out / _shard_name(k), e["sha256"])
+            if why is not None:
+                logger.warning("%s: %s; it is made again", out / _shard_name(k), why)
+                e = None
         if e is not None:
             entries[k] = e
             done += n
@@ -695,12 +818,14 @@ class TrainsetDataset(torch.utils.data.Dataset):
                  allow_incomplete: bool = False) -> None:
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
+        cmd = make_trainset_command(self.root, self.manifest)
         if not self.manifest.get("complete") and not allow_incomplete:
-            raise TrainsetError(self.root / MANIFEST, "the training set is incomplete (rerun make_trainset to finish it)")
+            raise TrainsetError(self.root / MANIFEST, "the training set is incomplete", f"run `{cmd}` to finish it")
         self.shards = list(self.manifest["shards"])
         for e in self.shards:
             if not (self.root / e["file"]).is_dir():
-                raise TrainsetError(self.root / e["file"], "shard listed in the manifest is missing")
+                raise TrainsetError(self.root / e["file"], "shard listed in the manifest is missing",
+                                    f"run `{cmd}` to make it again")
         self.noise_sigma = float(noise_sigma)
         self.generator = generator
         self._offsets = np.cumsum([0] + [e["n"] for e in self.shards])
@@ -741,9 +866,10 @@ class TrainsetDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         k, j = self.locate(int(index))
-        g = self._group(k)
-        stokes = torch.from_numpy(np.asarray(g["stokes"][j], dtype=np.float32))
-        targets = torch.from_numpy(np.asarray(g["targets"][j], dtype=np.float32))
+        with reading_shard(self.root, self.shards[k]["file"], self.manifest):
+            g = self._group(k)
+            stokes = torch.from_numpy(np.asarray(g["stokes"][j], dtype=np.float32))
+            targets = torch.from_numpy(np.asarray(g["targets"][j], dtype=np.float32))
         if self.noise_sigma > 0:
             stokes = stokes + self.noise_sigma * torch.randn(stokes.shape, generator=self.generator)
         return stokes, targets
@@ -811,13 +937,14 @@ def target_ranges(
     tot = np.zeros(nt)
     count = 0
     for e in man["shards"]:
-        t = zarr.open_group(str(Path(root) / e["file"]), mode="r")["targets"]
-        for s in range(0, t.shape[0], 64):
-            x = np.asarray(t[s : s + 64], dtype=np.float64)
-            lo = np.minimum(lo, x.min(axis=(0, 2, 3)))
-            hi = np.maximum(hi, x.max(axis=(0, 2, 3)))
-            tot += x.sum(axis=(0, 2, 3))
-            count += x.shape[0] * x.shape[2] * x.shape[3]
+        with reading_shard(root, e["file"], man):
+            t = zarr.open_group(str(Path(root) / e["file"]), mode="r")["targets"]
+            for s in range(0, t.shape[0], 64):
+                x = np.asarray(t[s : s + 64], dtype=np.float64)
+                lo = np.minimum(lo, x.min(axis=(0, 2, 3)))
+                hi = np.maximum(hi, x.max(axis=(0, 2, 3)))
+                tot += x.sum(axis=(0, 2, 3))
+                count += x.shape[0] * x.shape[2] * x.shape[3]
     try:
         s_lo, s_hi = sicon_ranges(sicon_path, lts)
     except (FileNotFoundError, ValueError) as exc:
