@@ -5,6 +5,11 @@
     helioforge diffusion sample              images of a class or a flux: FITS + PNG grid
     helioforge diffusion evaluate            Fréchet distance, cluster metrics, classifier, Figs. 4–5
     helioforge diffusion augment-experiment  §8.1: generated vs classical augmentation
+
+Every count and size has its range on the command line (click prints a usage error, exit 2);
+floats are checked to be finite. ``label``, ``train``, ``evaluate`` and ``augment-experiment``
+hold the work folder's lock; ``sample`` only reads the work folder and never creates it. Any
+error is one line naming the file or argument and the remedy, exit status 2.
 """
 
 from __future__ import annotations
@@ -16,11 +21,15 @@ from typing import Optional
 import typer
 
 from helioforge.cli_common import ACCEL, DATA, DEVICES, _fail, _trainer_kw, console, out, use_data
+from helioforge.errors import HelioforgeError, check_count, check_finite, check_output
 
 diffusion_app = typer.Typer(help="Flare-class-conditioned diffusion on SDO/AIA images.", no_args_is_help=True)
 
 DWORKDIR = typer.Option(Path("runs/diffusion"), "--workdir", "-w", help="Work folder (dataset, models, reports).")
 DPROFILE = typer.Option(None, "--profile", "-p", help="Profile: cpu, paper or tiny (default: the work folder's, else cpu).")
+
+#: What a command of this module turns into one ``error:`` line (exit 2).
+ERRORS = (HelioforgeError, FileNotFoundError, ValueError, OSError)
 
 
 class Condition(str, Enum):
@@ -47,15 +56,17 @@ class LabelSource(str, Enum):
 
 
 def _ws_profile(workdir: Path, name: str | None):
+    """The work folder (not created: writing commands create it when they take its lock) and
+    the profile: ``name``, else the folder's, else ``cpu``."""
     from helioforge.diffusion.config import get_diffusion_profile
     from helioforge.diffusion.pipeline import DiffusionWorkspace
 
-    ws = DiffusionWorkspace(workdir)
+    ws = DiffusionWorkspace(workdir, create=False)
     try:
         if name is None and ws.profile_file.is_file():
             return ws, ws.load_profile()
         return ws, get_diffusion_profile(name or "cpu")
-    except ValueError as e:
+    except ERRORS as e:
         _fail(str(e))
 
 
@@ -64,12 +75,12 @@ def label_cmd(
     workdir: Path = DWORKDIR,
     profile: Optional[str] = DPROFILE,
     images: Optional[Path] = typer.Option(None, "--images", help="AIA folder: FITS, SDOML-binned FITS or browse JPEG (default DATA/aia/browse)."),
-    wavelength: Optional[int] = typer.Option(None, "--wavelength", help="AIA channel, Å (default 193)."),
-    size: Optional[int] = typer.Option(None, "--size", help="Image side N (paper 64)."),
+    wavelength: Optional[int] = typer.Option(None, "--wavelength", min=1, max=10_000, help="AIA channel, Å (default 193)."),
+    size: Optional[int] = typer.Option(None, "--size", min=16, max=4096, help="Image side N (paper 64)."),
     events: Optional[Path] = typer.Option(None, "--events", help="Flare event list CSV (default DATA/goes SWPC list)."),
     flux: Optional[Path] = typer.Option(None, "--flux", help="GOES XRS file: hourly CSV or FITS/netCDF (default DATA/goes hourly CSV)."),
     source: Optional[LabelSource] = typer.Option(None, "--source", help="Labels from flare events (paper), X-ray flux, or both."),
-    tolerance: Optional[float] = typer.Option(None, "--tolerance-min", help="Image-after-peak tolerance, minutes (paper 7)."),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance-min", min=0, help="Image-after-peak tolerance, minutes (paper 7)."),
     force: bool = typer.Option(False, "--force", help="Relabel even if the dataset is current."),
     data: Optional[Path] = DATA,
 ) -> None:
@@ -77,31 +88,33 @@ def label_cmd(
     class histogram (paper Fig. 1)."""
     from helioforge.diffusion.pipeline import label_dataset
 
+    try:
+        check_finite("--tolerance-min", tolerance, minimum=0)
+    except ERRORS as e:
+        _fail(str(e))
     use_data(data, announce=True)
     ws, prof = _ws_profile(workdir, profile)
     d = prof.data
-    if images:
+    if images is not None:
         d.images = str(images.resolve())
-    if events:
+    if events is not None:
         d.events = str(events.resolve())
-    if flux:
+    if flux is not None:
         d.flux = str(flux.resolve())
     for attr, value in (("wavelength", wavelength), ("image_size", size), ("tolerance_min", tolerance)):
         if value is not None:
             setattr(d, attr, value)
-    if source:
+    if source is not None:
         d.label_source = source.value
     try:
-        data = label_dataset(prof, ws, force=force)
-    except (FileNotFoundError, ValueError) as e:
+        labelled = label_dataset(prof, ws, force=force)
+        rep = ws.read_labels_report()
+    except ERRORS as e:
         _fail(str(e))
-    import json
-
-    rep = json.loads(ws.labels_report.read_text())
     out.print(f"labelled {rep['labelled']} of {rep['images_read']} images ({d.label_source}); "
               f"unlabelled {rep['unlabelled']}; skipped {len(rep['skipped'])}")
     out.print("classes: " + ", ".join(f"{k} {v}" for k, v in rep["histogram"].items()))
-    out.print(f"train {len(data.split('train')[0])} / test {len(data.split('test')[0])} images → {ws.dataset}; histogram {ws.histogram}")
+    out.print(f"train {len(labelled.split('train')[0])} / test {len(labelled.split('test')[0])} images → {ws.dataset}; histogram {ws.histogram}")
 
 
 @diffusion_app.command("train")
@@ -109,7 +122,7 @@ def train_cmd(
     workdir: Path = DWORKDIR,
     profile: Optional[str] = DPROFILE,
     condition: Condition = typer.Option(Condition.cls, "--condition", help="Condition on the GOES class or on log10 flux."),
-    epochs: Optional[int] = typer.Option(None, help="Override the profile's epochs (a longer run resumes a shorter one)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override the profile's epochs (a longer run resumes a shorter one)."),
     force: bool = typer.Option(False, "--force", help="Start training afresh."),
     accelerator: str = ACCEL,
     devices: str = DEVICES,
@@ -117,12 +130,16 @@ def train_cmd(
     """Train the conditional DDPM (eq. 5, CFG condition dropout, AdamW, EMA) on the labelled set."""
     from helioforge.diffusion.pipeline import train_model
 
+    try:
+        check_count("--epochs", epochs)
+    except ERRORS as e:
+        _fail(str(e))
     ws, prof = _ws_profile(workdir, profile)
-    if epochs:
+    if epochs is not None:
         prof.train.epochs = epochs
     try:
         stem = train_model(prof, ws, condition.value, force=force, **_trainer_kw(accelerator, devices))
-    except (FileNotFoundError, ValueError) as e:
+    except ERRORS as e:
         _fail(str(e))
     out.print(f"{condition.value} model: {stem}.safetensors")
 
@@ -133,24 +150,41 @@ def sample_cmd(
     condition: Condition = typer.Option(Condition.cls, "--condition", help="Which model of the work folder."),
     flare_class: Optional[str] = typer.Option(None, "--flare-class", "-c", help="GOES class A, B, C, M or X (class model)."),
     flux: Optional[float] = typer.Option(None, "--flux", help="GOES 1–8 Å flux, W m^-2, e.g. 3e-5 (flux model)."),
-    n: int = typer.Option(16, "-n", help="Number of images."),
-    cfg_scale: float = typer.Option(1.0, "--cfg-scale", help="Classifier-free guidance scale w (eq. 6)."),
+    n: int = typer.Option(16, "-n", min=1, help="Number of images."),
+    cfg_scale: float = typer.Option(1.0, "--cfg-scale", help="Classifier-free guidance scale w ≥ 0 (eq. 6)."),
     sampler: Sampler = typer.Option(Sampler.dpm, "--sampler", help="ddpm (T steps, as the paper), ddim or dpm (SDE-DPM-Solver++)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Steps (default: T for ddpm, 50 for ddim, 20 for dpm)."),
-    eta: float = typer.Option(1.0, "--eta", help="DDIM η: 1 stochastic (default), 0 deterministic."),
-    seed: int = typer.Option(0, "--seed"),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Steps (default: T for ddpm, 50 for ddim, 20 for dpm)."),
+    eta: float = typer.Option(1.0, "--eta", help="DDIM η in [0, 1]: 1 stochastic (default), 0 deterministic."),
+    seed: int = typer.Option(0, "--seed", min=0),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output stem (default WORKDIR/samples/<condition>)."),
 ) -> None:
-    """Sample images of a flare class or an X-ray flux; write FITS (with provenance) and a PNG grid."""
+    """Sample images of a flare class or an X-ray flux; write FITS (with provenance) and a PNG grid.
+
+    Reads the work folder only (a missing one is not created); the model must have finished
+    training."""
     from helioforge.diffusion.pipeline import DiffusionWorkspace, sample_to_files
 
-    ws = DiffusionWorkspace(workdir)
-    tag = (flare_class or (f"{flux:.1e}" if flux else "x")).replace("+", "")
-    dest = output or ws.root / "samples" / f"{condition.value}_{tag}"
     try:
-        fits_path, png = sample_to_files(ws.model_stem(condition.value), dest, flare_class=flare_class, flux=flux, n=n,
+        check_count("-n", n)
+        check_count("--steps", steps)
+        check_finite("--cfg-scale", cfg_scale, minimum=0)
+        check_finite("--eta", eta, minimum=0)
+        if eta > 1:
+            _fail(f"--eta must lie between 0 and 1, got {eta:g}")
+        if flux is not None:
+            check_finite("--flux", flux)
+            if not flux > 0:
+                _fail(f"--flux must be a GOES 1–8 Å flux > 0 W m^-2 (e.g. 3e-5), got {flux:g}")
+        ws = DiffusionWorkspace(workdir, create=False)
+        stem = ws.require_model(condition.value)
+        tag = (flare_class or (f"{flux:.1e}" if flux else "x")).replace("+", "")
+        dest = output or ws.root / "samples" / f"{condition.value}_{tag}"
+        products = (ws.dataset, ws.histogram, *ws.model_files(condition.value))
+        check_output(Path(dest).with_suffix(".fits"), products, protect_foreign_fits=True)
+        check_output(Path(dest).with_suffix(".png"), products)
+        fits_path, png = sample_to_files(stem, dest, flare_class=flare_class, flux=flux, n=n,
                                          cfg_scale=cfg_scale, eta=eta, sampler=sampler.value, steps=steps, seed=seed)
-    except (FileNotFoundError, ValueError) as e:
+    except ERRORS as e:
         _fail(str(e))
     out.print(f"{n} images → {fits_path} and {png}")
 
@@ -172,7 +206,7 @@ def evaluate_cmd(
     try:
         m = evaluate(prof, ws, dest, condition=condition.value, inception_weights=inception_weights,
                      **_trainer_kw(accelerator, devices))
-    except (FileNotFoundError, ValueError) as e:
+    except ERRORS as e:
         _fail(str(e))
     c = m["cluster"]
     out.print(f"cluster error GT {c['gt_real_halves']['cluster_error']['mean']:.3f} | held-out {c['real_test']['cluster_error']:.3f} | generated {c['generated']['cluster_error']:.3f}")
@@ -182,31 +216,41 @@ def evaluate_cmd(
     out.print(f"report: {dest / 'index.html'}")
 
 
+def _parse_additions(text: str) -> tuple[int, ...]:
+    """``--additions`` as positive counts; :func:`_fail` naming the option otherwise."""
+    try:
+        values = tuple(int(a) for a in text.split(","))
+    except ValueError:
+        _fail(f"--additions must be comma-separated integers ≥ 1, got {text!r}")
+    bad = [a for a in values if a < 1]
+    if bad:
+        _fail(f"--additions must be counts ≥ 1, got {text!r}")
+    return values
+
+
 @diffusion_app.command("augment-experiment")
 def augment_cmd(
     workdir: Path = DWORKDIR,
     report: Optional[Path] = typer.Option(None, "--report", "-r", help="Report folder (default WORKDIR/report_<condition>)."),
     condition: Condition = typer.Option(Condition.cls, "--condition"),
-    additions: Optional[str] = typer.Option(None, "--additions", help="Comma-separated images added per minority class (paper 200,400,600)."),
-    repeats: Optional[int] = typer.Option(None, "--repeats", help="Repeats per addition (paper 3)."),
+    additions: Optional[str] = typer.Option(None, "--additions", help="Comma-separated images added per minority class, each ≥ 1 (paper 200,400,600)."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", min=1, help="Repeats per addition (paper 3)."),
     accelerator: str = ACCEL,
     devices: str = DEVICES,
 ) -> None:
     """Paper §8.1: per-class accuracy with generated, classical or no added images (Figs. 6–8)."""
     from helioforge.diffusion.evaluate import augment_experiment
 
+    parsed = _parse_additions(additions) if additions is not None else None
     ws, prof = _ws_profile(workdir, None)
-    if additions:
-        try:
-            prof.augment.additions = tuple(int(a) for a in additions.split(","))
-        except ValueError:
-            _fail(f"--additions must be comma-separated integers, got {additions!r}")
-    if repeats:
+    if parsed is not None:
+        prof.augment.additions = parsed
+    if repeats is not None:
         prof.augment.repeats = repeats
     dest = report or ws.root / f"report_{condition.value}"
     try:
         r = augment_experiment(prof, ws, dest, condition=condition.value, **_trainer_kw(accelerator, devices))
-    except (FileNotFoundError, ValueError) as e:
+    except ERRORS as e:
         _fail(str(e))
     console.print(f"augmentation experiment: {len(r['summary'])} rows, {r['seconds']:.0f} s")
     out.print(f"report: {dest / 'augmentation.html'}")

@@ -62,6 +62,9 @@ __all__ = [
     "read_sdoml_zarr",
     "read_aia",
     "read_aia_folder",
+    "aia_image_problem",
+    "MIN_AIA_SIDE",
+    "MAX_DN_PER_S",
     "browse_colour_table",
     "timestamp_mask",
     "parse_browse_name",
@@ -93,6 +96,20 @@ BROWSE_MAX_COLOUR_DISTANCE = 40.0
 
 #: Display intensity written into masked browse pixels: table index 0, the off-disk dark level.
 BROWSE_FILL_VALUE = 0.0
+
+#: Smallest image side (pixels) :func:`read_aia_folder` keeps: a full-disk AIA image below
+#: 16×16 pixels holds no usable disk (the SDOML binning stops at 256², the browse images at 512²).
+MIN_AIA_SIDE = 16
+
+#: Largest |value| (DN/s) taken as a real AIA intensity. The detector saturates at 16,383 DN;
+#: at the shortest flare exposures (≈ 0.1 s) that is 1.6e5 DN/s, so 1e7 leaves a wide margin and
+#: refuses only values that cannot be DN/s (e.g. 1e30 fill values, a wrong unit or scaling).
+MAX_DN_PER_S = 1e7
+
+#: Largest share of negative finite pixels in a DN/s image. Dark-subtracted AIA images have
+#: slightly negative read-noise pixels off the disk (at most 33 % of the pixels of the real
+#: SDOML sample, in the faint 94/131 Å channels); an image that is mostly negative is not DN/s.
+MAX_NEGATIVE_FRACTION = 0.5
 
 _BROWSE_NAMES = (
     # YYYYMMDD_HHMMSS_SDO_AIA_<wave>_<size>.jpg (the sample's naming)
@@ -640,12 +657,50 @@ def read_aia(path: str | Path) -> AIAImage:
     raise FitsReadError(path, f"unknown AIA file type (expected one of {', '.join(FITS_SUFFIXES + BROWSE_SUFFIXES)})")
 
 
+def aia_image_problem(image: AIAImage, min_size: int = MIN_AIA_SIDE) -> str | None:
+    """Why an image that could be read cannot be a usable AIA full-disk image (``None`` when it
+    can): checked by :func:`read_aia_folder` before an image enters a training set.
+
+    * smaller than ``min_size`` × ``min_size`` pixels (at least :data:`MIN_AIA_SIDE`; the
+      diffusion job passes its image size, so no image is upsampled) or not square;
+    * no valid pixel (all NaN/inf or masked), or every valid pixel zero (a blank image);
+    * DN/s images only: values that cannot be DN/s, i.e. |I| > :data:`MAX_DN_PER_S` anywhere,
+      or more than :data:`MAX_NEGATIVE_FRACTION` of the pixels negative.
+    """
+    side = max(int(min_size), MIN_AIA_SIDE)
+    data = np.asarray(image.data)
+    if data.ndim != 2:
+        return f"not a 2-D image (shape {data.shape})"
+    ny, nx = data.shape
+    if ny < side or nx < side:
+        return f"image too small: {ny}×{nx} pixels, need at least {side}×{side}"
+    if ny != nx:
+        return f"not a square full-disk image ({ny}×{nx} pixels)"
+    valid = np.isfinite(data)
+    if image.mask is not None:
+        valid &= np.asarray(image.mask, dtype=bool)
+    if not valid.any():
+        return "no valid pixel (all NaN, inf or masked)"
+    values = data[valid].astype(np.float64)
+    if not np.any(values != 0):
+        return "blank image: every valid pixel is zero"
+    if not _is_display(image.units):
+        peak = float(np.abs(values).max())
+        if peak > MAX_DN_PER_S:
+            return f"values up to {peak:.3g} cannot be DN/s (|I| > {MAX_DN_PER_S:.0e}): a fill value, a wrong unit or scaling"
+        negative = float((values < 0).mean())
+        if negative > MAX_NEGATIVE_FRACTION:
+            return f"mostly negative ({negative:.0%} of the pixels < 0): not an AIA intensity in DN/s"
+    return None
+
+
 def read_aia_folder(
     folder: str | Path,
     *,
     wavelength: int | None = None,
     pattern: str | None = None,
     progress: bool | None = None,
+    min_size: int = MIN_AIA_SIDE,
 ) -> tuple[list[AIAImage], list[Skipped]]:
     """Read every AIA image of a folder, sorted by time, skipping the unreadable ones.
 
@@ -656,11 +711,13 @@ def read_aia_folder(
         their name without being decoded; FITS files are read and then filtered.
     pattern : glob pattern (default: every file whose ending :func:`read_aia` knows).
     progress : show a tqdm bar; ``None`` shows one for more than 50 files.
+    min_size : smallest image side kept (pixels; at least :data:`MIN_AIA_SIDE`).
 
     Returns
     -------
-    (images, skipped): images sorted by time (then name); each unreadable file becomes
-    ``Skipped(path, problem)`` with a logger warning, and reading goes on.
+    (images, skipped): images sorted by time (then name); each unreadable file, and each image
+    that :func:`aia_image_problem` refuses (too small, blank, values that cannot be DN/s),
+    becomes ``Skipped(path, problem)`` with a logger warning naming the file, and reading goes on.
 
     Raises
     ------
@@ -699,6 +756,11 @@ def read_aia_folder(
             skipped.append(Skipped(f, reason))
             continue
         if wavelength is not None and image.wavelength != int(wavelength):
+            continue
+        problem = aia_image_problem(image, min_size)
+        if problem is not None:
+            logger.warning("skipping %s: %s", f, problem)
+            skipped.append(Skipped(f, problem))
             continue
         images.append(image)
     images.sort(key=lambda im: (im.time, im.path.name))

@@ -39,6 +39,7 @@ __all__ = [
     "CLASS_EDGES_WM2",
     "CLASS_BASE_WM2",
     "LINK_TOLERANCE",
+    "MAX_XRS_FLUX",
     "flux_to_class",
     "class_index",
     "goes_class_flux",
@@ -287,12 +288,21 @@ def _looks_hhmm(col: pd.Series) -> bool:
 XRS_BAD_QUALITY_BITS = 0b11
 
 
+#: Largest GOES XRS flux taken as real, W/m²: the largest flare measured (2003-11-04, X28 on the
+#: saturated GOES scale, ≈ X40 re-estimated) is 4e-3 W/m² in 1–8 Å; larger samples (1e30 fill
+#: values, a wrong unit) are dropped like the fill values ≤ 0.
+MAX_XRS_FLUX = 1e-2
+
+
 def _clean_flux(flux: pd.Series, quality: pd.Series | None, path: Path, channel: str) -> pd.Series:
     idx = pd.DatetimeIndex(flux.index)
     if idx.tz is not None:
         idx = idx.tz_convert("UTC").tz_localize(None)
     flux = pd.Series(pd.to_numeric(flux, errors="coerce").to_numpy(dtype=np.float64), index=idx.astype("datetime64[ns]"))
-    good = np.isfinite(flux.to_numpy()) & (flux.to_numpy() > 0) & flux.index.notna()
+    with np.errstate(invalid="ignore"):
+        good = np.isfinite(flux.to_numpy()) & (flux.to_numpy() > 0) & (flux.to_numpy() <= MAX_XRS_FLUX) & flux.index.notna()
+    if np.isfinite(flux.to_numpy()).any() and not good.any():
+        logger.warning("%s: no %s sample between 0 and %.0e W/m² (all fill values or another unit)", path, channel, MAX_XRS_FLUX)
     if quality is not None:
         q = pd.to_numeric(quality, errors="coerce").to_numpy()
         qbad = ~np.isfinite(q) | ((np.nan_to_num(q, nan=0).astype(np.int64) & XRS_BAD_QUALITY_BITS) != 0)
@@ -318,8 +328,8 @@ def read_xrs_flux(path: str | Path, channel: str = "xrsb") -> pd.Series:
 
     Returns
     -------
-    Series named ``channel`` (``attrs['units'] = 'W/m2'``): NaN, fill values (≤ 0) and
-    samples whose quality flag has a bit of :data:`XRS_BAD_QUALITY_BITS` set are dropped
+    Series named ``channel`` (``attrs['units'] = 'W/m2'``): NaN, fill values (≤ 0 or above
+    :data:`MAX_XRS_FLUX`, which no flare reaches) and samples whose quality flag has a bit of :data:`XRS_BAD_QUALITY_BITS` set are dropped
     (``attrs['dropped']`` counts them), duplicated times keep the first sample.
 
     Raises

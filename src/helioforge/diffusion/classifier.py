@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from helioforge.data.goes import FLARE_CLASSES
-from helioforge.nn.checkpoint import load_weights, save_weights
+from helioforge.nn.checkpoint import save_weights
 from helioforge.nn.classifier import FlareClassifier
 from helioforge.nn.training import check_images, fit_and_save
 
@@ -218,16 +218,17 @@ class TrainedClassifier:
     def load(cls, path_stem: str | Path, device: str | torch.device = "cpu") -> "TrainedClassifier":
         """Read a classifier written by :meth:`save` / :func:`train_classifier`.
 
-        Raises ``FileNotFoundError`` naming the missing file, ``ValueError`` when the sidecar
-        lacks the network sizes.
+        Raises ``FileNotFoundError`` naming the missing file, and
+        :class:`~helioforge.errors.ProductError` (a ``ValueError``) for an unreadable file, a
+        sidecar that lacks the network sizes or does not match the weights, or NaN weights.
         """
-        state, cfg = load_weights(path_stem)
-        try:
-            model = FlareClassifier(cfg["image_size"], cfg["n_classes"], cfg["width"], cfg.get("dropout", 0.0))
-        except KeyError as e:
-            raise ValueError(f"{Path(path_stem).with_suffix('.json')}: not a flare classifier (missing {e})") from None
-        model.load_state_dict(state)
-        return cls(model.to(device), cfg)
+        from helioforge.nn.checkpoint import build_from_weights
+
+        stem = Path(path_stem)
+        remedy = f"rerun `helioforge diffusion evaluate -w {stem.parent.parent}` (it retrains the classifier)"
+        model, cfg = build_from_weights(stem, lambda c: FlareClassifier(c["image_size"], c["n_classes"], c["width"],
+                                                                         c.get("dropout", 0.0)), device, remedy)
+        return cls(model, cfg)
 
 
 @contextlib.contextmanager

@@ -51,6 +51,7 @@ from helioforge.diffusion.metrics import (
 from helioforge.diffusion.pipeline import DiffusionWorkspace, class_conditions, load_dataset
 from helioforge.diffusion.sampling import sample
 from helioforge.diffusion.training import load_diffusion
+from helioforge.errors import InputError, ProductError, check_count, describe_path_problem
 from helioforge.io import write_json
 from helioforge.nn.training import inference_device
 
@@ -71,15 +72,20 @@ def eligible_classes(counts: dict[str, int], min_images: int) -> list[int]:
 
 
 def _reuse_or_train(ws: DiffusionWorkspace, step: str, digest: str, folder: Path, load, train):
-    """``load(stem)`` when ``step`` is current with ``digest``; otherwise clear ``folder`` (a run
-    made with other data or settings must never be resumed), ``train()`` and mark the step."""
+    """``load(stem)`` when ``step`` is current with ``digest`` and its files are those written;
+    otherwise (or when they cannot be loaded) clear ``folder`` (a run made with other data or
+    settings must never be resumed), ``train()`` and mark the step with its files."""
     stem = folder / step
-    if ws.is_current(step, digest, stem.with_suffix(".safetensors")):
-        return load(stem)
+    files = (stem.with_suffix(".safetensors"), stem.with_suffix(".json"))
+    if ws.is_current(step, digest, *files):
+        try:
+            return load(stem)
+        except ProductError as exc:
+            log.warning("%s; retraining it", exc)
     ws.unmark(step)
     shutil.rmtree(folder, ignore_errors=True)
     out = train()
-    ws.mark(step, digest)
+    ws.mark(step, digest, *files)
     return out
 
 
@@ -103,13 +109,24 @@ def _conditions(net, classes: np.ndarray, rng: np.random.Generator) -> np.ndarra
     return rng.uniform(-8.0 + classes, -7.0 + classes)
 
 
+def _check_workdir(ws: DiffusionWorkspace, condition: str) -> None:
+    """Refuse a work folder without a finished dataset and model before anything is written
+    (a missing folder is not created)."""
+    if condition not in ("class", "flux"):
+        raise InputError(f"condition must be 'class' or 'flux', got {condition!r}")
+    if not ws.root.is_dir():
+        raise ProductError(ws.dataset, "no labelled dataset (the work folder does not exist)",
+                           f"run `helioforge diffusion label -w {ws.root}`")
+    ws.require_dataset()
+    ws.require_model(condition)
+
+
 def _load_trained(ws: DiffusionWorkspace, condition: str, accelerator: str = "auto"):
-    """(dataset, model stem, net, model config, device) of a work folder's trained model."""
+    """(dataset, model stem, net, model config, device) of a work folder's trained model, after
+    checking that labelling and training finished and their files are unchanged."""
+    ws.require_dataset()
+    stem = ws.require_model(condition)
     data = load_dataset(ws.dataset)
-    stem = ws.model_stem(condition)
-    if not stem.with_suffix(".safetensors").is_file():
-        raise FileNotFoundError(f"{stem.with_suffix('.safetensors')}: no trained {condition} model "
-                                f"(run `helioforge diffusion train --condition {condition}`)")
     device = inference_device(accelerator)
     net, config = load_diffusion(stem, device)
     return data, stem, net, config, device
@@ -129,16 +146,30 @@ def evaluate(
     """Evaluate the trained ``condition`` model; write ``metrics.json``, figures and
     ``index.html`` to ``report_dir``; return the metrics.
 
-    Raises ``FileNotFoundError`` when the dataset or the model is missing (naming the file and
-    the command that makes it), ``ValueError`` when fewer than two classes can be generated.
+    Holds the work folder's lock (it trains the feature encoder and the classifier there).
+
+    Raises :class:`~helioforge.errors.ProductError` when the dataset or the model is missing,
+    unfinished or damaged (naming the file and the command that makes it),
+    :class:`~helioforge.errors.InputError` for missing Inception weights, ``ValueError`` when
+    fewer than two classes can be generated.
     """
+    condition = condition or profile.train.condition
+    if inception_weights is not None:
+        why = describe_path_problem(inception_weights)
+        if why:
+            raise InputError(f"{inception_weights}: --inception-weights {why}")
+    _check_workdir(ws, condition)
+    with ws.lock():
+        return _evaluate_locked(profile, ws, Path(report_dir), condition, inception_weights, accelerator, devices,
+                                progress)
+
+
+def _evaluate_locked(profile, ws, report_dir, condition, inception_weights, accelerator, devices, progress):
     from helioforge.diffusion.report import write_evaluation_html
 
     t_start = time.perf_counter()
-    condition = condition or profile.train.condition
-    report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
     data, stem, net, config, device = _load_trained(ws, condition, accelerator)
+    report_dir.mkdir(parents=True, exist_ok=True)
     ev = profile.evaluate
     tr_x, tr_c, tr_f = data.split("train")
     te_x, te_c, te_f = data.split("test")
@@ -239,14 +270,28 @@ def augment_experiment(
     ``augmentation.json``, Figs. 6–8 and ``augmentation.html`` to ``report_dir``.
 
     Minority classes the model never saw in training (fewer than ``min_class_images``) are
-    dropped from the experiment and listed in the report.
+    dropped from the experiment and listed in the report. Holds the work folder's lock.
+
+    Raises :class:`~helioforge.errors.InputError` for additions or repeats < 1 and
+    :class:`~helioforge.errors.ProductError` for a missing, unfinished or damaged dataset or model.
     """
+    condition = condition or profile.train.condition
+    additions = tuple(profile.augment.additions)
+    if not additions:
+        raise InputError("--additions must name at least one count of images to add")
+    for a in additions:
+        check_count("--additions", a)
+    check_count("--repeats", profile.augment.repeats)
+    _check_workdir(ws, condition)
+    with ws.lock():
+        return _augment_locked(profile, ws, Path(report_dir), condition, accelerator, devices, progress)
+
+
+def _augment_locked(profile, ws, report_dir, condition, accelerator, devices, progress):
     from helioforge.diffusion.report import write_augmentation_html
 
-    condition = condition or profile.train.condition
-    report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
     data, stem, net, config, device = _load_trained(ws, condition, accelerator)
+    report_dir.mkdir(parents=True, exist_ok=True)
     counts = config.get("class_counts") or data.class_counts("train")
     ok = set(eligible_classes(counts, profile.evaluate.min_class_images))
     cfg = copy.deepcopy(profile.augment)

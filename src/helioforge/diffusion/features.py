@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from helioforge.nn.checkpoint import load_weights, save_weights
+from helioforge.nn.checkpoint import save_weights
 from helioforge.nn.training import check_images, fit_and_save
 from helioforge.nn.vae import ConvVAE, kl_divergence
 
@@ -187,17 +187,16 @@ class FeatureEncoder:
         """Load an encoder written by :meth:`save` or :func:`train_feature_encoder`.
 
         Raises ``FileNotFoundError`` naming the missing ``.safetensors``/``.json`` file, and
-        ``ValueError`` when the sidecar lacks the network sizes.
+        :class:`~helioforge.errors.ProductError` (a ``ValueError``) for an unreadable file, a
+        sidecar that lacks the network sizes or does not match the weights, or NaN weights.
         """
-        state, cfg = load_weights(path_stem)
-        try:
-            model = ConvVAE(int(cfg["image_size"]), int(cfg["latent_dim"]), int(cfg["width"]),
-                            int(cfg.get("in_channels", 1)))
-        except KeyError as exc:
-            sidecar = Path(path_stem).with_suffix(".json")
-            raise ValueError(f"{sidecar}: not a feature-encoder sidecar (missing {exc})") from None
-        model.load_state_dict(state)
-        return cls(model.to(device), cfg)
+        from helioforge.nn.checkpoint import build_from_weights
+
+        stem = Path(path_stem)
+        remedy = f"rerun `helioforge diffusion evaluate -w {stem.parent.parent}` (it retrains the encoder)"
+        model, cfg = build_from_weights(stem, lambda c: ConvVAE(int(c["image_size"]), int(c["latent_dim"]), int(c["width"]),
+                                                                 int(c.get("in_channels", 1))), device, remedy)
+        return cls(model, cfg)
 
 
 def train_feature_encoder(

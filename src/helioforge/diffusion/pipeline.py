@@ -12,13 +12,20 @@ Data flow (Ramunno et al. 2024):
 4. :func:`evaluate` (§5–7) and :func:`augment_experiment` (§8.1) write report folders.
 
 Products are reused when the configuration that made them has not changed (see
-:class:`helioforge.workspace.StepState`); ``force=True`` rebuilds.
+:class:`helioforge.workspace.StepState`); ``force=True`` rebuilds. Labelling and training hold the
+work folder's lock (a second command on the same folder stops with
+:class:`~helioforge.errors.FolderInUse`); loading a product checks that its step finished and
+that its files are those written (:meth:`DiffusionWorkspace.require_dataset`,
+:meth:`DiffusionWorkspace.require_model`), and refuses an unfinished or damaged one with the
+command that rebuilds it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +37,15 @@ from astropy.io import fits
 from astropy.table import Table
 
 from helioforge import __version__
-from helioforge.data.aia import AIAScaling, preprocess_aia, read_aia_folder
+from helioforge.data.aia import MIN_AIA_SIDE, AIAScaling, preprocess_aia, read_aia_folder
 from helioforge.data.goes import FLARE_CLASSES, class_histogram, plot_class_histogram, read_event_list, read_xrs_flux, label_images
 from helioforge.diffusion.config import DiffusionProfile, dataclass_from_dict
 from helioforge.diffusion.sampling import sample
 from helioforge.diffusion.training import DIFFUSION_STEM, load_diffusion, train_diffusion
+from helioforge.errors import InputError, ProductError, check_count, check_finite, check_output
 from helioforge.io import atomic_path, write_fits, write_json
 from helioforge.nn.training import inference_device
-from helioforge.workspace import StepState
+from helioforge.workspace import StepState, content_digest
 
 __all__ = [
     "DiffusionWorkspace",
@@ -47,14 +55,31 @@ __all__ = [
     "train_model",
     "sample_to_files",
     "class_conditions",
+    "AIA_CHANNELS",
+    "MAX_IMAGE_SIZE",
 ]
 
 log = logging.getLogger(__name__)
 
+#: The AIA channels (Å) a dataset can be made of (EUV, UV and visible).
+AIA_CHANNELS = (94, 131, 171, 193, 211, 304, 335, 1600, 1700, 4500)
+#: Largest image side N of a dataset (the AIA detector is 4096²).
+MAX_IMAGE_SIZE = 4096
+
+
+def _ddp_child() -> bool:
+    """Whether this process is a DDP rank other than 0: Lightning re-runs the command in one
+    process per extra device while rank 0 holds the work folder's lock."""
+    try:
+        return any(int(os.environ.get(k) or 0) > 0 for k in ("LOCAL_RANK", "NODE_RANK"))
+    except ValueError:
+        return False
+
 
 @dataclass
 class DiffusionWorkspace(StepState):
-    """Products of one diffusion run under ``root``."""
+    """Products of one diffusion run under ``root`` (``create=False`` for read-only use: a
+    missing folder is not created)."""
 
     dataset = property(lambda self: self.root / "dataset.fits")
     labels = property(lambda self: self.root / "labels.ecsv")
@@ -72,19 +97,91 @@ class DiffusionWorkspace(StepState):
         """Saved EMA weights of the ``class`` or ``flux`` model (without suffix)."""
         return self.model_dir(condition) / DIFFUSION_STEM
 
+    def model_files(self, condition: str) -> tuple[Path, Path]:
+        """(weights, JSON sidecar) of the ``class`` or ``flux`` model."""
+        stem = self.model_stem(condition)
+        return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+    @property
+    def label_products(self) -> tuple[Path, ...]:
+        """The files the ``label`` step writes (their SHA-256 is recorded when it finishes)."""
+        return self.dataset, self.labels, self.labels_report, self.histogram
+
+    def lock(self):
+        """The work folder's lock (:func:`helioforge.locking.workdir_lock`); a no-op in the
+        extra DDP ranks of a command whose rank 0 holds it."""
+        if _ddp_child():
+            return contextlib.nullcontext(self.root)
+        return super().lock()
+
     def save_profile(self, profile: DiffusionProfile) -> None:
         """Store the profile the folder is made with."""
         write_json(self.profile_file, profile.to_dict())
 
     def load_profile(self) -> DiffusionProfile:
         """The stored profile. Raises ``FileNotFoundError`` when the folder has none and
-        ``ValueError`` when it was written by an incompatible version."""
+        :class:`~helioforge.errors.ProductError` (a ``ValueError``) when it is unreadable or was
+        written by an incompatible version."""
         if not self.profile_file.is_file():
             raise FileNotFoundError(f"{self.profile_file}: no profile in this work folder (run `helioforge diffusion label` first)")
+        remedy = (f"delete it and run `helioforge diffusion label -w {self.root} -p PROFILE --force` "
+                  "(PROFILE: tiny, cpu or paper)")
         try:
-            return dataclass_from_dict(DiffusionProfile, json.loads(self.profile_file.read_text()))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{self.profile_file}: not a diffusion profile of this helioforge version ({exc})") from None
+            d = json.loads(self.profile_file.read_text())
+            if not isinstance(d, dict):
+                raise ValueError("not a JSON object")
+            return dataclass_from_dict(DiffusionProfile, d)
+        except (OSError, UnicodeDecodeError, TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise ProductError(self.profile_file, f"not a diffusion profile of this helioforge version "
+                               f"({type(exc).__name__}: {exc})", remedy) from None
+
+    def require_dataset(self) -> None:
+        """Raise :class:`~helioforge.errors.ProductError` with the command that makes it unless
+        the labelled dataset is finished and unchanged since it was written."""
+        why = self.problem("label", None, self.dataset)
+        if why is None:
+            return
+        label = f"helioforge diffusion label -w {self.root}"
+        if why == "not built yet":
+            raise ProductError(self.dataset, "no labelled dataset", f"run `{label}`")
+        if why.startswith("unfinished"):
+            raise ProductError(self.dataset, "the labelled dataset is unfinished (labelling was interrupted or is still running)",
+                               f"run `{label}`")
+        raise ProductError(self.dataset, why, f"run `{label} --force` to rebuild it")
+
+    def require_model(self, condition: str) -> Path:
+        """The stem of the trained ``condition`` model, after checking that its training
+        finished and that its files are those written; else
+        :class:`~helioforge.errors.ProductError` naming the file and the command that trains,
+        resumes or rebuilds it."""
+        weights, sidecar = self.model_files(condition)
+        why = self.problem(f"model_{condition}", None, weights, sidecar)
+        if why is None:
+            return self.model_stem(condition)
+        train = f"helioforge diffusion train -w {self.root} --condition {condition}"
+        if why == "not built yet" and (self.model_dir(condition) / "checkpoints" / "last.safetensors").is_file():
+            why = "unfinished"  # a first training interrupted: only its checkpoint is there
+        if why == "not built yet":
+            raise ProductError(weights, f"no trained {condition} model", f"run `{train}`")
+        if why.startswith("unfinished"):
+            raise ProductError(weights, f"the {condition} model is unfinished (its training was interrupted or is still "
+                               "running)", f"run `{train}` to resume it")
+        raise ProductError(weights, why, f"run `{train} --force` to retrain it")
+
+    def read_labels_report(self) -> dict[str, Any]:
+        """``labels.json`` (what :func:`label_dataset` read, skipped and labelled).
+
+        Raises :class:`~helioforge.errors.ProductError` for a missing or unreadable file."""
+        try:
+            rep = json.loads(self.labels_report.read_text())
+            if not isinstance(rep, dict):
+                raise ValueError("not a JSON object")
+            for key in ("labelled", "images_read", "unlabelled", "skipped", "histogram"):
+                rep[key]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise ProductError(self.labels_report, f"unreadable labelling report ({type(exc).__name__}: {exc})",
+                               f"run `helioforge diffusion label -w {self.root} --force`") from None
+        return rep
 
 
 @dataclass
@@ -130,29 +227,89 @@ def _split_by_day(times: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return test
 
 
+def _check_data_config(profile: DiffusionProfile) -> None:
+    """Refuse data settings that cannot make a training set (:class:`~helioforge.errors.InputError`
+    naming the command-line option)."""
+    cfg = profile.data
+    check_count("--wavelength", cfg.wavelength, 1, 10_000)
+    if int(cfg.wavelength) not in AIA_CHANNELS:
+        raise InputError(f"--wavelength {cfg.wavelength} is not an AIA channel (one of {', '.join(map(str, AIA_CHANNELS))} Å)")
+    check_count("--size", cfg.image_size, MIN_AIA_SIDE, MAX_IMAGE_SIZE)
+    levels = len(profile.unet.block_out_channels)
+    factor = 2 ** (levels - 1)
+    if cfg.image_size % factor:
+        raise InputError(f"--size {cfg.image_size} must be a multiple of {factor} for the {profile.name} profile's "
+                         f"U-Net ({levels} resolution levels)")
+    check_finite("--tolerance-min", cfg.tolerance_min, minimum=0)
+    f = check_finite("test_fraction", cfg.test_fraction)
+    if not 0 < f < 1:
+        raise InputError(f"test_fraction of the profile must lie between 0 and 1, got {f}")
+    if cfg.label_source not in ("events", "flux", "events+flux"):
+        raise InputError(f"--source must be events, flux or events+flux, got {cfg.label_source!r}")
+
+
+def _remove_if_only_lock(folder: Path) -> None:
+    """Remove ``folder`` when it holds nothing but the lock files (a failed first command in a
+    new work folder leaves nothing behind)."""
+    from helioforge.locking import LOCK_NAME
+
+    try:
+        names = {p.name for p in folder.iterdir()}
+        if names <= {LOCK_NAME, LOCK_NAME + ".json"}:
+            for n in names:
+                (folder / n).unlink(missing_ok=True)
+            folder.rmdir()
+    except OSError:
+        pass
+
+
 def label_dataset(profile: DiffusionProfile, ws: DiffusionWorkspace, *, force: bool = False,
                   progress: bool = True) -> LabelledSet:
     """Read, label, preprocess and split the AIA images (paper §2); write the dataset products.
 
-    Images that cannot be read are skipped (listed in ``labels.json``); images with no label
-    (no flare peak within the tolerance for ``events``, no flux sample for ``flux``) are counted
-    and left out. Raises ``FileNotFoundError`` for a missing image folder or GOES file and
-    ``ValueError`` when no image of the channel is left or no image could be labelled.
+    Images that cannot be read or cannot be real AIA images (smaller than the image size, blank,
+    values that cannot be DN/s; :func:`helioforge.data.aia.aia_image_problem`) are skipped and
+    listed in ``labels.json``; images with no label (no flare peak within the tolerance for
+    ``events``, no flux sample for ``flux``) are counted and left out. The dataset is current
+    while the settings and the *content* of the image folder and the GOES files are unchanged.
+    Holds the work folder's lock; a failure leaves the previous products as they were.
+
+    Raises ``FileNotFoundError`` for a missing image folder or GOES file,
+    :class:`~helioforge.errors.InputError` for settings out of range, and ``ValueError`` (with
+    the folder and the counts) when no image of the channel is left, no image could be labelled
+    or the training split would hold less than one batch.
     """
     cfg = profile.data
+    _check_data_config(profile)
     folder = cfg.images_path()
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: AIA image folder not found (set HELIOFORGE_DATA or --images)")
-    listing = sorted((p.name, p.stat().st_size) for p in folder.iterdir() if p.is_file())
+    created = not ws.root.exists()
+    try:
+        with ws.lock():
+            return _label_locked(profile, ws, folder, force=force, progress=progress)
+    except BaseException:
+        if created:
+            _remove_if_only_lock(ws.root)
+        raise
+
+
+def _label_locked(profile: DiffusionProfile, ws: DiffusionWorkspace, folder: Path, *, force: bool,
+                  progress: bool) -> LabelledSet:
+    cfg = profile.data
+    files = sorted(p for p in folder.iterdir() if p.is_file())
     goes_files = [p for p in (cfg.events_path(), cfg.flux_path()) if p.is_file()]
-    digest = profile.digest("data", extra=[listing, [(str(p), p.stat().st_size) for p in goes_files]])
-    if not force and ws.is_current("label", digest, ws.dataset, ws.labels):
+    # content, not names, sizes or times: copying the same data elsewhere keeps the dataset current
+    digest = profile.digest("data", extra=[content_digest(files), content_digest(goes_files)],
+                            drop=("data.images", "data.events", "data.flux"))
+    if not force and ws.is_current("label", digest, *ws.label_products):
         log.info("reusing labelled dataset %s", ws.dataset)
         return load_dataset(ws.dataset)
-    ws.unmark("label")
-    images, skipped = read_aia_folder(folder, wavelength=cfg.wavelength, progress=progress)
+    images, skipped = read_aia_folder(folder, wavelength=cfg.wavelength, progress=progress,
+                                      min_size=max(MIN_AIA_SIDE, cfg.image_size))
     if not images:
-        raise ValueError(f"{folder}: no readable {cfg.wavelength} Å image ({len(skipped)} skipped)")
+        raise ValueError(f"{folder}: no usable {cfg.wavelength} Å image ({len(skipped)} skipped"
+                         + (f", e.g. {skipped[0].path.name}: {skipped[0].reason}" if skipped else "") + ")")
     times = np.array([im.time for im in images], dtype="datetime64[ns]")
     events = flux = None
     if "events" in cfg.label_source:
@@ -171,10 +328,26 @@ def label_dataset(profile: DiffusionProfile, ws: DiffusionWorkspace, *, force: b
     if not labelled.any():
         raise ValueError(f"{folder}: none of the {len(images)} images could be labelled with source={cfg.label_source!r}")
     test = _split_by_day(times[labelled], cfg.test_fraction, cfg.seed)
+    n_train, n_test = int((~test).sum()), int(test.sum())
+    batch = int(profile.train.batch_size)
+    if n_train < max(2, batch):
+        days = len(np.unique(times[labelled].astype("datetime64[D]")))
+        raise ValueError(
+            f"{folder}: only {n_train} training and {n_test} test images ({int(labelled.sum())} labelled on {days} "
+            f"day(s) of {len(images)} read, {len(skipped)} skipped): fewer than one training batch ({batch}); "
+            "add images from more days" + ("" if cfg.label_source == "flux" else ", or label by flux (--source flux)"))
     labels.loc[labelled, "split"] = np.where(test, "test", "train")
-    arrays = np.stack([preprocess_aia(im, cfg.image_size) for im, ok in zip(images, labelled) if ok])[:, None]
     units = images[0].units
-    scaling = None if units == "display" else AIAScaling.for_channel(cfg.wavelength)
+    mixed = sorted({im.units for im in images})
+    if len(mixed) > 1:
+        other = next(im for im in images if im.units != units)
+        raise InputError(f"{folder}: mixes images in {' and '.join(mixed)} units (e.g. {images[0].path.name} and "
+                         f"{other.path.name}); one dataset needs one kind (browse images or FITS in DN/s)")
+    try:
+        scaling = None if units == "display" else AIAScaling.for_channel(cfg.wavelength)
+    except KeyError as exc:
+        raise InputError(f"{folder}: {exc.args[0]}") from None
+    arrays = np.stack([preprocess_aia(im, cfg.image_size, scaling) for im, ok in zip(images, labelled) if ok])[:, None]
     meta = {
         "wavelength": cfg.wavelength,
         "units": units,
@@ -187,12 +360,8 @@ def label_dataset(profile: DiffusionProfile, ws: DiffusionWorkspace, *, force: b
     keep = ["file", "time", "flare_class", "class_index", "log10_flux", "label_source", "event_delay_min", "goes_class", "split"]
     table_all = Table.from_pandas(labels[keep].assign(time=labels["time"].astype(str)))
     table_all.meta.update({"helioforge": __version__, **{k: v for k, v in meta.items() if k != "scaling"}})
-    with atomic_path(ws.labels, suffix=".ecsv") as tmp:
-        table_all.write(tmp, format="ascii.ecsv", overwrite=True)
     sub = labels.loc[labelled, keep].reset_index(drop=True)
-    _write_dataset(ws.dataset, arrays, sub, meta, profile)
     hist_all = class_histogram(labels["class_index"].to_numpy())
-    plot_class_histogram(hist_all, ws.histogram, title=f"AIA {cfg.wavelength} Å images by GOES class ({cfg.label_source})")
     report = {
         "images_read": len(images),
         "skipped": [{"file": str(s.path), "reason": s.reason} for s in skipped],
@@ -206,9 +375,15 @@ def label_dataset(profile: DiffusionProfile, ws: DiffusionWorkspace, *, force: b
         "flux_file": str(cfg.flux_path()) if flux is not None else None,
         **meta,
     }
+    # everything is checked: from here on the old products are replaced
+    ws.unmark("label")
+    with atomic_path(ws.labels, suffix=".ecsv") as tmp:
+        table_all.write(tmp, format="ascii.ecsv", overwrite=True)
+    _write_dataset(ws.dataset, arrays, sub, meta, profile)
+    plot_class_histogram(hist_all, ws.histogram, title=f"AIA {cfg.wavelength} Å images by GOES class ({cfg.label_source})")
     write_json(ws.labels_report, report)
     ws.save_profile(profile)
-    ws.mark("label", digest)
+    ws.mark("label", digest, *ws.label_products)
     log.info("labelled %d of %d images (%s); %d skipped", labelled.sum(), len(images), hist_all, len(skipped))
     return LabelledSet(arrays.astype(np.float32), sub, meta)
 
@@ -229,19 +404,41 @@ def _write_dataset(path: Path, arrays: np.ndarray, table: pd.DataFrame, meta: di
 
 
 def load_dataset(path: str | Path) -> LabelledSet:
-    """Read ``dataset.fits`` written by :func:`label_dataset`. Raises ``FileNotFoundError``."""
+    """Read ``dataset.fits`` written by :func:`label_dataset`.
+
+    Raises ``FileNotFoundError`` for a missing file and :class:`~helioforge.errors.ProductError`
+    (naming the file and ``diffusion label --force``) for one that is unreadable, truncated or
+    not a labelled dataset.
+    """
+    import warnings
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no labelled dataset (run `helioforge diffusion label`)")
-    with fits.open(path) as hdul:
-        arrays = np.asarray(hdul[0].data, dtype=np.float32)[:, None]
-        h = hdul[0].header
-        lo, hi = h.get("HIERARCH HF scale_log10_min", ""), h.get("HIERARCH HF scale_log10_max", "")
-        meta = {"wavelength": int(h["WAVELNTH"]), "units": h.get("HIERARCH HF units", ""),
-                "scaling": {"log10_min": float(lo), "log10_max": float(hi)} if lo != "" else None,
-                "label_source": h.get("HIERARCH HF label_source", ""), "images_folder": hdul["LABELS"].header.get("IMAGES", ""),
-                "digest": h.get("HIERARCH HF digest", "")}
-        table = Table(hdul["LABELS"].data).to_pandas()
+    remedy = f"run `helioforge diffusion label -w {path.parent} --force` to rebuild it"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # astropy's truncation warnings: the error below says it
+            with fits.open(path) as hdul:
+                if hdul[0].data is None or hdul[0].data.ndim != 3:
+                    raise ValueError("no (n, N, N) image cube in the primary HDU")
+                arrays = np.asarray(hdul[0].data, dtype=np.float32)[:, None]
+                h = hdul[0].header
+                lo, hi = h.get("HIERARCH HF scale_log10_min", ""), h.get("HIERARCH HF scale_log10_max", "")
+                meta = {"wavelength": int(h["WAVELNTH"]), "units": h.get("HIERARCH HF units", ""),
+                        "scaling": {"log10_min": float(lo), "log10_max": float(hi)} if lo != "" else None,
+                        "label_source": h.get("HIERARCH HF label_source", ""),
+                        "images_folder": hdul["LABELS"].header.get("IMAGES", ""),
+                        "digest": h.get("HIERARCH HF digest", "")}
+                table = Table(hdul["LABELS"].data).to_pandas()
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, EOFError) as exc:
+        raise ProductError(path, f"unreadable labelled dataset ({type(exc).__name__}: {exc})", remedy) from None
+    missing = [c for c in ("class_index", "log10_flux", "split") if c not in table.columns]
+    if missing or len(table) != len(arrays):
+        problem = f"label table lacks {missing}" if missing else f"{len(arrays)} images but {len(table)} label rows"
+        raise ProductError(path, f"not a labelled dataset of this helioforge version ({problem})", remedy)
+    if not np.isfinite(arrays).all() or arrays.size and (arrays.min() < -1 or arrays.max() > 1):
+        raise ProductError(path, "damaged labelled dataset (image values outside [-1, 1] or not finite)", remedy)
     for col in table.columns:
         if table[col].dtype == object:
             table[col] = table[col].map(lambda v: v.decode() if isinstance(v, bytes) else v)
@@ -254,13 +451,32 @@ def train_model(profile: DiffusionProfile, ws: DiffusionWorkspace, condition: st
     """Train (or reuse) the ``class``/``flux``-conditioned model on the training split; return
     the stem of its EMA weights. The model's own settings go to its JSON sidecar; the work
     folder's stored profile is not changed (an ``--epochs`` override for one model does not
-    retrain the other). Raises ``FileNotFoundError`` without a labelled dataset and
-    ``ValueError`` for an unknown condition."""
-    import copy
+    retrain the other). Holds the work folder's lock: a second training on the same folder
+    stops with :class:`~helioforge.errors.FolderInUse` instead of resuming the first one's
+    live checkpoint.
 
+    Raises :class:`~helioforge.errors.InputError` for ``epochs`` < 1 or an unknown condition,
+    and :class:`~helioforge.errors.ProductError` (with the command that makes it) without a
+    finished labelled dataset.
+    """
+    check_count("--epochs", profile.train.epochs)
     condition = condition or profile.train.condition
     if condition not in ("class", "flux"):
-        raise ValueError(f"condition must be 'class' or 'flux', got {condition!r}")
+        raise InputError(f"condition must be 'class' or 'flux', got {condition!r}")
+    if not ws.root.is_dir():
+        raise ProductError(ws.dataset, "no labelled dataset (the work folder does not exist)",
+                           f"run `helioforge diffusion label -w {ws.root}`")
+    with ws.lock():
+        return _train_locked(profile, ws, condition, force=force, accelerator=accelerator, devices=devices,
+                             progress=progress)
+
+
+def _train_locked(profile: DiffusionProfile, ws: DiffusionWorkspace, condition: str, *, force: bool,
+                  accelerator: str, devices: int | str, progress: bool) -> Path:
+    import copy
+    import shutil
+
+    ws.require_dataset()
     profile = copy.deepcopy(profile)  # the work folder's profile is left as it is
     profile.train.condition = condition
     data = load_dataset(ws.dataset)
@@ -272,10 +488,14 @@ def train_model(profile: DiffusionProfile, ws: DiffusionWorkspace, condition: st
         images, cond = images[ok], flux[ok]
     else:
         cond = cls
+    if len(images) < 2:
+        raise ValueError(f"{ws.dataset}: only {len(images)} training image(s) for the {condition} model; "
+                         f"relabel with more images (`helioforge diffusion label -w {ws.root} --force`)")
     step = f"model_{condition}"
     digest = profile.digest("unet", "train", extra=data.meta["digest"])
     stem = ws.model_stem(condition)
-    if not force and ws.is_current(step, digest, stem.with_suffix(".safetensors")):
+    products = ws.model_files(condition)
+    if not force and ws.is_current(step, digest, *products):
         log.info("reusing %s model %s", condition, stem)
         return stem
     ws.unmark(step)
@@ -284,8 +504,6 @@ def train_model(profile: DiffusionProfile, ws: DiffusionWorkspace, condition: st
     run_digest = resumable.digest("unet", "train", extra=data.meta["digest"])
     if force or ws.state().get(f"{step}_config") != run_digest:
         # a changed configuration must not resume the old run's checkpoint
-        import shutil
-
         shutil.rmtree(ws.model_dir(condition), ignore_errors=True)
     state = ws.state()
     state[f"{step}_config"] = run_digest
@@ -299,7 +517,7 @@ def train_model(profile: DiffusionProfile, ws: DiffusionWorkspace, condition: st
     stem = train_diffusion(images, cond, profile.unet, profile.train, ws.model_dir(condition), extra_config=extra,
                            accelerator=accelerator, devices=devices, progress=progress)
     ws.record_time(step, time.perf_counter() - t0)
-    ws.mark(step, digest)
+    ws.mark(step, digest, *products)
     return stem
 
 
@@ -335,11 +553,34 @@ def sample_to_files(
     and write ``<out>.fits`` (cube (n, N, N) in network units [-1, 1], with the scaling to
     intensity, condition, sampler and provenance in the header) and ``<out>.png`` (grid).
 
-    Raises ``ValueError`` when the condition does not suit the model (a class for a flux model
-    or the reverse, a class absent from the model's training set, a non-positive flux).
+    Every argument is checked before the model is loaded, and both files are written only when
+    the sampling succeeded (atomically: a failure leaves nothing behind).
+
+    Raises :class:`~helioforge.errors.InputError` for ``n`` or ``steps`` < 1, a ``cfg_scale``
+    that is not a finite number ≥ 0, an ``eta`` outside [0, 1], a flux that is not a finite
+    number > 0, or an output that would overwrite the model or a FITS file helioforge did not
+    write; ``ValueError`` when the condition does not suit the model (a class for a flux model
+    or the reverse, a class absent from the model's training set);
+    :class:`~helioforge.errors.ProductError` for a damaged model.
     """
     from helioforge.diffusion.report import save_grid
 
+    stem = Path(stem)
+    n = check_count("-n", n)
+    check_count("--steps", steps)
+    cfg_scale = check_finite("--cfg-scale", cfg_scale, minimum=0)
+    eta = check_finite("--eta", eta, minimum=0)
+    if eta > 1:
+        raise InputError(f"--eta must lie between 0 and 1, got {eta:g}")
+    if flux is not None:
+        check_finite("--flux", flux)
+        if not flux > 0:
+            raise InputError(f"--flux must be a GOES 1–8 Å flux > 0 W m^-2 (e.g. 3e-5), got {flux:g}")
+    out = Path(out)
+    fits_out, png_out = out.with_suffix(".fits"), out.with_suffix(".png")
+    inputs = (stem.with_suffix(".safetensors"), stem.with_suffix(".json"))
+    check_output(fits_out, inputs, protect_foreign_fits=True)
+    check_output(png_out, inputs)
     device = device or inference_device()
     net, config = load_diffusion(stem, device)
     counts = config.get("class_counts", {})
@@ -354,7 +595,7 @@ def sample_to_files(
         cond = np.full(n, FLARE_CLASSES.index(letter))
         label = f"GOES class {letter}"
     else:
-        if flux is None or not flux > 0:
+        if flux is None:
             raise ValueError(f"{stem}: a flux-conditioned model needs --flux > 0 (W m^-2)")
         lo_hi = config.get("log10_flux_range")
         if lo_hi and not lo_hi[0] <= np.log10(flux) <= lo_hi[1]:
@@ -363,8 +604,9 @@ def sample_to_files(
         label = f"GOES flux {flux:.2g} W/m²"
     res = sample(net, config["train"], cond, sampler=sampler, steps=steps, cfg_scale=cfg_scale, eta=eta, seed=seed,
                  device=device, progress=progress)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if not np.isfinite(res.images).all():
+        raise ValueError(f"{stem}: sampling gave non-finite pixels; nothing written (retrain the model with "
+                         "`helioforge diffusion train --force`)")
     data_meta = config.get("data", {})
     hdr = fits.Header()
     hdr["WAVELNTH"] = (int(data_meta.get("wavelength", 0)), "AIA channel, Angstrom")
@@ -373,6 +615,8 @@ def sample_to_files(
               "cfg_scale": cfg_scale, "eta": eta, "sampler": sampler, "steps": res.nfe_per_image // (2 if cfg_scale else 1),
               "seed": seed, "model": str(stem), "units": data_meta.get("units", ""),
               "scaling": data_meta.get("scaling") or ""}
-    fits_path = write_fits(out.with_suffix(".fits"), res.images[:, 0], model="diffusion", params=params, header=hdr)
-    png = save_grid(res.images, out.with_suffix(".png"), title=f"{label}, w={cfg_scale:g}, {sampler}")
-    return fits_path, png
+    # both files or neither: each is renamed into place only when both are complete
+    with atomic_path(fits_out) as tmp_fits, atomic_path(png_out) as tmp_png:
+        write_fits(tmp_fits, res.images[:, 0], model="diffusion", params=params, header=hdr)
+        save_grid(res.images, tmp_png, title=f"{label}, w={cfg_scale:g}, {sampler}")
+    return fits_out, png_out

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
+from helioforge.errors import InputError, check_count, check_finite
 from helioforge.nn.flare_unet import FlareUNet
 
 __all__ = ["guided_noise", "make_sampler", "sample", "SampleResult", "SAMPLERS"]
@@ -122,15 +123,20 @@ def sample(
     seed : the initial noise and the DDPM noise are drawn from a generator with this seed, so a
         call is reproducible on a given device.
 
-    Raises ``ValueError`` for a negative ``cfg_scale`` or a condition the model cannot take.
+    Raises :class:`~helioforge.errors.InputError` (a ``ValueError``) for a ``cfg_scale`` that is
+    not a finite number ≥ 0, an ``eta`` outside [0, 1] or ``steps`` < 1, and ``ValueError`` for a
+    condition the model cannot take.
     """
     import time
 
     from helioforge.progress import progress_bar
 
     cond = np.asarray(cond)
-    if cfg_scale < 0:
-        raise ValueError(f"cfg_scale must be ≥ 0, got {cfg_scale}")
+    check_finite("cfg_scale", cfg_scale, minimum=0)
+    check_finite("eta", eta, minimum=0)
+    if eta > 1:
+        raise InputError(f"eta must lie between 0 and 1, got {eta:g}")
+    check_count("steps", steps)
     if net.condition == "class":
         if cond.size and (cond.min() < 0 or cond.max() >= net.n_classes):
             raise ValueError(f"class conditions must be within 0..{net.n_classes - 1}")

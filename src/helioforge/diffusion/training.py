@@ -26,7 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, TensorDataset
 
 from helioforge.diffusion.config import DiffusionTrainConfig, UNetConfig
-from helioforge.nn.checkpoint import load_weights
+from helioforge.errors import check_count
 from helioforge.nn.flare_unet import FlareUNet
 from helioforge.nn.training import check_images, fit_and_save, seed_per_rank
 
@@ -129,6 +129,7 @@ def train_diffusion(
     Raises ``ValueError`` for a wrong image shape, a condition of another length or invalid
     values (class outside 0..4, NaN flux).
     """
+    check_count("epochs", train.epochs)
     images = check_images(images, 2)
     cond = np.asarray(cond)
     if len(cond) != len(images):
@@ -160,12 +161,31 @@ def train_diffusion(
     return stem
 
 
-def load_diffusion(stem: str | Path, device: str | torch.device = "cpu") -> tuple[FlareUNet, dict[str, Any]]:
+def _retrain_remedy(stem: Path) -> str:
+    """The command that rebuilds the model saved at ``stem`` (a work folder's ``model_<condition>``)."""
+    folder = stem.parent
+    if folder.name in ("model_class", "model_flux"):
+        return (f"run `helioforge diffusion train -w {folder.parent} --condition {folder.name[len('model_'):]} --force` "
+                "to retrain it")
+    return "retrain it (`helioforge diffusion train -w WORKDIR --force`)"
+
+
+def load_diffusion(stem: str | Path, device: str | torch.device = "cpu", *,
+                   remedy: str | None = None) -> tuple[FlareUNet, dict[str, Any]]:
     """Load the EMA denoiser written by :func:`train_diffusion`: ``(net in eval mode, config)``.
 
-    Raises ``FileNotFoundError`` naming a missing file.
+    Raises ``FileNotFoundError`` naming a missing file, and
+    :class:`~helioforge.errors.ProductError` (naming the file and ``remedy``, by default the
+    ``diffusion train --force`` command of the work folder) for an unreadable or truncated
+    weights file, a sidecar that is not a diffusion model's or does not match the weights, and
+    NaN/inf weights.
     """
-    state, config = load_weights(stem)
-    net = build_unet(config["unet"], int(config["image_size"]), config["condition"], int(config.get("n_classes", 5)))
-    net.load_state_dict(state)
-    return net.to(device).eval(), config
+    from helioforge.nn.checkpoint import build_from_weights
+
+    stem = Path(stem)
+
+    def factory(config: dict[str, Any]) -> FlareUNet:
+        make_scheduler(config["train"])  # the sidecar must describe the noise schedule too
+        return build_unet(config["unet"], int(config["image_size"]), config["condition"], int(config.get("n_classes", 5)))
+
+    return build_from_weights(stem, factory, device, remedy or _retrain_remedy(stem))
