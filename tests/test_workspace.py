@@ -138,3 +138,12 @@ def test_profile_round_trip_and_foreign_profile(ws):
         ws.load_profile()
     r = CliRunner().invoke(app, ["interrogate", "-w", str(ws.root)])
     assert r.exit_code == 2 and "--profile" in r.output
+
+
+def test_directions_follow_the_generator_that_finished(ws):
+    """Directions fitted on a half-trained generator were kept after the GAN resumed to its end."""
+    p = get_profile("tiny")
+    _train_step(ws, "gan", ws.gan_dir, False, p, _fake_gan(ws, b"epoch 1"))
+    first = _digests(p, ws)["directions"]
+    _train_step(ws, "gan", ws.gan_dir, False, p, _fake_gan(ws, b"epoch 6"))  # same settings, other weights
+    assert _digests(p, ws)["directions"] != first
