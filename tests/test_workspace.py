@@ -147,3 +147,22 @@ def test_directions_follow_the_generator_that_finished(ws):
     first = _digests(p, ws)["directions"]
     _train_step(ws, "gan", ws.gan_dir, False, p, _fake_gan(ws, b"epoch 6"))  # same settings, other weights
     assert _digests(p, ws)["directions"] != first
+
+
+def test_products_stay_current_whatever_data_folder_a_later_command_sees(tmp_path, monkeypatch):
+    """A tiny run on the embedded sample was stale for `search` run where ../shared/data exists:
+    the default full-disk folder resolved against another data folder."""
+    from helioforge.config import SAMPLE_DIR, set_data_root
+
+    p = get_profile("tiny")
+    p.data.sharp_dirs = ()
+    set_data_root(SAMPLE_DIR)
+    try:
+        p.data.pin_folders()
+        ws = Workspace(tmp_path / "w")
+        made = _digests(p, ws)["corpus"]
+        set_data_root(tmp_path)  # another data folder, without those files
+        assert _digests(p, ws)["corpus"] == made
+        assert p.data.sharp_paths() == [SAMPLE_DIR / "sharp"]
+    finally:
+        set_data_root(None)

@@ -241,6 +241,7 @@ def _train(model: str, workdir: Path, profile: str | None, epochs: int | None, f
     ws, prof = _workspace_profile(workdir, profile)
     if epochs is not None:
         getattr(prof, model).epochs = epochs
+    prof.data.pin_folders()
     with ws.lock():
         try:
             corpus, report = prepare_corpus(prof, ws)

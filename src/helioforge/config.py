@@ -166,6 +166,13 @@ class DataConfig:
         """Full-disk input folder (absolute)."""
         return Path(self.fulldisk_dir).resolve() if self.fulldisk_dir else data_root() / "hmi_fulldisk"
 
+    def pin_folders(self) -> None:
+        """Replace the default folders (``data_root()/sharp``, ``data_root()/hmi_fulldisk``) by the
+        absolute folders they resolve to now, so the profile a work folder records names the data
+        its products were made from, whatever ``--data`` a later command is given."""
+        self.sharp_dirs = tuple(str(p) for p in self.sharp_paths())
+        self.fulldisk_dir = str(self.fulldisk_path())
+
     def input_listing(self) -> list[tuple[str, int, str]]:
         """(file name, size, sha256) of every input FITS file, so a changed file invalidates the
         corpus while the same data copied elsewhere (or touched) does not."""

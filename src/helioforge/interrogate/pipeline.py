@@ -459,6 +459,7 @@ def interrogate(
     RuntimeError : no input patch could be read.
     """
     ws = Workspace(Path(workdir))
+    profile.data.pin_folders()
     with ws.lock():
         return _interrogate(profile, ws, report_dir, force=force, progress=progress, accelerator=accelerator,
                             devices=devices)
