@@ -423,12 +423,15 @@ def interrogate(
     fulldisk_dir: Optional[Path] = typer.Option(None, "--fulldisk-dir", help="HMI full-disk folder (default DATA/hmi_fulldisk)."),
     queries: Optional[int] = typer.Option(None, "--queries", "-q", min=1, max=1_000_000, help="Number of generated queries Q (paper 1000)."),
     force: bool = typer.Option(False, "--force", help="Retrain everything."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=2, max=100, help="Run the whole pipeline K times (seed offsets "
+                                        "0…K−1, in WORKDIR/seed_<k>) and report every headline number as mean ± std."),
     accelerator: str = ACCEL,
     devices: str = DEVICES,
     data: Optional[Path] = DATA,
 ) -> None:
     """The main job: corpus → GAN → SVM directions → SimSiam → index → queries → report."""
     from helioforge.interrogate.pipeline import interrogate as run
+    from helioforge.interrogate.pipeline import interrogate_seeds
 
     use_data(data, announce=True)
     _, prof = _workspace_profile(workdir, profile)
@@ -438,16 +441,38 @@ def interrogate(
         prof.data.sharp_dirs = tuple(str(d.resolve()) for d in sharp_dir)
     if fulldisk_dir:
         prof.data.fulldisk_dir = str(fulldisk_dir.resolve())
+    if seeds is not None:
+        summary = interrogate_seeds(prof, workdir, seeds, force=force, **_trainer_kw(accelerator, devices))
+        tab = RichTable(title=f"{seeds} seeds of the whole pipeline: mean ± std")
+        for col in ("number", "mean", "std", "per seed"):
+            tab.add_column(col, justify="right")
+        for k, v in summary["numbers"].items():
+            tab.add_row(k, f"{v['mean']:.3f}", f"{v['std']:.3f}", " ".join(f"{x:.2f}" for x in v["values"]))
+        out.print(tab)
+        out.print(f"summary: {Path(workdir) / 'seeds_summary.json'}; reports: {Path(workdir)}/seed_<k>/report/index.html")
+        return
     try:
         m = run(prof, workdir, report, force=force, **_trainer_kw(accelerator, devices))
     except RuntimeError as e:
         _fail(str(e))
-    tab = RichTable(title=f"query ↔ real match ({m['n_queries']} queries)")
-    for col in ("parameter", "Pearson", "Spearman", "paper P", "paper S"):
+    out.print(f"database: {m['corpus']['sources']} ({m['corpus']['n_sharp']} SHARP frames of {m['corpus']['n_sharp_regions']} "
+              f"HARPs, {m['corpus']['n_fulldisk_tiles']} full-disk tiles)")
+    tab = RichTable(title=f"query ↔ real match, like for like with the paper: SHARP database, {m['n_active_queries']} active "
+                          f"of {m['n_queries']} queries (Spearman [95 %])")
+    for col in ("parameter", "Pearson", "Spearman", "paper P", "paper S", "shuffled", "activity", "oracle"):
         tab.add_column(col, justify="right")
     for name, r in m["correlations"].items():
-        tab.add_row(name, f"{r['pearson']:.2f}", f"{r['spearman']:.2f}", f"{r['paper_pearson']:.2f}", f"{r['paper_spearman']:.2f}")
+        tab.add_row(name, f"{r['pearson']:.2f}", f"{r['spearman']:.2f} [{r['spearman_ci'][0]:.2f}, {r['spearman_ci'][1]:.2f}]",
+                    f"{r['paper_pearson']:.2f}", f"{r['paper_spearman']:.2f}", *(f"{r.get(k + '_spearman', float('nan')):.2f}"
+                                                                                 for k in ("shuffled", "activity", "oracle")))
     out.print(tab)
+    h = m["held_out_correlations"]["TUF"]
+    out.print(f"held-out regions (HARPs {', '.join(map(str, m['corpus']['held_out_harps'])) or 'none'}): TUF Spearman "
+              f"{h['spearman']:.2f} [{h['spearman_ci'][0]:.2f}, {h['spearman_ci'][1]:.2f}], shuffled {h.get('shuffled_spearman', float('nan')):.2f}")
+    q = m["real_held_out_queries"]
+    if q.get("n_queries"):
+        out.print(f"real queries from unseen regions: {q['n_queries']} frames, {100 * q['match_active_fraction']:.0f} % active matches, "
+                  f"TUF Spearman {q['TUF']['spearman']:.2f} [{q['TUF']['spearman_ci'][0]:.2f}, {q['TUF']['spearman_ci'][1]:.2f}]")
     out.print("SVM accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in m["svm_accuracy"].items()))
     u = m["corpus"].get("usflux_check", {})
     if u.get("n"):

@@ -23,13 +23,19 @@ from helioforge.data.preprocess import preprocess_br
 from helioforge.data.sharp import FitsReadError, Skipped, read_sharp_folder
 from helioforge.io import write_fits
 
-__all__ = ["Corpus", "build_corpus", "COLUMNS"]
+__all__ = ["Corpus", "build_corpus", "COLUMNS", "SOURCE_SHARP", "SOURCE_TILE", "CORPUS_FORMAT"]
+
+#: Values of the ``source`` column.
+SOURCE_SHARP, SOURCE_TILE = "sharp", "fulldisk_tile"
+#: Version of the corpus table layout (in the corpus digest: a new layout rebuilds old corpora).
+CORPUS_FORMAT = 2
 
 logger = logging.getLogger(__name__)
 
 #: Lookup-table columns, in order, with their dtypes.
 COLUMNS: tuple[tuple[str, type], ...] = (
     ("source", str),
+    ("region", str),
     ("file", str),
     ("HARPNUM", np.int64),
     ("NOAA_AR", np.int64),
@@ -47,8 +53,8 @@ class Corpus:
     Attributes
     ----------
     images : (n, 1, N, N) float32, B / clip_gauss in [-1, 1].
-    table : astropy Table, one row per image, columns ``source`` ("sharp" | "fulldisk"),
-        ``file`` (basename), ``HARPNUM`` (-1 for tiles), ``NOAA_AR`` (-1 when none), ``T_REC``,
+    table : astropy Table, one row per image, columns ``source`` ("sharp" | "fulldisk_tile"),
+        ``region`` ("HARP <n>" for SHARP patches, "full disk <T_REC>" for tiles), ``file`` (basename), ``HARPNUM`` (-1 for tiles), ``NOAA_AR`` (-1 when none), ``T_REC``,
         ``crop`` ("x0:x1,y0:y1" 0-based box of the original full-disk array; "" for SHARP),
         ``pixel_size_mm`` (native pixel, Mm), ``USFLUX`` (Mx, NaN when absent).
     clip_gauss : the scale used, G (recorded in saved files).
@@ -186,7 +192,8 @@ def build_corpus(cfg: DataConfig, sharp: bool = True, fulldisk: bool = True) -> 
                 images.append(preprocess_br(p.Br, size, clip))
                 rows.append(
                     (
-                        "sharp",
+                        SOURCE_SHARP,
+                        f"HARP {p.harpnum}",
                         p.path.name,
                         p.harpnum,
                         p.noaa_ar if p.noaa_ar is not None else -1,
@@ -227,7 +234,8 @@ def build_corpus(cfg: DataConfig, sharp: bool = True, fulldisk: bool = True) -> 
                     x0, x1, y0, y1 = t.crop
                     images.append(preprocess_br(t.Br, size, clip))
                     rows.append(
-                        ("fulldisk", f.name, -1, -1, t.t_rec, f"{x0}:{x1},{y0}:{y1}", t.pixel_size_mm, float("nan"))
+                        (SOURCE_TILE, f"full disk {t.t_rec}", f.name, -1, -1, t.t_rec, f"{x0}:{x1},{y0}:{y1}",
+                         t.pixel_size_mm, float("nan"))
                     )
                 del tiles
 

@@ -19,11 +19,10 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from scipy.stats import pearsonr, spearmanr
 
 from helioforge import __version__
 from helioforge.config import Profile
-from helioforge.data.corpus import Corpus, build_corpus
+from helioforge.data.corpus import CORPUS_FORMAT, SOURCE_SHARP, SOURCE_TILE, Corpus, build_corpus
 from helioforge.interrogate.directions import LatentDirections, conditioning_effect, fit_directions, monotonicity
 from helioforge.interrogate.gan import Generator, generate, load_generator, train_gan
 from helioforge.interrogate.retrieval import RetrievalIndex
@@ -31,7 +30,9 @@ from helioforge.interrogate.simsiam import embed, load_simsiam, train_simsiam
 from helioforge.io import atomic_path, write_json
 from helioforge.nn.training import inference_device
 from helioforge.physics.params import compute_params, is_active
+from helioforge.errors import HelioforgeError as HelioforgeErrorBase
 from helioforge.errors import ProductError
+from helioforge.interrogate.evaluation import like_for_like, real_query_check, retrieval_table
 from helioforge.workspace import StepState
 
 __all__ = [
@@ -113,14 +114,16 @@ def _digests(profile: Profile, ws: "Workspace") -> dict[str, str]:
     resumes the shorter one. Where the data lie (``sharp_dirs``) does not count, only what the
     files hold."""
     d: dict[str, str] = {}
-    d["corpus"] = profile.digest("data", extra=profile.data.input_listing(), drop=("data.sharp_dirs", "data.fulldisk_dir"))
+    d["corpus"] = profile.digest("data", extra=[CORPUS_FORMAT, profile.data.input_listing()],
+                                 drop=("data.sharp_dirs", "data.fulldisk_dir", "data.holdout_harps", "data.holdout_seed"))
     corpus = ws.token("corpus")
-    gan_extra = [corpus, profile.params.threshold_gauss]  # the threshold picks active patches
+    holdout = [profile.data.holdout_harps, profile.data.holdout_seed]  # which regions training never sees
+    gan_extra = [corpus, profile.params.threshold_gauss, holdout]  # the threshold picks active patches
     d["gan"] = profile.digest("gan", extra=gan_extra)
     d["gan_resume"] = profile.digest("gan", extra=gan_extra, drop=("gan.epochs",))
     d["directions"] = profile.digest("params", "directions", extra=ws.token("gan"))
-    d["simsiam"] = profile.digest("simsiam", extra=corpus)
-    d["simsiam_resume"] = profile.digest("simsiam", extra=corpus, drop=("simsiam.epochs",))
+    d["simsiam"] = profile.digest("simsiam", extra=[corpus, holdout])
+    d["simsiam_resume"] = profile.digest("simsiam", extra=[corpus, holdout], drop=("simsiam.epochs",))
     d["index"] = profile.digest(extra=[ws.token("simsiam"), corpus])
     return d
 
@@ -220,7 +223,7 @@ def prepare_corpus(profile: Profile, ws: Workspace, force: bool = False) -> tupl
     t0 = time.perf_counter()
     ws.unmark("corpus")
     try:
-        corpus, skipped = build_corpus(profile.data)
+        corpus, skipped = build_corpus(profile.data, fulldisk=profile.data.use_fulldisk)
     except ValueError as exc:
         raise RuntimeError(str(exc)) from None
     corpus.save(ws.corpus)
@@ -235,14 +238,36 @@ def prepare_corpus(profile: Profile, ws: Workspace, force: bool = False) -> tupl
     return corpus, report
 
 
+class ModelHealthError(HelioforgeErrorBase):
+    """A trained model is unusable (mode collapse, embedding collapse, directions at chance)."""
+
+
+def holdout_harps(corpus: Corpus, profile: Profile) -> list[int]:
+    """HARPs held out of GAN and SimSiam training: ``profile.data.holdout_harps`` of the
+    corpus's HARPs, drawn with ``profile.data.holdout_seed`` (at most all but two, so something is
+    left to train on); ``[]`` when the corpus has fewer than three HARPs."""
+    harps = sorted({int(h) for h in corpus.table["HARPNUM"] if int(h) > 0})
+    n = min(int(profile.data.holdout_harps), max(len(harps) - 2, 0))
+    if n <= 0:
+        return []
+    rng = np.random.default_rng(profile.data.holdout_seed)
+    return sorted(int(h) for h in rng.choice(harps, size=n, replace=False))
+
+
+def training_mask(corpus: Corpus, profile: Profile) -> np.ndarray:
+    """(n,) bool: corpus rows the GAN and SimSiam train on (all but the held-out HARPs)."""
+    return ~np.isin(np.asarray(corpus.table["HARPNUM"], int), holdout_harps(corpus, profile))
+
+
 def ensure_gan(profile: Profile, ws: Workspace, corpus: Corpus, force: bool = False, device: str = "cpu",
                **trainer_kw: Any) -> Generator:
     """Train (or reuse, or resume) the GAN on the corpus; return the selected generator on ``device``."""
     if force or not ws.is_current("gan", _digests(profile, ws)["gan"], *_products(ws, "gan")):
         threshold = profile.params.threshold_gauss / profile.data.clip_gauss
-        active = is_active(corpus.images, threshold, profile.gan.active_min_area)
+        keep = training_mask(corpus, profile)
+        active = is_active(corpus.images[keep], threshold, profile.gan.active_min_area)
         _train_step(ws, "gan", ws.gan_dir, force, profile,
-                    lambda: train_gan(corpus.images, profile.gan, ws.gan_dir, active=active, **trainer_kw))
+                    lambda: train_gan(corpus.images[keep], profile.gan, ws.gan_dir, active=active, **trainer_kw))
     else:
         log.info("reusing generator %s", ws.generator)
     return load_generator(ws.generator, device)
@@ -297,7 +322,8 @@ def ensure_simsiam(profile: Profile, ws: Workspace, corpus: Corpus, force: bool 
     """Train (or reuse, or resume) SimSiam on the real corpus; returns ``(model, config)``."""
     if force or not ws.is_current("simsiam", _digests(profile, ws)["simsiam"], *_products(ws, "simsiam")):
         _train_step(ws, "simsiam", ws.simsiam_dir, force, profile,
-                    lambda: train_simsiam(corpus.images, profile.simsiam, ws.simsiam_dir, **trainer_kw))
+                    lambda: train_simsiam(corpus.images[training_mask(corpus, profile)], profile.simsiam, ws.simsiam_dir,
+                                          **trainer_kw))
     return load_simsiam(ws.simsiam, device)
 
 
@@ -418,23 +444,59 @@ class Interrogator:
         return self.search_array(read_sharp(path, with_companions=False).Br, k)
 
 
-def _correlations(q: dict[str, np.ndarray], m: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+def _headline(like: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The paper-comparable correlations (like-for-like row: SHARP database, active queries)
+    with their interval, the three baselines' Spearman ρ and the paper's values."""
     out = {}
+    sim = like.get("simsiam")
     for name in CORRELATED_PARAMS:
-        a, b = np.asarray(q[name], float), np.asarray(m[name], float)
-        ok = np.isfinite(a) & np.isfinite(b)
-        if ok.sum() > 2 and np.ptp(a[ok]) > 0 and np.ptp(b[ok]) > 0:
-            pr, sr = pearsonr(a[ok], b[ok]).statistic, spearmanr(a[ok], b[ok]).statistic
-        else:
-            pr = sr = float("nan")
-        out[name] = {
-            "pearson": float(pr),
-            "spearman": float(sr),
-            "n": int(ok.sum()),
-            "paper_pearson": PAPER_CORRELATIONS[name][0],
-            "paper_spearman": PAPER_CORRELATIONS[name][1],
-        }
+        r = sim[name] if sim else {"pearson": float("nan"), "spearman": float("nan"), "n": 0,
+                                   "pearson_ci": [float("nan")] * 2, "spearman_ci": [float("nan")] * 2}
+        out[name] = {**r, "paper_pearson": PAPER_CORRELATIONS[name][0], "paper_spearman": PAPER_CORRELATIONS[name][1],
+                     **{f"{m}_spearman": like[m][name]["spearman"] for m in ("shuffled", "activity", "oracle") if m in like},
+                     **{f"{m}_spearman_ci": like[m][name]["spearman_ci"] for m in ("shuffled", "activity", "oracle") if m in like}}
     return out
+
+
+#: Health limits: below them a model is unusable and the run stops instead of reporting numbers.
+GAN_DIVERSITY_MIN = 0.2      # mean pairwise distance of generated images / that of real ones
+SIMSIAM_STD_MIN_FACTOR = 0.5  # embedding std per dimension / (1/sqrt(d)); 0 is total collapse
+SVM_CHANCE_MAX = 0.55        # validation accuracy at or below this is chance (two balanced classes)
+
+
+def _pairwise_spread(images: np.ndarray, n: int = 200, seed: int = 0) -> float:
+    rng = np.random.default_rng(seed)
+    x = np.asarray(images, np.float32).reshape(len(images), -1)
+    x = x[rng.choice(len(x), size=min(n, len(x)), replace=False)]
+    d = np.sqrt(np.maximum(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1), 0))
+    return float(d[np.triu_indices(len(x), 1)].mean()) if len(x) > 1 else 0.0
+
+
+def health_checks(q_images: np.ndarray, real_images: np.ndarray, sim_cfg: dict[str, Any], svm_accuracy: dict[str, float]) -> dict[str, Any]:
+    """Mode collapse of the GAN, embedding collapse of SimSiam, SVM directions at chance.
+
+    Returns ``{"checks": [{name, ok, value, limit, meaning}], "unusable": [names]}``: the GAN is
+    unusable when generated images are ``GAN_DIVERSITY_MIN`` times less spread than real ones,
+    SimSiam when its embedding std per dimension is below half of 1/√d, the directions when
+    every SVM is at chance.
+    """
+    checks = []
+    ratio = _pairwise_spread(q_images) / max(_pairwise_spread(real_images), 1e-12)
+    checks.append({"name": "GAN diversity (generated / real pairwise distance)", "value": ratio, "limit": GAN_DIVERSITY_MIN,
+                   "ok": ratio >= GAN_DIVERSITY_MIN, "model": "GAN", "meaning": "mode collapse below the limit"})
+    z_std = float((sim_cfg.get("final_metrics") or {}).get("z_std", float("nan")))
+    ref = float(sim_cfg.get("collapse_reference_z_std") or (1.0 / np.sqrt(float(sim_cfg.get("out_dim", 100)))))
+    checks.append({"name": "SimSiam embedding std per dimension", "value": z_std, "limit": SIMSIAM_STD_MIN_FACTOR * ref,
+                   "ok": bool(z_std >= SIMSIAM_STD_MIN_FACTOR * ref), "model": "SimSiam",
+                   "meaning": f"collapse below the limit (1/sqrt(d) = {ref:.3f} for a healthy embedding)"})
+    for k, v in svm_accuracy.items():
+        checks.append({"name": f"SVM {k} validation accuracy", "value": float(v), "limit": SVM_CHANCE_MAX,
+                       "ok": float(v) > SVM_CHANCE_MAX, "model": "directions", "meaning": "at chance at or below the limit"})
+    unusable = sorted({c["model"] for c in checks if not c["ok"] and c["model"] != "directions"})
+    svm = [c for c in checks if c["model"] == "directions"]
+    if svm and not any(c["ok"] for c in svm):
+        unusable.append("directions")
+    return {"checks": checks, "unusable": unusable}
 
 
 def interrogate(
@@ -515,15 +577,43 @@ def _interrogate(profile: Profile, ws: "Workspace", report_dir: str | Path | Non
                 "corpus_params": image_params(corpus.images, profile)}
 
     res = step("queries", query)
-    correlations = _correlations(res["q_params"], res["m_params"])
+
+    def retrieval() -> dict[str, Any]:
+        icfg = profile.interrogate
+        threshold = profile.params.threshold_gauss / profile.data.clip_gauss
+        c_vec, q_vec = embed(simsiam, corpus.images), embed(simsiam, res["q_images"])
+        c_active = is_active(corpus.images, threshold, profile.gan.active_min_area)
+        q_active = is_active(res["q_images"], threshold, profile.gan.active_min_area)
+        src = np.asarray(corpus.table["source"])
+        held = holdout_harps(corpus, profile)
+        is_held = np.isin(np.asarray(corpus.table["HARPNUM"], int), held)
+        rows = np.arange(len(corpus))
+        databases = {"all": rows, "sharp": rows[src == SOURCE_SHARP], "fulldisk_tile": rows[src == SOURCE_TILE],
+                     "sharp_held_out": rows[is_held]}
+        table = retrieval_table(q_vec, c_vec, res["q_params"], res["corpus_params"], q_active, c_active, databases,
+                                icfg.n_bootstrap, icfg.seed)
+        real = real_query_check(c_vec[is_held], c_vec, np.asarray(res["corpus_params"]["TUF"])[is_held],
+                                res["corpus_params"], c_active, rows[~is_held], icfg.n_bootstrap, icfg.seed)
+        sharp_harps = sorted({int(h) for h in np.asarray(corpus.table["HARPNUM"])[src == SOURCE_SHARP]})
+        return {"table": table, "like_for_like": like_for_like(table), "held_out": like_for_like(table, "sharp_held_out"),
+                "real_held_out_queries": real, "held_out_harps": held, "n_sharp_regions": len(sharp_harps),
+                "n_active_queries": int(q_active.sum()), "corpus_active_fraction": float(c_active.mean())}
+
+    ret = step("retrieval metrics", retrieval)
+    correlations = _headline(ret["like_for_like"])
+    health = health_checks(res["q_images"], corpus.images[training_mask(corpus, profile)], sim_cfg, directions.accuracy)
 
     gen_cfg = json.loads(ws.generator.with_suffix(".json").read_text())
-    n_sharp = int(np.sum(corpus.table["source"] == "sharp"))
+    n_sharp = int(np.sum(corpus.table["source"] == SOURCE_SHARP))
     metrics: dict[str, Any] = {
         "helioforge": __version__,
         "profile": profile.name,
         "image_size": profile.data.image_size,
+        "health": health,
         "corpus": {"n_patches": len(corpus), "n_sharp": n_sharp, "n_fulldisk_tiles": len(corpus) - n_sharp,
+                   "n_sharp_regions": ret["n_sharp_regions"], "sources": "SHARP + full-disk tiles" if profile.data.use_fulldisk
+                   else "SHARP only (as the paper)", "held_out_harps": ret["held_out_harps"],
+                   "active_fraction": ret["corpus_active_fraction"],
                    "n_skipped": len(corpus_report["skipped"]), **corpus_report},
         "gan": {"selected_epoch": gen_cfg.get("selected_epoch"), "d_accuracy": gen_cfg.get("d_accuracy"),
                 "epochs": profile.gan.epochs},
@@ -538,8 +628,20 @@ def _interrogate(profile: Profile, ws: "Workspace", report_dir: str | Path | Non
         "n_queries": profile.interrogate.n_queries,
         "match_cosine": {"mean": float(res["scores"][:, 0].mean()), "min": float(res["scores"][:, 0].min())},
         "n_unique_matches": int(len(np.unique(res["rows"][:, 0]))),
+        "n_active_queries": ret["n_active_queries"],
         "correlations": correlations,
+        "like_for_like": "SHARP database, active generated queries (the paper searched SHARP patches)",
+        "held_out_correlations": _headline(ret["held_out"]),
+        "real_held_out_queries": ret["real_held_out_queries"],
+        "retrieval_table": ret["table"],
     }
+    if health["unusable"] and profile.interrogate.enforce_health:
+        write_json(report_dir / "metrics.json", {k: metrics[k] for k in ("helioforge", "profile", "health", "corpus")})
+        failed = "; ".join(f"{c['name']} = {c['value']:.3g} (limit {c['limit']:.3g}: {c['meaning']})"
+                           for c in health["checks"] if not c["ok"] and c["model"] in health["unusable"])
+        raise ModelHealthError(f"{ws.root}: unusable model(s) {', '.join(health['unusable'])}: {failed}; "
+                               f"no numbers reported (health in {report_dir / 'metrics.json'}); retrain with other "
+                               "settings or more data (`--force`)")
     step("report figures", lambda: write_report(report_dir, metrics, res, corpus, generator, directions, profile, ws))
     timings["total"] = round(time.perf_counter() - t_start, 2)
     metrics["timings_s"] = timings
@@ -548,3 +650,55 @@ def _interrogate(profile: Profile, ws: "Workspace", report_dir: str | Path | Non
     write_html(report_dir, metrics)
     log.info("report written to %s (%.1f s)", report_dir, timings["total"])
     return metrics
+
+
+def _seeded(profile: Profile, k: int) -> Profile:
+    """A copy of ``profile`` whose GAN, SimSiam, SVM and query seeds are offset by ``k``."""
+    p = Profile.from_dict(profile.to_dict())
+    for section in (p.gan, p.simsiam, p.directions, p.interrogate):
+        section.seed = int(section.seed) + k
+    return p
+
+
+def _headline_numbers(m: dict[str, Any]) -> dict[str, float]:
+    """The numbers a seed study reports: like-for-like correlations and baselines, held-out
+    rows, real unseen-region queries, SVM accuracies."""
+    out: dict[str, float] = {}
+    for name, r in m["correlations"].items():
+        for key in ("pearson", "spearman", "shuffled_spearman", "activity_spearman", "oracle_spearman"):
+            if key in r:
+                out[f"{name} {key}"] = float(r[key])
+    for name, r in m["held_out_correlations"].items():
+        out[f"held-out {name} spearman"] = float(r["spearman"])
+    q = m.get("real_held_out_queries") or {}
+    if q.get("n_queries"):
+        out["unseen-region queries: active match fraction"] = float(q["match_active_fraction"])
+        out["unseen-region queries: TUF spearman"] = float(q["TUF"]["spearman"])
+    for name, v in m["svm_accuracy"].items():
+        out[f"SVM {name} accuracy"] = float(v)
+    return out
+
+
+def interrogate_seeds(profile: Profile, workdir: str | Path, seeds: int, **kw: Any) -> dict[str, Any]:
+    """The whole pipeline ``seeds`` times (seed offsets 0 … K−1 of GAN, SimSiam, SVM and
+    queries; the corpus and the held-out regions stay the same), each in
+    ``workdir/seed_<k>``; returns and writes ``workdir/seeds_summary.json``: every headline
+    number as mean ± std (ddof 1) over the seeds, with the per-seed values.
+
+    Raises ``InputError`` for fewer than 2 seeds.
+    """
+    from helioforge.errors import check_count
+
+    check_count("--seeds", seeds, minimum=2)
+    root = Path(workdir)
+    per_seed = []
+    for k in range(seeds):
+        log.info("seed %d of %d", k + 1, seeds)
+        per_seed.append(_headline_numbers(interrogate(_seeded(profile, k), root / f"seed_{k}", **kw)))
+    keys = [k for k in per_seed[0] if all(k in s for s in per_seed)]
+    summary = {"profile": profile.name, "seeds": seeds,
+               "numbers": {k: {"mean": float(np.nanmean([s[k] for s in per_seed])),
+                               "std": float(np.nanstd([s[k] for s in per_seed], ddof=1)),
+                               "values": [s[k] for s in per_seed]} for k in keys}}
+    write_json(root / "seeds_summary.json", summary)
+    return summary

@@ -218,19 +218,47 @@ th{background:#eee}td:first-child,th:first-child{text-align:left}img{max-width:1
 <p class="small">helioforge {{ m.helioforge }} · profile <b>{{ m.profile }}</b> · images {{ m.image_size }}×{{ m.image_size }} ·
 method: Chatterjee, Muñoz-Jaramillo &amp; Malanushenko (2025), arXiv:2502.05351</p>
 
+{% if m.health %}<h2>Health of the models</h2>
+<table><tr><th>check</th><th>value</th><th>limit</th><th>ok</th><th>meaning</th></tr>
+{% for c in m.health.checks %}<tr><td>{{ c.name }}</td><td>{{ "%.3f"|format(c.value) }}</td><td>{{ "%.3f"|format(c.limit) }}</td>
+<td>{{ "yes" if c.ok else "<b>NO</b>" }}</td><td>{{ c.meaning }}</td></tr>{% endfor %}</table>
+{% if m.health.unusable %}<p><b>Unusable: {{ m.health.unusable|join(", ") }}</b> — the numbers below do not measure retrieval.</p>{% endif %}{% endif %}
+
 <h2>Real corpus</h2>
-<p>{{ m.corpus.n_patches }} real patches: {{ m.corpus.n_sharp }} SHARP Br frames and {{ m.corpus.n_fulldisk_tiles }} tiles of HMI full-disk
-magnetograms (within 60° of disk centre, B<sub>los</sub>/μ). {{ m.corpus.n_skipped }} input file(s) skipped:</p>
+<p><b>Database: {{ m.corpus.sources }}</b> — {{ m.corpus.n_patches }} real patches: {{ m.corpus.n_sharp }} SHARP Br frames of
+{{ m.corpus.n_sharp_regions }} regions (HARPs) and {{ m.corpus.n_fulldisk_tiles }} tiles of HMI full-disk
+magnetograms (within 60° of disk centre, B<sub>los</sub>/μ); {{ "%.0f%%"|format(100*m.corpus.active_fraction) }} of the patches are active.
+HARPs held out of GAN and SimSiam training: {{ m.corpus.held_out_harps|join(", ") or "none" }}.
+{{ m.corpus.n_skipped }} input file(s) skipped:</p>
 <ul>{% for s in m.corpus.skipped %}<li><code>{{ s.file }}</code>: {{ s.reason }}</li>{% endfor %}</ul>
 {% if m.corpus.warnings %}<p>Read with repairs:</p><ul>{% for w in m.corpus.warnings %}<li>{{ w }}</li>{% endfor %}</ul>{% endif %}
 {% set u = m.corpus.usflux_check %}{% if u and u.n %}
 <p>Check of the flux measure on the {{ u.n }} real SHARP Br frames: TUF in Mx over the HARP region tracks the header USFLUX with
 Spearman ρ = <b>{{ "%.3f"|format(u.spearman) }}</b> (region from {{ u.region_from }}; over all pixels of the box ρ = {{ "%.3f"|format(u.spearman_all_pixels) }}).</p>{% endif %}
 
-<h2>Query ↔ real-match correlations ({{ m.n_queries }} generated queries)</h2>
-<table><tr><th>parameter</th><th>Pearson</th><th>Spearman</th><th>paper Pearson</th><th>paper Spearman</th><th>n</th></tr>
-{% for name, r in m.correlations.items() %}<tr><td>{{ name }}</td><td>{{ "%.2f"|format(r.pearson) }}</td><td>{{ "%.2f"|format(r.spearman) }}</td>
-<td>{{ "%.2f"|format(r.paper_pearson) }}</td><td>{{ "%.2f"|format(r.paper_spearman) }}</td><td>{{ r.n }}</td></tr>{% endfor %}</table>
+<h2>Query ↔ real-match correlations, like for like with the paper</h2>
+<p>{{ m.like_for_like }}: {{ m.n_active_queries }} of {{ m.n_queries }} generated queries are active. Intervals: bootstrap 95 % over queries.
+Baselines on the same queries and database: <i>shuffled</i> (a random real patch), <i>activity</i> (a random patch of the
+query's activity class), <i>oracle</i> (the patch nearest in the five parameters: the ceiling).</p>
+<table><tr><th>parameter</th><th>Pearson [95 %]</th><th>Spearman [95 %]</th><th>paper P / S</th><th>shuffled S</th><th>activity S</th><th>oracle S</th><th>n</th></tr>
+{% for name, r in m.correlations.items() %}<tr><td>{{ name }}</td>
+<td>{{ "%.2f"|format(r.pearson) }} [{{ "%.2f"|format(r.pearson_ci[0]) }}, {{ "%.2f"|format(r.pearson_ci[1]) }}]</td>
+<td><b>{{ "%.2f"|format(r.spearman) }}</b> [{{ "%.2f"|format(r.spearman_ci[0]) }}, {{ "%.2f"|format(r.spearman_ci[1]) }}]</td>
+<td>{{ "%.2f"|format(r.paper_pearson) }} / {{ "%.2f"|format(r.paper_spearman) }}</td>
+<td>{{ "%.2f"|format(r.get("shuffled_spearman", 0)) }}</td><td>{{ "%.2f"|format(r.get("activity_spearman", 0)) }}</td>
+<td>{{ "%.2f"|format(r.get("oracle_spearman", 0)) }}</td><td>{{ r.n }}</td></tr>{% endfor %}</table>
+{% set h = m.held_out_correlations %}<p><b>Regions held out of training</b> (database: SHARP frames of HARPs {{ m.corpus.held_out_harps|join(", ") }};
+active queries): Spearman TUF {{ "%.2f"|format(h.TUF.spearman) }} [{{ "%.2f"|format(h.TUF.spearman_ci[0]) }}, {{ "%.2f"|format(h.TUF.spearman_ci[1]) }}]
+(shuffled {{ "%.2f"|format(h.TUF.get("shuffled_spearman", 0)) }}), R {{ "%.2f"|format(h.R.spearman) }}, PSEP {{ "%.2f"|format(h.PSEP.spearman) }}.</p>
+{% set q = m.real_held_out_queries %}{% if q.n_queries %}<p><b>Real queries from unseen regions</b>: the {{ q.n_queries }} SHARP frames of the held-out HARPs
+searched against the other {{ q.n_database }} patches: {{ "%.0f%%"|format(100*q.match_active_fraction) }} of their nearest matches are active
+(database {{ "%.0f%%"|format(100*q.database_active_fraction) }}); Spearman TUF query ↔ match {{ "%.2f"|format(q.TUF.spearman) }}
+[{{ "%.2f"|format(q.TUF.spearman_ci[0]) }}, {{ "%.2f"|format(q.TUF.spearman_ci[1]) }}] (shuffled {{ "%.2f"|format(q.TUF_shuffled.spearman) }}).
+With so few frames the interval is wide: read it as a check, not a measurement.</p>{% endif %}
+<h3>All splits (Spearman ρ [95 %])</h3>
+<table><tr><th>database</th><th>queries</th><th>method</th><th>n db</th><th>n q</th>{% for p in ["TUF","PSEP","R","TPF","TNF"] %}<th>{{ p }}</th>{% endfor %}</tr>
+{% for r in m.retrieval_table %}<tr><td>{{ r.database }}</td><td>{{ r.queries }}</td><td>{{ r.method }}</td><td>{{ r.n_database }}</td><td>{{ r.n_queries }}</td>
+{% for p in ["TUF","PSEP","R","TPF","TNF"] %}<td>{{ "%.2f"|format(r[p].spearman) }} [{{ "%.2f"|format(r[p].spearman_ci[0]) }}, {{ "%.2f"|format(r[p].spearman_ci[1]) }}]</td>{% endfor %}</tr>{% endfor %}</table>
 <p class="small">Mean cosine score of the best match {{ "%.3f"|format(m.match_cosine.mean) }}; {{ m.n_unique_matches }} distinct real patches retrieved.
 The paper's R Spearman (0.76) is quoted from its text.</p>
 
