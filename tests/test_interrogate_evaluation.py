@@ -116,3 +116,35 @@ def test_runs_are_deterministic_and_seeds_report_spread(tmp_path):
     svm = s["numbers"]["SVM TUF accuracy"]
     assert len(svm["values"]) == 2 and np.isfinite(svm["std"]) and "TUF spearman" in s["numbers"]
     assert (tmp_path / "s" / "seeds_summary.json").is_file() and (tmp_path / "s" / "seed_1" / "report" / "index.html").is_file()
+
+
+def test_corpus_rows_carry_source_and_region_and_bad_files_are_named(tmp_path):
+    import shutil
+
+    from astropy.io import fits
+
+    from helioforge.config import SAMPLE_DIR, get_profile
+    from helioforge.data.corpus import SOURCE_SHARP, build_corpus
+    from helioforge.interrogate.pipeline import holdout_harps, training_mask
+
+    folder = tmp_path / "sharp"
+    folder.mkdir()
+    files = sorted((SAMPLE_DIR / "sharp").glob("*.Br.fits"))
+    for f in files[:4]:
+        shutil.copyfile(f, folder / f.name)
+    with fits.open(files[4]) as h:  # the same frame without HARPNUM
+        hdu = h[-1]
+        data, hdr = hdu.data, hdu.header.copy()
+    del hdr["HARPNUM"]
+    fits.PrimaryHDU(data, header=hdr).writeto(folder / "hmi.sharp_cea_720s.9999.20120306_142400_TAI.Br.fits",
+                                              output_verify="silentfix")
+    p = get_profile("tiny")
+    p.data.sharp_dirs = (str(folder),)
+    corpus, skipped = build_corpus(p.data, fulldisk=False)
+    assert len(corpus) == 4 and set(corpus.table["source"]) == {SOURCE_SHARP}
+    assert all(r.startswith("HARP ") for r in corpus.table["region"])
+    assert len(skipped) == 1 and "9999" in skipped[0].path.name and "HARPNUM" in skipped[0].reason
+    held = holdout_harps(corpus, p)  # regions with a single frame are held out like any other
+    n_harps = len(set(corpus.table["HARPNUM"]))
+    assert len(held) == min(3, max(n_harps - 2, 0))
+    assert training_mask(corpus, p).sum() == sum(int(h) not in held for h in corpus.table["HARPNUM"])

@@ -16,10 +16,15 @@ import pytest
 import torch
 from scipy import ndimage
 
+from helioforge.config import ParamConfig
 from helioforge.physics.params import (
+    DEFINITIONS,
+    PARAM_DEFINITIONS,
     PARAM_NAMES,
     compute_params,
     kernel_px_for_mm,
+    param_definitions,
+    param_units,
     params_table,
     physical_params,
     reference_params,
@@ -339,7 +344,8 @@ def test_params_table():
     out = compute_params(imgs, dilation_px=3)
     np.testing.assert_allclose(np.asarray(tab["R"]), out["R"].numpy())
     assert tab.meta["dilation_px"] == 3
-    assert "Schrijver" in tab["R"].description
+    assert "Schrijver" in tab["R"].description and "paper's R" in tab["R"].description
+    assert tab.meta["definition"] == "paper"
     tab2 = params_table(imgs, flux_unit="Mx", length_unit="Mm", pixel_size=2.0)
     assert str(tab2["TUF"].unit) == "Mx" and str(tab2["PSEP"].unit) == "Mm"
     with pytest.raises(ValueError):
@@ -487,3 +493,129 @@ def test_is_active_needs_both_polarities_over_the_area():
     np.testing.assert_array_equal(is_active(x, 0.15, 0.0025), [False, True, True])
     np.testing.assert_array_equal(is_active(x, 0.15, 0.01), [False, True, False])
     np.testing.assert_array_equal(is_active(x, 0.6, 0.0025), [False, False, False])
+
+
+# --------------------------------------------------------------------------------------------
+# definitions by name: TPF / TNF of the paper's text and of the authors' code (issue 11 item 4)
+# --------------------------------------------------------------------------------------------
+def test_tpf_tnf_definitions_by_hand():
+    """Paper: sums beyond ±threshold. Authors' code (calculate_params_): mean |B| over B > 0 /
+    B < 0 with no threshold. A +0.5 block (36 px), weak +0.1 field (10 px), a −0.4 block
+    (25 px) and one weak −0.05 pixel."""
+    img = np.zeros((40, 40))
+    square(img, 2, 2, 6, B0)
+    img[30, 0:10] = 0.1
+    square(img, 20, 20, 5, -0.4)
+    img[39, 39] = -0.05
+    paper = one(img)
+    code = one(img, definition="authors_code")
+    assert paper["TPF"] == pytest.approx(36 * B0) and paper["TNF"] == pytest.approx(25 * 0.4)
+    assert code["TPF"] == pytest.approx((36 * B0 + 10 * 0.1) / 46, rel=1e-12)
+    assert code["TNF"] == pytest.approx((25 * 0.4 + 0.05) / 26, rel=1e-12)
+    for key in ("TUF", "PSEP", "R", "tilt", "leading_sign"):
+        assert code[key] == paper[key], key
+    ref = reference_params(img, definition="authors_code")
+    assert ref["TPF"] == pytest.approx(code["TPF"], rel=1e-12) and ref["TNF"] == pytest.approx(code["TNF"], rel=1e-12)
+    # a mean field strength: field_scale applies, pixel area does not
+    scaled = one(img, definition="authors_code", pixel_size=2.0, field_scale=1000.0)
+    assert scaled["TPF"] == pytest.approx(1000.0 * code["TPF"], rel=1e-12)
+    assert scaled["TUF"] == pytest.approx(4000.0 * code["TUF"], rel=1e-12)
+    # no negative pixel: NaN (the authors' 0/0), no positive: NaN
+    only_pos = one(np.abs(img), definition="authors_code")
+    assert math.isnan(only_pos["TNF"]) and only_pos["TPF"] > 0
+    assert math.isnan(reference_params(np.abs(img), definition="authors_code")["TNF"])
+    assert math.isnan(one(np.zeros((8, 8)), definition="authors_code")["TPF"])
+
+
+def test_authors_code_matches_reference_on_smooth_fields():
+    imgs = smooth_fields(6, 40, seed=11)
+    out = compute_params(torch.from_numpy(imgs.astype(np.float32)), definition="authors_code")
+    for i in range(len(imgs)):
+        ref = reference_params(imgs[i].astype(np.float32), definition="authors_code")
+        for key in PARAM_NAMES:
+            assert float(out[key][i]) == pytest.approx(ref[key], rel=1e-6, abs=1e-9, nan_ok=True), key
+
+
+def test_definition_names_and_units():
+    assert DEFINITIONS == ("paper", "authors_code")
+    assert PARAM_DEFINITIONS["definition"] == "paper"
+    assert PARAM_DEFINITIONS == param_definitions("paper")
+    assert "paper's R" in PARAM_DEFINITIONS["R"] and "not the SHARP R_VALUE" in PARAM_DEFINITIONS["R"]
+    assert "B > threshold" in PARAM_DEFINITIONS["TPF"]
+    code = param_definitions("authors_code")
+    assert "mean |B|" in code["TPF"] and "no threshold" in code["TNF"] and code["definition"] == "authors_code"
+    assert param_units("image")["R"].startswith("kG px") and param_units("physical")["TPF"] == "Mx"
+    assert param_units("physical", "authors_code")["TPF"] == "G"
+    assert set(param_units("image")) == set(PARAM_NAMES)
+    for bad in (lambda: param_definitions("code"), lambda: param_units("pixels"),
+                lambda: compute_params(torch.zeros(1, 8, 8), definition="code"),
+                lambda: reference_params(np.zeros((8, 8)), definition="code"),
+                lambda: physical_params(np.zeros((8, 8)), 1.0, definition="code")):
+        with pytest.raises(ValueError):
+            bad()
+
+
+def test_params_table_and_physical_params_authors_code():
+    imgs = smooth_fields(2, 32, seed=5)
+    tab = params_table(imgs, flux_unit="Mx", definition="authors_code")
+    assert tab.meta["definition"] == "authors_code"
+    assert str(tab["TUF"].unit) == "Mx" and tab["TPF"].unit is None and "mean |B|" in tab["TPF"].description
+    img = np.zeros((40, 40))
+    centred_square(img, 10, 10, 2, 500.0)
+    centred_square(img, 30, 10, 2, -300.0)
+    img[0, :5] = 20.0
+    p = physical_params(img, 0.5, definition="authors_code")
+    assert p["TPF"] == pytest.approx((500.0 * 25 + 20.0 * 5) / 30)  # G, mean
+    assert p["TNF"] == pytest.approx(300.0)
+    assert p["TUF"] == pytest.approx(physical_params(img, 0.5)["TUF"])
+
+
+# --------------------------------------------------------------------------------------------
+# the dilation kernel at other N: the paper's physical area (issue 11 item 4)
+# --------------------------------------------------------------------------------------------
+def test_dilation_px_same_physical_area():
+    cfg = ParamConfig()
+    assert cfg.dilation_px(128) == 7  # the paper, exactly
+    assert cfg.dilation_px(64) == 3  # s = 3.5 px: 9 px² vs 12.25 (the former 5 px: 25 px²)
+    assert cfg.dilation_px(32) == 3  # floor: k = 1 would make R identically 0
+    assert cfg.dilation_px(256) == 13 and cfg.dilation_px(192) == 11
+    for n in range(8, 600, 4):
+        k, s = cfg.dilation_px(n), 7 * n / 128
+        assert k % 2 == 1 and k >= 3
+        if s >= 3:  # nearest odd side by area
+            assert all(abs(k * k - s * s) <= abs(j * j - s * s) for j in range(3, 2 * int(s) + 5, 2)), n
+    legacy = ParamConfig(dilation_rule="legacy")
+    assert legacy.dilation_px(64) == 5 and legacy.dilation_px(128) == 7
+    for bad in (ParamConfig(dilation_rule="round"), ParamConfig(dilation_px_at_128=0)):
+        with pytest.raises(ValueError):
+            bad.dilation_px(64)
+    with pytest.raises(ValueError):
+        cfg.dilation_px(0)
+
+
+def test_dilation_at_64_on_real_frames(sharp_dir):
+    """What the area-matched kernel does on real data: ranking kept, values smaller. The
+    paper's R at N = 128 (7 px) against R at N = 64 (×4 for the pixel area) with 3 px (new)
+    and 5 px (former); measured on the 39 frames: Spearman 0.93 both, median ratio 0.05
+    (3 px) and 0.79 (5 px). Documented in ``ParamConfig.dilation_px``."""
+    from scipy.stats import spearmanr
+
+    from helioforge.data.preprocess import preprocess_br
+    from helioforge.data.sharp import read_sharp_folder
+
+    patches, _ = read_sharp_folder(sharp_dir)
+    if len(patches) < 10:
+        pytest.skip(f"only {len(patches)} SHARP Br frames in {sharp_dir}")
+    i128 = np.stack([preprocess_br(p.Br, 128) for p in patches])[:, None]
+    i64 = np.stack([preprocess_br(p.Br, 64) for p in patches])[:, None]
+    r128 = compute_params(i128, 0.15, ParamConfig().dilation_px(128))["R"].numpy()
+    ok = r128 > 0
+    res = {}
+    for k in (ParamConfig().dilation_px(64), ParamConfig(dilation_rule="legacy").dilation_px(64)):
+        r64 = 4 * compute_params(i64, 0.15, k)["R"].numpy()
+        res[k] = (spearmanr(r64, r128).statistic, float(np.median(r64[ok] / r128[ok])))
+    print(f"\nR(64) vs R(128, 7 px) on {len(patches)} frames: " + "; ".join(
+        f"{k} px: rho {r:.3f}, median ratio {m:.3f}" for k, (r, m) in res.items()))
+    assert set(res) == {3, 5}
+    assert res[3][0] >= 0.85 and res[5][0] >= 0.85
+    assert res[3][1] < 0.2 < 0.5 < res[5][1] < 1.2

@@ -147,6 +147,12 @@ class DataConfig:
     tile_px, tile_stride_px : full-disk tile side and stride, native pixels (0.5").
     max_disk_angle_deg : keep tiles whose centre lies within this heliocentric angle.
     radial_correction : divide line-of-sight B by mu to approximate Br on full-disk tiles.
+    use_fulldisk : add full-disk tiles to the corpus (the paper: SHARP patches only, so
+        ``False`` in the ``paper`` profile; the ``cpu`` profile adds them and its report says so).
+    holdout_harps : number of HARPs (chosen with the interrogator seed) held out of GAN and
+        SimSiam training, so that retrieval can be measured on regions the models never saw
+        (a departure from the paper, which trained on all its SHARPs); ``holdout_seed`` draws
+        them (kept fixed across ``--seeds`` runs, so seeds vary the models, not the test set).
     """
 
     image_size: int = 128
@@ -157,6 +163,9 @@ class DataConfig:
     tile_stride_px: int = 192
     max_disk_angle_deg: float = 60.0
     radial_correction: bool = True
+    use_fulldisk: bool = False
+    holdout_harps: int = 3
+    holdout_seed: int = 0
 
     def sharp_paths(self) -> list[Path]:
         """SHARP input folders (absolute)."""
@@ -189,20 +198,71 @@ class ParamConfig:
     """Physical-parameter settings (paper, "Interpretable Generation").
 
     threshold_gauss : polarity threshold, G (paper ±150 G).
-    dilation_px_at_128 : side of the square dilation kernel for R on a 128×128 image (the
-        paper's code uses 7); scaled with N for other sizes.
+    dilation_px_at_128 : side of the square dilation kernel for the paper's R on a 128×128
+        image (the authors' code uses 7); other sizes N get the kernel of the same physical
+        area (:meth:`dilation_px`).
     r_kernel_mm : dilation kernel side for R on native-resolution patches (physical units), Mm.
         4.3 Mm is Schrijver's (2007) 3×3 kernel on 1.44 Mm MDI pixels.
+    dilation_rule : ``"area"`` (default): the odd side whose square area is nearest to the
+        paper's kernel area scaled to N (:meth:`dilation_px`); ``"legacy"``: the rule before
+        issue 11 (``round(7·N/128)``, bumped up to odd: 5 px at N = 64, twice the area), kept
+        to reproduce older runs.
     """
 
     threshold_gauss: float = 150.0
     dilation_px_at_128: int = 7
     r_kernel_mm: float = 4.3
+    dilation_rule: str = "area"
 
     def dilation_px(self, image_size: int) -> int:
-        """Odd kernel side for an ``image_size`` image (at least 3)."""
-        k = max(3, int(round(self.dilation_px_at_128 * image_size / 128)))
-        return k if k % 2 == 1 else k + 1
+        """Odd side of the square dilation kernel for the paper's R on an N×N image.
+
+        The paper's kernel (``dilation_px_at_128`` = 7 px at N = 128) spans the side fraction
+        7/128 of the image; at N it is ``s = 7·N/128`` pixels. With ``dilation_rule="area"`` the
+        result is the odd k (of the two bracketing ``s``) whose area k² is nearest to s² (ties
+        to the smaller), and at least 3 (k = 1 would make R ≡ 0: the two polarity masks never
+        overlap undilated). N = 128 gives exactly 7; N = 64 gives 3 (s = 3.5: area 9 px²
+        against 12.25, i.e. 0.73× the paper's area; the former 5 px was 25 px², 2.04×);
+        N = 32 gives 3 (floor; s = 1.75); N = 256 gives 13.
+
+        Departure: no odd square matches at N = 64. The area-matched 3 px kernel reaches 1 px
+        (2/128 of the side) where the paper's reaches 3/128, so on down-sampled images R is
+        smaller than the paper's N = 128 value: on the 39 sample SHARP frames (×4 for the
+        pixel area) the median of R(64, 3 px) / R(128, 7 px) is 0.05 (0.79 with 5 px), while
+        both keep the ranking (Spearman 0.93 with R(128, 7 px)). R is resolution-dependent;
+        compare R only between images of the same N.
+
+        Parameters
+        ----------
+        image_size : N, positive int.
+
+        Returns
+        -------
+        int, odd, ≥ 3.
+
+        Raises
+        ------
+        ValueError : non-positive ``image_size`` or ``dilation_px_at_128``, or an unknown
+            ``dilation_rule``.
+
+        Source: Chatterjee et al. (2025), "Interpretable Generation" (R); the 7×7 kernel of the
+        authors' ``utils.calculate_srij_R`` at N = 128.
+        """
+        n = int(image_size)
+        if n != image_size or n < 1:
+            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        if not self.dilation_px_at_128 >= 1:
+            raise ValueError(f"dilation_px_at_128 must be >= 1, got {self.dilation_px_at_128!r}")
+        s = self.dilation_px_at_128 * n / 128
+        if self.dilation_rule == "legacy":
+            k = max(3, int(round(s)))
+            return k if k % 2 == 1 else k + 1
+        if self.dilation_rule != "area":
+            raise ValueError(f"dilation_rule must be 'area' or 'legacy', got {self.dilation_rule!r}")
+        lo = max(1, 2 * int((s - 1) // 2) + 1)  # largest odd <= s (1 when s < 1)
+        hi = lo + 2
+        k = lo if abs(lo * lo - s * s) <= abs(hi * hi - s * s) else hi
+        return max(3, k)
 
 
 @dataclass
@@ -214,9 +274,10 @@ class GANConfig:
         closest-to-chance selection.
     active_fraction : probability that a training draw is an *active* patch (both polarities
         above the threshold over ≥ ``active_min_area`` of the image each). The paper trains on
-        SHARPs, which are active regions by construction; our corpus adds mostly quiet-Sun
-        full-disk tiles, so the sampler restores an active-region majority while keeping the
-        low-flux regime (1 − active_fraction) in view. ``None`` draws uniformly.
+        SHARPs, which are active regions by construction; the ``cpu`` corpus adds mostly
+        quiet-Sun full-disk tiles, so its sampler restores an active-region majority while
+        keeping the low-flux regime (1 − active_fraction) in view. ``None`` (the paper) draws
+        uniformly.
     """
 
     latent_dim: int = 100
@@ -227,8 +288,8 @@ class GANConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     select_after_fraction: float = 0.25
-    augment_flips: bool = True
-    active_fraction: float | None = 0.7
+    augment_flips: bool = False
+    active_fraction: float | None = None
     active_min_area: float = 0.0025
     seed: int = 0
 
@@ -279,12 +340,19 @@ class DirectionsConfig:
 
 @dataclass
 class InterrogateConfig:
-    """The main job: Q generated queries, nearest real match for each (paper: 1000)."""
+    """The main job: Q generated queries, nearest real match for each (paper: 1000).
+
+    ``n_bootstrap`` resamples give the 95 % intervals of every correlation; with
+    ``enforce_health`` a run whose GAN or SimSiam is unusable (mode or embedding collapse) or
+    whose directions are all at chance stops with an error instead of reporting numbers.
+    """
 
     n_queries: int = 1000
     top_k: int = 1
     seed: int = 1
     zoo_rows: int = 10
+    n_bootstrap: int = 1000
+    enforce_health: bool = True
 
 
 def dataclass_from_dict(cls: type, d: dict[str, Any]):
@@ -348,8 +416,8 @@ class Profile(ProfileBase):
 def _cpu() -> Profile:
     return Profile(
         name="cpu",
-        data=DataConfig(image_size=64),
-        gan=GANConfig(base_channels=32, epochs=90, select_after_fraction=0.5),
+        data=DataConfig(image_size=64, use_fulldisk=True),
+        gan=GANConfig(base_channels=32, epochs=90, select_after_fraction=0.5, augment_flips=True, active_fraction=0.7),
         simsiam=SimSiamConfig(epochs=15, batch_size=64, width=32),
         directions=DirectionsConfig(n_samples=3000, n_base=50),
         interrogate=InterrogateConfig(n_queries=1000),
@@ -359,11 +427,11 @@ def _cpu() -> Profile:
 def _tiny() -> Profile:
     return Profile(
         name="tiny",
-        data=DataConfig(image_size=32, tile_px=512, tile_stride_px=512),
-        gan=GANConfig(base_channels=8, epochs=6, batch_size=16),
+        data=DataConfig(image_size=32, tile_px=512, tile_stride_px=512, use_fulldisk=True),
+        gan=GANConfig(base_channels=8, epochs=6, batch_size=16, augment_flips=True, active_fraction=0.7),
         simsiam=SimSiamConfig(epochs=1, batch_size=16, width=8, proj_hidden=64, pred_hidden=16),
         directions=DirectionsConfig(n_samples=200, n_base=50, n_eps=5),
-        interrogate=InterrogateConfig(n_queries=40),
+        interrogate=InterrogateConfig(n_queries=40, n_bootstrap=200, enforce_health=False),
     )
 
 

@@ -180,7 +180,8 @@ def usflux_check(profile: Profile) -> dict[str, Any]:
     from scipy.stats import spearmanr
 
     from helioforge.data.sharp import harp_region_mask, read_sharp_folder
-    from helioforge.physics.params import physical_params
+    from helioforge.interrogate.evaluation import correlation_ci
+    from helioforge.physics.params import physical_params, schrijver_r
 
     sharp_log = logging.getLogger("helioforge.data.sharp")
     level = sharp_log.level
@@ -189,14 +190,20 @@ def usflux_check(profile: Profile) -> dict[str, Any]:
         patches = [p for folder in profile.data.sharp_paths() if folder.is_dir() for p in read_sharp_folder(folder)[0]]
     finally:
         sharp_log.setLevel(level)
+    r_ours, r_header, flux_baseline = [], [], []
+    for p in patches:  # Schrijver's R on the whole patch (as SHARP computes R_VALUE) vs the header
+        if p.r_value is not None and np.isfinite(p.r_value):
+            r_ours.append(schrijver_r(p.Br, p.pixel_size_mm, profile.params.threshold_gauss)["R_schrijver_sharp"])
+            r_header.append(p.r_value)
+            flux_baseline.append(np.log10(p.usflux) if p.usflux else float("nan"))
     us, region, every, sources = [], [], [], []
     for p in patches:
         if p.usflux is None or not np.isfinite(p.usflux):
             continue
         mask, source = harp_region_mask(p, profile.params.threshold_gauss)
         kw = dict(threshold_gauss=profile.params.threshold_gauss, r_kernel_mm=profile.params.r_kernel_mm)
-        region.append(physical_params(p.Br, p.pixel_size_mm, mask=mask, **kw)["TUF"])
-        every.append(physical_params(p.Br, p.pixel_size_mm, **kw)["TUF"])
+        region.append(physical_params(p.Br, p.pixel_size_mm, mask=mask, schrijver=False, **kw)["TUF"])
+        every.append(physical_params(p.Br, p.pixel_size_mm, schrijver=False, **kw)["TUF"])
         us.append(p.usflux)
         sources.append(source.split(" ")[0])
     if len(us) < 3:
@@ -206,6 +213,8 @@ def usflux_check(profile: Profile) -> dict[str, Any]:
         "spearman": float(spearmanr(region, us).statistic),
         "spearman_all_pixels": float(spearmanr(every, us).statistic),
         "region_from": {k: sources.count(k) for k in sorted(set(sources))},
+        "R_schrijver_vs_R_VALUE": correlation_ci(np.asarray(r_ours, float), np.asarray(r_header, float), 2000),
+        "log_USFLUX_vs_R_VALUE": correlation_ci(np.asarray(flux_baseline, float), np.asarray(r_header, float), 2000),
     }
 
 

@@ -234,7 +234,12 @@ HARPs held out of GAN and SimSiam training: {{ m.corpus.held_out_harps|join(", "
 {% if m.corpus.warnings %}<p>Read with repairs:</p><ul>{% for w in m.corpus.warnings %}<li>{{ w }}</li>{% endfor %}</ul>{% endif %}
 {% set u = m.corpus.usflux_check %}{% if u and u.n %}
 <p>Check of the flux measure on the {{ u.n }} real SHARP Br frames: TUF in Mx over the HARP region tracks the header USFLUX with
-Spearman ρ = <b>{{ "%.3f"|format(u.spearman) }}</b> (region from {{ u.region_from }}; over all pixels of the box ρ = {{ "%.3f"|format(u.spearman_all_pixels) }}).</p>{% endif %}
+Spearman ρ = <b>{{ "%.3f"|format(u.spearman) }}</b> (region from {{ u.region_from }}; over all pixels of the box ρ = {{ "%.3f"|format(u.spearman_all_pixels) }}).</p>
+{% set r = u.get("R_schrijver_vs_R_VALUE") %}{% if r and r.n %}<p>Schrijver's (2007) R computed on each Br patch as SHARP computes <code>R_VALUE</code>
+(binned to ≈1.46 Mm, ±150 G masks, 3×3 dilation, 15 Mm FWHM Gaussian) against the header <code>R_VALUE</code> on {{ r.n }} frames: Spearman ρ =
+<b>{{ "%.2f"|format(r.spearman) }}</b> [{{ "%.2f"|format(r.spearman_ci[0]) }}, {{ "%.2f"|format(r.spearman_ci[1]) }}]; baseline log USFLUX vs R_VALUE
+ρ = {{ "%.2f"|format(u.log_USFLUX_vs_R_VALUE.spearman) }} [{{ "%.2f"|format(u.log_USFLUX_vs_R_VALUE.spearman_ci[0]) }}, {{ "%.2f"|format(u.log_USFLUX_vs_R_VALUE.spearman_ci[1]) }}].
+The <i>R</i> of the tables below is the paper's definition (on the N×N image, no Gaussian, no log), not <code>R_VALUE</code>.</p>{% endif %}{% endif %}
 
 <h2>Query ↔ real-match correlations, like for like with the paper</h2>
 <p>{{ m.like_for_like }}: {{ m.n_active_queries }} of {{ m.n_queries }} generated queries are active. Intervals: bootstrap 95 % over queries.

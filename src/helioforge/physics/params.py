@@ -1,19 +1,37 @@
 """Physical parameters of (generated or real) radial-field magnetograms.
 
 Source: Chatterjee, Muñoz-Jaramillo & Malanushenko (2025), paragraph "Interpretable
-Generation of Magnetic Patches" (TUF, PSEP, R with a ±150 G threshold), and Schrijver (2007,
-ApJ 655, L117) for R. TPF, TNF, tilt and leading polarity are the usual companions, computed
-from the same thresholded polarity masks.
+Generation of Magnetic Patches" (TUF, PSEP, R with a ±150 G threshold) and paragraph
+"Querying Generated Image" (TPF, TNF); Schrijver (2007, ApJ 655, L117) and Bobra et al. (2014,
+Sol. Phys. 289, 3549; SHARP ``R_VALUE``) for :func:`schrijver_r`. Tilt and leading polarity are
+the usual companions, computed from the same thresholded polarity masks.
 
 Definitions (threshold ``t``; ``t = 0.15`` on the paper's images, which are B / 1000 G):
 
 * ``pos = B > t``, ``neg = B < -t``.
 * ``TUF`` = Σ |B| over **all** pixels ("sum unsigned field strength over all the image pixels").
-* ``TPF`` = Σ B over ``pos``; ``TNF`` = Σ |B| over ``neg`` (both ≥ 0).
+* ``TPF`` = Σ B over ``pos``; ``TNF`` = Σ |B| over ``neg`` (both ≥ 0): the paper's text
+  ("integrated field strength within positive (TPF) and negative (TNF) polarity regions", the
+  regions of the ±150 G threshold). This is the default, ``definition="paper"``.
+  ``definition="authors_code"`` gives instead what the authors' code computes
+  (``calculate_params_`` in ``utils.py`` of github.com/subhamoysgit/Generative_Interrogator,
+  the function its ``main`` runs over the SHARPs): the **mean** |B| over the pixels with
+  B > 0 (TPF) or B < 0 (TNF), **without** the threshold; NaN when there is no such pixel.
+  It is a field strength (image units), not a flux; no pixel area enters.
 * ``PSEP`` = distance between the field-weighted centroids of ``pos`` (weights B) and ``neg``
   (weights |B|); NaN when a polarity is empty.
-* ``R`` (Schrijver 2007, as the paper computes it): dilate ``pos`` and ``neg`` with a k×k
-  square kernel (k odd; zero outside the image), intersect, and sum |B| inside the intersection.
+* ``R`` — **the paper's R** ("R represents a total unsigned field in subregions with a high
+  gradient of the field with polarity transition"; computed "following Schrijver 2007"):
+  dilate ``pos`` and ``neg`` with a k×k square kernel (k odd; zero outside the image),
+  intersect, and sum |B| inside the intersection. On the preprocessed N×N image; k = 7 at
+  N = 128 as the authors' code (``calculate_srij_R``), the same physical area at other N
+  (:meth:`helioforge.config.ParamConfig.dilation_px`). No Gaussian weighting and no log:
+  it is **not** Schrijver's R nor the SHARP ``R_VALUE``; units are image units × pixels.
+* ``R_schrijver`` — **Schrijver's (2007) R** on a native-resolution patch in physical units
+  (:func:`schrijver_r`, reported by :func:`physical_params`): the same ±150 G masks on the
+  field binned to MDI-like 1.44 Mm pixels, dilated by 3×3, intersected (the strong-gradient
+  polarity-inversion-line map), convolved with a normalised Gaussian of 15 Mm FWHM (the
+  weighting map W), R = Σ |B|·W·(pixel area) in Mx, reported as log10(R / Mx).
 * ``tilt``: x = column index (westward), y = row index (northward; images shown with
   ``origin='lower'``). The leading polarity is the one whose centroid has the larger x; tilt
   is ``atan2(dy, dx)`` in degrees of the vector from the following to the leading centroid,
@@ -23,10 +41,14 @@ Definitions (threshold ``t``; ``t = 0.15`` on the paper's images, which are B / 
 * ``leading_sign``: +1 if the positive centroid leads, -1 if the negative one does, 0 when
   undefined (a polarity is empty, or equal centroid x).
 
-Three entry points share these definitions:
+:func:`param_definitions` (and the constant :data:`PARAM_DEFINITIONS`, the default) names the
+definition behind every key in one line each, for reports; :func:`param_units` gives the units.
+
+Entry points sharing these definitions:
 
 * :func:`compute_params` — batched, vectorised torch (any device), the production path;
-* :func:`physical_params` — one native-resolution patch in Gauss → Mx / Mm / deg;
+* :func:`physical_params` — one native-resolution patch in Gauss → Mx / Mm / deg, plus
+  ``R_schrijver`` from :func:`schrijver_r`;
 * :func:`reference_params` — a plain, independent NumPy/SciPy per-image implementation,
   kept as the benchmark baseline and as a cross-check in the tests.
 """
@@ -43,26 +65,136 @@ import torch.nn.functional as F
 __all__ = [
     "is_active",
     "PARAM_NAMES",
+    "PARAM_DEFINITIONS",
+    "DEFINITIONS",
+    "DEFAULT_DEFINITION",
+    "SCHRIJVER_NAMES",
+    "param_definitions",
+    "param_units",
     "compute_params",
     "params_table",
     "physical_params",
+    "schrijver_r",
     "reference_params",
     "kernel_px_for_mm",
 ]
 
 PARAM_NAMES: tuple[str, ...] = ("TUF", "TPF", "TNF", "PSEP", "R", "tilt", "leading_sign")
 
-_FLUX_NAMES = ("TUF", "TPF", "TNF", "R")
+#: Names of the TPF/TNF definitions: the paper's text (default) and the authors' code.
+DEFINITIONS: tuple[str, ...] = ("paper", "authors_code")
+DEFAULT_DEFINITION = "paper"
 
-_DESCRIPTIONS = {
-    "TUF": "total unsigned field: sum |B| over all pixels",
-    "TPF": "total positive flux: sum B over pixels with B > threshold",
-    "TNF": "total negative flux: sum |B| over pixels with B < -threshold",
-    "PSEP": "distance between field-weighted centroids of the two polarities",
-    "R": "Schrijver (2007) R: sum |B| inside the intersection of the dilated polarity masks",
+#: Keys :func:`physical_params` adds from :func:`schrijver_r`.
+SCHRIJVER_NAMES: tuple[str, ...] = ("R_schrijver", "R_schrijver_sharp")
+
+#: Schrijver (2007): MDI full-disk pixels (1.98″ ≈ 1.44 Mm at disc centre), 3×3 dilation,
+#: Gaussian weighting of 15 Mm FWHM. SHARP bins HMI by round(2″ / CDELT) = 4 to match.
+SCHRIJVER_PIXEL_MM = 1.44
+SCHRIJVER_FWHM_MM = 15.0
+
+_FLUX_NAMES = ("TUF", "TPF", "TNF", "R")
+_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.3548
+
+_BASE_DEFINITIONS = {
+    "TUF": "total unsigned field: sum |B| over all pixels (paper)",
+    "TPF": "total positive flux: sum B over pixels with B > threshold (paper's text)",
+    "TNF": "total negative flux: sum |B| over pixels with B < -threshold (paper's text)",
+    "PSEP": "distance between field-weighted centroids of the two polarities (|B| > threshold; paper)",
+    "R": ("paper's R (Chatterjee et al. 2025, after Schrijver 2007): sum |B| inside the intersection "
+          "of the k x k-dilated +/-threshold polarity masks of the N x N image (k = 7 at N = 128); "
+          "no Gaussian weighting, not log - not the SHARP R_VALUE"),
     "tilt": "angle of the following->leading centroid vector, atan2(dy, dx), x west, y north",
     "leading_sign": "+1 positive polarity leads (larger x), -1 negative leads, 0 undefined",
+    "R_schrijver": ("Schrijver (2007) R: sum |B| x W x pixel area over the native patch binned to "
+                    "1.44 Mm pixels, W = (3x3-dilated +/-150 G masks intersected) convolved with a "
+                    "Gaussian of 15 Mm FWHM; log10(R / Mx), comparable to SHARP R_VALUE"),
+    "R_schrijver_sharp": ("the same sum in the SHARP R_VALUE convention: log10(sum |B|[G] x W) over "
+                          "the 1.44 Mm pixels, no pixel area, 0 when the sum is < 1"),
 }
+
+_AUTHORS_CODE_DEFINITIONS = {
+    "TPF": ("mean |B| over pixels with B > 0, no threshold (authors' code, calculate_params_; "
+            "a mean field strength, not a flux)"),
+    "TNF": ("mean |B| over pixels with B < 0, no threshold (authors' code, calculate_params_; "
+            "a mean field strength, not a flux)"),
+}
+
+
+def _check_definition(definition: str) -> str:
+    if definition not in DEFINITIONS:
+        raise ValueError(f"definition must be one of {DEFINITIONS}, got {definition!r}")
+    return definition
+
+
+def param_definitions(definition: str = DEFAULT_DEFINITION) -> dict[str, str]:
+    """One line per parameter key naming the definition it follows (for reports and tables).
+
+    Parameters
+    ----------
+    definition : ``"paper"`` (default: TPF/TNF = sums above the threshold, as the paper's text)
+        or ``"authors_code"`` (TPF/TNF = mean |B| over B > 0 / B < 0 without threshold, as
+        the authors' code).
+
+    Returns
+    -------
+    dict[str, str] with the keys :data:`PARAM_NAMES` followed by :data:`SCHRIJVER_NAMES`,
+    plus ``"definition"`` (the name passed). A fresh dict; edit it freely.
+
+    Raises
+    ------
+    ValueError : unknown ``definition``.
+
+    Source: Chatterjee et al. (2025), "Interpretable Generation" and "Querying"; authors' code
+    ``utils.calculate_params_``; Schrijver (2007); Bobra et al. (2014) for ``R_VALUE``.
+    """
+    _check_definition(definition)
+    out = dict(_BASE_DEFINITIONS)
+    if definition == "authors_code":
+        out.update(_AUTHORS_CODE_DEFINITIONS)
+    out["definition"] = definition
+    return out
+
+
+#: :func:`param_definitions` of the default (``"paper"``) definition.
+PARAM_DEFINITIONS: dict[str, str] = param_definitions(DEFAULT_DEFINITION)
+
+
+def param_units(space: str = "image", definition: str = DEFAULT_DEFINITION) -> dict[str, str]:
+    """Unit string of every parameter key.
+
+    Parameters
+    ----------
+    space : ``"image"`` — :func:`compute_params` on the paper's preprocessed N×N images with
+        ``pixel_size = field_scale = 1`` (field unit 1000 G = the 1000 G clip); or
+        ``"physical"`` — :func:`physical_params` on a native patch in Gauss.
+    definition : as :func:`param_definitions`.
+
+    Returns
+    -------
+    dict[str, str] for :data:`PARAM_NAMES` (and, for ``"physical"``, :data:`SCHRIJVER_NAMES`).
+
+    Raises
+    ------
+    ValueError : unknown ``space`` or ``definition``.
+
+    Source: the definitions of this module (Chatterjee et al. 2025; Schrijver 2007).
+    """
+    _check_definition(definition)
+    if space == "image":
+        flux, mean, length = "kG px (image units x N x N pixels)", "kG (image units)", "px"
+        out = {k: flux for k in _FLUX_NAMES}
+    elif space == "physical":
+        flux, mean, length = "Mx", "G", "Mm"
+        out = {k: flux for k in _FLUX_NAMES}
+        out["R_schrijver"] = "log10(Mx)"
+        out["R_schrijver_sharp"] = "log10(G x 1.44 Mm pixel), SHARP R_VALUE convention"
+    else:
+        raise ValueError(f"space must be 'image' or 'physical', got {space!r}")
+    if definition == "authors_code":
+        out["TPF"] = out["TNF"] = mean
+    out.update(PSEP=length, tilt="deg", leading_sign="")
+    return {k: out[k] for k in (*PARAM_NAMES, *(SCHRIJVER_NAMES if space == "physical" else ()))}
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,8 +239,19 @@ def _as_batch(images: Any) -> torch.Tensor:
 def kernel_px_for_mm(r_kernel_mm: float, pixel_size_mm: float) -> int:
     """Nearest odd kernel side (≥ 3 pixels) to ``r_kernel_mm / pixel_size_mm``.
 
-    Parameters: ``r_kernel_mm`` and ``pixel_size_mm`` in Mm (both > 0).
-    Returns an odd ``int`` ≥ 3. Raises ``ValueError`` for non-positive or non-finite inputs.
+    Parameters
+    ----------
+    r_kernel_mm : float > 0, kernel side, Mm.
+    pixel_size_mm : float > 0, pixel side, Mm.
+
+    Returns
+    -------
+    int, odd, ≥ 3 (11 for 4.3 Mm on SHARP CEA 0.364 Mm pixels, 3 on 1.44 Mm pixels).
+
+    Raises
+    ------
+    ValueError : non-positive or non-finite inputs.
+
     Source: Schrijver (2007) uses a 3×3 kernel on 1.44 Mm MDI pixels, i.e. ~4.3 Mm.
     """
     if not (math.isfinite(r_kernel_mm) and math.isfinite(pixel_size_mm)) or r_kernel_mm <= 0 or pixel_size_mm <= 0:
@@ -127,6 +270,7 @@ def compute_params(
     dilation_px: int = 7,
     pixel_size: float = 1.0,
     field_scale: float = 1.0,
+    definition: str = DEFAULT_DEFINITION,
 ) -> dict[str, torch.Tensor]:
     """Physical parameters of a batch of magnetograms, fully vectorised in torch.
 
@@ -139,8 +283,9 @@ def compute_params(
     threshold : float
         Polarity threshold ``t`` in image units (0.15 = 150 G on the paper's images), ≥ 0.
     dilation_px : int
-        Odd side ``k`` of the square dilation kernel for R (paper code: 7 at N = 128; see
-        ``ParamConfig.dilation_px``). Pixels outside the image count as empty.
+        Odd side ``k`` of the square dilation kernel for the paper's R (authors' code: 7 at
+        N = 128; for other N use ``ParamConfig.dilation_px(N)``, the same physical area).
+        Pixels outside the image count as empty.
     pixel_size : float
         Side of one pixel in the caller's length unit; flux-type outputs are multiplied by
         ``pixel_size**2`` and PSEP by ``pixel_size``.
@@ -148,6 +293,12 @@ def compute_params(
         Multiplier turning image units into the caller's field unit (e.g. 1000 for Gauss on
         the paper's images); applied to flux-type outputs only (the threshold stays in image
         units).
+    definition : str
+        ``"paper"`` (default): TPF / TNF are sums over the pixels beyond ±threshold, as the
+        paper's text. ``"authors_code"``: TPF / TNF are the mean |B| over the pixels with
+        B > 0 / B < 0, no threshold (authors' ``calculate_params_``), times ``field_scale``
+        only (a field strength: no ``pixel_size²``); NaN when no pixel has that sign. The
+        other keys do not depend on it. :func:`param_definitions` names each definition.
 
     Returns
     -------
@@ -157,7 +308,9 @@ def compute_params(
         results are CPU tensors).
 
         * ``TUF``, ``TPF``, ``TNF``, ``R``: Σ(field_scale·B)·pixel_size² (image units × pixels
-          with the defaults).
+          with the defaults); ``R`` is the paper's R (no Gaussian weighting, not log10 — see
+          :func:`schrijver_r` for Schrijver's / SHARP's). With ``definition="authors_code"``
+          ``TPF`` / ``TNF`` are mean field_scale·|B| instead.
         * ``PSEP``: pixels × pixel_size; NaN when a polarity is empty.
         * ``tilt``: degrees in [-90, 90]; NaN when a polarity is empty.
         * ``leading_sign``: +1, -1, or 0 (undefined).
@@ -166,7 +319,7 @@ def compute_params(
     ------
     ValueError
         Wrong ndim, C ≠ 1, empty spatial dimensions, non-floating dtype, negative threshold,
-        or even / non-positive ``dilation_px``.
+        even / non-positive ``dilation_px``, or unknown ``definition``.
 
     Notes
     -----
@@ -179,12 +332,15 @@ def compute_params(
 
     Source
     ------
-    Chatterjee et al. (2025), "Interpretable Generation of Magnetic Patches"; R after
-    Schrijver (2007).
+    Chatterjee et al. (2025), "Interpretable Generation of Magnetic Patches" (TUF, PSEP, R
+    after Schrijver 2007) and "Querying Generated Image" (TPF, TNF); authors' code
+    ``utils.calculate_srij_R`` (R, 7×7 kernel) and ``utils.calculate_params_``
+    (``definition="authors_code"``).
     """
     x = _as_batch(images)
     t = _check_threshold(threshold)
     k = _check_kernel(dilation_px)
+    _check_definition(definition)
     if x.device.type == "mps":  # no float64 on MPS
         x = x.cpu()
     if x.dtype not in (torch.float32, torch.float64):
@@ -244,10 +400,21 @@ def compute_params(
     r = torch.where(inter, absb, zero).sum(dim=(1, 2, 3), dtype=f64)
 
     scale = float(field_scale) * float(pixel_size) ** 2
+    if definition == "authors_code":
+        # mean |B| over B > 0 / B < 0 without threshold (a field strength: no pixel area)
+        gt, lt = x > 0, x < 0
+        n_gt = gt.flatten(1).sum(dim=1).to(f64)
+        n_lt = lt.flatten(1).sum(dim=1).to(f64)
+        s_gt = torch.where(gt, x, zero).sum(dim=(1, 2, 3), dtype=f64)
+        s_lt = torch.where(lt, absb, zero).sum(dim=(1, 2, 3), dtype=f64)
+        tpf = torch.where(n_gt > 0, s_gt / n_gt.clamp(min=1), nan) * float(field_scale)
+        tnf = torch.where(n_lt > 0, s_lt / n_lt.clamp(min=1), nan) * float(field_scale)
+    else:
+        tpf, tnf = sum_p * scale, sum_n * scale
     return {
         "TUF": sum_all * scale,
-        "TPF": sum_p * scale,
-        "TNF": sum_n * scale,
+        "TPF": tpf,
+        "TNF": tnf,
         "PSEP": psep,
         "R": r * scale,
         "tilt": tilt,
@@ -297,8 +464,21 @@ def is_active(images: Any, threshold: float = 0.15, min_area_fraction: float = 0
     """Whether each image holds an active region: both polarities above ``threshold`` over at
     least ``min_area_fraction`` of the image each (a bipolar strong-field region, as a HARP).
 
+    Parameters
+    ----------
     images : (B, 1, H, W) or (B, H, W), array or tensor, in the same units as ``threshold``.
-    Returns a bool array (B,). Raises ``ValueError`` as :func:`compute_params`.
+    threshold : polarity threshold (≥ 0; 0.15 = 150 G on the paper's images).
+    min_area_fraction : share of the H·W pixels each polarity must cover.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (B,).
+
+    Raises
+    ------
+    ValueError : as :func:`compute_params`.
+
+    Source: the ±150 G polarity masks of Chatterjee et al. (2025), "Interpretable Generation".
     """
     x = _as_batch(images)
     t = _check_threshold(threshold)
@@ -322,28 +502,33 @@ def params_table(
     images : as for :func:`compute_params`, shape ``(B, 1, H, W)`` or ``(B, H, W)``.
     names : optional sequence of ``B`` strings, stored as a leading ``names`` column.
     flux_unit, length_unit : optional astropy units (or unit strings) attached to the
-        flux-type columns (TUF, TPF, TNF, R) and to PSEP. When omitted, flux columns carry no
-        unit (their description states "image units × pixel_size²") and PSEP gets ``pix``
-        if ``pixel_size`` is 1, else no unit.
+        flux-type columns (TUF, TPF, TNF, R; TPF / TNF only under ``definition="paper"``) and
+        to PSEP. When omitted, flux columns carry no unit (their description states "image
+        units × pixel_size²") and PSEP gets ``pix`` if ``pixel_size`` is 1, else no unit.
     **kw : forwarded to :func:`compute_params` (``threshold``, ``dilation_px``,
-        ``pixel_size``, ``field_scale``).
+        ``pixel_size``, ``field_scale``, ``definition``).
 
     Returns
     -------
     astropy.table.Table with columns ``[names,] TUF, TPF, TNF, PSEP, R, tilt, leading_sign``
-    (float64; ``leading_sign`` int8; ``tilt`` in deg). The table ``meta`` records the
-    threshold, kernel, pixel size and field scale used.
+    (float64; ``leading_sign`` int8; ``tilt`` in deg). Each column's ``description`` is its
+    :func:`param_definitions` line (R: the paper's R). The table ``meta`` records the
+    threshold, kernel, pixel size, field scale and TPF/TNF definition used.
 
     Raises
     ------
     ValueError : as :func:`compute_params`, or when ``len(names) != B``.
 
-    Source: Chatterjee et al. (2025), "Interpretable Generation"; Schrijver (2007) for R.
+    Source: Chatterjee et al. (2025), "Interpretable Generation" and "Querying"; R after
+    Schrijver (2007) as the paper computes it.
     """
     import astropy.units as u
     from astropy.table import Table
 
     out = compute_params(images, **kw)
+    definition = kw.get("definition", DEFAULT_DEFINITION)
+    defs = param_definitions(definition)
+    flux_names = _FLUX_NAMES if definition == "paper" else ("TUF", "R")
     n = int(out["TUF"].shape[0])
     table = Table()
     if names is not None:
@@ -358,12 +543,14 @@ def params_table(
             values = values.astype(np.int8)
         table[key] = values
         col = table[key]
-        desc = _DESCRIPTIONS[key]
-        if key in _FLUX_NAMES:
+        desc = defs[key]
+        if key in flux_names:
             if flux_unit is not None:
                 col.unit = u.Unit(flux_unit)
             else:
                 desc += " [image units x pixel_size^2]"
+        elif key in ("TPF", "TNF"):
+            desc += " [image units x field_scale]"
         elif key == "PSEP":
             if length_unit is not None:
                 col.unit = u.Unit(length_unit)
@@ -379,7 +566,8 @@ def params_table(
         dilation_px=int(kw.get("dilation_px", 7)),
         pixel_size=pixel_size,
         field_scale=float(kw.get("field_scale", 1.0)),
-        source="Chatterjee et al. 2025 (Interpretable Generation); Schrijver 2007 (R)",
+        definition=definition,
+        source="Chatterjee et al. 2025 (Interpretable Generation); R: the paper's R, after Schrijver 2007",
     )
     return table
 
@@ -387,12 +575,155 @@ def params_table(
 # --------------------------------------------------------------------------------------------
 # native-resolution patch in physical units
 # --------------------------------------------------------------------------------------------
+def _clean_patch(Br_gauss: Any, mask: np.ndarray | None, name: str = "Br_gauss") -> np.ndarray:
+    """2-D float64 copy with NaN/inf → 0 and pixels outside ``mask`` → 0 (ValueError otherwise)."""
+    arr = np.asarray(Br_gauss)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (H, W), got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"{name} must be floating, got dtype {arr.dtype}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} must be non-empty, got shape {arr.shape}")
+    arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if mask is not None:
+        m = np.asarray(mask)
+        if m.shape != arr.shape:
+            raise ValueError(f"mask shape {m.shape} does not match {name} shape {arr.shape}")
+        arr = np.where(m.astype(bool), arr, 0.0)
+    return arr
+
+
+def _check_positive(name: str, value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number > 0, got {value!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+    return v
+
+
+def _block_mean(arr: np.ndarray, f: int) -> np.ndarray:
+    """Mean over f×f blocks; the last partial blocks are padded with zeros (as
+    ``skimage.measure.block_reduce(arr, (f, f), np.mean)``, which SHARP's R_VALUE code uses)."""
+    if f == 1:
+        return arr
+    ny, nx = arr.shape
+    padded = np.pad(arr, ((0, (-ny) % f), (0, (-nx) % f)))
+    return padded.reshape(padded.shape[0] // f, f, padded.shape[1] // f, f).mean(axis=(1, 3))
+
+
+def schrijver_r(
+    Br_gauss: np.ndarray,
+    pixel_size_mm: float,
+    threshold_gauss: float = 150.0,
+    fwhm_mm: float = SCHRIJVER_FWHM_MM,
+    bin_mm: float | None = SCHRIJVER_PIXEL_MM,
+    dilation_mm: float = 4.3,
+    mask: np.ndarray | None = None,
+    return_maps: bool = False,
+) -> dict[str, Any]:
+    """Schrijver's (2007) R of one native-resolution patch, in Mx (and as SHARP's ``R_VALUE``).
+
+    Steps (Schrijver 2007, §2; the SHARP ``R_VALUE`` recipe of Bobra et al. 2014 and of the
+    SHARP reference code, which bins HMI by round(2″ / CDELT) = 4 to MDI-like pixels):
+
+    1. NaN → 0; pixels outside ``mask`` → 0; bin by ``f = max(1, round(bin_mm / pixel_size_mm))``
+       (block mean, zero-padded partial blocks) to pixels of ``p = f · pixel_size_mm`` Mm
+       (1.458 Mm for SHARP CEA 0.364 Mm pixels: ``f = 4``).
+    2. Strong-field masks ``B > +threshold``, ``B < -threshold`` on the binned field.
+    3. Dilate each with a k×k square, ``k = kernel_px_for_mm(dilation_mm, p)`` (3 at 1.458 Mm:
+       Schrijver's 3×3 on 1.44 Mm MDI pixels); the intersection is the strong-gradient
+       polarity-inversion-line map (PIL).
+    4. Weighting map ``W = gaussian_filter(PIL, σ)``, ``σ = fwhm_mm / 2.3548 / p`` pixels
+       (normalised kernel, ``mode="reflect"`` as the SHARP reference code; 15 Mm FWHM).
+    5. ``R = Σ |B| · W · (p · 1e8 cm)²`` in Mx.
+
+    Parameters
+    ----------
+    Br_gauss : numpy.ndarray, shape ``(H, W)``, floating, G. Radial field (SHARP ``Br``) or
+        the line-of-sight ``magnetogram`` segment (what SHARP's ``R_VALUE`` uses).
+    pixel_size_mm : float > 0, native pixel side, Mm (``SharpPatch.pixel_size_mm``).
+    threshold_gauss : float ≥ 0, strong-field threshold, G (Schrijver: 150 G).
+    fwhm_mm : float > 0, FWHM of the Gaussian weighting, Mm (Schrijver: 15 Mm).
+    bin_mm : float > 0 or None. Target pixel size for step 1, Mm (Schrijver's MDI pixels:
+        1.44 Mm). ``None`` keeps the native pixels (no binning; the dilation kernel is then
+        ``kernel_px_for_mm(dilation_mm, pixel_size_mm)``, 11 px on SHARP CEA). Binning matters
+        with the noisy vector-field Br: on the sample frames the unbinned R tracks
+        ``R_VALUE`` far worse (see ``tests/test_physics_r_schrijver.py``).
+    dilation_mm : float > 0, dilation kernel side, Mm (4.3 Mm ≈ 3 × 1.44 Mm;
+        ``ParamConfig.r_kernel_mm``).
+    mask : optional bool ``(H, W)``; pixels outside are set to 0 first (SHARP computes
+        ``R_VALUE`` over the whole CEA patch, so leave it ``None`` to compare with it).
+    return_maps : also return the binned field, the PIL map and the weighting map.
+
+    Returns
+    -------
+    dict with
+
+    * ``R_schrijver`` : float, log10(R / Mx); ``-inf`` when R = 0 (no strong-field PIL).
+    * ``R_schrijver_Mx`` : float, R in Mx.
+    * ``R_schrijver_sharp`` : float, the SHARP ``R_VALUE`` convention, log10 of
+      Σ |B|[G] · W over the binned pixels (no pixel area, although the keyword is labelled Mx),
+      0.0 when that sum is < 1. Equal to ``R_schrijver − log10((p·1e8)²)`` when the sum is ≥ 1.
+    * ``bin_factor`` (int f), ``pixel_mm`` (float p), ``dilation_px`` (int k),
+      ``sigma_px`` (float σ in binned pixels).
+    * with ``return_maps``: ``field`` (binned B, G), ``pil`` (bool), ``weight`` (float),
+      each ``(ceil(H/f), ceil(W/f))``.
+
+    Raises
+    ------
+    ValueError
+        Non-2-D, empty or non-floating ``Br_gauss``; non-positive or non-finite
+        ``pixel_size_mm``, ``fwhm_mm``, ``bin_mm`` or ``dilation_mm``; negative threshold;
+        ``mask`` of the wrong shape.
+
+    Source
+    ------
+    Schrijver (2007, ApJ 655, L117), eq. 1 and §2; Bobra et al. (2014, Sol. Phys. 289, 3549),
+    Table 3 (``R_VALUE``). Differences from the SHARP pipeline: the input here is whatever
+    field is passed (SHARP uses the line-of-sight magnetogram); NaN pixels count as 0 instead
+    of being skipped; the FWHM is 15 Mm (SHARP: 10 binned pixels ≈ 14.6 Mm).
+    """
+    from scipy import ndimage
+
+    px = _check_positive("pixel_size_mm", pixel_size_mm)
+    fwhm = _check_positive("fwhm_mm", fwhm_mm)
+    dil = _check_positive("dilation_mm", dilation_mm)
+    t = _check_threshold(threshold_gauss)
+    f = 1 if bin_mm is None else max(1, int(round(_check_positive("bin_mm", bin_mm) / px)))
+    field = _block_mean(_clean_patch(Br_gauss, mask), f)
+    p = f * px
+    k = kernel_px_for_mm(dil, p)
+    sigma = fwhm / _FWHM_PER_SIGMA / p
+    structure = np.ones((k, k), dtype=bool)
+    pil = ndimage.binary_dilation(field > t, structure=structure) & ndimage.binary_dilation(field < -t, structure=structure)
+    weight = ndimage.gaussian_filter(pil.astype(np.float64), sigma, mode="reflect")
+    total = float(np.sum(np.abs(field) * weight))  # G × binned pixels
+    area_cm2 = (p * 1e8) ** 2
+    r_mx = total * area_cm2
+    out: dict[str, Any] = {
+        "R_schrijver": math.log10(r_mx) if r_mx > 0 else -math.inf,
+        "R_schrijver_Mx": r_mx,
+        "R_schrijver_sharp": math.log10(total) if total >= 1.0 else 0.0,
+        "bin_factor": f,
+        "pixel_mm": p,
+        "dilation_px": k,
+        "sigma_px": sigma,
+    }
+    if return_maps:
+        out.update(field=field, pil=pil, weight=weight)
+    return out
+
+
 def physical_params(
     Br_gauss: np.ndarray,
     pixel_size_mm: float,
     threshold_gauss: float = 150.0,
     r_kernel_mm: float = 4.3,
     mask: np.ndarray | None = None,
+    definition: str = DEFAULT_DEFINITION,
+    schrijver: bool = True,
 ) -> dict[str, float]:
     """Parameters of one native-resolution patch in physical units (Mx, Mm, deg).
 
@@ -406,8 +737,10 @@ def physical_params(
     threshold_gauss : float
         Polarity threshold, G (paper: 150 G).
     r_kernel_mm : float
-        Side of the R dilation kernel in Mm; the kernel is the nearest odd integer number of
-        pixels to ``r_kernel_mm / pixel_size_mm`` and at least 3 (:func:`kernel_px_for_mm`).
+        Side of the dilation kernel in Mm, for ``R`` and ``R_schrijver``. For ``R`` the
+        kernel is the nearest odd integer number of native pixels to
+        ``r_kernel_mm / pixel_size_mm`` and at least 3 (:func:`kernel_px_for_mm`); for
+        ``R_schrijver`` the same on the 1.44 Mm binned pixels (3).
     mask : numpy.ndarray of bool, shape ``(H, W)``, optional
         Pixels to include; all others are set to 0 before *every* parameter is computed.
         Use ``bitmap >= 33`` (SHARP ``bitmap`` segment: 33/34 = weak/strong-field pixels
@@ -416,56 +749,67 @@ def physical_params(
         Spearman ρ = 0.76 only (the CEA patch includes much weak-field and noise flux around
         the region); with the bitmap mask ρ = 0.99 on the 26 frames that have a bitmap (see
         ``tests/test_physics_params.py``). Masked TUF still exceeds ``USFLUX`` by ×1.1–4.4
-        because SHARP also drops pixels of low disambiguation confidence.
+        because SHARP also drops pixels of low disambiguation confidence. SHARP computes
+        ``R_VALUE`` over the whole patch: to compare ``R_schrijver`` with it, pass no mask.
+    definition : ``"paper"`` (default; TPF / TNF in Mx, sums beyond ±threshold) or
+        ``"authors_code"`` (TPF / TNF = mean |B| in G over B > 0 / B < 0, no threshold).
+    schrijver : also compute ``R_schrijver`` and ``R_schrijver_sharp`` (:func:`schrijver_r`,
+        default settings); ``False`` skips that work (callers that need TUF only).
 
     Returns
     -------
     dict[str, float]
-        ``TUF``, ``TPF``, ``TNF``, ``R`` in Mx (pixel area ``(pixel_size_mm·1e8 cm)²``);
-        ``PSEP`` in Mm (NaN if a polarity is empty); ``tilt`` in degrees (NaN likewise);
-        ``leading_sign`` in {+1, -1, 0}; plus ``kernel_px`` (int, the R kernel used).
+        ``TUF``, ``TPF``, ``TNF``, ``R`` in Mx (pixel area ``(pixel_size_mm·1e8 cm)²``; ``R``
+        is the paper's R — unweighted, not log — on native pixels); ``PSEP`` in Mm (NaN if a
+        polarity is empty); ``tilt`` in degrees (NaN likewise); ``leading_sign`` in
+        {+1, -1, 0}; ``kernel_px`` (int, the R kernel used); and with ``schrijver``:
+        ``R_schrijver`` (log10 Mx, ``-inf`` when no PIL; comparable to SHARP ``R_VALUE``)
+        and ``R_schrijver_sharp`` (the ``R_VALUE`` convention itself). :func:`param_units`
+        ``("physical")`` names the units.
 
     Raises
     ------
     ValueError
         Non-2-D or non-floating ``Br_gauss``, non-positive pixel size / kernel, mask of the
-        wrong shape.
+        wrong shape, unknown ``definition``.
 
-    Source: Chatterjee et al. (2025), "Interpretable Generation"; Schrijver (2007) for R.
-    Implemented by calling :func:`compute_params` with ``pixel_size = 1`` and scaling.
+    Source: Chatterjee et al. (2025), "Interpretable Generation"; Schrijver (2007) and Bobra
+    et al. (2014) for ``R_schrijver``. Implemented by calling :func:`compute_params` with
+    ``pixel_size = 1`` and scaling, and :func:`schrijver_r`.
     """
-    arr = np.asarray(Br_gauss)
-    if arr.ndim != 2:
-        raise ValueError(f"Br_gauss must be 2-D (H, W), got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise ValueError(f"Br_gauss must be floating, got dtype {arr.dtype}")
+    _check_definition(definition)
     k = kernel_px_for_mm(float(r_kernel_mm), float(pixel_size_mm))
-    arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    if mask is not None:
-        m = np.asarray(mask)
-        if m.shape != arr.shape:
-            raise ValueError(f"mask shape {m.shape} does not match Br_gauss shape {arr.shape}")
-        arr = np.where(m.astype(bool), arr, 0.0)
+    arr = _clean_patch(Br_gauss, mask)
     with torch.no_grad():
-        out = compute_params(arr[None, None], threshold=threshold_gauss, dilation_px=k)
+        out = compute_params(arr[None, None], threshold=threshold_gauss, dilation_px=k, definition=definition)
     pixel_cm = float(pixel_size_mm) * 1e8
     area_cm2 = pixel_cm * pixel_cm
+    flux_names = _FLUX_NAMES if definition == "paper" else ("TUF", "R")
     res: dict[str, float] = {}
     for key in PARAM_NAMES:
         v = float(out[key][0])
-        if key in _FLUX_NAMES:
+        if key in flux_names:
             v *= area_cm2
         elif key == "PSEP":
             v *= float(pixel_size_mm)
         res[key] = v
     res["kernel_px"] = k
+    if schrijver:
+        sr = schrijver_r(arr, pixel_size_mm, threshold_gauss=threshold_gauss, dilation_mm=r_kernel_mm)
+        for key in SCHRIJVER_NAMES:
+            res[key] = sr[key]
     return res
 
 
 # --------------------------------------------------------------------------------------------
 # independent NumPy / SciPy reference
 # --------------------------------------------------------------------------------------------
-def reference_params(image: np.ndarray, threshold: float = 0.15, dilation_px: int = 7) -> dict[str, float]:
+def reference_params(
+    image: np.ndarray,
+    threshold: float = 0.15,
+    dilation_px: int = 7,
+    definition: str = DEFAULT_DEFINITION,
+) -> dict[str, float]:
     """Per-image NumPy/SciPy implementation of the same definitions (benchmark baseline).
 
     Parameters
@@ -474,6 +818,7 @@ def reference_params(image: np.ndarray, threshold: float = 0.15, dilation_px: in
     threshold : polarity threshold in image units (≥ 0).
     dilation_px : odd side of the square structuring element for
         ``scipy.ndimage.binary_dilation`` (zero border).
+    definition : ``"paper"`` or ``"authors_code"`` (TPF / TNF), as :func:`compute_params`.
 
     Returns
     -------
@@ -482,9 +827,10 @@ def reference_params(image: np.ndarray, threshold: float = 0.15, dilation_px: in
 
     Raises
     ------
-    ValueError : wrong shape, non-floating dtype, bad threshold or kernel.
+    ValueError : wrong shape, non-floating dtype, bad threshold, kernel or definition.
 
-    Source: Chatterjee et al. (2025), "Interpretable Generation"; Schrijver (2007) for R.
+    Source: Chatterjee et al. (2025), "Interpretable Generation"; the paper's R after
+    Schrijver (2007); authors' ``utils.calculate_params_`` for ``definition="authors_code"``.
     Written independently of :func:`compute_params` (index lists via ``np.nonzero``) so that
     each checks the other.
     """
@@ -499,6 +845,7 @@ def reference_params(image: np.ndarray, threshold: float = 0.15, dilation_px: in
         raise ValueError(f"image must be floating, got dtype {b.dtype}")
     t = _check_threshold(threshold)
     k = _check_kernel(dilation_px)
+    _check_definition(definition)
     b = b.astype(np.float64)
 
     pos = b > t
@@ -528,4 +875,8 @@ def reference_params(image: np.ndarray, threshold: float = 0.15, dilation_px: in
             tilt = 90.0 if cyp != cyn else 0.0
     else:
         psep, tilt, lead = math.nan, math.nan, 0.0
+    if definition == "authors_code":
+        above, below = b[b > 0], -b[b < 0]
+        tpf = float(above.mean()) if above.size else math.nan
+        tnf = float(below.mean()) if below.size else math.nan
     return {"TUF": tuf, "TPF": tpf, "TNF": tnf, "PSEP": psep, "R": r, "tilt": tilt, "leading_sign": lead}
