@@ -27,9 +27,10 @@ def test_build_real(corpus):
     assert c.images.min() >= -1 and c.images.max() <= 1 and np.isfinite(c.images).all()
     t = c.table
     assert len(t) == len(c)
-    assert set(t["source"]) == {"sharp", "fulldisk"}
+    assert set(t["source"]) == {"sharp", "fulldisk_tile"}
     sharp = t[t["source"] == "sharp"]
-    tiles = t[t["source"] == "fulldisk"]
+    tiles = t[t["source"] == "fulldisk_tile"]
+    assert set(tiles["region"]) == {f"full disk {r}" for r in tiles["T_REC"]} and all(r.startswith("HARP ") for r in sharp["region"])
     assert len(sharp) == 39 and len(tiles) >= 300
     assert (tiles["HARPNUM"] == -1).all() and (tiles["NOAA_AR"] == -1).all()
     assert np.isnan(tiles["USFLUX"]).all()

@@ -150,6 +150,8 @@ def params(
     from helioforge.data.sharp import FitsReadError, harp_region_mask, read_sharp
     from helioforge.physics.params import compute_params, physical_params
 
+    import numpy as np
+
     from helioforge.errors import check_finite
 
     check_finite("--threshold", threshold, minimum=0.0)
@@ -174,8 +176,14 @@ def params(
         rec = {"file": str(f), **{k: float(p[k]) for k in ("TUF", "TPF", "TNF", "PSEP", "R", "tilt")},
                "leading_sign": int(p["leading_sign"]), "units": "Mx, Mm, deg" if units is Units.physical else f"kG px, px ({size}x{size}), deg"}
         if region is not None:
+            from helioforge.physics.params import schrijver_r
+
             rec["region"] = region
             rec["USFLUX"] = patch.usflux
+            # Schrijver's R over the whole patch, as SHARP computes R_VALUE (log10 Mx; -inf: no PIL)
+            r = schrijver_r(patch.Br, patch.pixel_size_mm, threshold)
+            rec["R_schrijver"] = float(r["R_schrijver"]) if np.isfinite(r["R_schrijver"]) else None
+            rec["R_VALUE"] = patch.r_value
         records.append(rec)
     if format is Fmt.json:
         typer.echo(json.dumps([{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in records], indent=2))
