@@ -144,7 +144,23 @@ def test_corpus_rows_carry_source_and_region_and_bad_files_are_named(tmp_path):
     assert len(corpus) == 4 and set(corpus.table["source"]) == {SOURCE_SHARP}
     assert all(r.startswith("HARP ") for r in corpus.table["region"])
     assert len(skipped) == 1 and "9999" in skipped[0].path.name and "HARPNUM" in skipped[0].reason
+    p.gan.batch_size = 1  # so that a 4-frame corpus can spare regions
     held = holdout_harps(corpus, p)  # regions with a single frame are held out like any other
     n_harps = len(set(corpus.table["HARPNUM"]))
     assert len(held) == min(3, max(n_harps - 2, 0))
     assert training_mask(corpus, p).sum() == sum(int(h) not in held for h in corpus.table["HARPNUM"])
+
+
+def test_holdout_leaves_a_batch_to_train_on():
+    """`make demo` on the embedded sample failed: holding out 3 HARPs left 29 images for a GAN
+    batch of 32."""
+    from helioforge.config import SAMPLE_DIR, get_profile
+    from helioforge.data.corpus import build_corpus
+    from helioforge.interrogate.pipeline import holdout_harps, training_mask
+
+    p = get_profile("cpu")
+    p.data.sharp_dirs = (str(SAMPLE_DIR / "sharp"),)
+    p.data.image_size = 32
+    corpus, _ = build_corpus(p.data, fulldisk=False)
+    held = holdout_harps(corpus, p)
+    assert 1 <= len(held) <= 3 and training_mask(corpus, p).sum() >= p.gan.batch_size

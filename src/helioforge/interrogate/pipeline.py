@@ -252,15 +252,23 @@ class ModelHealthError(HelioforgeErrorBase):
 
 
 def holdout_harps(corpus: Corpus, profile: Profile) -> list[int]:
-    """HARPs held out of GAN and SimSiam training: ``profile.data.holdout_harps`` of the
-    corpus's HARPs, drawn with ``profile.data.holdout_seed`` (at most all but two, so something is
-    left to train on); ``[]`` when the corpus has fewer than three HARPs."""
-    harps = sorted({int(h) for h in corpus.table["HARPNUM"] if int(h) > 0})
-    n = min(int(profile.data.holdout_harps), max(len(harps) - 2, 0))
-    if n <= 0:
+    """HARPs held out of GAN and SimSiam training: up to ``profile.data.holdout_harps`` of the
+    corpus's HARPs, drawn with ``profile.data.holdout_seed``, taken in the drawn order only while
+    the rest of the corpus keeps at least one GAN batch to train on and two HARPs (on a small
+    corpus such as the embedded sample fewer are held out); ``[]`` when none can be."""
+    harps_all = np.asarray(corpus.table["HARPNUM"], int)
+    harps = sorted({int(h) for h in harps_all if int(h) > 0})
+    if int(profile.data.holdout_harps) <= 0 or len(harps) < 3:
         return []
     rng = np.random.default_rng(profile.data.holdout_seed)
-    return sorted(int(h) for h in rng.choice(harps, size=n, replace=False))
+    chosen: list[int] = []
+    for h in rng.permutation(harps):
+        if len(chosen) >= int(profile.data.holdout_harps) or len(chosen) >= len(harps) - 2:
+            break
+        left = int((~np.isin(harps_all, [*chosen, int(h)])).sum())
+        if left >= int(profile.gan.batch_size):
+            chosen.append(int(h))
+    return sorted(chosen)
 
 
 def training_mask(corpus: Corpus, profile: Profile) -> np.ndarray:
