@@ -22,10 +22,8 @@ command that rebuilds it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,15 +65,6 @@ AIA_CHANNELS = (94, 131, 171, 193, 211, 304, 335, 1600, 1700, 4500)
 MAX_IMAGE_SIZE = 4096
 
 
-def _ddp_child() -> bool:
-    """Whether this process is a DDP rank other than 0: Lightning re-runs the command in one
-    process per extra device while rank 0 holds the work folder's lock."""
-    try:
-        return any(int(os.environ.get(k) or 0) > 0 for k in ("LOCAL_RANK", "NODE_RANK"))
-    except ValueError:
-        return False
-
-
 @dataclass
 class DiffusionWorkspace(StepState):
     """Products of one diffusion run under ``root`` (``create=False`` for read-only use: a
@@ -106,13 +95,6 @@ class DiffusionWorkspace(StepState):
     def label_products(self) -> tuple[Path, ...]:
         """The files the ``label`` step writes (their SHA-256 is recorded when it finishes)."""
         return self.dataset, self.labels, self.labels_report, self.histogram
-
-    def lock(self):
-        """The work folder's lock (:func:`helioforge.locking.workdir_lock`); a no-op in the
-        extra DDP ranks of a command whose rank 0 holds it."""
-        if _ddp_child():
-            return contextlib.nullcontext(self.root)
-        return super().lock()
 
     def save_profile(self, profile: DiffusionProfile) -> None:
         """Store the profile the folder is made with."""

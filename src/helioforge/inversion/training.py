@@ -62,7 +62,6 @@ Inversion (:class:`SiconInverter`)
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import time
@@ -645,10 +644,6 @@ def _load_patches(root: Path, in_memory_gb: float):
     return TensorDataset(torch.cat(stokes), torch.cat(targets))
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def train_sicon(
     trainset_dir: str | Path,
     workdir: str | Path,
@@ -741,7 +736,7 @@ def _train_sicon(root: Path, workdir: Path, cfg: SiconConfig, man: dict[str, Any
                  progress: bool, force: bool) -> Path:
     from helioforge.errors import ProductError
     from helioforge.inversion.trainset import MANIFEST, TARGET_UNITS
-    from helioforge.workspace import StepState
+    from helioforge.workspace import StepState, file_sha256
 
     mc, tc = cfg.model, cfg.train
     step = SICON_STEM.format(network=mc.network)
@@ -838,7 +833,7 @@ def _train_sicon(root: Path, workdir: Path, cfg: SiconConfig, man: dict[str, Any
         "trainset": {
             "path": str(root.resolve()),
             "digest": man.get("digest"),
-            "manifest_sha256": _file_sha256(root / MANIFEST),
+            "manifest_sha256": file_sha256(root / MANIFEST),
             "profile_name": man.get("profile_name"),
             "n_patches": n,
             "patch_size": man.get("patch_size"),
