@@ -13,6 +13,8 @@ from helioforge.data.goes import (
     FLARE_CLASSES,
     class_histogram,
     class_index,
+    fill_event_flux,
+    flux_class_string,
     flux_labels,
     flux_to_class,
     goes_class_flux,
@@ -153,12 +155,19 @@ def test_label_images_sources_and_histogram() -> None:
     assert ev["class_index"].tolist() == [-1, -1, 3, -1]
     assert ev["label_source"].tolist() == ["", "", "events", ""]
     assert ev["event_delay_min"][2] == pytest.approx(2.0) and ev["goes_class"][2] == "M2.0"
-    np.testing.assert_allclose(ev["log10_flux"][:3], np.log10([3e-8, 4e-7, 2e-5]))  # from the flux series
+    # the continuous label of an event-linked image is the flare's peak flux; unlabelled: none
+    assert ev["log10_flux"][2] == pytest.approx(np.log10(2e-5)) and np.isnan(ev["log10_flux"][[0, 1, 3]]).all()
+    np.testing.assert_allclose(ev["xrs_log10_flux"][:3], np.log10([3e-8, 4e-7, 2e-5]))  # the series, for reference
+    assert ev["unlabelled_reason"].tolist() == ["no flare peak in the 7 min before the image"] * 2 + [
+        "", "no flare peak in the 7 min before the image"]
     fx = label_images(images, flux=flux, source="flux")
     assert fx["flare_class"].tolist() == ["A", "B", "M", ""] and fx["class_index"].tolist() == [0, 1, 3, -1]
+    assert fx["unlabelled_reason"][3].startswith("outside the flux series")
     both = label_images(images, events=events_table([(T0 + minutes(3), "C5.0")]), flux=flux, source="events+flux")
     assert both["flare_class"].tolist() == ["A", "C", "M", ""]
     assert both["label_source"].tolist() == ["flux", "events", "flux", ""]
+    # each image's continuous label is the flux that gave its class
+    np.testing.assert_allclose(both["log10_flux"][:3], np.log10([3e-8, 5e-6, 2e-5]))
     no_flux = label_images(images, events=events, source="events")
     assert no_flux["log10_flux"][2] == pytest.approx(np.log10(2e-5)) and np.isnan(no_flux["log10_flux"][0])
     assert class_histogram(ev["class_index"]) == {"A": 0, "B": 0, "C": 0, "M": 1, "X": 0, "unlabelled": 3}
@@ -171,6 +180,69 @@ def test_label_images_sources_and_histogram() -> None:
         label_images(images, flux=flux, source="hek")
     with pytest.raises(ValueError, match="-1..4"):
         class_histogram([0, 5])
+
+
+def test_event_peak_flux_differs_from_the_flux_at_the_image() -> None:
+    """Defect: the continuous label came from the flux series (an hourly mean) even for an
+    event-linked image, so it disagreed with the image's class."""
+    images = [T0 + minutes(4)]
+    hourly = pd.Series([4e-6], index=pd.DatetimeIndex([T0]))  # C4 hourly mean
+    lab = label_images(images, events=events_table([(T0, "X2.2")]), flux=hourly, source="events",
+                       max_gap=np.timedelta64(30, "m"))
+    assert lab["flare_class"][0] == "X" and lab["log10_flux"][0] == pytest.approx(np.log10(2.2e-4))
+    assert lab["xrs_log10_flux"][0] == pytest.approx(np.log10(4e-6))
+    assert flux_to_class(10.0 ** lab["log10_flux"][0]) == lab["class_index"][0]
+
+
+def test_classless_events_take_the_flux_just_after_the_peak() -> None:
+    """Defect: HEK/SWPC events without a class were dropped; the paper gives them the XRS-B
+    flux ≤ 6 s after the peak (§2.4)."""
+    events = pd.DataFrame({"peak_time": [T0, T0 + minutes(30), T0 + minutes(60)],
+                           "goes_class": ["", "", "M1.0"], "flare_class": ["", "", "M"],
+                           "peak_flux": [np.nan, np.nan, 1e-5]})
+    t = [T0 - np.timedelta64(2, "s"), T0 + np.timedelta64(4, "s"), T0 + minutes(30) + np.timedelta64(9, "s")]
+    flux = pd.Series([1e-6, 3.3e-5, 2e-6], index=pd.DatetimeIndex(t))
+    filled = fill_event_flux(events, flux)
+    # the first: the sample 4 s after the peak (not the one 2 s before); the second: 9 s > 6 s, dropped
+    assert filled["goes_class"].tolist() == ["M3.3", "M1.0"] and filled["class_source"].tolist() == ["xrs", "list"]
+    assert filled["peak_flux"].tolist() == [3.3e-5, 1e-5]
+    assert filled.attrs["classless"] == 2 and filled.attrs["classless_filled"] == 1
+    assert filled.attrs["skipped"] == {"no class and no XRS-B sample ≤ 6 s after the peak": 1}
+    images = [T0 + minutes(5), T0 + minutes(31)]
+    lab = label_images(images, events=events, flux=flux, source="events", max_gap=np.timedelta64(1, "h"))
+    assert lab["flare_class"].tolist() == ["M", ""] and lab["log10_flux"][0] == pytest.approx(np.log10(3.3e-5))
+    assert lab.attrs["events"]["classless_filled"] == 1
+    # without a flux series they cannot be labelled, and say so
+    assert fill_event_flux(events, None).attrs["skipped"] == {"no class and no flux series": 2}
+    assert flux_class_string(2.2e-4) == "X2.2" and flux_class_string(9.5e-7) == "B9.5"
+    with pytest.raises(ValueError, match="flux"):
+        flux_class_string(0.0)
+
+
+def test_hek_list_without_classes_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "hek.csv"
+    path.write_text("event_peaktime,event_starttime,event_endtime,fl_goescls,ar_noaanum\n"
+                    "2014-01-01T00:10:00,2014-01-01T00:00:00,2014-01-01T00:20:00,M2.0,11936\n"
+                    "2014-01-01T01:10:00,2014-01-01T01:00:00,2014-01-01T01:20:00,,0\n"
+                    "2014-01-01T02:10:00,2014-01-01T02:00:00,2014-01-01T02:20:00,Q7,0\n")
+    ev = read_event_list(path)
+    assert ev["goes_class"].tolist() == ["M2.0", ""] and ev["flare_class"].tolist() == ["M", ""]
+    assert np.isnan(ev["peak_flux"][1]) and ev.attrs["classless"] == 1
+    assert ev.attrs["skipped"] == {"unparsable GOES class": 1}
+    # link_events ignores the class-less row until fill_event_flux has given it a flux
+    lab = link_events(["2014-01-01T01:12:00"], ev)
+    assert lab["class_index"].tolist() == [-1]
+
+
+def test_real_x22_flare_gets_its_peak_flux(goes_dir: Path) -> None:
+    """The issue's case: the X2.2 flare of 2011-02-15 (peak 01:56) and an image at 02:00 got
+    an hourly mean (an M-level flux here) as its continuous label with the old code."""
+    events = read_event_list(goes_dir / "swpc_ftp_flares_20100101_20251115.csv")
+    hourly = read_xrs_flux(goes_dir / "goes15_xrs_hourly_2010-2018.csv")
+    lab = label_images(["2011-02-15T02:00:00"], events=events, flux=hourly, source="events")
+    assert lab["goes_class"][0] == "X2.2" and lab["flare_class"][0] == "X"
+    assert lab["log10_flux"][0] == pytest.approx(np.log10(2.2e-4))
+    assert lab["xrs_log10_flux"][0] < np.log10(1e-4)  # what the old code used: not an X-class flux
 
 
 def test_plot_class_histogram(tmp_path: Path) -> None:
@@ -228,8 +300,23 @@ def test_event_list_bad_inputs(tmp_path: Path) -> None:
         "2014-01-01T01:00:00,2014-01-01T01:10:00,2014-01-01T01:20:00,,0\n"
     )
     ev = read_event_list(hek)
-    assert ev.attrs["layout"] == "hek" and ev.attrs["dropped"] == 1
-    assert ev["goes_class"].tolist() == ["M1.5"] and ev["noaa_ar"].tolist() == [11936]
+    # the event without a class is kept for fill_event_flux (paper §2.4), not dropped
+    assert ev.attrs["layout"] == "hek" and ev.attrs["dropped"] == 0 and ev.attrs["classless"] == 1
+    assert ev["goes_class"].tolist() == ["M1.5", ""] and ev["noaa_ar"].tolist()[0] == 11936
+
+
+def test_event_list_missing_and_malformed_columns(tmp_path: Path) -> None:
+    no_class = tmp_path / "no_class.csv"
+    no_class.write_text("start_time,peak_time,end_time,noaa_ar\n2014-01-01 00:00,2014-01-01 00:10,2014-01-01 00:20,1\n")
+    with pytest.raises(ValueError, match=r"no_class\.csv: unknown flare-list layout"):
+        read_event_list(no_class)
+    bad = tmp_path / "bad_values.csv"
+    bad.write_text("start_time,peak_time,end_time,goes_class\n"
+                   "2014-01-01 00:00,2014-01-01 00:10,2014-01-01 00:20,M1.0\n"
+                   "2014-01-01 01:00,not a time,2014-01-01 01:20,C2.0\n"
+                   "2014-01-01 02:00,2014-01-01 02:10,2014-01-01 02:20,Z9\n")
+    ev = read_event_list(bad)
+    assert len(ev) == 1 and ev.attrs["skipped"] == {"unparsable GOES class": 1, "no parsable peak time": 1}
 
 
 def test_hourly_csv(goes_dir: Path) -> None:

@@ -46,6 +46,9 @@ __all__ = [
     "read_event_list",
     "read_xrs_flux",
     "link_events",
+    "fill_event_flux",
+    "flux_class_string",
+    "CLASSLESS_MAX_DELAY",
     "flux_labels",
     "label_images",
     "class_histogram",
@@ -169,9 +172,13 @@ def read_event_list(path: str | Path) -> pd.DataFrame:
     of ``peak_flux`` by :func:`flux_to_class`, so that a list's non-standard strings with a
     multiplier below 1 — ``"C0.9"`` = 9e-7 W/m², 10 rows of the 2020-2025 SWPC list — get the
     class of their flux, B; ``df.attrs['nonstandard']`` counts them), ``noaa_ar`` (nullable
-    Int64, NA for 0/blank). Rows whose class string or peak time cannot be parsed are
-    dropped; their number is logged and kept in ``df.attrs['dropped']``
-    (``df.attrs['layout']`` names the layout, ``df.attrs['path']`` the file).
+    Int64, NA for 0/blank). Events listed *without* a class (a blank
+    ``fl_goescls``, ``-``) are kept with ``goes_class`` = ``flare_class`` = ``""`` and a NaN
+    ``peak_flux`` (``df.attrs['classless']`` counts them): the paper gives them the XRS-B flux
+    just after the peak (:func:`fill_event_flux`). Rows whose class string is malformed or
+    whose peak time cannot be parsed are dropped; their number is logged and kept in
+    ``df.attrs['dropped']``, per reason in ``df.attrs['skipped']`` (``df.attrs['layout']`` names
+    the layout, ``df.attrs['path']`` the file).
 
     Raises
     ------
@@ -225,17 +232,21 @@ def read_event_list(path: str | Path) -> pd.DataFrame:
     end = nat if end is None else end
     classes = raw[class_col].astype(str).str.strip()
     flux = pd.Series([_flux_or_nan(c) for c in classes], index=raw.index, dtype=np.float64)
-    ok_class = flux.notna()
+    classless = classes.str.lower().isin(_NO_CLASS)
+    ok_class = flux.notna() | classless
     ok = ok_class & peak.notna()
     n_bad_class = int((~ok_class).sum())
     n_bad_time = int((ok_class & peak.isna()).sum())
+    skipped: dict[str, int] = {}
     if n_bad_class or n_bad_time:
         examples = sorted(set(classes[~ok_class].tolist()))[:5]
         parts = []
         if n_bad_class:
             parts.append(f"{n_bad_class} with an unparsable GOES class (e.g. {', '.join(map(repr, examples))})")
+            skipped["unparsable GOES class"] = n_bad_class
         if n_bad_time:
             parts.append(f"{n_bad_time} without a parsable peak time")
+            skipped["no parsable peak time"] = n_bad_time
         logger.warning("%s: %d row(s) dropped: %s", path.name, n_bad_class + n_bad_time, "; ".join(parts))
     if ar_col:
         ar = pd.to_numeric(raw[ar_col].str.strip(), errors="coerce")
@@ -247,23 +258,34 @@ def read_event_list(path: str | Path) -> pd.DataFrame:
             "peak_time": peak[ok].to_numpy(dtype="datetime64[ns]"),
             "start_time": start[ok].to_numpy(dtype="datetime64[ns]"),
             "end_time": end[ok].to_numpy(dtype="datetime64[ns]"),
-            "goes_class": [_normalise_class(c) for c in classes[ok]],
-            "flare_class": [FLARE_CLASSES[i] for i in flux_to_class(flux[ok].to_numpy())],
+            "goes_class": ["" if c.lower() in _NO_CLASS else _normalise_class(c) for c in classes[ok]],
+            "flare_class": [FLARE_CLASSES[i] if i >= 0 else "" for i in flux_to_class(flux[ok].to_numpy())],
             "peak_flux": flux[ok].to_numpy(dtype=np.float64),
             "noaa_ar": ar[ok].to_numpy(),
         }
     )
     out["noaa_ar"] = out["noaa_ar"].astype("Int64")
     out = out.sort_values("peak_time", kind="stable").reset_index(drop=True)
-    nonstandard = int((out["goes_class"].str[0] != out["flare_class"]).sum())
+    has_class = out["goes_class"] != ""
+    nonstandard = int((has_class & (out["goes_class"].str[:1] != out["flare_class"])).sum())
+    n_classless = int((~has_class).sum())
+    if n_classless:
+        logger.info("%s: %d event(s) without a GOES class (the paper's rule gives them the XRS-B flux "
+                    "≤ 6 s after the peak: fill_event_flux)", path.name, n_classless)
     if nonstandard:
         logger.info(
             "%s: %d class string(s) with a multiplier below 1 (e.g. 'C0.9' = 9e-7 W/m²) take the class of their flux",
             path.name,
             nonstandard,
         )
-    out.attrs.update({"path": str(path), "layout": layout, "dropped": n_bad_class + n_bad_time, "nonstandard": nonstandard})
+    out.attrs.update({"path": str(path), "layout": layout, "dropped": n_bad_class + n_bad_time, "nonstandard": nonstandard,
+                      "classless": n_classless, "skipped": skipped})
     return out
+
+
+#: Class strings that mean "no class given" (HEK's empty ``fl_goescls``, SWPC's ``-``): such
+#: events are kept with a NaN flux for :func:`fill_event_flux`, not dropped as malformed.
+_NO_CLASS = frozenset({"", "-", "--", "none", "nan", "null", "na", "n/a"})
 
 
 def _flux_or_nan(goes_class: str) -> float:
@@ -380,6 +402,107 @@ def read_xrs_flux(path: str | Path, channel: str = "xrsb") -> pd.Series:
 
 # --------------------------------------------------------------------------- linking
 
+#: The paper's rule for an event listed without a class (§2.4): the XRS-B sample closest in time
+#: after the peak, no more than 6 s after it.
+CLASSLESS_MAX_DELAY = np.timedelta64(6, "s")
+
+
+def flux_class_string(flux_wm2: float) -> str:
+    """GOES class string of an XRS-B flux, W/m², with one decimal: 2.2e-4 → ``"X2.2"``.
+
+    Raises ValueError for a non-finite or non-positive flux.
+    """
+    f = float(flux_wm2)
+    if not (math.isfinite(f) and f > 0):
+        raise ValueError(f"no GOES class for a flux of {flux_wm2!r} W/m² (must be finite and > 0)")
+    letter = FLARE_CLASSES[int(flux_to_class(f))]
+    return f"{letter}{f / CLASS_BASE_WM2[letter]:.1f}"
+
+
+def fill_event_flux(
+    events: pd.DataFrame,
+    flux: pd.Series | None,
+    max_delay: np.timedelta64 = CLASSLESS_MAX_DELAY,
+) -> pd.DataFrame:
+    """Give events listed without a class the XRS-B flux just after their peak (paper §2.4).
+
+    Ramunno et al. (2024) associate each HEK flare peak that has no GOES class with "the GOES
+    X-ray emission closest in time, so that the values from GOES are always recorded within a
+    time range of less than 6 seconds after the flare" (about 70 % of their labelled events).
+    For every row with a NaN ``peak_flux`` the first flux sample with
+    ``0 ≤ t_sample − t_peak ≤ max_delay`` gives ``peak_flux``, ``goes_class``
+    (:func:`flux_class_string`) and ``flare_class``; ``class_source`` is ``"xrs"`` for those and
+    ``"list"`` for the rows that had a class.
+
+    Parameters
+    ----------
+    events : as from :func:`read_event_list`.
+    flux : XRS-B flux, W/m², on a DatetimeIndex (:func:`read_xrs_flux`), or ``None``.
+    max_delay : the largest sample delay after the peak (6 s, paper).
+
+    Returns
+    -------
+    DataFrame: the rows that have a class (listed or filled), in the input order, with the
+    extra ``class_source`` column. ``attrs`` keeps those of ``events`` plus ``classless``
+    (rows without a class in the input), ``classless_filled`` and ``skipped`` updated with
+    the rows still without a class by reason (``"no class and no flux series"``, ``"no class
+    and no XRS-B sample ≤ 6 s after the peak"``; the log says when the series' cadence is
+    coarser than ``max_delay``, e.g. an hourly mean, so that no event can be filled).
+
+    Raises
+    ------
+    ValueError : ``events`` lacks ``peak_time``/``peak_flux``, or a negative ``max_delay``.
+    """
+    missing = [c for c in ("peak_time", "peak_flux") if c not in events.columns]
+    if missing:
+        raise ValueError(f"events table lacks column(s) {missing}; columns found: {list(events.columns)}")
+    tol = np.timedelta64(max_delay).astype("timedelta64[ns]").astype(np.int64)
+    if tol < 0:
+        raise ValueError(f"max_delay must be >= 0, got {max_delay}")
+    out = events.copy()
+    out.attrs = dict(events.attrs)
+    need = ~np.isfinite(pd.to_numeric(out["peak_flux"], errors="coerce").to_numpy(dtype=np.float64))
+    out["class_source"] = np.where(need, "", "list")
+    skipped = dict(out.attrs.get("skipped", {}))
+    n_need = int(need.sum())
+    filled = 0
+    if n_need and flux is not None and len(flux):
+        s = pd.Series(pd.to_numeric(flux, errors="coerce").to_numpy(dtype=np.float64), index=pd.DatetimeIndex(flux.index))
+        if s.index.tz is not None:
+            s.index = s.index.tz_convert("UTC").tz_localize(None)
+        s = s[np.isfinite(s.to_numpy()) & (s.to_numpy() > 0) & s.index.notna()].sort_index()
+        st = s.index.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+        pk = _times_ns(out["peak_time"])[need]
+        ok_t = ~np.isnat(pk)
+        k = np.searchsorted(st, pk.astype(np.int64), side="left")
+        kc = np.clip(k, 0, max(len(st) - 1, 0))
+        hit = ok_t & (k < len(st)) & (len(st) > 0)
+        if len(st):
+            hit &= (st[kc] - pk.astype(np.int64)) <= tol
+        rows = np.nonzero(need)[0][hit]
+        vals = s.to_numpy()[kc[hit]]
+        out.iloc[rows, out.columns.get_loc("peak_flux")] = vals
+        out.iloc[rows, out.columns.get_loc("goes_class")] = [flux_class_string(v) for v in vals]
+        out.iloc[rows, out.columns.get_loc("flare_class")] = [FLARE_CLASSES[i] for i in flux_to_class(vals)]
+        out.iloc[rows, out.columns.get_loc("class_source")] = "xrs"
+        filled = int(hit.sum())
+        if filled < n_need:
+            skipped["no class and no XRS-B sample ≤ 6 s after the peak"] = n_need - filled
+            if len(st) > 1:
+                cadence_s = float(np.median(np.diff(st))) / 1e9
+                if cadence_s > tol / 1e9:
+                    logger.warning("%d event(s) without a class stay unlabelled: the flux series' cadence (%.0f s) is "
+                                   "coarser than the paper's %.0f s after the peak (use a full-cadence XRS file, e.g. "
+                                   "go15YYYYMMDD.fits)", n_need - filled, cadence_s, tol / 1e9)
+    elif n_need:
+        skipped["no class and no flux series"] = n_need
+    keep = out["class_source"] != ""
+    result = out[keep.to_numpy()].copy()
+    result.attrs = {**out.attrs, "classless": n_need, "classless_filled": filled, "skipped": skipped}
+    return result
+
+
+
 
 def _times_ns(image_times: Any) -> np.ndarray:
     t = pd.to_datetime(pd.Series(np.asarray(image_times).ravel()), errors="coerce")
@@ -397,7 +520,8 @@ def link_events(
 
     For every flare peak the closest image at or after the peak within ``tolerance`` —
     ``0 ≤ t_image − t_peak ≤ tolerance`` (7 min: the SDOMLv2 6-min cadence plus a margin) —
-    gets that flare's label; an image before the peak is never linked. When several flares
+    gets that flare's label; an image before the peak is never linked. Events without a class
+    (NaN ``peak_flux``; :func:`fill_event_flux` fills them from the flux) are ignored. When several flares
     link to the same image the strongest (highest ``peak_flux``) is kept, then the one with
     the shortest delay, then the earliest in ``events``; ``n_linked`` counts them. Images
     with equal times: the first in input order is linked.
@@ -436,6 +560,8 @@ def link_events(
     sorted_t = times[order]
     peaks = _times_ns(events["peak_time"])
     flux = pd.to_numeric(events["peak_flux"], errors="coerce").to_numpy(dtype=np.float64)
+    # an event without a class (NaN flux, see fill_event_flux) labels nothing
+    peaks = np.where(np.isfinite(flux), peaks, np.datetime64("NaT"))
     best_event = np.full(n, -1, dtype=np.int64)  # positional
     best_flux = np.full(n, -np.inf)
     best_delay = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
@@ -550,6 +676,7 @@ def label_images(
     source: str = "flux",
     tolerance: np.timedelta64 = LINK_TOLERANCE,
     max_gap: np.timedelta64 | None = None,
+    classless_max_delay: np.timedelta64 = CLASSLESS_MAX_DELAY,
 ) -> pd.DataFrame:
     """GOES flare-class labels of images (paper §2.4, and a flux-based alternative).
 
@@ -557,6 +684,8 @@ def label_images(
     ----------
     image_times : (n,) image times (UTC).
     events : flare list (:func:`read_event_list`), needed for ``source`` with ``events``.
+        Events without a class get the XRS-B flux ≤ ``classless_max_delay`` after their peak
+        (:func:`fill_event_flux`, paper §2.4) when ``flux`` is given; the others are dropped.
     flux : XRS-B flux series (:func:`read_xrs_flux`), needed for ``source`` with ``flux``.
     source : ``"events"`` — the paper's rule: only images linked to a flare peak
         (:func:`link_events`) are labelled, with that flare's class; ``"flux"`` — every
@@ -564,15 +693,23 @@ def label_images(
         event label where linked, else the flux label.
     tolerance : image delay after a flare peak for ``events`` (7 min, paper §2.4).
     max_gap : for the flux lookup, see :func:`flux_labels`.
+    classless_max_delay : see :func:`fill_event_flux` (6 s, paper).
 
     Returns
     -------
     DataFrame, one row per image in input order: ``time``, ``flare_class`` (letter or
-    ``""``), ``class_index`` (-1 unlabelled), ``log10_flux`` (log10 W/m²: from the flux
-    series whenever one is given, for the flux-conditioned model, else the linked event's
-    peak flux; NaN when unknown), ``label_source`` (``"events"``, ``"flux"`` or ``""``),
-    ``event_delay_min`` (NaN unless linked), ``goes_class`` (the linked event's class string
-    or ``""``), ``event_index`` (-1 unless linked).
+    ``""``), ``class_index`` (-1 unlabelled), ``log10_flux`` (the continuous label, log10 W/m²,
+    always the flux that gave the class: the linked flare's **peak** flux for an event label
+    — the paper's continuous label — and the XRS-B flux at the image time for a flux label;
+    NaN unlabelled), ``xrs_log10_flux`` (the XRS-B flux at the image time whenever a series
+    is given, for reference; NaN otherwise), ``label_source`` (``"events"``, ``"flux"`` or
+    ``""``), ``event_delay_min`` (NaN unless linked), ``goes_class`` (the linked event's class
+    string or ``""``), ``event_index`` (-1 unless linked), ``unlabelled_reason`` (``""`` for
+    labelled images; otherwise why: no observation time, no flare peak in the ``tolerance``
+    before the image, a closer image took the flare, the image lies in a gap of the flux
+    series or outside it). ``attrs['events']`` counts the events used
+    (``listed``, ``classless``, ``classless_filled``, ``skipped`` per reason) when events are
+    given.
 
     Raises
     ------
@@ -593,42 +730,83 @@ def label_images(
     goes_cls = np.full(n, "", dtype=object)
     event_index = np.full(n, -1, dtype=np.int64)
     log10_flux = np.full(n, np.nan)
+    xrs = np.full(n, np.nan)
+    reason = np.where(np.isnat(times), "no observation time", "").astype(object)
+    fcls = np.full(n, -1, dtype=np.int64)
+    event_stats: dict[str, Any] | None = None
     if flux is not None:
-        lf, fcls = flux_labels(times, flux, max_gap=max_gap)
-        log10_flux = lf
+        xrs, fcls = flux_labels(times, flux, max_gap=max_gap)
     if events is not None and "events" in source:
-        linked = link_events(times, events, tolerance=tolerance)
+        ev = fill_event_flux(events, flux, max_delay=classless_max_delay)
+        event_stats = {"listed": int(len(events)), "used": int(len(ev)), "classless": ev.attrs.get("classless", 0),
+                       "classless_filled": ev.attrs.get("classless_filled", 0),
+                       "skipped": dict(ev.attrs.get("skipped", {}))}
+        linked = link_events(times, ev, tolerance=tolerance)
         hit = linked["class_index"].to_numpy() >= 0
         cls[hit] = linked["class_index"].to_numpy()[hit]
         flare_class[hit] = linked["flare_class"].to_numpy()[hit]
         label_source[hit] = "events"
         delay[hit] = linked["delay_min"].to_numpy()[hit]
         goes_cls[hit] = linked["goes_class"].to_numpy()[hit]
-        ev = linked["event_index"].to_numpy()
-        if ev.dtype.kind not in "iu":
+        evi = linked["event_index"].to_numpy()
+        if evi.dtype.kind not in "iu":
             event_index = event_index.astype(object)
-        event_index[hit] = ev[hit]
-        if flux is None:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                log10_flux = np.where(hit, np.log10(linked["peak_flux"].to_numpy(dtype=np.float64)), np.nan)
+        event_index[hit] = evi[hit]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log10_flux[hit] = np.log10(linked["peak_flux"].to_numpy(dtype=np.float64)[hit])
+        tol_min = np.timedelta64(tolerance).astype("timedelta64[s]").astype(np.int64) / 60.0
+        peaks = np.sort(_times_ns(ev["peak_time"]).astype("datetime64[ns]"))
+        peaks = peaks[~np.isnat(peaks)]
+        for i in np.nonzero(~hit & ~np.isnat(times))[0]:
+            k = np.searchsorted(peaks, times[i], side="right") - 1
+            near = k >= 0 and (times[i] - peaks[k]) <= np.timedelta64(tolerance).astype("timedelta64[ns]")
+            reason[i] = (f"a closer image after the same flare peak took its label" if near
+                         else f"no flare peak in the {tol_min:g} min before the image")
     if "flux" in source:
         take = (cls < 0) & (fcls >= 0)
         cls[take] = fcls[take]
         flare_class[take] = [FLARE_CLASSES[i] for i in fcls[take]]
         label_source[take] = "flux"
+        log10_flux[take] = xrs[take]
+        reason[take] = ""
+        why = _flux_gap_reasons(times, flux, max_gap)
+        left = (cls < 0) & ~np.isnat(times)
+        reason[left] = [(f"{r}; " if r else "") + why[i] for i, r in zip(np.nonzero(left)[0], reason[left])]
     out = pd.DataFrame(
         {
             "time": times,
             "flare_class": flare_class.astype(str),
             "class_index": cls,
             "log10_flux": log10_flux,
+            "xrs_log10_flux": xrs,
             "label_source": label_source.astype(str),
             "event_delay_min": delay,
             "goes_class": goes_cls.astype(str),
             "event_index": event_index,
+            "unlabelled_reason": reason.astype(str),
         }
     )
+    if event_stats is not None:
+        out.attrs["events"] = event_stats
     return out
+
+
+def _flux_gap_reasons(times: np.ndarray, flux: pd.Series, max_gap: np.timedelta64 | None) -> list[str]:
+    """Why an image has no flux label: outside the series' time range or in one of its gaps."""
+    idx = pd.DatetimeIndex(flux.index)
+    vals = pd.to_numeric(flux, errors="coerce").to_numpy(dtype=np.float64)
+    good = np.isfinite(vals) & (vals > 0)
+    st = idx.to_numpy(dtype="datetime64[ns]")[good]
+    st = np.sort(st[~np.isnat(st)])
+    if len(st) == 0:
+        return ["the flux series has no valid sample"] * len(times)
+    gap = _default_max_gap(pd.DatetimeIndex(st)) if (max_gap is None and len(st) > 1) else np.timedelta64(max_gap or 0)
+    gap = np.timedelta64(gap).astype("timedelta64[ns]")
+    lo, hi = st[0] - gap, st[-1] + gap
+    first, last = str(st[0].astype("datetime64[s]")), str(st[-1].astype("datetime64[s]"))
+    gap_min = gap.astype(np.int64) / 6e10
+    return [f"outside the flux series ({first} – {last})" if (t < lo or t > hi)
+            else f"in a gap of the flux series (no sample within {gap_min:.0f} min)" for t in times]
 
 
 # --------------------------------------------------------------------------- histograms
