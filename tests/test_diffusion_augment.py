@@ -173,3 +173,52 @@ def test_augmentation_experiment_no_classical_and_bad_generate():
                                 AugmentConfig(minority_classes=("Z",)), progress=False)
     with pytest.raises(ValueError, match="empty"):
         plot_augmentation(pd.DataFrame(columns=df.columns), "unused")
+
+
+def test_every_arm_trains_with_the_original_weights_and_no_flips(monkeypatch):
+    """Defect: class weights were recomputed on the augmented labels (each class kept total
+    weight n/K however many images were added, cancelling the rebalancing §8.1 measures), and
+    the "none" arm trained with random flips."""
+    import helioforge.diffusion.augment as aug
+    from helioforge.diffusion.classifier import class_weights
+
+    calls = []
+    real_train = aug.train_classifier
+
+    def spy(x, y, cfg, **kw):
+        calls.append((np.bincount(y, minlength=5), cfg.flips, kw.get("class_weight")))
+        return real_train(x, y, cfg, **kw)
+
+    monkeypatch.setattr(aug, "train_classifier", spy)
+    train_x, train_y = dataset({0: 3, 1: 12, 2: 12, 3: 3}, seed=0)
+    test_x, test_y = dataset({0: 2, 1: 2, 2: 2, 3: 2}, seed=1)
+    cfg = AugmentConfig(additions=(8,), repeats=1, minority_classes=("A", "M"),
+                        classifier=ClassifierConfig(width=4, epochs=1, batch_size=16, flips=True))
+    df = augmentation_experiment(train_x, train_y, test_x, test_y, FakeGenerator(), cfg, progress=False)
+    original = class_weights(train_y, 5)
+    assert len(calls) == 3  # none, classical +8, generated +8
+    for counts, flip, weight in calls:
+        assert flip is False  # no arm is augmented by flips, "none" is augmentation-free
+        np.testing.assert_allclose(weight, original)  # the same loss in every arm
+    # the augmented arms do carry more minority images: the rebalancing is not undone
+    assert calls[2][0][0] == 3 + 8 and calls[2][0][3] == 3 + 8
+    assert df.attrs["loss_weights"] == pytest.approx(original.tolist())
+    # an unweighted variant is available and equally fixed
+    calls.clear()
+    cfg.loss_weights = "none"
+    augmentation_experiment(train_x, train_y, test_x, test_y, FakeGenerator(), cfg, progress=False)
+    assert all(np.all(w == 1) for _, _, w in calls)
+    cfg.loss_weights = "recomputed"
+    with pytest.raises(ValueError, match="loss_weights"):
+        augmentation_experiment(train_x, train_y, test_x, test_y, FakeGenerator(), cfg, progress=False)
+
+
+def test_minority_classes_auto():
+    from helioforge.diffusion.evaluate import minority_classes
+
+    # the paper's Fig. 1 shape: B and C dominate, A, M and X are rare
+    paper_like = {"A": 500, "B": 8000, "C": 9000, "M": 900, "X": 48}
+    assert minority_classes(paper_like, {0, 1, 2, 3, 4}) == ("A", "M", "X")
+    # the demo's 131 Å set: no A, many M; X cannot be generated (one image)
+    demo = {"A": 0, "B": 45, "C": 8, "M": 39, "X": 1}
+    assert minority_classes(demo, {1, 2, 3}) == ("C",)

@@ -182,3 +182,28 @@ def test_train_bad_input_and_missing_model(tmp_path):
         train_classifier(x[:, 0], y, FAST, progress=False)
     with pytest.raises(FileNotFoundError, match="nothing.safetensors"):
         TrainedClassifier.load(tmp_path / "nothing")
+
+
+def test_f1_ratio_uses_one_class_set():
+    """Defect: the real macro F1 averaged over the test classes, the generated one over the
+    generated classes; the ratio compared different sets."""
+    from helioforge.diffusion.classifier import chance_scores, common_classes
+
+    y_real = np.array([0, 0, 1, 1, 2, 2])  # A, B, C in the test set
+    pred_real = np.array([0, 0, 1, 0, 2, 2])
+    gen_classes = [1, 2, 3]  # B, C, M generated
+    common = common_classes(y_real, gen_classes)
+    assert common == [1, 2]
+    real = classification_scores(y_real, pred_real, macro_classes=common)
+    assert real["macro_classes"] == ["B", "C"]
+    y_gen = np.array([1, 1, 2, 2, 3, 3])
+    gen = classification_scores(y_gen, np.array([1, 1, 2, 1, 3, 3]), macro_classes=common)
+    assert score_ratio(gen, real)["macro_f1"] == pytest.approx(gen["macro_f1"] / real["macro_f1"])
+    # over their own class sets the two would not compare, and score_ratio refuses
+    with pytest.raises(ValueError, match="different classes"):
+        score_ratio(classification_scores(y_gen, y_gen), classification_scores(y_real, pred_real))
+    with pytest.raises(ValueError, match="macro_classes"):
+        classification_scores(y_real, pred_real, macro_classes=[])
+    # chance: the same predictions against permuted labels sit well below a perfect score
+    ch = chance_scores(y_gen, y_gen, [1, 2, 3], n_permutations=50, seed=0)
+    assert ch["n_permutations"] == 50 and ch["macro_f1"] < 0.6 and ch["macro_f1_std"] > 0

@@ -30,6 +30,7 @@ import torch
 from helioforge.diffusion.classifier import (
     FLARE_CLASSES,
     ClassifierConfig,
+    class_weights,
     classification_scores,
     train_classifier,
 )
@@ -136,9 +137,18 @@ class AugmentConfig:
     ----------
     additions : images added to each minority class (paper 200, 400, 600).
     repeats : different added sets (and classifier seeds) per addition (paper 3).
-    minority_classes : class names that receive additions (paper A, M, X).
+    minority_classes : class names that receive additions (paper A, M, X); empty: the
+        classes the model can generate with under half the largest class's training images
+        (:func:`helioforge.diffusion.evaluate.minority_classes`; the `cpu` profile, whose sample
+        has no A image and many M images).
     classifier : classifier training settings; repeat r uses seed ``classifier.seed + r`` for
-        every method, so the methods of one repeat differ only by the added images.
+        every method, so the methods of one repeat differ only by the added images. Its random
+        flips are switched off in every arm (the ``none`` arm is augmentation-free).
+    loss_weights : ``"original"`` — cross-entropy class weights n/(K·n_c) computed once from
+        the *original* training set and used unchanged in every arm, so that the rebalancing
+        the added images bring is not cancelled by re-weighting (the weights are what the
+        paper's §4 classifier trains with, the additions are what §8.1 measures); ``"none"`` —
+        an unweighted loss in every arm.
     class_names : all class names, index order (A, B, C, M, X).
     seed : base seed of the generated/classical sets.
     rotation_deg, affine_deg, translate, shear_deg : classical augmentation parameters
@@ -148,7 +158,8 @@ class AugmentConfig:
     additions: tuple[int, ...] = (200, 400, 600)
     repeats: int = 3
     minority_classes: tuple[str, ...] = ("A", "M", "X")
-    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    classifier: ClassifierConfig = field(default_factory=lambda: ClassifierConfig(flips=False))
+    loss_weights: str = "original"
     class_names: tuple[str, ...] = FLARE_CLASSES
     seed: int = 0
     rotation_deg: float = 30.0
@@ -183,7 +194,9 @@ def augmentation_experiment(
     * for each ``n`` in ``cfg.additions`` and each method in ``"classical"``, ``"generated"``:
       on the real training set plus ``n`` extra images of every minority class,
 
-    and tested on the same real test set. The added sets of a (method, repeat, class) are
+    and tested on the same real test set. Every run uses the same loss (``cfg.loss_weights``:
+    class weights fixed from the original training set, or none) and no random flips, so the
+    runs of one repeat differ only by the added images. The added sets of a (method, repeat, class) are
     drawn once with ``max(additions)`` images and the first ``n`` are used for addition ``n``
     (nested sets: within a repeat, a larger addition extends the smaller one; the repeats use
     different seeds, so the sets of different repeats differ, as in the paper). Generation is
@@ -242,8 +255,13 @@ def augmentation_experiment(
         raise ValueError(f"additions must be positive counts, got {cfg.additions}")
     if cfg.repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {cfg.repeats}")
+    if cfg.loss_weights not in ("original", "none"):
+        raise ValueError(f"loss_weights must be 'original' or 'none', got {cfg.loss_weights!r}")
     minority = [names.index(c) for c in cfg.minority_classes]
     size = train_images.shape[-1]
+    # one loss for every arm: weights from the original training set (or none), no flips
+    fixed_weights = (class_weights(train_labels, n_classes) if cfg.loss_weights == "original"
+                     else np.ones(n_classes, dtype=np.float32))
     n_max = max(additions)
     notes: list[str] = []
 
@@ -293,9 +311,9 @@ def augmentation_experiment(
         x = np.concatenate([train_images, *extra_x]) if extra_x else train_images
         y = np.concatenate([train_labels, *extra_y]) if extra_y else train_labels
         seed = cfg.classifier.seed + repeat
-        clf_cfg = ClassifierConfig(**{**asdict(cfg.classifier), "seed": seed})
+        clf_cfg = ClassifierConfig(**{**asdict(cfg.classifier), "seed": seed, "flips": False})
         clf = train_classifier(x, y, clf_cfg, n_classes=n_classes, class_names=names, workdir=None,
-                               accelerator=accelerator, devices=devices, progress=False)
+                               accelerator=accelerator, devices=devices, progress=False, class_weight=fixed_weights)
         scores = classification_scores(test_labels, clf.predict(test_images), n_classes, names)
         for k, name in enumerate(names):
             pc = scores["per_class"][name]
@@ -310,6 +328,7 @@ def augmentation_experiment(
     df.attrs["class_names"] = list(names)
     df.attrs["additions"] = list(additions)
     df.attrs["config"] = asdict(cfg)
+    df.attrs["loss_weights"] = fixed_weights.tolist()
     for note in notes:
         log.warning(note)
     return df

@@ -45,6 +45,8 @@ __all__ = [
     "class_weights",
     "train_classifier",
     "classification_scores",
+    "common_classes",
+    "chance_scores",
     "score_ratio",
 ]
 
@@ -258,6 +260,7 @@ def train_classifier(
     accelerator: str = "auto",
     devices: int | str = "auto",
     progress: bool = True,
+    class_weight: np.ndarray | None = None,
 ) -> TrainedClassifier:
     """Train the flare-class classifier on real images (Ramunno et al. 2024, §4, §8.1).
 
@@ -277,6 +280,10 @@ def train_classifier(
         ``accelerator``): never a DDP relaunch from inside a loop of short runs.
     accelerator, devices : passed to Lightning.
     progress : show Lightning's progress bar.
+    class_weight : fixed cross-entropy weights (n_classes,) ≥ 0 that replace the ones
+        ``cfg.class_weighted`` would compute from ``labels`` (the augmentation experiment fixes
+        them from the *original* training set, so that added images change the data, not the
+        loss).
 
     Returns
     -------
@@ -288,7 +295,7 @@ def train_classifier(
     ------
     ValueError
         Wrong image shape, fewer than 2 images, labels of the wrong length or outside
-        0..n_classes-1, or ``class_names`` of the wrong length.
+        0..n_classes-1, ``class_names`` of the wrong length, or a bad ``class_weight``.
     """
     cfg = cfg or ClassifierConfig()
     images = check_images(images, 2)
@@ -297,7 +304,12 @@ def train_classifier(
         class_names = FLARE_CLASSES if n_classes == len(FLARE_CLASSES) else tuple(str(i) for i in range(n_classes))
     if len(class_names) != n_classes:
         raise ValueError(f"class_names has {len(class_names)} names for {n_classes} classes")
-    weights = class_weights(labels, n_classes) if cfg.class_weighted else None
+    if class_weight is not None:
+        weights = np.asarray(class_weight, dtype=np.float32)
+        if weights.shape != (n_classes,) or not np.all(np.isfinite(weights)) or (weights < 0).any():
+            raise ValueError(f"class_weight must be {n_classes} finite weights >= 0, got {class_weight!r}")
+    else:
+        weights = class_weights(labels, n_classes) if cfg.class_weighted else None
 
     L.seed_everything(cfg.seed, verbose=False)
     module = FlareClassifierModule(cfg, images.shape[-1], n_classes, weights)
@@ -352,6 +364,7 @@ def classification_scores(
     y_pred: np.ndarray,
     n_classes: int = 5,
     class_names: Sequence[str] = FLARE_CLASSES,
+    macro_classes: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Macro and per-class F1, precision and recall of predicted flare classes (paper §4, App. D).
 
@@ -360,15 +373,17 @@ def classification_scores(
     y_true, y_pred : (n,) int class indices 0..n_classes-1, n ≥ 1.
     n_classes : number of classes.
     class_names : their names (default A, B, C, M, X).
+    macro_classes : the class indices the macro averages run over; ``None``: the classes
+        present in ``y_true``. A ratio of two macro scores must use the same set on both sides
+        (:func:`common_classes`).
 
     Returns
     -------
     dict
         ``macro_f1``, ``macro_precision``, ``macro_recall``: scikit-learn
-        ``precision_recall_fscore_support(average="macro", zero_division=0)`` averaged over the
-        classes **present in y_true** (listed in ``macro_classes``): a class missing from the
-        test set neither helps nor hurts; a present class never predicted counts with
-        precision 0. ``overall_accuracy``: fraction of correct predictions. ``n``.
+        ``precision_recall_fscore_support(average="macro", zero_division=0)`` averaged over
+        ``macro_classes`` (listed by name in ``macro_classes``): a class outside the set
+        neither helps nor hurts; a class in the set never predicted counts with precision 0. ``overall_accuracy``: fraction of correct predictions. ``n``.
         ``per_class``: {name: {f1, precision, recall, accuracy, support, predicted}} for every
         class, where accuracy = recall = fraction of that class's images classified correctly
         (the paper's per-class "accuracy", §8.1); for a class absent from y_true, recall,
@@ -390,7 +405,9 @@ def classification_scores(
     y_pred = _check_labels(y_pred, len(y_true), n_classes, "y_pred")
     if len(class_names) != n_classes:
         raise ValueError(f"class_names has {len(class_names)} names for {n_classes} classes")
-    present = np.unique(y_true)
+    present = np.unique(y_true) if macro_classes is None else np.asarray(sorted(set(int(c) for c in macro_classes)))
+    if present.size == 0 or present.min() < 0 or present.max() >= n_classes:
+        raise ValueError(f"macro_classes must be a non-empty set of indices in 0..{n_classes - 1}, got {macro_classes}")
     p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=present, average="macro", zero_division=0)
     pc, rc, fc, sc = precision_recall_fscore_support(y_true, y_pred, labels=np.arange(n_classes), average=None,
                                                      zero_division=0)
@@ -417,6 +434,34 @@ def classification_scores(
     }
 
 
+def common_classes(real_labels: np.ndarray, generated_classes: Sequence[int]) -> list[int]:
+    """The classes a generated/real score ratio can compare (paper §6): those present in the
+    real test labels *and* generated. Sorted class indices."""
+    return sorted(set(np.unique(np.asarray(real_labels, dtype=np.int64)).tolist()) & set(int(c) for c in generated_classes))
+
+
+def chance_scores(y_true: np.ndarray, y_pred: np.ndarray, macro_classes: Sequence[int], n_permutations: int = 200,
+                  seed: int = 0, n_classes: int = 5) -> dict[str, float]:
+    """Macro F1 / precision / recall by chance: the same predictions scored against randomly
+    permuted true labels (``n_permutations`` times), over ``macro_classes``.
+
+    The yardstick of a classifier score: what the same predictions would reach if they carried
+    no information about the class. Returns ``macro_f1``, ``macro_precision``, ``macro_recall``
+    (means), ``macro_f1_std`` and ``n_permutations``. Raises ``ValueError`` as
+    :func:`classification_scores`, or for ``n_permutations`` < 1.
+    """
+    if int(n_permutations) < 1:
+        raise ValueError(f"n_permutations must be >= 1, got {n_permutations}")
+    rng = np.random.default_rng(seed)
+    y_true = np.asarray(y_true, dtype=np.int64)
+    runs = [classification_scores(rng.permutation(y_true), y_pred, n_classes, macro_classes=macro_classes)
+            for _ in range(int(n_permutations))]
+    out = {k: float(np.mean([r[k] for r in runs])) for k in ("macro_f1", "macro_precision", "macro_recall")}
+    out["macro_f1_std"] = float(np.std([r["macro_f1"] for r in runs]))
+    out["n_permutations"] = int(n_permutations)
+    return out
+
+
 def score_ratio(gen_scores: dict[str, Any], real_scores: dict[str, Any]) -> dict[str, float]:
     """Generated / real ratio of the macro scores (Ramunno et al. 2024, §6, Table 1: 0.70).
 
@@ -435,7 +480,13 @@ def score_ratio(gen_scores: dict[str, Any], real_scores: dict[str, Any]) -> dict
     ------
     KeyError
         When a score dict lacks one of the macro keys.
+    ValueError
+        When the two scores average over different class sets (``macro_classes``).
     """
+    if "macro_classes" in gen_scores and "macro_classes" in real_scores \
+            and list(gen_scores["macro_classes"]) != list(real_scores["macro_classes"]):
+        raise ValueError(f"the scores average over different classes (generated {gen_scores['macro_classes']}, "
+                         f"real {real_scores['macro_classes']}): score both over common_classes()")
     out: dict[str, float] = {}
     for key in ("macro_f1", "macro_precision", "macro_recall"):
         for what, d in (("gen_scores", gen_scores), ("real_scores", real_scores)):
