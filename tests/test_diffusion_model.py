@@ -158,3 +158,22 @@ def test_paper_network_builds_and_runs():
     with torch.no_grad():
         out = net(torch.zeros(1, 1, 64, 64), torch.tensor([999]), torch.tensor([3]))
     assert out.shape == (1, 1, 64, 64) and torch.isfinite(out).all()
+
+
+def test_ema_forgets_the_initial_weights():
+    """Defect: a fixed EMA decay kept 0.998^n of the random initial weights after n updates
+    (11 % after the CPU demo's 1,120 steps: noisy samples). With the warm-up they are gone."""
+    from helioforge.diffusion.training import ema_decay_at, make_ema
+
+    assert ema_decay_at(0, 0.998) == pytest.approx(0.1) and ema_decay_at(10_000, 0.998) == 0.998
+    net = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        net.weight.fill_(100.0)  # the "random" initial weight
+    ema = make_ema(net, 0.998)
+    ema.update_parameters(net)  # the first update copies the weights after the first step (≈ random)
+    with torch.no_grad():
+        net.weight.fill_(1.0)  # training moved them
+    for _ in range(1119):
+        ema.update_parameters(net)
+    # fixed decay: 100·0.998^1119 + (1 − 0.998^1119) ≈ 11.6; with the warm-up: ≈ 1
+    assert float(ema.module.weight) == pytest.approx(1.0, abs=0.01)
