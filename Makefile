@@ -25,12 +25,22 @@ demo: $(STAMP)
 	data=$(DATA) && $(VENV)/bin/helioforge interrogate --profile cpu --workdir runs/demo --report runs/demo/report \
 		--sharp-dir $$data/sharp --sharp-dir $$data/sharp_bad
 
-# Flare-class-conditioned diffusion on the real AIA 193 Å browse sample + GOES labels (CPU profile).
+# Flare-class-conditioned diffusion (cpu profile) on the sample's calibrated DN/s AIA 131 Å files
+# (aia/sdoml_binned): the paper's event rule (SWPC list, image ≤ 7 min after the peak, continuous
+# label = peak flux) where it links, else the GOES flux at the image time. The embedded sample holds
+# only 2 of those files: there the demo falls back to its 71 browse JPEGs (193 Å, display-scaled,
+# flux labels) and says so. DIFF_LABEL_ARGS overrides the choice (e.g. --images DATA/aia/browse).
 DIFF_WORK ?= runs/diffusion
+DIFF_LABEL_ARGS ?=
 demo-diffusion: $(STAMP)
-	$(VENV)/bin/helioforge diffusion label -w $(DIFF_WORK) -p cpu
-	$(VENV)/bin/helioforge diffusion train -w $(DIFF_WORK) --condition class
-	$(VENV)/bin/helioforge diffusion sample -w $(DIFF_WORK) --flare-class C -n 16 --sampler dpm --steps 20 --cfg-scale 1
+	data=$(DATA) && args="$(DIFF_LABEL_ARGS)" && cls=M && \
+	if [ -z "$$args" ] && [ $$(ls $$data/aia/sdoml_binned 2>/dev/null | grep -c 0131A) -lt 60 ]; then \
+		echo "demo-diffusion: $$data has fewer than 60 AIA 131 Å DN/s files; using its browse JPEGs (193 Å, flux labels)." \
+		     "The full demo needs the full sample (../shared/data or HELIOFORGE_DATA)."; \
+		args="--images $$data/aia/browse --wavelength 193 --source flux"; cls=C; fi && \
+	$(VENV)/bin/helioforge diffusion label -w $(DIFF_WORK) -p cpu $$args && \
+	$(VENV)/bin/helioforge diffusion train -w $(DIFF_WORK) --condition class && \
+	$(VENV)/bin/helioforge diffusion sample -w $(DIFF_WORK) --flare-class $$cls -n 16 && \
 	$(VENV)/bin/helioforge diffusion evaluate -w $(DIFF_WORK) --condition class
 
 # Paper §8.1 on the same work folder (after demo-diffusion).

@@ -73,13 +73,28 @@ def test_evaluate_report(run):
     r = CliRunner().invoke(app, ["diffusion", "evaluate", "-w", str(work), "-r", str(rep), "--accelerator", "cpu"])
     assert r.exit_code == 0, r.output
     m = json.loads((rep / "metrics.json").read_text())
+    reps = m["generated"]["repeats"]
+    assert reps == 2  # the tiny profile's repeats: every generated metric is mean ± std over them
     for key in ("cluster_error", "cluster_distance", "cluster_std"):
-        assert np.isfinite(m["cluster"]["generated"][key]) and np.isfinite(m["cluster"]["real_test"][key])
-    assert m["frechet"]["generated_vs_train"] >= 0 and m["frechet"]["real_test_vs_train"] >= 0
-    assert 0 <= m["classifier"]["real_test"]["macro_f1"] <= 1
+        g = m["cluster"]["generated"][key]
+        assert len(g["values"]) == reps and np.isfinite(g["mean"]) and g["std"] >= 0
+        assert np.isfinite(m["cluster"]["real_test"][key]) and np.isfinite(m["cluster"]["baseline"][key]["mean"])
+    assert m["frechet"]["generated_vs_train"]["mean"] >= 0 and m["frechet"]["real_test_vs_train"] >= 0
+    k = m["classifier"]
+    assert 0 <= k["real_test"]["macro_f1"] <= 1 and len(k["ratio"]["macro_f1"]["values"]) == reps
+    # one class set on both sides of the ratio
+    assert k["real_test"]["macro_classes"] == k["classes"]
+    assert set(k["classes"]) <= set(m["generated"]["classes"])
+    assert 0 <= k["generated_chance"]["macro_f1"]["mean"] <= 1 and 0 <= k["real_test_chance"]["macro_f1"] <= 1
+    # the sampler is the profile's (tiny: DDIM 5 steps), and the report says so
+    assert (m["generated"]["sampler"], m["generated"]["steps"]) == ("ddim", 5)
+    html = (rep / "index.html").read_text()
+    assert "ddim (5 steps" in html and "What this sample allows one to conclude" in html
+    assert set(m["conclusions"]) == {"cluster_error", "frechet", "f1", "real_f1", "ratio"}
     for f in ("index.html", "std_maps.png", "samples_per_class.png", "class_histogram.png"):
         assert (rep / f).stat().st_size > 0
-    assert "Table 1" in (rep / "index.html").read_text()
+    assert "Table 1" in html
+    assert m["labels"]["labelled"] > 0 and "unlabelled_by_reason" in m["labels"]
 
 
 def test_augment_experiment(run):
@@ -116,3 +131,87 @@ def test_flux_model_train_and_sample(run):
     r = CliRunner().invoke(app, ["diffusion", "sample", "-w", str(work), "--condition", "flux", "--flare-class", "C",
                                  "--steps", "2"])
     assert r.exit_code == 2 and "--flux" in r.output
+
+
+def test_paper_profile_is_the_paper():
+    """Defect: the paper profile labelled by hourly flux on 193 Å browse JPEGs and evaluated with
+    DPM-Solver 20 steps (EvaluateConfig's own sampler settings) while documenting DDPM-1000."""
+    from dataclasses import fields
+
+    from helioforge.diffusion.config import EvaluateConfig, get_diffusion_profile
+
+    p = get_diffusion_profile("paper")
+    assert (p.data.wavelength, p.data.label_source, p.data.tolerance_min) == (171, "events", 7.0)
+    assert p.data.default_folder == "aia/sdoml_binned"  # calibrated DN/s FITS, not browse JPEGs
+    assert (p.sample.sampler, p.sample.steps, p.train.num_train_timesteps) == ("ddpm", None, 1000)
+    assert (p.evaluate.repeats, p.evaluate.n_generated, p.evaluate.n_per_class) == (10, 1000, 200)
+    # the evaluation has no sampler settings of its own: it cannot disagree with the profile
+    assert not {"sampler", "steps", "cfg_scale", "eta"} & {f.name for f in fields(EvaluateConfig)}
+    cpu = get_diffusion_profile("cpu")
+    assert cpu.sample.sampler == "dpm" and cpu.evaluate.repeats >= 5
+
+
+def test_evaluate_and_augment_sample_with_the_profile_sampler(run, monkeypatch, tmp_path):
+    import helioforge.diffusion.evaluate as ev_mod
+    from helioforge.diffusion.pipeline import DiffusionWorkspace
+
+    work, _ = run
+    ws = DiffusionWorkspace(work, create=False)
+    prof = ws.load_profile()
+    prof.sample.sampler, prof.sample.steps, prof.sample.cfg_scale = "ddpm", None, 1.5
+    prof.evaluate.repeats = 1
+    seen = []
+    real_sample = ev_mod.sample
+
+    def spy(net, train_cfg, cond, **kw):
+        seen.append((kw["sampler"], kw["steps"], kw["cfg_scale"]))
+        return real_sample(net, train_cfg, cond, **{**kw, "sampler": "ddim", "steps": 2})
+
+    monkeypatch.setattr(ev_mod, "sample", spy)
+    m = ev_mod.evaluate(prof, ws, tmp_path / "rep", accelerator="cpu", progress=False)
+    assert set(seen) == {("ddpm", None, 1.5)} and m["generated"]["sampler"] == "ddpm"
+    assert "ddpm (default steps, w = 1.5)" in (tmp_path / "rep" / "index.html").read_text()
+    seen.clear()
+    prof.augment.additions, prof.augment.repeats = (2,), 1
+    r = ev_mod.augment_experiment(prof, ws, tmp_path / "aug", accelerator="cpu", progress=False)
+    assert seen and set(seen) == {("ddpm", None, 1.5)} and r["sampler_label"].startswith("ddpm")
+
+
+def test_label_reports_every_skip_and_unlabelled_reason(data_dir, tmp_path):
+    """Bad input: an image without DATE-OBS/T_OBS, an image outside the flux series, images in a
+    gap of the flux series. Labelling goes on with the rest and counts each reason."""
+    import pandas as pd
+
+    src = sorted((data_dir / "aia" / "sdoml_binned").glob("aia.0131A.*.fits"))
+    if len(src) < 100:
+        pytest.skip("needs the full sample's aia/sdoml_binned (../shared/data or HELIOFORGE_DATA)")
+    folder = tmp_path / "aia"
+    folder.mkdir()
+    for f in src:
+        os.symlink(f, folder / f.name)
+    with fits.open(src[0]) as h:
+        hdu = h[0] if h[0].data is not None else h[1]
+        data, hdr = hdu.data.copy(), hdu.header.copy()
+    for key in ("DATE-OBS", "T_OBS"):
+        hdr.remove(key, ignore_missing=True)
+    fits.PrimaryHDU(data, hdr).writeto(folder / "aia.0131A.notime.256px.fits")
+    hdr["DATE-OBS"] = "2019-06-01T00:00:00"  # after the end of the GOES-15 series (2018-10)
+    fits.PrimaryHDU(data, hdr).writeto(folder / "aia.0131A.20190601_000000.256px.fits")
+    hourly = pd.read_csv(data_dir / "goes" / "goes15_xrs_hourly_2010-2018.csv")
+    t = pd.to_datetime(hourly["time"] if "time" in hourly else hourly.iloc[:, 0])
+    gap = (t >= "2014-10-19") & (t < "2014-10-20")  # 14 images that day
+    flux = tmp_path / "xrs_with_gap.csv"
+    hourly[~gap.to_numpy()].to_csv(flux, index=False)
+    work = tmp_path / "w"
+    r = CliRunner().invoke(app, ["diffusion", "label", "-w", str(work), "-p", "tiny", "--images", str(folder),
+                                 "--wavelength", "131", "--source", "flux", "--flux", str(flux)])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((work / "labels.json").read_text())
+    assert rep["skipped_by_reason"] == {"no observation time": 1}
+    why = rep["unlabelled_by_reason"]
+    assert why[next(k for k in why if k.startswith("outside the flux series"))] == 1
+    n_gap = why[next(k for k in why if k.startswith("in a gap of the flux series"))]
+    assert 14 <= n_gap <= 16  # the day's 14 images, and any within half an hour of its ends
+    assert rep["labelled"] == len(src) - n_gap and rep["images_read"] == len(src) + 1
+    out = " ".join(r.output.split())
+    assert "notime" in json.dumps(rep["skipped"]) and f"unlabelled {n_gap}: in a gap" in out

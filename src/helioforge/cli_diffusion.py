@@ -111,9 +111,21 @@ def label_cmd(
         rep = ws.read_labels_report()
     except ERRORS as e:
         _fail(str(e))
-    out.print(f"labelled {rep['labelled']} of {rep['images_read']} images ({d.label_source}); "
+    out.print(f"labelled {rep['labelled']} of {rep['images_read']} images ({d.label_source}): "
+              f"{rep.get('event_linked', 0)} linked to a flare peak by the event rule (≤ {d.tolerance_min:g} min after "
+              f"the peak), {rep.get('flux_labelled', 0)} by the GOES flux at the image time; "
               f"unlabelled {rep['unlabelled']}; skipped {len(rep['skipped'])}")
     out.print("classes: " + ", ".join(f"{k} {v}" for k, v in rep["histogram"].items()))
+    for src, hist in (rep.get("histogram_by_source") or {}).items():
+        out.print(f"  by {src}: " + ", ".join(f"{k} {v}" for k, v in hist.items() if k != "unlabelled"))
+    ev = rep.get("events") or {}
+    if ev:
+        out.print(f"events: {ev['listed']} in the list, {ev['used']} with a class ({ev['classless_filled']} of "
+                  f"{ev['classless']} without one given the XRS-B flux ≤ 6 s after the peak)"
+                  + "".join(f"; {n} skipped: {why}" for why, n in ev.get("skipped", {}).items()))
+    for what in ("skipped_by_reason", "unlabelled_by_reason"):
+        for why, n in (rep.get(what) or {}).items():
+            out.print(f"{what.split('_')[0]} {n}: {why}")
     out.print(f"train {len(labelled.split('train')[0])} / test {len(labelled.split('test')[0])} images → {ws.dataset}; histogram {ws.histogram}")
 
 
@@ -151,10 +163,10 @@ def sample_cmd(
     flare_class: Optional[str] = typer.Option(None, "--flare-class", "-c", help="GOES class A, B, C, M or X (class model)."),
     flux: Optional[float] = typer.Option(None, "--flux", help="GOES 1–8 Å flux, W m^-2, e.g. 3e-5 (flux model)."),
     n: int = typer.Option(16, "-n", min=1, help="Number of images."),
-    cfg_scale: float = typer.Option(1.0, "--cfg-scale", help="Classifier-free guidance scale w ≥ 0 (eq. 6)."),
-    sampler: Sampler = typer.Option(Sampler.dpm, "--sampler", help="ddpm (T steps, as the paper), ddim or dpm (SDE-DPM-Solver++)."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Steps (default: T for ddpm, 50 for ddim, 20 for dpm)."),
-    eta: float = typer.Option(1.0, "--eta", help="DDIM η in [0, 1]: 1 stochastic (default), 0 deterministic."),
+    cfg_scale: Optional[float] = typer.Option(None, "--cfg-scale", help="Classifier-free guidance scale w ≥ 0 (eq. 6; default: the work folder's profile)."),
+    sampler: Optional[Sampler] = typer.Option(None, "--sampler", help="ddpm (T steps, as the paper), ddim or dpm (SDE-DPM-Solver++); default: the work folder's profile (paper ddpm, cpu dpm)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Steps (default: the profile's, else T for ddpm, 50 for ddim, 20 for dpm)."),
+    eta: Optional[float] = typer.Option(None, "--eta", help="DDIM η in [0, 1]: 1 stochastic, 0 deterministic (default: the profile's)."),
     seed: int = typer.Option(0, "--seed", min=0),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output stem (default WORKDIR/samples/<condition>)."),
 ) -> None:
@@ -169,7 +181,7 @@ def sample_cmd(
         check_count("--steps", steps)
         check_finite("--cfg-scale", cfg_scale, minimum=0)
         check_finite("--eta", eta, minimum=0)
-        if eta > 1:
+        if eta is not None and eta > 1:
             _fail(f"--eta must lie between 0 and 1, got {eta:g}")
         if flux is not None:
             check_finite("--flux", flux)
@@ -177,6 +189,17 @@ def sample_cmd(
                 _fail(f"--flux must be a GOES 1–8 Å flux > 0 W m^-2 (e.g. 3e-5), got {flux:g}")
         ws = DiffusionWorkspace(workdir, create=False)
         stem = ws.require_model(condition.value)
+        sc = ws.load_profile().sample if ws.profile_file.is_file() else None
+        if sc is not None:
+            # every unset sampler option comes from the work folder's profile
+            if sampler is None:
+                steps = sc.steps if steps is None else steps
+            sampler = sampler or Sampler(sc.sampler)
+            cfg_scale = sc.cfg_scale if cfg_scale is None else cfg_scale
+            eta = sc.eta if eta is None else eta
+        sampler = sampler or Sampler.dpm
+        cfg_scale = 1.0 if cfg_scale is None else cfg_scale
+        eta = 1.0 if eta is None else eta
         tag = (flare_class or (f"{flux:.1e}" if flux else "x")).replace("+", "")
         dest = output or ws.root / "samples" / f"{condition.value}_{tag}"
         products = (ws.dataset, ws.histogram, *ws.model_files(condition.value))
@@ -208,11 +231,21 @@ def evaluate_cmd(
                      **_trainer_kw(accelerator, devices))
     except ERRORS as e:
         _fail(str(e))
-    c = m["cluster"]
-    out.print(f"cluster error GT {c['gt_real_halves']['cluster_error']['mean']:.3f} | held-out {c['real_test']['cluster_error']:.3f} | generated {c['generated']['cluster_error']:.3f}")
-    out.print(f"Fréchet (domain): held-out {m['frechet']['real_test_vs_train']:.3f} | generated {m['frechet']['generated_vs_train']:.3f}")
+    c, g = m["cluster"], m["generated"]
+
+    def pm(v: dict) -> str:
+        return f"{v['mean']:.3f} ± {v['std']:.3f}"
+
+    out.print(f"generated by {g['sampler_label']}, {g['repeats']} sets of {g['n_proportional']} proportional and "
+              f"{g['n_per_class']} per class ({', '.join(g['classes'])})")
+    out.print(f"cluster error GT {pm(c['gt_real_halves']['cluster_error'])} | held-out {c['real_test']['cluster_error']:.3f} | "
+              f"generated {pm(c['generated']['cluster_error'])} | trivial {pm(c['baseline']['cluster_error'])}")
+    out.print(f"Fréchet (domain): held-out {m['frechet']['real_test_vs_train']:.3f} | generated "
+              f"{pm(m['frechet']['generated_vs_train'])} | trivial {pm(m['frechet']['baseline_vs_train'])}")
     k = m["classifier"]
-    out.print(f"macro F1 real {k['real_test']['macro_f1']:.2f} | generated {k['generated_uniform']['macro_f1']:.2f} | ratio {k['ratio']['macro_f1']:.2f} (paper 0.70)")
+    out.print(f"macro F1 over {', '.join(k['classes'])}: real {k['real_test']['macro_f1']:.2f} (chance "
+              f"{k['real_test_chance']['macro_f1']:.2f}) | generated {pm(k['generated_uniform']['macro_f1'])} (chance "
+              f"{k['generated_chance']['macro_f1']['mean']:.2f}) | ratio {pm(k['ratio']['macro_f1'])} (paper 0.70)")
     out.print(f"report: {dest / 'index.html'}")
 
 

@@ -2,11 +2,14 @@
 
 Profiles
 --------
-``paper``  the paper's setting: 64×64 AIA images, U-Net with self-attention, 500 epochs,
-           batch 12, AdamW lr 3e-4, DDPM with T = 1000 (§4). Meant for a GPU.
-``cpu``    the same pipeline scaled to a 2-core laptop (minutes): a narrower U-Net with
-           attention at the two coarsest levels only, the paper's batch 12 and learning rate,
-           140 epochs (≈ 3,700 steps, ≈ 15 min), SDE-DPM-Solver++ sampling (20 steps).
+``paper``  the paper's setting: 64×64 AIA 171 Å DN/s images labelled by the event rule (§2.4),
+           U-Net with self-attention, 500 epochs, batch 12, AdamW lr 3e-4, DDPM sampling with
+           T = 1000 steps (§3–4), 10 proportional sets of 1000 and 10 uniform sets of 200 per
+           class for the evaluation (§6). Meant for a GPU and SDOMLv2 171 Å data (``--images``).
+``cpu``    the same pipeline scaled to a 2-core laptop (minutes): the sample's 131 Å DN/s files
+           (event rule, else the flux at the image time), a narrower U-Net with attention at
+           the two coarsest levels only, the paper's batch 12 and learning rate, SDE-DPM-Solver++
+           sampling (20 steps), 5 repeats of each generated set.
 ``tiny``   smoke tests (seconds per step); not for science.
 
 Every section is a dataclass; :class:`DiffusionProfile` groups them, round-trips through JSON
@@ -41,9 +44,12 @@ __all__ = [
 class AIADataConfig:
     """Image selection and labelling (paper §2).
 
-    images : folder of AIA images (FITS, SDOML-binned FITS or browse JPEG); ``None`` means the
-        sample's ``aia/browse`` (the largest single-channel set in the sample).
-    wavelength : AIA channel, Å (paper 171; the sample has 193 Å browse images).
+    images : folder of AIA images (FITS, SDOML-binned FITS or browse JPEG); ``None`` means
+        ``default_folder`` inside the data folder.
+    default_folder : the data-folder subfolder used when ``images`` is ``None``:
+        ``aia/sdoml_binned`` (calibrated DN/s FITS at 131 and 193 Å, the `paper` and `cpu`
+        profiles) or ``aia/browse`` (display-scaled JPEGs, 193/304 Å; `tiny`).
+    wavelength : AIA channel, Å (paper 171; the sample's DN/s files are 131 and 193 Å).
     image_size : N of the N×N training images (paper 64; 128 in its App. C).
     events : SWPC/HEK event list (CSV); ``None`` means the sample's SWPC list.
     flux : GOES XRS-B series (hourly CSV or a file sunpy ``TimeSeries`` reads); ``None`` means the
@@ -57,18 +63,19 @@ class AIADataConfig:
     """
 
     images: str | None = None
-    wavelength: int = 193
+    default_folder: str = "aia/sdoml_binned"
+    wavelength: int = 171
     image_size: int = 64
     events: str | None = None
     flux: str | None = None
-    label_source: str = "flux"
+    label_source: str = "events"
     tolerance_min: float = 7.0
     test_fraction: float = 0.25
     seed: int = 0
 
     def images_path(self) -> Path:
         """Image folder (absolute)."""
-        return Path(self.images).resolve() if self.images else data_root() / "aia" / "browse"
+        return Path(self.images).resolve() if self.images else data_root() / self.default_folder
 
     def events_path(self) -> Path:
         """Event list (absolute)."""
@@ -151,25 +158,28 @@ class SampleConfig:
 
 @dataclass
 class EvaluateConfig:
-    """Evaluation (paper §5–7).
+    """Evaluation (paper §5–7). The sampler of every generated set is the profile's
+    :class:`SampleConfig` (the report names it beside each number).
 
-    n_generated : images generated with the real training set's class proportions, for the
-        Fréchet distance and the cluster metrics (``None``: as many as real test images × 2).
-    n_per_class : images per class generated uniformly, for the classifier scores (§6).
+    repeats : independent generated sets of each kind (paper 10 proportional sets of 1000 and
+        10 uniform sets of 200 per class, §6); every metric is reported as mean ± std over them.
+    n_generated : images per proportional set, drawn with the real training set's class
+        proportions, for the Fréchet distance and the cluster metrics (paper 1000; ``None``: as
+        many as the real test images, so that the held-out real row is a floor at the same size).
+    n_per_class : images per class per uniform set, for the classifier scores (paper 200).
     min_class_images : classes with fewer real training images are not generated (a class the
         model never saw cannot be judged) and are reported as such.
     k : k-means clusters for the cluster metrics (paper 5, the number of GOES classes).
-    sampler, steps, cfg_scale, eta : sampling for the evaluation sets.
+    chance_permutations : label permutations for the chance level of the F1 scores.
+    seed : base seed of the generated sets (set r uses ``seed + 2r`` and ``seed + 2r + 1``).
     """
 
-    n_generated: int | None = None
+    repeats: int = 10
+    n_generated: int | None = 1000
     n_per_class: int = 200
     min_class_images: int = 5
     k: int = 5
-    sampler: str = "dpm"
-    steps: int = 20
-    cfg_scale: float = 1.0
-    eta: float = 1.0
+    chance_permutations: int = 200
     seed: int = 1
 
 
@@ -191,28 +201,33 @@ class DiffusionProfile(ProfileBase):
 
 def _cpu() -> DiffusionProfile:
     p = DiffusionProfile(name="cpu")
+    # the sample's calibrated DN/s files (131 Å has 126 images, 193 Å 65): the paper's event rule
+    # links 9 of them, the others are labelled by the GOES flux at their time (docs/diffusion.md)
+    p.data = AIADataConfig(wavelength=131, label_source="events+flux")
     p.unet = UNetConfig(block_out_channels=(16, 32, 64, 64), attention=(False, False, True, True), layers_per_block=1,
                         norm_num_groups=8)
-    p.train = DiffusionTrainConfig(epochs=140, batch_size=12, lr=3e-4, ema_decay=0.998)
+    # 93 training images in 8 batches: 300 epochs ≈ 2,400 optimiser steps (the EMA warm-up matters here)
+    p.train = DiffusionTrainConfig(epochs=300, batch_size=12, lr=3e-4, ema_decay=0.998)
     p.sample = SampleConfig(sampler="dpm", steps=20)
     p.features = FeatureConfig(epochs=40)
     p.classifier = ClassifierConfig(epochs=30)
-    p.evaluate = EvaluateConfig(n_per_class=40, n_generated=None)
-    p.augment = AugmentConfig(additions=(20, 40, 60), repeats=3, classifier=ClassifierConfig(epochs=15))
+    p.evaluate = EvaluateConfig(repeats=5, n_per_class=20, n_generated=None)
+    p.augment = AugmentConfig(additions=(20, 40, 60), repeats=3, minority_classes=(),
+                              classifier=ClassifierConfig(epochs=15, flips=False))
     return p
 
 
 def _tiny() -> DiffusionProfile:
     p = DiffusionProfile(name="tiny")
-    p.data = AIADataConfig(image_size=32)
+    p.data = AIADataConfig(default_folder="aia/browse", wavelength=193, image_size=32, label_source="flux")
     p.unet = UNetConfig(block_out_channels=(8, 16, 16), attention=(False, False, True), layers_per_block=1,
                         norm_num_groups=4)
     p.train = DiffusionTrainConfig(epochs=2, batch_size=16, num_train_timesteps=100, ema_decay=0.9)
     p.sample = SampleConfig(sampler="ddim", steps=5)
     p.features = FeatureConfig(latent_dim=8, width=8, epochs=2)
     p.classifier = ClassifierConfig(width=8, epochs=2)
-    p.evaluate = EvaluateConfig(n_generated=24, n_per_class=4, min_class_images=2, steps=5)
-    p.augment = AugmentConfig(additions=(4, 8), repeats=2, classifier=ClassifierConfig(width=8, epochs=1))
+    p.evaluate = EvaluateConfig(repeats=2, n_generated=24, n_per_class=4, min_class_images=2, chance_permutations=20)
+    p.augment = AugmentConfig(additions=(4, 8), repeats=2, classifier=ClassifierConfig(width=8, epochs=1, flips=False))
     return p
 
 

@@ -55,7 +55,8 @@ from helioforge.errors import InputError, ProductError, check_count, describe_pa
 from helioforge.io import write_json
 from helioforge.nn.training import inference_device
 
-__all__ = ["evaluate", "augment_experiment", "brightness_index", "eligible_classes"]
+__all__ = ["evaluate", "augment_experiment", "brightness_index", "eligible_classes", "minority_classes", "mean_std",
+           "pixel_gaussian_images", "conclusions"]
 
 log = logging.getLogger(__name__)
 
@@ -164,13 +165,53 @@ def evaluate(
                                 progress)
 
 
+def mean_std(values: Any) -> dict[str, Any]:
+    """``{"mean", "std", "n", "values"}`` of a list of repeat values (population std; NaN-safe:
+    non-finite values are left out of mean and std and counted in ``n_nan``)."""
+    v = np.asarray(list(values), dtype=np.float64)
+    ok = np.isfinite(v)
+    return {"mean": float(v[ok].mean()) if ok.any() else float("nan"),
+            "std": float(v[ok].std()) if ok.any() else float("nan"),
+            "n": int(len(v)), "n_nan": int((~ok).sum()), "values": [float(x) for x in v]}
+
+
+def pixel_gaussian_images(images: np.ndarray, labels: np.ndarray, classes: np.ndarray,
+                          rng: np.random.Generator) -> np.ndarray:
+    """Trivial class-conditional generator, the yardstick of the generated-set metrics: every
+    pixel drawn independently from a normal distribution with the per-pixel mean and std of
+    the real training images of the requested class (no spatial structure beyond the class's
+    mean image). ``images`` (n, 1, N, N) in [-1, 1], ``labels`` (n,), ``classes`` (m,) the class
+    of each image to draw; returns (m, 1, N, N) float32 clipped to [-1, 1]."""
+    out = np.empty((len(classes), *images.shape[1:]), dtype=np.float32)
+    for c in np.unique(classes):
+        real = images[labels == c]
+        mu, sd = real.mean(0), real.std(0)
+        pick = classes == c
+        out[pick] = mu + sd * rng.standard_normal((int(pick.sum()), *images.shape[1:]))
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+def _summarise_repeats(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean ± std over repeats of every number of a list of nested per-repeat dicts."""
+    first = runs[0]
+    out: dict[str, Any] = {}
+    for key, value in first.items():
+        if isinstance(value, dict):
+            out[key] = _summarise_repeats([r[key] for r in runs])
+        elif isinstance(value, (int, float, np.floating)) and not isinstance(value, bool):
+            out[key] = mean_std([r[key] for r in runs])
+    return out
+
+
 def _evaluate_locked(profile, ws, report_dir, condition, inception_weights, accelerator, devices, progress):
+    from helioforge.diffusion.classifier import chance_scores, common_classes
     from helioforge.diffusion.report import write_evaluation_html
 
     t_start = time.perf_counter()
     data, stem, net, config, device = _load_trained(ws, condition, accelerator)
     report_dir.mkdir(parents=True, exist_ok=True)
-    ev = profile.evaluate
+    ev, sc = profile.evaluate, profile.sample
+    check_count("repeats", ev.repeats)
     tr_x, tr_c, tr_f = data.split("train")
     te_x, te_c, te_f = data.split("test")
     counts = config.get("class_counts") or data.class_counts("train")
@@ -181,65 +222,128 @@ def _evaluate_locked(profile, ws, report_dir, condition, inception_weights, acce
     kw = dict(accelerator=accelerator, devices=devices, progress=progress)
     encoder = _feature_encoder(profile, ws, tr_x, data.meta["digest"], **kw)
     clf = _classifier(profile, ws, tr_x, tr_c, data.meta["digest"], **kw)
+    # one class set on both sides of every ratio: the held-out real classes the model generates
+    common = common_classes(te_c, eligible)
+    if not common:
+        raise ValueError(f"no class is both generated ({[FLARE_CLASSES[i] for i in eligible]}) and in the held-out "
+                         f"real test set ({data.class_counts('test')}): no F1 ratio can be formed")
+    common_names = [FLARE_CLASSES[i] for i in common]
 
-    rng = np.random.default_rng(ev.seed)
     n_gen = int(ev.n_generated or len(te_x))
-    prop_cls = class_conditions({FLARE_CLASSES[i]: counts[FLARE_CLASSES[i]] for i in eligible}, n_gen, rng)
-    if net.condition == "flux":
-        ok = np.isfinite(tr_f)
-        prop_cond = rng.choice(tr_f[ok], n_gen)  # the training flux distribution
-        prop_cls = flux_to_class(10.0 ** prop_cond)
-    else:
-        prop_cond = prop_cls
-    uni_cls = np.repeat(np.array(eligible), ev.n_per_class)
-    uni_cond = _conditions(net, uni_cls, rng)
-    skw = dict(sampler=ev.sampler, steps=ev.steps, cfg_scale=ev.cfg_scale, eta=ev.eta, device=device, progress=progress,
-               batch_size=profile.sample.batch_size)
-    gen_p = sample(net, config["train"], prop_cond, seed=ev.seed, **skw)
-    gen_u = sample(net, config["train"], uni_cond, seed=ev.seed + 1, **skw)
-
-    f_tr, f_te, f_gp = encoder.encode(tr_x), encoder.encode(te_x), encoder.encode(gen_p.images)
+    skw = dict(sampler=sc.sampler, steps=sc.steps, cfg_scale=sc.cfg_scale, eta=sc.eta, device=device,
+               progress=progress, batch_size=sc.batch_size)
+    f_tr, f_te = encoder.encode(tr_x), encoder.encode(te_x)
     k = ev.k
+    pred_te = clf.predict(te_x)
+    real_scores = classification_scores(te_c, pred_te, macro_classes=common)
+    real_chance = chance_scores(te_c, pred_te, common, ev.chance_permutations, seed=ev.seed)
+    majority = int(np.argmax(np.bincount(tr_c, minlength=len(FLARE_CLASSES))))
+    real_majority = classification_scores(te_c, np.full(len(te_c), majority), macro_classes=common)
+
+    runs, base_runs = [], []
+    gen_u_first = uni_cls_first = None
+    nfe = None
+    seconds, n_images = 0.0, 0
+    rng_base = np.random.default_rng(ev.seed + 10_000)
+    for r in range(int(ev.repeats)):
+        rng = np.random.default_rng(ev.seed + 2 * r)
+        prop_cls = class_conditions({FLARE_CLASSES[i]: counts[FLARE_CLASSES[i]] for i in eligible}, n_gen, rng)
+        if net.condition == "flux":
+            ok = np.isfinite(tr_f)
+            prop_cond = rng.choice(tr_f[ok], n_gen)  # the training flux distribution
+            prop_cls = flux_to_class(10.0 ** prop_cond)
+        else:
+            prop_cond = prop_cls
+        uni_cls = np.repeat(np.array(eligible), ev.n_per_class)
+        uni_cond = _conditions(net, uni_cls, rng)
+        log.info("evaluation set %d of %d: %d proportional + %d uniform images (%s, %s steps)", r + 1, ev.repeats,
+                 n_gen, len(uni_cls), sc.sampler, sc.steps or "default")
+        gen_p = sample(net, config["train"], prop_cond, seed=ev.seed + 2 * r, **skw)
+        gen_u = sample(net, config["train"], uni_cond, seed=ev.seed + 2 * r + 1, **skw)
+        nfe = gen_p.nfe_per_image
+        seconds += gen_p.seconds + gen_u.seconds
+        n_images += len(gen_p.images) + len(gen_u.images)
+        if r == 0:
+            gen_u_first, uni_cls_first = gen_u.images, uni_cls
+        pred_u = clf.predict(gen_u.images)
+        gen_scores = classification_scores(uni_cls, pred_u, macro_classes=common)
+        runs.append({
+            "frechet": frechet_distance(encoder.encode(gen_p.images), f_tr),
+            "cluster": cluster_metrics(f_tr, encoder.encode(gen_p.images), k=k, seed=ev.seed),
+            "scores": {key: gen_scores[key] for key in ("macro_f1", "macro_precision", "macro_recall")},
+            "per_class_f1": {c: gen_scores["per_class"][c]["f1"] for c in common_names},
+            "ratio": score_ratio(gen_scores, real_scores),
+            "chance": {key: v for key, v in chance_scores(uni_cls, pred_u, common, ev.chance_permutations,
+                                                           seed=ev.seed + r).items() if key.startswith("macro")},
+        })
+        # the trivial generator of the same sizes (per-pixel Gaussian of each class's real images)
+        elig = np.array(eligible)
+        base_p_cls = elig[np.abs(np.asarray(prop_cls)[:, None] - elig[None, :]).argmin(1)]  # nearest trained class
+        base_p = pixel_gaussian_images(tr_x, tr_c, base_p_cls, rng_base)
+        base_u = pixel_gaussian_images(tr_x, tr_c, uni_cls, rng_base)
+        base_scores = classification_scores(uni_cls, clf.predict(base_u), macro_classes=common)
+        base_runs.append({
+            "frechet": frechet_distance(encoder.encode(base_p), f_tr),
+            "cluster": cluster_metrics(f_tr, encoder.encode(base_p), k=k, seed=ev.seed),
+            "scores": {key: base_scores[key] for key in ("macro_f1", "macro_precision", "macro_recall")},
+            "ratio": score_ratio(base_scores, real_scores),
+        })
+    gen = _summarise_repeats(runs)
+    base = _summarise_repeats(base_runs)
+    sampler_label = f"{sc.sampler} ({sc.steps or 'default'} steps, w = {sc.cfg_scale:g}" + (
+        f", η = {sc.eta:g}" if sc.sampler == "ddim" else "") + ")"
     metrics: dict[str, Any] = {
         "condition": net.condition,
         "model": str(stem),
         "profile": profile.name,
         "data": {"train": data.class_counts("train"), "test": data.class_counts("test"),
                  "n_train": int(len(tr_x)), "n_test": int(len(te_x)), **data.meta},
-        "generated": {"n_proportional": n_gen, "n_per_class": ev.n_per_class,
+        "generated": {"repeats": int(ev.repeats), "n_proportional": n_gen, "n_per_class": ev.n_per_class,
                       "classes": [FLARE_CLASSES[i] for i in eligible], "left_out": left_out,
-                      "sampler": ev.sampler, "steps": ev.steps, "cfg_scale": ev.cfg_scale, "eta": ev.eta,
-                      "nfe_per_image": gen_p.nfe_per_image,
-                      "seconds_per_image": (gen_p.seconds + gen_u.seconds) / (len(gen_p.images) + len(gen_u.images))},
+                      "sampler": sc.sampler, "steps": sc.steps, "cfg_scale": sc.cfg_scale, "eta": sc.eta,
+                      "sampler_label": sampler_label, "nfe_per_image": nfe,
+                      "seconds_per_image": seconds / max(1, n_images)},
         "feature_space": {"encoder": "ceVAE-style convolutional VAE trained on the real training images",
                           "latent_dim": int(f_tr.shape[1]), "config": profile.features.__dict__},
-        "frechet": {"generated_vs_train": frechet_distance(f_gp, f_tr),
-                    "real_test_vs_train": frechet_distance(f_te, f_tr)},
+        "frechet": {"generated_vs_train": gen["frechet"], "real_test_vs_train": frechet_distance(f_te, f_tr),
+                    "baseline_vs_train": base["frechet"]},
         "cluster": {"gt_real_halves": real_vs_real_cluster_metrics(f_tr, k=k, seed=ev.seed),
                     "real_test": cluster_metrics(f_tr, f_te, k=k, seed=ev.seed),
-                    "generated": cluster_metrics(f_tr, f_gp, k=k, seed=ev.seed)},
+                    "generated": gen["cluster"], "baseline": base["cluster"]},
+        "baseline": {"name": "per-pixel Gaussian of each class's real training images",
+                     "description": "a generator that knows each class's mean image and per-pixel spread and "
+                                    "nothing else; same set sizes and repeats as the generated sets"},
     }
     if inception_weights:
-        metrics["inception_fid"] = {"generated_vs_train": inception_fid(tr_x, gen_p.images, inception_weights),
+        metrics["inception_fid"] = {"generated_vs_train": inception_fid(tr_x, gen_u_first, inception_weights),
                                     "real_test_vs_train": inception_fid(tr_x, te_x, inception_weights),
-                                    "weights": str(inception_weights)}
-    real_scores = classification_scores(te_c, clf.predict(te_x))
-    gen_scores = classification_scores(uni_cls, clf.predict(gen_u.images))
-    metrics["classifier"] = {"real_test": real_scores, "generated_uniform": gen_scores,
-                             "ratio": score_ratio(gen_scores, real_scores),
-                             "train_fit": clf.config.get("final_metrics", {})}
-    bi_real, bi_gen = brightness_index(data.images), brightness_index(gen_u.images)
+                                    "weights": str(inception_weights), "note": "first uniform set only"}
+    metrics["classifier"] = {
+        "classes": common_names,
+        "real_test": real_scores,
+        "real_test_chance": real_chance,
+        "real_test_majority": {key: real_majority[key] for key in ("macro_f1", "macro_precision", "macro_recall")},
+        "majority_class": FLARE_CLASSES[majority],
+        "generated_uniform": {**gen["scores"], "per_class_f1": gen["per_class_f1"]},
+        "generated_chance": gen["chance"],
+        "ratio": gen["ratio"],
+        "baseline_uniform": base["scores"],
+        "baseline_ratio": base["ratio"],
+        "train_fit": clf.config.get("final_metrics", {}),
+    }
+    bi_real, bi_gen = brightness_index(data.images), brightness_index(gen_u_first)
     all_cls = data.table["class_index"].to_numpy()
     metrics["brightness_index"] = {
         c: {"real_mean": float(bi_real[all_cls == i].mean()) if (all_cls == i).any() else None,
-            "generated_mean": float(bi_gen[uni_cls == i].mean()) if (uni_cls == i).any() else None}
+            "generated_mean": float(bi_gen[uni_cls_first == i].mean()) if (uni_cls_first == i).any() else None}
         for i, c in enumerate(FLARE_CLASSES)}
+    metrics["conclusions"] = conclusions(metrics)
     # figures
-    real_std, gen_std = std_maps(data.images, all_cls), std_maps(gen_u.images, uni_cls)
+    real_std, gen_std = std_maps(data.images, all_cls), std_maps(gen_u_first, uni_cls_first)
     figs = {
         "histogram": ws.histogram,
         "std_maps": plot_std_maps(real_std, gen_std, FLARE_CLASSES, report_dir / "std_maps.png"),
-        "samples": plot_sample_grid(gen_u.images, uni_cls, FLARE_CLASSES, report_dir / "samples_per_class.png",
+        "samples": plot_sample_grid(gen_u_first, uni_cls_first, FLARE_CLASSES, report_dir / "samples_per_class.png",
                                     wavelength=data.meta["wavelength"]),
         "real": plot_sample_grid(data.images, all_cls, FLARE_CLASSES, report_dir / "real_per_class.png",
                                  wavelength=data.meta["wavelength"]),
@@ -248,11 +352,123 @@ def _evaluate_locked(profile, ws, report_dir, condition, inception_weights, acce
         shutil.copyfile(ws.histogram, report_dir / "class_histogram.png")
         figs["histogram"] = report_dir / "class_histogram.png"
     metrics["figures"] = {k: Path(v).name for k, v in figs.items()}
+    metrics["labels"] = _labels_summary(ws)
     metrics["training_s"] = ws.state().get("training_s", {})
     metrics["evaluate_s"] = round(time.perf_counter() - t_start, 1)
     write_json(report_dir / "metrics.json", metrics)
     write_evaluation_html(report_dir, metrics)
     return metrics
+
+
+def _labels_summary(ws: DiffusionWorkspace) -> dict[str, Any]:
+    """What the labelling step linked, labelled by flux and skipped (from ``labels.json``)."""
+    try:
+        rep = ws.read_labels_report()
+    except (OSError, ValueError):
+        return {}
+    keys = ("images_read", "labelled", "unlabelled", "event_linked", "flux_labelled", "histogram", "skipped_by_reason",
+            "unlabelled_by_reason", "events", "label_source", "events_file", "flux_file")
+    return {k: rep.get(k) for k in keys if k in rep}
+
+
+def conclusions(m: dict[str, Any]) -> dict[str, str]:
+    """One sentence per metric on what the sample sizes allow one to conclude (report text).
+
+    Compares each generated-set value (mean ± std over repeats) with its yardsticks measured in
+    the same run: the held-out real row (the floor a generator of new real-like images can
+    reach at this size), the trivial per-pixel Gaussian generator, and, for F1, chance.
+    """
+    g, cl, clf = m["generated"], m["cluster"], m["classifier"]
+    n_te, reps = m["data"]["n_test"], g["repeats"]
+    out: dict[str, str] = {}
+
+    def between(value: dict, floor: float, ceiling: dict) -> str:
+        lo = value["mean"] - 2 * value["std"]
+        if ceiling["mean"] - 2 * ceiling["std"] > value["mean"] + 2 * value["std"]:
+            verdict = "clearly better than the trivial generator"
+        elif abs(ceiling["mean"] - value["mean"]) <= 2 * max(value["std"], ceiling["std"], 1e-12):
+            verdict = "not distinguishable from the trivial generator"
+        else:
+            verdict = "worse than the trivial generator"
+        floor_txt = "within" if lo <= floor else "above"
+        return f"{verdict}; {floor_txt} two std of the held-out real value"
+
+    ce = cl["generated"]["cluster_error"]
+    out["cluster_error"] = (f"Cluster error {ce['mean']:.2f} ± {ce['std']:.2f} over {reps} sets of {g['n_proportional']}: "
+                            f"{between(ce, cl['real_test']['cluster_error'], cl['baseline']['cluster_error'])} "
+                            f"({cl['real_test']['cluster_error']:.2f} on {n_te} images).")
+    fd = m["frechet"]["generated_vs_train"]
+    out["frechet"] = (f"Fréchet distance {fd['mean']:.2f} ± {fd['std']:.2f}: "
+                      f"{between(fd, m['frechet']['real_test_vs_train'], m['frechet']['baseline_vs_train'])} "
+                      f"({m['frechet']['real_test_vs_train']:.2f}).")
+    f1, ch = clf["generated_uniform"]["macro_f1"], clf["generated_chance"]["macro_f1"]
+    sig = f1["mean"] - 2 * f1["std"] > ch["mean"] + 2 * ch["std"]
+    out["f1"] = (f"Generated macro F1 over {', '.join(clf['classes'])}: {f1['mean']:.2f} ± {f1['std']:.2f} "
+                 f"({reps} sets of {g['n_per_class']} per class), chance {ch['mean']:.2f}: "
+                 + ("the generated classes are recognised above chance." if sig
+                    else "not distinguishable from chance at this size."))
+    real, rch = clf["real_test"], clf["real_test_chance"]
+    n_cls = {c: real["per_class"][c]["support"] for c in clf["classes"]}
+    out["real_f1"] = (f"Real held-out macro F1 {real['macro_f1']:.2f} on {real['n']} images ({n_cls}), chance "
+                      f"{rch['macro_f1']:.2f} ± {rch['macro_f1_std']:.2f}: "
+                      + ("above chance" if real["macro_f1"] > rch["macro_f1"] + 2 * rch["macro_f1_std"]
+                         else "not distinguishable from chance")
+                      + "; with so few test images per class the ratio's denominator is itself uncertain by about "
+                        f"± {rch['macro_f1_std']:.2f}.")
+    ra, rb = clf["ratio"]["macro_f1"], clf["baseline_ratio"]["macro_f1"]
+    spread = 2 * max(ra["std"], rb["std"], 1e-12)
+    verdict = ("above the trivial generator's" if ra["mean"] - rb["mean"] > spread else
+               "below the trivial generator's" if rb["mean"] - ra["mean"] > spread else
+               "not distinguishable from the trivial generator's")
+    out["ratio"] = (f"F1 ratio {ra['mean']:.2f} ± {ra['std']:.2f}, {verdict} {rb['mean']:.2f} ± {rb['std']:.2f} "
+                    "(a generator that paints each class's mean image with pixel noise); paper 0.70 on 20,420 images.")
+    return out
+
+
+def minority_classes(counts: dict[str, int], eligible: set[int] | list[int], fraction: float = 0.5) -> tuple[str, ...]:
+    """The least represented classes of a training set that the model can generate: those of
+    ``eligible`` (class indices) with fewer than ``fraction`` × the largest class's images
+    (the paper's A, M and X on its Fig. 1 distribution, §8.1). Class letters, weakest first."""
+    top = max(counts.get(c, 0) for c in FLARE_CLASSES)
+    return tuple(FLARE_CLASSES[i] for i in sorted(eligible) if counts.get(FLARE_CLASSES[i], 0) < fraction * top)
+
+
+def _augmentation_pivot(summary, cfg, test_counts: dict[str, int]):
+    """Rows (method, n_added) × classes of "mean ± std" recall, and one sentence per minority
+    class comparing the largest generated and classical additions with none (±2 std rule)."""
+    import pandas as pd
+
+    classes = [c for c in FLARE_CLASSES if test_counts.get(c, 0) > 0]
+    rows = []
+    for (method, n_added), grp in summary.groupby(["method", "n_added"], sort=False):
+        row: dict[str, Any] = {"method": method, "n_added": int(n_added)}
+        for c in classes:
+            r = grp[grp["class"] == c]
+            row[c] = "–" if r.empty or not np.isfinite(r["accuracy_mean"].iloc[0]) else \
+                f"{r['accuracy_mean'].iloc[0]:.2f} ± {np.nan_to_num(r['accuracy_std'].iloc[0]):.2f}"
+        row["macro_f1"] = f"{grp['macro_f1_mean'].iloc[0]:.2f} ± {np.nan_to_num(grp['macro_f1_std'].iloc[0]):.2f}"
+        rows.append(row)
+    texts = []
+    for c in cfg.minority_classes:
+        if test_counts.get(c, 0) == 0:
+            texts.append(f"Class {c}: no held-out test image, its recall cannot be measured.")
+            continue
+        def get(method: str, n: int) -> pd.Series | None:
+            r = summary[(summary["method"] == method) & (summary["n_added"] == n) & (summary["class"] == c)]
+            return None if r.empty else r.iloc[0]
+        base, n_max = get("none", 0), max(cfg.additions)
+        parts = []
+        for method in ("generated", "classical"):
+            r = get(method, n_max)
+            if r is None or base is None:
+                continue
+            d = r["accuracy_mean"] - base["accuracy_mean"]
+            spread = 2 * max(np.nan_to_num(r["accuracy_std"]), np.nan_to_num(base["accuracy_std"]), 1e-9)
+            verdict = "a gain" if d > spread else ("a loss" if d < -spread else "no change beyond the spread")
+            parts.append(f"+{n_max} {method}: {r['accuracy_mean']:.2f} vs {base['accuracy_mean']:.2f} without, {verdict}")
+        texts.append(f"Class {c} ({test_counts[c]} test images, so one image moves recall by "
+                     f"{1 / test_counts[c]:.2f}): " + "; ".join(parts) + ".")
+    return rows, classes, texts
 
 
 def augment_experiment(
@@ -295,17 +511,21 @@ def _augment_locked(profile, ws, report_dir, condition, accelerator, devices, pr
     counts = config.get("class_counts") or data.class_counts("train")
     ok = set(eligible_classes(counts, profile.evaluate.min_class_images))
     cfg = copy.deepcopy(profile.augment)
+    if not cfg.minority_classes:  # "auto": the generated classes with under half the largest class's images
+        cfg.minority_classes = minority_classes(counts, ok)
     dropped = [c for c in cfg.minority_classes if FLARE_CLASSES.index(c) not in ok]
     cfg.minority_classes = tuple(c for c in cfg.minority_classes if FLARE_CLASSES.index(c) in ok)
     if not cfg.minority_classes:
-        raise ValueError(f"none of the minority classes {profile.augment.minority_classes} has training images ({counts})")
+        raise ValueError(f"none of the minority classes {profile.augment.minority_classes or '(auto)'} can be generated "
+                         f"(training images per class: {counts}; at least {profile.evaluate.min_class_images} needed)")
     ev = profile.evaluate
     rng = np.random.default_rng(ev.seed)
 
     def generate(class_index: int, n: int, seed: int) -> np.ndarray:
         cond = _conditions(net, np.full(n, class_index), rng)
-        return sample(net, config["train"], cond, sampler=ev.sampler, steps=ev.steps, cfg_scale=ev.cfg_scale, eta=ev.eta,
-                      seed=seed, device=device, progress=False, batch_size=profile.sample.batch_size).images
+        sc = profile.sample
+        return sample(net, config["train"], cond, sampler=sc.sampler, steps=sc.steps, cfg_scale=sc.cfg_scale, eta=sc.eta,
+                      seed=seed, device=device, progress=False, batch_size=sc.batch_size).images
 
     tr_x, tr_c, _ = data.split("train")
     te_x, te_c, _ = data.split("test")
@@ -319,7 +539,17 @@ def _augment_locked(profile, ws, report_dir, condition, accelerator, devices, pr
         with atomic_path(report_dir / name, suffix=".csv") as tmp:
             table.to_csv(tmp, index=False)
     figs = plot_augmentation(df, report_dir / "augmentation")
+    sc = profile.sample
+    pivot, pivot_classes, texts = _augmentation_pivot(summary, cfg, data.class_counts("test"))
     result = {
+        "sampler_label": f"{sc.sampler} ({sc.steps or 'default'} steps, w = {sc.cfg_scale:g})",
+        "loss_weights": list(df.attrs.get("loss_weights", [])),
+        "loss_weights_text": ("cross-entropy class weights fixed from the original training set "
+                              + ", ".join(f"{c} {w:.2f}" for c, w in zip(FLARE_CLASSES, df.attrs.get("loss_weights", [])))
+                              if cfg.loss_weights == "original" else "an unweighted cross-entropy"),
+        "pivot": pivot,
+        "pivot_classes": pivot_classes,
+        "conclusions": texts,
         "condition": net.condition,
         "profile": profile.name,
         "additions": list(cfg.additions),

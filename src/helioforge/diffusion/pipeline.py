@@ -340,7 +340,8 @@ def _label_locked(profile: DiffusionProfile, ws: DiffusionWorkspace, folder: Pat
     }
     # every image (labelled or not) for the user; the cube holds the labelled ones
     keep = ["file", "time", "flare_class", "class_index", "log10_flux", "label_source", "event_delay_min", "goes_class", "split"]
-    table_all = Table.from_pandas(labels[keep].assign(time=labels["time"].astype(str)))
+    every = keep + ["xrs_log10_flux", "unlabelled_reason"]
+    table_all = Table.from_pandas(labels[every].assign(time=labels["time"].astype(str)))
     table_all.meta.update({"helioforge": __version__, **{k: v for k, v in meta.items() if k != "scaling"}})
     sub = labels.loc[labelled, keep].reset_index(drop=True)
     hist_all = class_histogram(labels["class_index"].to_numpy())
@@ -353,6 +354,13 @@ def _label_locked(profile: DiffusionProfile, ws: DiffusionWorkspace, folder: Pat
         "train": {c: int(((sub["split"] == "train") & (sub["class_index"] == i)).sum()) for i, c in enumerate(FLARE_CLASSES)},
         "test": {c: int(((sub["split"] == "test") & (sub["class_index"] == i)).sum()) for i, c in enumerate(FLARE_CLASSES)},
         "event_linked": int((labels["label_source"] == "events").sum()),
+        "flux_labelled": int((labels["label_source"] == "flux").sum()),
+        "histogram_by_source": {src: class_histogram(labels.loc[labels["label_source"] == src, "class_index"].to_numpy())
+                                for src in ("events", "flux") if (labels["label_source"] == src).any()},
+        "skipped_by_reason": _count_reasons(s.reason for s in skipped),
+        "unlabelled_by_reason": _count_reasons(labels.loc[~labelled, "unlabelled_reason"]),
+        "events": labels.attrs.get("events"),
+        "tolerance_min": cfg.tolerance_min,
         "events_file": str(cfg.events_path()) if events is not None else None,
         "flux_file": str(cfg.flux_path()) if flux is not None else None,
         **meta,
@@ -368,6 +376,15 @@ def _label_locked(profile: DiffusionProfile, ws: DiffusionWorkspace, folder: Pat
     ws.mark("label", digest, *ws.label_products)
     log.info("labelled %d of %d images (%s); %d skipped", labelled.sum(), len(images), hist_all, len(skipped))
     return LabelledSet(arrays.astype(np.float32), sub, meta)
+
+
+def _count_reasons(reasons: Any) -> dict[str, int]:
+    """Counts per reason, most frequent first (file-specific details after a colon dropped)."""
+    out: dict[str, int] = {}
+    for r in reasons:
+        key = str(r).split(": ", 1)[0] if str(r).count(":") and not str(r).startswith(("outside", "in a gap")) else str(r)
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def _write_dataset(path: Path, arrays: np.ndarray, table: pd.DataFrame, meta: dict[str, Any],
