@@ -61,10 +61,14 @@ def test_saha_hydrogen_matches_closed_form():
 def test_electron_pressure_inverts_charge_balance(hsra):
     T = torch.tensor(hsra.T)
     Pg = torch.tensor(hsra.Pg)
-    Pe = lte.electron_pressure(T, Pg)
-    x = lte.ionisation_fractions(T, Pe)
+    # atomic equation of state (molecules=False): Gray (2005) eq. 9.8
+    Pe0 = lte.electron_pressure(T, Pg, molecules=False)
+    x = lte.ionisation_fractions(T, Pe0)
     s = (x * torch.tensor(lte._ABUND)).sum(-1)
-    assert torch.allclose(Pe, Pg * s / (lte._SUM_ABUND + s), rtol=1e-8)
+    assert torch.allclose(Pe0, Pg * s / (lte._SUM_ABUND + s), rtol=1e-8)
+    # with H₂ and H₂⁺ (default): the composition at the solved P_e gives back P_g
+    Pe = lte.electron_pressure(T, Pg)
+    assert torch.allclose(lte.chemical_equilibrium(T, Pe).Pg, Pg, rtol=1e-9)
     # the model's own P_e (SIR's equation of state) agrees within 10 %
     assert torch.allclose(Pe, torch.tensor(hsra.Pe), rtol=0.10)
 

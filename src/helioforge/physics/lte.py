@@ -8,10 +8,15 @@ everything in between is a differentiable torch operation.
 Physics (each piece is a public function with its reference):
 - ionisation (Saha) with the partition functions of Gray (2005, *The Observation and Analysis of
   Stellar Photospheres*, 3rd ed., Table D.2), interpolated linearly in log u against θ = 5040/T,
-  for the 16 elements that supply electrons in the photosphere (abundances Asplund et al. 2009);
+  for the 16 elements that supply electrons in the photosphere (abundances Asplund et al. 2009),
+  and the H₂ and H₂⁺ dissociation equilibria (Saha-Boltzmann with the tabulated K_p(θ) of
+  Mihalas 1967 as used by Wittmann 1974/SIR; :func:`chemical_equilibrium`): 14 % of the
+  hydrogen nuclei are in H₂ at log τ₅₀₀ = 0 and 24 % at −1 in the umbral model M of Maltby
+  et al. (1986) (3-6 % in the hotter model E), < 1.5 × 10⁻³ in the quiet Sun (HSRA);
 - continuous opacity (Gray 2005 ch. 8): H⁻ bound-free (Wishart 1979 cross-section, Gray
   eq. 8.11-8.12), H⁻ free-free (Bell & Berrington 1987, Gray eq. 8.13), neutral H bound-free and
-  free-free (Gray eq. 8.8), Rayleigh scattering on H (Dalgarno 1962) and Thomson scattering;
+  free-free (Gray eq. 8.8), Rayleigh scattering on H (Dalgarno 1962) and H₂ (Dalgarno & Williams
+  1962) and Thomson scattering;
 - hydrostatic equilibrium dP_g/dτ₅₀₀ = g/κ₅₀₀ and the geometric height dz = −dτ₅₀₀/(κ₅₀₀ ρ);
 - line opacity from the Boltzmann-Saha population of the lower level, Voigt/Faraday-Voigt
   profiles with thermal + microturbulent Doppler width, radiative (classical) and van der Waals
@@ -22,8 +27,9 @@ Physics (each piece is a public function with its reference):
   (Cayley-Hamilton, LL04 §8.x), so a step is a few dozen element-wise tensor operations.
 
 Not included (negligible for Fe I 6301/6302 in the photosphere, or documented limits): Stark
-broadening, molecules (H₂ and CO lower P_e by a few per cent in umbrae below ≈ 4000 K),
-metal bound-free opacity, H₂⁺; the source function is the Planck function (LTE).
+broadening, molecules other than H₂ and H₂⁺ (CO, OH, H₂O bind < 10⁻³ of the nuclei), H⁻ in the
+charge balance (< 10⁻⁷ of H), H₂ as a van der Waals perturber and H₂⁺ opacity, metal
+bound-free opacity; the source function is the Planck function (LTE).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from helioforge.physics.atomic import SpectralLine, fe_lines
 from helioforge.physics.me import PropagationElements, zeeman_propagation
 
 __all__ = [
+    "EOS_VERSION",
     "Atmosphere",
     "ELEMENTS",
     "partition_function",
@@ -45,6 +52,10 @@ __all__ = [
     "ionisation_fractions",
     "electron_pressure",
     "hydrogen_density",
+    "h2_dissociation_constants",
+    "GasState",
+    "chemical_equilibrium",
+    "gas_state_from_pg",
     "continuum_opacity",
     "hydrostatic_equilibrium",
     "planck_nu",
@@ -52,6 +63,10 @@ __all__ = [
     "synth_lte",
     "GRAVITY",
 ]
+
+#: Version of the equation of state and opacities: a product synthesised with another version is
+#: stale (2: H₂ and H₂⁺ formation, atomic-H continua and damping, H₂ Rayleigh scattering).
+EOS_VERSION = 2
 
 # --- constants (cgs) -------------------------------------------------------------------------
 K_B = 1.380649e-16
@@ -170,54 +185,254 @@ def ionisation_fractions(T: torch.Tensor, Pe: torch.Tensor) -> torch.Tensor:
     return phi / (phi + Pe.unsqueeze(-1))
 
 
-def hydrogen_density(T: torch.Tensor, Pe: torch.Tensor) -> torch.Tensor:
-    """Total hydrogen nuclei density n_H [cm⁻³] from charge conservation n_e = n_H Σ A_j x_j."""
-    x = ionisation_fractions(T, Pe)
-    n_e = Pe / (K_B * T)
-    return n_e / (x * _tensor(_ABUND, T)).sum(-1)
+# --- molecular hydrogen (H₂, H₂⁺) ------------------------------------------------------------
+#: log₁₀ of 1/K_p(H₂) = P(H₂)/P(H)² [cm² dyn⁻¹], a cubic in θ = 5040/T (see :func:`h2_dissociation_constants`).
+_LOG_INV_K_H2 = (-12.533505, 4.9251644, -5.6191273e-2, 3.2687661e-3)
+#: log₁₀ of 1/K_p(H₂⁺) = P(H₂⁺)/(P(H) P(H⁺)) [cm² dyn⁻¹], same source.
+_LOG_INV_K_H2PLUS = (-11.206998, 2.7942767, 7.9196803e-2, -2.4790744e-2)
+_OTHER_ABUND = float(_ABUND[1:].sum())  # Σ_{j ≠ H} A_j: nuclei of He and the metals per H nucleus
 
 
-def electron_pressure(T: torch.Tensor, Pg: torch.Tensor, iterations: int = 12) -> torch.Tensor:
-    """Electron pressure P_e [dyn cm⁻²] in ionisation equilibrium with gas pressure P_g.
+def _cubic(coef: tuple[float, ...], x: torch.Tensor) -> torch.Tensor:
+    return coef[0] + x * (coef[1] + x * (coef[2] + x * coef[3]))
 
-    Solves P_e = P_g Σ A_j x_j / (Σ A_j + Σ A_j x_j) (Gray 2005 eq. 9.8, single ionisation,
-    no molecules) by Newton iterations on ln P_e started from a bracket by bisection, so the
-    result is differentiable with respect to T and P_g.
+
+def _inverse_dissociation(T: torch.Tensor, molecules: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P(H₂)/P(H)², P(H₂⁺)/(P(H) P(H⁺))) [cm² dyn⁻¹]; zeros when ``molecules`` is False."""
+    if not molecules:
+        zero = torch.zeros_like(T)
+        return zero, zero
+    theta = (5040.0 / T).clamp(0.2, 2.0)
+    return 10.0 ** _cubic(_LOG_INV_K_H2, theta), 10.0 ** _cubic(_LOG_INV_K_H2PLUS, theta)
+
+
+def h2_dissociation_constants(T: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dissociation constants of H₂ and H₂⁺ in partial pressures.
+
+    K_p(H₂) = P(H)²/P(H₂) and K_p(H₂⁺) = P(H) P(H⁺)/P(H₂⁺), with P the partial pressures of
+    neutral atomic H, H⁺ (protons), H₂ and H₂⁺.
+
+    Parameters
+    ----------
+    T : tensor (...,)
+        Temperature [K]. θ = 5040/T is clamped to 0.2-2.0 (2520-25 200 K), the range of the
+        atomic partition functions of :func:`partition_function`.
+
+    Returns
+    -------
+    K_H2, K_H2plus : tensors (...,)
+        [dyn cm⁻²].
+
+    Notes
+    -----
+    log₁₀ K_p = −(c₀ + c₁θ + c₂θ² + c₃θ³) with the coefficients of the hydrogen
+    ionisation-dissociation equilibrium of Mihalas (1967, *Methods in Computational Physics* 7,
+    p. 10, as cited in Synspec's ``ELDENS``), the tabulated fits used unchanged by the equation of state of Wittmann (1974, Sol.
+    Phys. 35, 11) in SIR (Ruiz Cobo & del Toro Iniesta 1992, routine ``molecb``), by Synspec and
+    by Lightweaver (``lightweaver.wittmann.molecb``, Osborne & Milić 2021); those codes apply them
+    below 16 000 K. Checked in ``tests/test_eos_h2.py`` against a direct Saha-Boltzmann sum over
+    the rovibrational levels of H₂ (X¹Σg⁺ constants of Huber & Herzberg 1979, D₀ = 4.4781 eV):
+    the fit is 0.01-0.022 dex above the sum at 2600-4500 K, where umbral H₂ forms (at 4000 K
+    log₁₀ K_p(H₂) = 6.41, K_p ≈ 2.6e6 dyn cm⁻²), and ≤ 0.05 dex up to 8000 K, where the
+    H₂ fraction of the photosphere is below 10⁻³ anyway.
+    """
+    inv_h2, inv_h2p = _inverse_dissociation(T, True)
+    return 1.0 / inv_h2, 1.0 / inv_h2p
+
+
+@dataclass
+class GasState:
+    """Composition of an LTE gas of H (H, H⁺, H₂, H₂⁺), He and the metals (tensors (...,)).
+
+    Attributes
+    ----------
+    n_H : number density of all hydrogen nuclei, n_HI + n_HII + 2 n_H2 + 2 n_H2plus [cm⁻³]
+    n_HI, n_HII : neutral atomic hydrogen and protons [cm⁻³]
+    n_H2, n_H2plus : H₂ and H₂⁺ molecules [cm⁻³]
+    n_e : electrons [cm⁻³]
+    Pg : gas pressure of all particles including electrons [dyn cm⁻²]
+    rho : mass density [g cm⁻³]
+    """
+
+    n_H: torch.Tensor
+    n_HI: torch.Tensor
+    n_HII: torch.Tensor
+    n_H2: torch.Tensor
+    n_H2plus: torch.Tensor
+    n_e: torch.Tensor
+    Pg: torch.Tensor
+    rho: torch.Tensor
+
+    @property
+    def h2_fraction(self) -> torch.Tensor:
+        """Fraction 2 n(H₂)/n_H of the hydrogen nuclei bound in H₂."""
+        return 2.0 * self.n_H2 / self.n_H
+
+
+def _gas_state(T: torch.Tensor, Pe: torch.Tensor, p_HI: torch.Tensor, y: torch.Tensor, inv_h2: torch.Tensor,
+               inv_h2p: torch.Tensor) -> GasState:
+    """All densities from the partial pressure p_HI of neutral atomic H and y = n_HII/n_HI."""
+    kT = K_B * T
+    c = inv_h2 + y * inv_h2p  # (P(H₂) + P(H₂⁺))/P(H)²
+    p_nuclei = p_HI * (1.0 + y) + 2.0 * c * p_HI ** 2  # n_H kT
+    Pg = Pe + p_HI * (1.0 + y) + c * p_HI ** 2 + p_nuclei * _OTHER_ABUND
+    n_H = p_nuclei / kT
+    return GasState(n_H=n_H, n_HI=p_HI / kT, n_HII=y * p_HI / kT, n_H2=inv_h2 * p_HI ** 2 / kT,
+                    n_H2plus=inv_h2p * y * p_HI ** 2 / kT, n_e=Pe / kT, Pg=Pg, rho=n_H * _MEAN_MASS_PER_H)
+
+
+def chemical_equilibrium(T: torch.Tensor, Pe: torch.Tensor, molecules: bool = True) -> GasState:
+    """Saha-Boltzmann composition of the gas at given temperature and electron pressure.
+
+    Solves, with P = n k T the partial pressures, y = Φ_H/P_e = P(H⁺)/P(H) (Saha, Gray 2005
+    eq. 1.20), P(H₂) = P(H)²/K_p(H₂), P(H₂⁺) = P(H) P(H⁺)/K_p(H₂⁺)
+    (:func:`h2_dissociation_constants`) and the metals singly ionised (x_j of
+    :func:`ionisation_fractions`), the charge balance
+
+        P_e = P(H⁺) + P(H₂⁺) + n_H k T Σ_{j≠H} A_j x_j,
+        n_H k T = P(H) + P(H⁺) + 2 P(H₂) + 2 P(H₂⁺)   (hydrogen nuclei conserved),
+
+    a quadratic in P(H) solved in closed form (the H₂/H₂⁺ scheme of Mihalas 1967 and
+    Wittmann 1974, without H⁻, whose share of hydrogen is < 10⁻⁷). Differentiable.
+
+    Parameters
+    ----------
+    T, Pe : tensors, same shape (...,)
+        Temperature [K] and electron pressure [dyn cm⁻²], positive.
+    molecules : bool
+        False drops H₂ and H₂⁺: the atomic equation of state of Gray (2005) eq. 9.8.
+
+    Returns
+    -------
+    GasState
+        Densities, P_g and ρ. ``h2_fraction`` is the share of hydrogen nuclei in H₂
+        (0.14-0.25 at log τ₅₀₀ = 0 … −1 of the umbral model M of Maltby et al. 1986, < 1.5e-3
+        in HSRA).
+    """
+    phi = saha_ratio(T)
+    y = phi[..., 0] / Pe
+    x_other = phi[..., 1:] / (phi[..., 1:] + Pe.unsqueeze(-1))
+    s_other = (x_other * _tensor(_ABUND[1:], T)).sum(-1)
+    inv_h2, inv_h2p = _inverse_dissociation(T, molecules)
+    c = inv_h2 + y * inv_h2p
+    # P_e = P(H) [y + S (1 + y)] + P(H)² [y/K(H₂⁺) + 2 S c], S = Σ_{j≠H} A_j x_j
+    lin = y + s_other * (1.0 + y)
+    quad = y * inv_h2p + 2.0 * s_other * c
+    p_HI = 2.0 * Pe / (lin + torch.sqrt(lin ** 2 + 4.0 * quad * Pe))
+    return _gas_state(T, Pe, p_HI, y, inv_h2, inv_h2p)
+
+
+def _neutral_h_from_pg(y, c, D):
+    """P(H) from the heavy-particle pressure D = P_g − P_e: c(1 + 2A) P(H)² + (1 + y)(1 + A) P(H) = D."""
+    beta = (1.0 + y) * (1.0 + _OTHER_ABUND)
+    alpha = c * (1.0 + 2.0 * _OTHER_ABUND)
+    root = torch.sqrt(beta ** 2 + 4.0 * alpha * D)
+    return 2.0 * D / (beta + root), alpha, beta
+
+
+def gas_state_from_pg(T: torch.Tensor, Pg: torch.Tensor, Pe: torch.Tensor | None = None,
+                      molecules: bool = True) -> GasState:
+    """Composition of the gas at given temperature and gas pressure.
+
+    Parameters
+    ----------
+    T, Pg : tensors, same shape (...,)
+        Temperature [K] and gas pressure [dyn cm⁻²].
+    Pe : tensor, optional
+        The electron pressure if already known (:func:`electron_pressure`); solved otherwise.
+    molecules : bool
+        Include H₂ and H₂⁺ (default).
+
+    Returns
+    -------
+    GasState
+        Its ``Pg`` equals the input gas pressure to rounding.
+    """
+    if Pe is None:
+        Pe = electron_pressure(T, Pg, molecules=molecules)
+    y = saha_ratio(T)[..., 0] / Pe
+    inv_h2, inv_h2p = _inverse_dissociation(T, molecules)
+    p_HI, _, _ = _neutral_h_from_pg(y, inv_h2 + y * inv_h2p, (Pg - Pe).clamp_min(1e-30 * Pg))
+    return _gas_state(T, Pe, p_HI, y, inv_h2, inv_h2p)
+
+
+def hydrogen_density(T: torch.Tensor, Pe: torch.Tensor, molecules: bool = True) -> torch.Tensor:
+    """Total hydrogen nuclei density n_H [cm⁻³] (atoms, ions and molecules) from T [K] and P_e [dyn cm⁻²].
+
+    The charge balance of :func:`chemical_equilibrium`; with ``molecules=False`` it reduces to
+    n_e = n_H Σ_j A_j x_j. Tensors of the same shape in and out.
+    """
+    return chemical_equilibrium(T, Pe, molecules).n_H
+
+
+def electron_pressure(T: torch.Tensor, Pg: torch.Tensor, iterations: int = 12, molecules: bool = True) -> torch.Tensor:
+    """Electron pressure P_e [dyn cm⁻²] in ionisation and dissociation equilibrium with gas pressure P_g.
+
+    For a trial P_e the heavy-particle pressure P_g − P_e fixes the partial pressure of neutral
+    atomic hydrogen P(H) (a quadratic with H₂ and H₂⁺, :func:`chemical_equilibrium`), and the
+    residual is ln P_e − ln[P(H⁺) + P(H₂⁺) + n_H k T Σ_{j≠H} A_j x_j]; without molecules
+    (``molecules=False``) this is Gray (2005) eq. 9.8, P_e = P_g Σ A_j x_j / (Σ A_j + Σ A_j x_j).
+    The root is bracketed by bisection in ln P_e, then polished by Newton steps with the
+    analytic derivative, which carry the gradient (implicit-function derivative), so the result
+    is differentiable with respect to T and P_g.
 
     Parameters
     ----------
     T, Pg : tensors, same shape
         Temperature [K] and gas pressure [dyn cm⁻²].
+    iterations : int
+        Unused (kept for compatibility); the bisection and Newton counts are fixed.
+    molecules : bool
+        Include H₂ and H₂⁺ (default); False gives the atomic equation of state.
 
     Returns
     -------
     tensor, same shape
     """
-    abund = _tensor(_ABUND, T)
+    abund = _tensor(_ABUND[1:], T)
     phi = saha_ratio(T)
-    lnPg = torch.log(Pg)
+    phi_H, phi_o = phi[..., 0], phi[..., 1:]
+    inv_h2, inv_h2p = _inverse_dissociation(T, molecules)
 
-    def residual(lnPe):
-        x = phi / (phi + torch.exp(lnPe).unsqueeze(-1))
+    def residual(lnPe, with_derivative=False):
+        P = torch.exp(lnPe)
+        y = phi_H / P
+        c = inv_h2 + y * inv_h2p
+        D = (Pg - P).clamp_min(1e-30 * Pg)
+        p, alpha, beta = _neutral_h_from_pg(y, c, D)
+        p_nuclei = (1.0 + y) * p + 2.0 * c * p ** 2
+        x = phi_o / (phi_o + P.unsqueeze(-1))
         s = (abund * x).sum(-1)
-        return lnPe - (lnPg + torch.log(s) - torch.log(_SUM_ABUND + s)), x, s
+        R = y * p * (1.0 + inv_h2p * p) + p_nuclei * s  # P(H⁺) + P(H₂⁺) + metals' electrons
+        f = lnPe - torch.log(R)
+        if not with_derivative:
+            return f, None
+        # d/d ln P_e of every term (y, c, α, β ∝ 1/P_e parts; D' = −P_e)
+        dy, dc = -y, -y * inv_h2p
+        dbeta, dalpha = -y * (1.0 + _OTHER_ABUND), -y * inv_h2p * (1.0 + 2.0 * _OTHER_ABUND)
+        dp = -(dalpha * p ** 2 + dbeta * p + P) / (2.0 * alpha * p + beta)
+        dnuc = dy * p + (1.0 + y) * dp + 2.0 * dc * p ** 2 + 4.0 * c * p * dp
+        ds = -(abund * x * (1.0 - x)).sum(-1)
+        dR = dy * p * (1.0 + inv_h2p * p) + y * dp * (1.0 + 2.0 * inv_h2p * p) + dnuc * s + p_nuclei * ds
+        return f, 1.0 - dR / R
 
-    with torch.no_grad():  # robust bracket: bisection in ln P_e
+    lnPg = torch.log(Pg)
+    with torch.no_grad():  # robust bracket: bisection in ln P_e (the residual increases with P_e)
         lo = lnPg - 30.0
         hi = lnPg - math.log(2.0)
-        for _ in range(22):  # bracket 30 → 7e-6 in ln P_e, then Newton converges quadratically
+        for _ in range(12):  # bracket 30 → 7e-3 in ln P_e, where Newton converges quadratically (f' ≥ 1)
             mid = 0.5 * (lo + hi)
-            f, _, _ = residual(mid)
+            f, _ = residual(mid)
             lo = torch.where(f < 0, mid, lo)
             hi = torch.where(f < 0, hi, mid)
-        start = 0.5 * (lo + hi)
-    lnPe = start
-    for _ in range(3):  # Newton steps carry the gradient (implicit-function derivative)
-        f, x, s = residual(lnPe)
-        dsdln = -(abund * x * (1 - x)).sum(-1)
-        df = 1.0 - dsdln * (1.0 / s - 1.0 / (_SUM_ABUND + s))
-        lnPe = lnPe - f / df
-    return torch.exp(lnPe)
+        lnPe = 0.5 * (lo + hi)
+        for _ in range(3):  # 7e-3 → ≈ 1e-5 → 1e-10 → rounding
+            f, df = residual(lnPe, with_derivative=True)
+            lnPe = lnPe - f / df
+    # one more Newton step from the converged (detached) root carries the gradient: the
+    # implicit-function derivative d ln P_e = −(∂f/∂θ) dθ / f'
+    f, df = residual(lnPe, with_derivative=True)
+    return torch.exp(lnPe - f / df)
 
 
 def _h_minus_bf_cross_section(wav_A: float) -> float:
@@ -226,7 +441,8 @@ def _h_minus_bf_cross_section(wav_A: float) -> float:
     return 1e-18 * sum(c * wav_A ** i for i, c in enumerate(a))
 
 
-def continuum_opacity(T: torch.Tensor, Pe: torch.Tensor, wavelength_A: float) -> torch.Tensor:
+def continuum_opacity(T: torch.Tensor, Pe: torch.Tensor, wavelength_A: float, molecules: bool = True,
+                      gas: GasState | None = None) -> torch.Tensor:
     """Continuous absorption + scattering coefficient κ_c [cm⁻¹] at one wavelength.
 
     Parameters
@@ -235,6 +451,11 @@ def continuum_opacity(T: torch.Tensor, Pe: torch.Tensor, wavelength_A: float) ->
         Temperature [K] and electron pressure [dyn cm⁻²].
     wavelength_A : float
         Wavelength [Å], 2250-15000 (the H⁻ bound-free fit's range).
+    molecules : bool
+        Include H₂ and H₂⁺ in the equation of state (default): hydrogen bound in H₂ does not
+        absorb as H or H⁻ but scatters (Rayleigh on H₂).
+    gas : GasState, optional
+        The composition of :func:`chemical_equilibrium` for (T, P_e) if already computed.
 
     Returns
     -------
@@ -249,8 +470,9 @@ def continuum_opacity(T: torch.Tensor, Pe: torch.Tensor, wavelength_A: float) ->
     Notes
     -----
     Gray (2005) eq. 8.8 (H bf+ff, Gaunt factors 1), 8.11-8.12 (H⁻ bf), 8.13 (H⁻ ff,
-    Bell & Berrington 1987), Rayleigh scattering on H I (Dalgarno 1962) and Thomson scattering.
-    Stimulated emission is included for the bound-free terms (the H⁻ ff fit includes it).
+    Bell & Berrington 1987), Rayleigh scattering on H I (Dalgarno 1962) and on H₂ (Dalgarno &
+    Williams 1962, ApJ 136, 690, the fit of Kurucz's ATLAS) and Thomson scattering; the H I and
+    H⁻ terms are per neutral *atomic* hydrogen of :func:`chemical_equilibrium`. Stimulated emission is included for the bound-free terms (the H⁻ ff fit includes it).
     """
     if not 2250.0 <= wavelength_A <= 15000.0:
         raise ValueError(f"continuum_opacity: {wavelength_A} Å is outside 2250-15000 Å")
@@ -278,20 +500,19 @@ def continuum_opacity(T: torch.Tensor, Pe: torch.Tensor, wavelength_A: float) ->
     k_h = 1.0449e-26 * wavelength_A ** 3 * s * stim
     # Rayleigh on H I (Dalgarno 1962), per neutral H atom
     k_ray = 5.799e-13 / wavelength_A ** 4 + 1.422e-6 / wavelength_A ** 6 + 2.784 / wavelength_A ** 8
-    x = ionisation_fractions(T, Pe)
-    n_H = hydrogen_density(T, Pe)
-    n_HI = n_H * (1.0 - x[..., 0])
-    n_e = Pe / (K_B * T)
-    return n_HI * (k_hm_bf + k_hm_ff + k_h + k_ray) + n_e * SIGMA_THOMSON
+    # Rayleigh scattering on H₂ per molecule (Dalgarno & Williams 1962)
+    k_ray_h2 = 8.14e-13 / wavelength_A ** 4 + 1.28e-6 / wavelength_A ** 6 + 1.61 / wavelength_A ** 8
+    gas = chemical_equilibrium(T, Pe, molecules) if gas is None else gas
+    return gas.n_HI * (k_hm_bf + k_hm_ff + k_h + k_ray) + gas.n_H2 * k_ray_h2 + gas.n_e * SIGMA_THOMSON
 
 
-def _mass_density(T: torch.Tensor, Pg: torch.Tensor, Pe: torch.Tensor) -> torch.Tensor:
-    n_heavy = (Pg - Pe) / (K_B * T)
-    return n_heavy / _SUM_ABUND * _MEAN_MASS_PER_H
+def _mass_density(T: torch.Tensor, Pg: torch.Tensor, Pe: torch.Tensor, molecules: bool = True) -> torch.Tensor:
+    return gas_state_from_pg(T, Pg, Pe, molecules).rho
 
 
 def hydrostatic_equilibrium(log_tau: torch.Tensor, T: torch.Tensor, gravity: float = GRAVITY,
-                            substeps: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                            substeps: int = 2, molecules: bool = True,
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gas and electron pressure, density and geometric height of a τ₅₀₀ stratification.
 
     Integrates dP_g/d log τ = ln10 τ g / κ₅₀₀(T, P_e(P_g, T)) downwards from the top with a
@@ -308,6 +529,13 @@ def hydrostatic_equilibrium(log_tau: torch.Tensor, T: torch.Tensor, gravity: flo
         Surface gravity [cm s⁻²].
     substeps : int
         RK2 sub-steps per grid interval.
+    molecules : bool
+        Equation of state with H₂ and H₂⁺ (default, :func:`electron_pressure`); False gives the
+        atomic one. In the Maltby et al. (1986) umbral model M H₂ binds 14-24 % of the
+        hydrogen at log τ₅₀₀ = 0 … −1, which lowers the number of particles per nucleus and the
+        H⁻ opacity per gram: P_g rises by 9.8, 9.5, 4.0 % at log τ₅₀₀ = 0, −1, −2, ρ by 17-24 %,
+        and z(log τ₅₀₀ = −1, −2) falls from 109.4, 220.1 to 98.8, 203.3 km; in HSRA P_g and z
+        change by < 0.1 % and < 0.2 km.
 
     Returns
     -------
@@ -329,11 +557,13 @@ def hydrostatic_equilibrium(log_tau: torch.Tensor, T: torch.Tensor, gravity: flo
         raise ValueError("log_tau must be strictly monotonic")
     top_first = bool((d > 0).all())
     if not top_first:  # work top → bottom
-        return tuple(t.flip(-1) for t in hydrostatic_equilibrium(log_tau.flip(-1), T.flip(-1), gravity, substeps))
+        return tuple(t.flip(-1) for t in hydrostatic_equilibrium(log_tau.flip(-1), T.flip(-1), gravity, substeps,
+                                                                 molecules))
 
     def kappa_mass(temp, pg):
-        pe = electron_pressure(temp, pg)
-        return continuum_opacity(temp, pe, 5000.0) / _mass_density(temp, pg, pe), pe
+        pe = electron_pressure(temp, pg, molecules=molecules)
+        gas = gas_state_from_pg(temp, pg, pe, molecules)
+        return continuum_opacity(temp, pe, 5000.0, gas=gas) / gas.rho, pe
 
     tau0 = 10.0 ** log_tau[..., 0]
     pg = torch.full_like(tau0, 1.0) * 10.0
@@ -361,9 +591,10 @@ def hydrostatic_equilibrium(log_tau: torch.Tensor, T: torch.Tensor, gravity: flo
             y = y + 0.5 * h * (k1 + k2)
         ln_pg.append(y)
     Pg = torch.exp(torch.stack(ln_pg, dim=-1))
-    Pe = electron_pressure(T, Pg)
-    rho = _mass_density(T, Pg, Pe)
-    kappa500 = continuum_opacity(T, Pe, 5000.0)
+    Pe = electron_pressure(T, Pg, molecules=molecules)
+    gas = gas_state_from_pg(T, Pg, Pe, molecules)
+    rho = gas.rho
+    kappa500 = continuum_opacity(T, Pe, 5000.0, gas=gas)
     integrand = _LN10 * 10.0 ** log_tau / kappa500  # dz/dlogτ = −this [cm]
     dz = 0.5 * (integrand[..., 1:] + integrand[..., :-1]) * torch.diff(log_tau, dim=-1)
     depth = torch.cat([torch.zeros_like(dz[..., :1]), torch.cumsum(dz, dim=-1)], dim=-1)  # increasing downwards
@@ -566,7 +797,7 @@ def _damping(line: SpectralLine, T, n_HI, dnu_D):
 
 def synth_lte(atmos: Atmosphere, wavelength: torch.Tensor | np.ndarray, lines: list[SpectralLine] | None = None,
               mu: float = 1.0, continuum_wavelength: float | None = None,
-              chunk: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+              chunk: int = 128, molecules: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Stokes I, Q, U, V of LTE lines in depth-stratified atmospheres, batched and differentiable.
 
     Parameters
@@ -587,6 +818,10 @@ def synth_lte(atmos: Atmosphere, wavelength: torch.Tensor | np.ndarray, lines: l
         Atmospheres per vectorised pass. Passes of ~128 keep the temporaries of the
         (atmospheres × depth × wavelength) arrays in cache-friendly sizes; on a CPU much larger
         passes are slower per profile (allocator churn), on a GPU use thousands.
+    molecules : bool
+        Equation of state with H₂ and H₂⁺ (default; :func:`chemical_equilibrium`). At given
+        P_e, H₂ takes hydrogen from the H⁻ and H continua and from the van der Waals perturbers
+        (atomic H), so umbral lines deepen; False gives the atomic equation of state.
 
     Returns
     -------
@@ -616,19 +851,19 @@ def synth_lte(atmos: Atmosphere, wavelength: torch.Tensor | np.ndarray, lines: l
             for f in fields(Atmosphere)}
     total = flat["T"].shape[0]
     if total <= chunk:
-        stokes, Ic = _synth_chunk(Atmosphere(**flat), wavelength, lines, mu, continuum_wavelength)
+        stokes, Ic = _synth_chunk(Atmosphere(**flat), wavelength, lines, mu, continuum_wavelength, molecules)
     else:
         parts = []
         for start in range(0, total, chunk):
             sub = {k: (v if v is None or (k == "log_tau" and v.dim() == 1) else v[start:start + chunk])
                    for k, v in flat.items()}
-            parts.append(_synth_chunk(Atmosphere(**sub), wavelength, lines, mu, continuum_wavelength))
+            parts.append(_synth_chunk(Atmosphere(**sub), wavelength, lines, mu, continuum_wavelength, molecules))
         stokes = torch.cat([p[0] for p in parts])
         Ic = torch.cat([p[1] for p in parts])
     return stokes.reshape(*batch, 4, -1), Ic.reshape(batch)
 
 
-def _synth_chunk(atmos: Atmosphere, wavelength, lines, mu, continuum_wavelength):
+def _synth_chunk(atmos: Atmosphere, wavelength, lines, mu, continuum_wavelength, molecules=True):
     T = atmos.T
     if T.shape[-1] < 3:
         raise ValueError("synth_lte needs at least 3 depth points")
@@ -645,10 +880,10 @@ def _synth_chunk(atmos: Atmosphere, wavelength, lines, mu, continuum_wavelength)
     T, Pe, vmic, B, vlos, inc, azi = fields_
     lam_c = float(continuum_wavelength or wavelength.mean())
     x = ionisation_fractions(T, Pe)
-    n_H = hydrogen_density(T, Pe)
-    n_HI = n_H * (1.0 - x[..., 0])
-    kappa_c = continuum_opacity(T, Pe, lam_c)
-    kappa_500 = continuum_opacity(T, Pe, 5000.0)
+    gas = chemical_equilibrium(T, Pe, molecules)
+    n_H, n_HI = gas.n_H, gas.n_HI
+    kappa_c = continuum_opacity(T, Pe, lam_c, gas=gas)
+    kappa_500 = continuum_opacity(T, Pe, 5000.0, gas=gas)
     tau500 = 10.0 ** log_tau
     integrand = _LN10 * tau500 * kappa_c / kappa_500
     dtau = 0.5 * (integrand[..., 1:] + integrand[..., :-1]) * torch.diff(log_tau, dim=-1)
