@@ -51,7 +51,7 @@ demo-augment: $(STAMP)
 INV_WORK ?= runs/inversion
 demo-inversion: $(STAMP)
 	$(VENV)/bin/helioforge inversion make-trainset -o $(INV_WORK)/trainset -p cpu
-	$(VENV)/bin/helioforge inversion make-trainset -o $(INV_WORK)/valset -p cpu --patches 24 --seed 1
+	$(VENV)/bin/helioforge inversion make-trainset -o $(INV_WORK)/valset -p cpu --patches 24 --seed 1 --reference-from $(INV_WORK)/trainset
 	$(VENV)/bin/helioforge inversion train -t $(INV_WORK)/trainset -w $(INV_WORK) -n encdec -p cpu
 	$(VENV)/bin/helioforge inversion train -t $(INV_WORK)/trainset -w $(INV_WORK) -n concat -p cpu
 	data=$(DATA) && $(VENV)/bin/helioforge invert $$data/stokes/hinode_sp_sample/hinode4d.20130912.sample.fits \

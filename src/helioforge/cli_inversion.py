@@ -116,12 +116,15 @@ def make_trainset_cmd(
     device: str = typer.Option("cpu", "--device", help="Where the synthesis runs: cpu or cuda."),
     ranges: bool = typer.Option(True, "--ranges/--no-ranges", help="Write target_ranges.csv/json against SICON's normalisation."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the shards already in the folder against their checksums and make damaged ones again (--no-verify trusts them)."),
+    reference_from: Optional[Path] = typer.Option(None, "--reference-from", help="Training-set folder whose quiet-Sun reference (I_c, z offset) this set uses: make held-out sets with it."),
     data: Optional[Path] = DATA,
 ) -> None:
     """Synthetic (Stokes map, 49 target maps) patches in zarr shards with a manifest (paper §2).
 
     Resumable: complete shards already in the folder are verified and kept, damaged or missing
-    ones are made. The folder is locked while the command runs.
+    ones are made. The folder is locked while the command runs. A held-out set must share the
+    training set's quiet-Sun reference (``inversion validate`` refuses one that does not): sets
+    that differ only in ``--seed`` share it; otherwise pass ``--reference-from TRAINSET``.
     """
     from dataclasses import replace
 
@@ -136,7 +139,8 @@ def make_trainset_cmd(
         changes = {k: v for k, v in {"n_patches": patches, "patch_size": size, "seed": seed}.items() if v is not None}
         if changes:
             prof = replace(prof, trainset=replace(ts, **changes))
-        manifest = make_trainset(output, prof, device=device, progress=True, verify_existing=verify)
+        manifest = make_trainset(output, prof, device=device, progress=True, verify_existing=verify,
+                                 reference_from=reference_from)
     except _ERRORS as e:
         _error(e)
     n = sum(s.get("n", 0) for s in manifest.get("shards", []))
@@ -234,11 +238,14 @@ def invert_command(
     weights: Optional[Path] = typer.Option(None, "--weights", help="Weights stem (default WORKDIR/train_<network>/sicon_<network>)."),
     branch: int = typer.Option(0, "--branch", min=0, max=1, help="Azimuth solution for Bx, By: 0 (Bx ≥ 0) or 1 (opposite)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    pixel_scale: Optional[str] = typer.Option(None, "--pixel-scale", help="Pixel of the map X,Y in arcsec (default: its XSCALE, YSCALE cards)."),
 ) -> None:
     """Invert a Hinode SP map with a trained SICON network into T, v_z, z, log P, B at 7 log τ.
 
-    Pixels with non-finite values are masked: NaN in the output cube there. Reads the work
-    folder only (nothing is created or changed in it).
+    Pixels with non-finite values are masked: NaN in the output cube there. A map whose pixel
+    differs by more than 2 % from the networks' (0.16″) is resampled to it, with a warning; one
+    without XSCALE/YSCALE cards is taken to be at that pixel, with a warning (or give
+    --pixel-scale). Reads the work folder only (nothing is created or changed in it).
     """
     import numpy as np
 
@@ -250,6 +257,17 @@ def invert_command(
     files = [Path(str(stem) + ".safetensors"), Path(str(stem) + ".json")]
     train = f"helioforge inversion train -t TRAINSET -w {workdir} -n {network.value}"
     try:
+        scale = None
+        if pixel_scale is not None:
+            from helioforge.errors import InputError
+
+            try:
+                parts = [float(v) for v in pixel_scale.split(",")]
+            except ValueError:
+                parts = []
+            if len(parts) not in (1, 2) or not all(np.isfinite(v) and v > 0 for v in parts):
+                raise InputError(f"--pixel-scale must be X[,Y] in arcsec (positive numbers), got {pixel_scale!r}")
+            scale = (parts[0], parts[-1])
         inputs = [sp_map, *files]
         if sp_map.is_dir():  # a folder of slit files: none of them may be overwritten either
             inputs += sorted(sp_map.iterdir())
@@ -262,17 +280,24 @@ def invert_command(
     if not files[0].is_file():
         _fail(f"{files[0]} not found: train first (`{train}`) or pass --weights")
     try:
-        cube, info = invert_map(sp_map, stem, branch=branch, device=device)
-        write_atmos_cube(output, cube)
+        cube, info = invert_map(sp_map, stem, branch=branch, device=device, pixel_scale=scale)
+        write_atmos_cube(output, cube, mask=info["mask"])
     except _ERRORS as e:
         _error(e)
     for s in info["skipped"]:
         console.print(f"[yellow]skipped[/yellow] {s}")
+    for msg in info.get("pixel_scale", {}).get("warnings", []):
+        from rich.markup import escape
+
+        console.print(f"[yellow]pixel scale[/yellow] {escape(msg)}")
     if info.get("n_masked"):
         from rich.markup import escape
 
+        p = cube.params
         console.print(f"[yellow]masked[/yellow] {info['n_masked']} of {info['mask'].size} pixel(s) of {escape(str(sp_map))} "
-                      "(non-finite values or no positive continuum): NaN in the output there")
+                      f"(non-finite {p.get('bad_nonfinite', 0)}, negative counts {p.get('bad_negative', 0)}, "
+                      f"saturated {p.get('bad_saturated', 0)}; or no positive continuum): NaN in the output there, "
+                      "MASK extension = 1")
     ny, nx = cube.data.shape[-2:]
     t0 = cube.data[0, 0]
     t_range = f"{np.nanmin(t0):.0f}–{np.nanmax(t0):.0f} K" if np.isfinite(t0).any() else "no finite value"

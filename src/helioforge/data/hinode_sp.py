@@ -40,6 +40,13 @@ quiet Sun in the field of view (Asensio Ramos & Díaz Baso 2019, A&A 626, A102, 
 to the local average quiet Sun intensity"), with an automatic quiet-Sun mask
 (:func:`quiet_sun_mask`).
 
+Pixel scale (:func:`match_pixel_scale`): XSCALE/YSCALE are checked against the pixel the SICON
+networks were trained at (0.16″); an axis more than 2 % off is resampled to it with a warning
+naming the file (resampling, not refusal: the usual SP scan step is 0.1476″), a map without the
+cards gets a warning naming the file and the missing card. Bad pixels (:func:`flag_bad_pixels`:
+non-finite values, negative Stokes I counts, saturated level-1 Stokes I) are set to NaN and
+counted, so that the other pixels are still inverted.
+
 Bad input raises :class:`SPReadError` (a :class:`~helioforge.data.hinode.HinodeReadError`)
 naming the file and the problem; :func:`read_sp_level1` skips bad slit files as
 :class:`~helioforge.data.sharp.Skipped` entries and goes on.
@@ -79,6 +86,10 @@ __all__ = [
     "to_standard_grid",
     "heliocentric_mu",
     "plausibility_problem",
+    "PIXEL_SCALE_RTOL",
+    "SATURATION_COUNTS",
+    "flag_bad_pixels",
+    "match_pixel_scale",
     "MAX_ABS_VALUE",
     "MIN_LINE_DEPTH",
 ]
@@ -403,6 +414,7 @@ def read_sp_cube(path: str | Path, wavelength_ext: str = "WAVELENGTH",
         "notes": notes,
     }
     xs, ys = _card(header, "XSCALE"), _card(header, "YSCALE")
+    meta["pixel_scale_missing"] = [k for k, v in (("XSCALE", xs), ("YSCALE", ys)) if v is None]
     if xs is not None and ys is not None:
         meta["pixel_scale_arcsec"] = {"x": xs, "y": ys}
     return SPMap(stokes=stokes, wavelength=wav, continuum=cont.astype(np.float32), header=meta)
@@ -670,6 +682,7 @@ def read_sp_level1(source: str | Path | Iterable[str | Path], wavelength: str = 
         "ycen": ycen,
         "mu": heliocentric_mu(xcen, ycen, date) if (xcen is not None and ycen is not None and date) else None,
         "pixel_scale_arcsec": {"x": xs, "y": ys} if (xs is not None and ys is not None) else None,
+        "pixel_scale_missing": [k for k, v in (("XSCALE", xs), ("YSCALE", ys)) if v is None],
         "units": "counts",
         "wavelength_source": "header CRVAL1/CDELT1/CRPIX1" if _header_wavelengths(good[0].header, nw) is not None
         and wavelength == "header" else "standard grid",
@@ -948,3 +961,195 @@ def to_standard_grid(sp_map: SPMap, grid: Sequence[float] | np.ndarray | None = 
     }
     header["wavelength_source"] = f"resampled to the standard grid from ({sp_map.header.get('wavelength_source')})"
     return replace(sp_map, stokes=stokes.astype(np.float32), wavelength=target.copy(), header=header)
+
+
+# --------------------------------------------------------------------------- pixel scale
+
+#: Relative difference between a map's pixel and the networks' (per axis) below which the map
+#: is used as it is: 2 % keeps the SP pixel along the slit (YSCALE 0.1585″ against 0.16″,
+#: 0.9 %) and resamples the 0.1476″ normal-map scan step (7.8 %) and 0.30″ fast maps.
+PIXEL_SCALE_RTOL = 0.02
+
+
+def _resample_pixels(a: np.ndarray, axis: int, n_out: int, ratio: float, nearest: bool = False) -> np.ndarray:
+    """Resample ``a`` along ``axis`` to ``n_out`` pixels, ``ratio`` = new pixel / old pixel:
+    output pixel j is centred at input pixel coordinate (j + ½)·ratio − ½ (pixel edges aligned
+    at the map's first edge), linear interpolation (``nearest``: nearest pixel), edge values
+    held beyond the map."""
+    n = a.shape[axis]
+    u = np.clip((np.arange(n_out) + 0.5) * ratio - 0.5, 0.0, n - 1.0)
+    if nearest or n == 1:
+        return np.take(a, np.clip(np.rint(u).astype(int), 0, n - 1), axis=axis)
+    out, _ = _interp_axis(a, np.arange(n, dtype=np.float64), u, axis=axis)
+    return out
+
+
+def match_pixel_scale(sp_map: SPMap, target_arcsec: float | tuple[float, float], *,
+                      pixel_scale: tuple[float, float] | None = None,
+                      rtol: float = PIXEL_SCALE_RTOL) -> tuple[SPMap, dict[str, Any]]:
+    """Bring a map to the pixel of the networks' training maps: **resample with a warning**.
+
+    The SICON networks learn spatial structure at the pixel they were trained at (0.16″ in the
+    paper, §2 step 2; :attr:`helioforge.inversion.training.SiconInverter.pixel_arcsec`). A map
+    whose scan step (``XSCALE``) or pixel along the slit (``YSCALE``) differs from it by more
+    than ``rtol`` is resampled along that axis by linear interpolation onto pixels of the
+    trained size (pixel edges aligned at the map's first edge; ``n_out = round(n · s / s₀)``,
+    at least 1), and a warning naming the file gives both scales. Resampling was chosen over
+    refusing because most real SP normal maps have a 0.1476″ scan step against 0.16″: a
+    refusal would make the networks unusable on them, while an 8 % resampling keeps the
+    structure sizes the networks expect. It does not restore resolution: a coarser map (a
+    0.30″ fast map) reaches the networks smoother than their training maps, which the warning
+    says. NaN pixels spread to the resampled pixels they touch (they are masked downstream);
+    the quiet-Sun mask is resampled by nearest pixel. A one-pixel axis (a single slit) is left
+    as it is.
+
+    Parameters
+    ----------
+    sp_map : the map (any units), ``header["pixel_scale_arcsec"] = {"x": XSCALE, "y": YSCALE}``
+        from the readers.
+    target_arcsec : the networks' pixel [arcsec], one number or (x, y).
+    pixel_scale : (x, y) [arcsec] to use instead of the header's (a file without the cards).
+    rtol : relative tolerance per axis.
+
+    Returns
+    -------
+    (map at the target pixel (the same object when nothing changed), info) with info
+    ``{"scale_arcsec": (x, y) of the input, "source": "header" / "given" / "assumed",
+    "target_arcsec": (x, y), "resampled": [axes], "shape_from": (ny, nx), "shape_to": (ny, nx),
+    "warnings": [messages]}``; the new map's ``header["pixel_resampling"]`` holds the same and
+    ``header["pixel_scale_arcsec"]`` the new scale.
+
+    A map without ``XSCALE``/``YSCALE`` (the globin sample cube has none) is **not** refused:
+    a warning naming the file and the missing card(s) says the trained pixel is assumed, and
+    ``info["source"]`` is ``"assumed"``; pass ``pixel_scale`` to give the scale.
+
+    Raises
+    ------
+    SPReadError : a pixel scale that is not positive and finite (names the file).
+    ValueError : ``target_arcsec`` or ``rtol`` not positive.
+
+    Source: Asensio Ramos & Díaz Baso (2019) §2 step 2 (training maps rebinned to the 0.16″
+    Hinode pixel); XSCALE/YSCALE of the SP level-1 headers (Lites et al. 2013).
+    """
+    tx, ty = (float(target_arcsec),) * 2 if np.isscalar(target_arcsec) else (float(target_arcsec[0]),
+                                                                              float(target_arcsec[1]))
+    if not (tx > 0 and ty > 0 and rtol >= 0):
+        raise ValueError(f"target_arcsec must be positive and rtol ≥ 0, got {target_arcsec}, {rtol}")
+    path = Path((sp_map.header.get("files") or ["<map>"])[0] or "<map>")
+    messages: list[str] = []
+    if pixel_scale is not None:
+        sx, sy = float(pixel_scale[0]), float(pixel_scale[1])
+        source = "given"
+    elif sp_map.header.get("pixel_scale_arcsec"):
+        sx, sy = float(sp_map.header["pixel_scale_arcsec"]["x"]), float(sp_map.header["pixel_scale_arcsec"]["y"])
+        source = "header"
+    else:
+        missing = sp_map.header.get("pixel_scale_missing") or ["XSCALE", "YSCALE"]
+        msg = (f"{path}: no {' and no '.join(missing)} card: the pixel scale is unknown; assumed to be the networks' "
+               f"{tx:g} x {ty:g} arcsec (give the map's scale with pixel_scale= / --pixel-scale X,Y)")
+        logger.warning("%s", msg)
+        info = {"scale_arcsec": None, "source": "assumed", "target_arcsec": (tx, ty), "resampled": [],
+                "shape_from": (sp_map.ny, sp_map.nx), "shape_to": (sp_map.ny, sp_map.nx), "warnings": [msg]}
+        header = dict(sp_map.header)
+        header["pixel_resampling"] = {**info, "note": "pixel scale assumed"}
+        return replace(sp_map, header=header), info
+    for name, v in (("XSCALE", sx), ("YSCALE", sy)):
+        if not (math.isfinite(v) and v > 0):
+            raise SPReadError(path, f"pixel scale {name} = {v} arcsec is not positive")
+    stokes, cont, mask = sp_map.stokes, sp_map.continuum, sp_map.quiet_mask
+    resampled = []
+    for axis_name, s_in, t, ax in (("x", sx, tx, -1), ("y", sy, ty, -2)):
+        rel = s_in / t - 1.0
+        if abs(rel) <= rtol:
+            continue
+        n = stokes.shape[ax]
+        n_out = max(1, int(round(n * s_in / t)))
+        card = "XSCALE (scan step)" if axis_name == "x" else "YSCALE (along the slit)"
+        msg = (f"{path}: {card} is {s_in:g} arcsec, the networks were trained at {t:g} arcsec ({rel:+.1%}): ")
+        if n == 1:
+            msg += "a single pixel along this axis, left as it is"
+        else:
+            msg += f"resampled along {axis_name} from {n} to {n_out} pixels (linear interpolation)"
+            if s_in > t * 1.25:
+                msg += ("; the map is coarser than the training maps, so the networks see smoother maps than they "
+                        "learnt from: treat the result with care")
+            ratio = t / s_in
+            stokes = _resample_pixels(stokes, stokes.ndim + ax, n_out, ratio)
+            cont = _resample_pixels(np.asarray(cont), np.asarray(cont).ndim + ax, n_out, ratio)
+            if mask is not None:
+                mask = _resample_pixels(np.asarray(mask), 2 + ax, n_out, ratio, nearest=True)
+            resampled.append(axis_name)
+        logger.warning("%s", msg)
+        messages.append(msg)
+    info = {"scale_arcsec": (sx, sy), "source": source, "target_arcsec": (tx, ty), "resampled": resampled,
+            "shape_from": (sp_map.ny, sp_map.nx), "shape_to": tuple(int(v) for v in stokes.shape[-2:]),
+            "warnings": messages}
+    header = dict(sp_map.header)
+    header["pixel_resampling"] = {**info, "method": "linear interpolation, pixel edges aligned at the first edge"}
+    header["pixel_scale_arcsec"] = {"x": tx if "x" in resampled else sx, "y": ty if "y" in resampled else sy}
+    if not resampled and source == "header":
+        return replace(sp_map, header=header), info
+    return replace(sp_map, stokes=np.ascontiguousarray(stokes, dtype=np.float32),
+                   continuum=np.ascontiguousarray(cont, dtype=np.float32), quiet_mask=mask, header=header), info
+
+
+# --------------------------------------------------------------------------- bad pixels
+
+#: Largest Stokes I a level-1 pixel can hold [counts]: the 16-bit unsigned range (after the
+#: wrap-around correction), doubled by an on-board bit shift SPBSHFT ≥ 1 (:func:`undo_bit_shift`).
+#: A value at the ceiling is saturated (or a fill value), not a measurement.
+SATURATION_COUNTS = 65535.0
+
+
+def flag_bad_pixels(sp_map: SPMap) -> tuple[SPMap, np.ndarray, dict[str, int]]:
+    """Find the pixels of a map in counts that cannot be inverted, and set them to NaN.
+
+    A pixel is bad when any value of its profiles is
+
+    * non-finite (NaN, inf: missing data, fill);
+    * a negative Stokes I (negative counts: not a measured intensity);
+    * for level-1 maps (``header["source"] == "level1"``), a Stokes I at or above the 16-bit
+      ceiling :data:`SATURATION_COUNTS` × 2 (SPBSHFT ≥ 1, the largest shift of the map) or
+      × 1 (SPBSHFT = 0): saturated. Cubes carry no bit-shift record and get no saturation
+      test.
+
+    Parameters
+    ----------
+    sp_map : a map in counts (before :func:`normalise_quiet_sun`).
+
+    Returns
+    -------
+    (map with NaN in every Stokes parameter and wavelength of the bad pixels (the same object
+    when there is none), bad (ny, nx) bool, counts ``{"nonfinite": n, "negative": n,
+    "saturated": n}`` (a pixel can count under several)). ``header["bad_pixels"]`` holds the
+    counts and the saturation level used.
+
+    Raises
+    ------
+    SPReadError : every pixel is bad (names the file and the counts).
+    """
+    stokes = np.asarray(sp_map.stokes)
+    with np.errstate(invalid="ignore"):
+        nonfinite = ~np.isfinite(stokes).all(axis=(0, 1))
+        negative = (stokes[0] < 0).any(axis=0)
+        saturated = np.zeros_like(negative)
+        level = None
+        if sp_map.header.get("source") == "level1":
+            shifts = [int(v) for v in (sp_map.header.get("spbshft") or [0])]
+            level = SATURATION_COUNTS * (2.0 if max(shifts) >= 1 else 1.0)
+            saturated = (stokes[0] >= level).any(axis=0)
+    bad = nonfinite | negative | saturated
+    counts = {"nonfinite": int(nonfinite.sum()), "negative": int(negative.sum()), "saturated": int(saturated.sum())}
+    path = Path((sp_map.header.get("files") or ["<map>"])[0] or "<map>")
+    if bad.all():
+        raise SPReadError(path, f"no valid pixel: {counts['nonfinite']} non-finite, {counts['negative']} with negative "
+                                f"Stokes I counts, {counts['saturated']} saturated (of {bad.size})")
+    header = dict(sp_map.header)
+    header["bad_pixels"] = {**counts, "n_bad": int(bad.sum()), "saturation_counts": level}
+    if not bad.any():
+        return replace(sp_map, header=header), bad, counts
+    out = np.array(stokes, dtype=np.float32, copy=True)
+    out[:, :, bad] = np.nan
+    cont = np.array(sp_map.continuum, dtype=np.float32, copy=True)
+    cont[bad] = np.nan
+    return replace(sp_map, stokes=out, continuum=cont, header=header), bad, counts

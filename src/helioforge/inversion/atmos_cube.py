@@ -104,11 +104,15 @@ def field_vector(cube_data: np.ndarray, branch: int = 0) -> np.ndarray:
     return torch.stack(bxbyz_from_bqbubv(BQ, BU, BV, branch)).numpy()
 
 
-def write_atmos_cube(path: str | Path, cube: AtmosCube) -> Path:
-    """Write the cube as FITS: primary (7, n_tau, ny, nx) float32 + ``BXYZ`` + ``LOGTAU`` extensions.
+def write_atmos_cube(path: str | Path, cube: AtmosCube, mask: np.ndarray | None = None) -> Path:
+    """Write the cube as FITS: primary (7, n_tau, ny, nx) float32 + ``BXYZ`` + ``LOGTAU`` extensions,
+    and a ``MASK`` extension when ``mask`` is given.
 
     Header: ``QUANT1..7``/``QUNIT1..7`` (quantity and unit per plane of axis 4), ``CTYPE3 =
-    'LOGTAU'``, ``BRANCH`` (azimuth solution of ``BXYZ``) and provenance cards. Atomic.
+    'LOGTAU'``, ``BRANCH`` (azimuth solution of ``BXYZ``) and provenance cards. ``mask`` (ny, nx)
+    bool/uint8, 1 = pixel not inverted (NaN in the cube); its header counts the flagged input
+    pixels per kind from ``cube.params`` (``bad_nonfinite``, ``bad_negative``, ``bad_saturated``).
+    Atomic: every extension is in the file when it appears under its name.
     """
     hdr = fits.Header()
     for i, q in enumerate(QUANTITIES, 1):
@@ -124,6 +128,13 @@ def write_atmos_cube(path: str | Path, cube: AtmosCube) -> Path:
         bh["BUNIT"] = "G"
         bh["COMMENT"] = "planes: Bx, By, Bz; x = columns, y = rows, z = towards the observer"
         extra.append(fits.ImageHDU(cube.bxyz.astype(np.float32), header=bh, name="BXYZ"))
+    if mask is not None:
+        mh = fits.Header()
+        mh["COMMENT"] = "1 = pixel not inverted (NaN in the cube): non-finite, negative or saturated counts, or no continuum"
+        for key, card in (("bad_nonfinite", "NBADNAN"), ("bad_negative", "NBADNEG"), ("bad_saturated", "NBADSAT")):
+            mh[card] = (int(cube.params.get(key, 0)), f"input pixels flagged: {key.removeprefix('bad_')}")
+        mh["NMASKED"] = (int(np.asarray(mask).sum()), "pixels masked in this cube")
+        extra.append(fits.ImageHDU(np.asarray(mask, dtype=np.uint8), header=mh, name="MASK"))
     return write_fits(path, cube.data.astype(np.float32), model="SICON inversion", params=cube.params, header=hdr,
                       extra_hdus=extra)
 

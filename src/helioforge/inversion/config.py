@@ -185,7 +185,12 @@ class TrainsetConfig:
         wide, the SP step 21.5 mÅ).
     qs_reference_size : side (model pixels) of the quiet-Sun map whose median continuum
         normalises every Stokes map (paper §2 step 3: "normalized to the median continuum in
-        the surrounding quiet Sun").
+        the surrounding quiet Sun") and whose mean log τ = 0 height is z = 0.
+    qs_reference_seed : seed of that map, ``default_rng([qs_reference_seed, 2**32])``. It is
+        **not** ``seed``: a held-out set made with another ``seed`` (and otherwise the same
+        settings) gets the same reference as the training set (issue 13). Sets made with other
+        settings share a reference with ``make_trainset(..., reference_from=TRAINSET)``
+        (``--reference-from``).
     seed : master seed; patch i is drawn from ``numpy.random.default_rng([seed, i])`` so a
         shard's content does not depend on which shards were made before (resumable).
     """
@@ -201,6 +206,7 @@ class TrainsetConfig:
     margin_px: int = 4
     wavelength_oversampling: int = 2
     qs_reference_size: int = 64
+    qs_reference_seed: int = 0
     seed: int = 0
 
     #: Smallest and largest patch side accepted (a patch smaller than 4 pixels has no spatial
@@ -216,6 +222,7 @@ class TrainsetConfig:
         check_count("shard_size", self.shard_size, 1)
         check_count("seed", self.seed, 0)
         check_count("qs_reference_size", self.qs_reference_size, 1)
+        check_count("qs_reference_seed", self.qs_reference_seed, 0)
         check_count("margin_px", self.margin_px, 0)
         check_count("wavelength_oversampling", self.wavelength_oversampling, 1)
         check_finite("noise_sigma", self.noise_sigma, 0.0)

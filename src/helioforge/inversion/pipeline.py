@@ -92,7 +92,10 @@ def fill_masked(stokes: np.ndarray, bad: np.ndarray) -> np.ndarray:
 def load_map(path: str | Path, quiet_mask: np.ndarray | None = None):
     """Read an SP map, resample it to the standard grid and normalise it to the quiet Sun (§4).
 
-    Pixels with non-finite values are kept as NaN (:func:`masked_pixels` finds them).
+    Bad pixels are set to NaN, with a warning naming the file and how many of each kind
+    (:func:`helioforge.data.hinode_sp.flag_bad_pixels`: non-finite values, negative Stokes I
+    counts, saturated level-1 Stokes I); :func:`masked_pixels` then finds them, and the counts
+    are in ``sp.header["bad_pixels"]``.
 
     Returns
     -------
@@ -105,17 +108,25 @@ def load_map(path: str | Path, quiet_mask: np.ndarray | None = None):
     helioforge.errors.InputError
         For a map that cannot be Hinode SP data (values beyond the instrument's range, a
         continuum that is not positive, no Fe I absorption lines: see
-        :func:`helioforge.data.hinode_sp.plausibility_problem`), or whose quiet-Sun continuum
-        cannot be found; the message names the file.
+        :func:`helioforge.data.hinode_sp.plausibility_problem`), with no valid pixel, or whose
+        quiet-Sun continuum cannot be found; the message names the file.
     """
     from helioforge.data import hinode_sp
     from helioforge.errors import InputError
 
     t0 = time.perf_counter()
     sp, skipped = hinode_sp.read_sp_map(path)
-    why = hinode_sp.plausibility_problem(sp)
+    why = hinode_sp.plausibility_problem(sp)  # the whole map first: medians, robust to a few bad pixels
     if why is not None:
         raise InputError(f"{path}: {why}")
+    try:
+        sp, bad, counts = hinode_sp.flag_bad_pixels(sp)
+    except hinode_sp.SPReadError as exc:
+        raise InputError(str(exc)) from None
+    if bad.any():
+        log.warning("%s: %d of %d pixel(s) cannot be inverted (%d non-finite, %d with negative Stokes I counts, %d "
+                    "saturated): masked, NaN in the output there", path, int(bad.sum()), bad.size, counts["nonfinite"],
+                    counts["negative"], counts["saturated"])
     sp = hinode_sp.to_standard_grid(sp)
     try:
         sp, ic = hinode_sp.normalise_quiet_sun(sp, mask=quiet_mask)
@@ -125,12 +136,24 @@ def load_map(path: str | Path, quiet_mask: np.ndarray | None = None):
 
 
 def invert_map(path: str | Path, stem: str | Path, branch: int = 0, device: str | None = None,
-               quiet_mask: np.ndarray | None = None) -> tuple[AtmosCube, dict[str, Any]]:
+               quiet_mask: np.ndarray | None = None,
+               pixel_scale: tuple[float, float] | None = None) -> tuple[AtmosCube, dict[str, Any]]:
     """Invert a Hinode SP map file (or folder of per-slit files) into an atmosphere cube.
 
-    Pixels that cannot be inverted (non-finite values, a continuum that is not positive) are
-    masked: the network sees the median profile there and the cube holds NaN at those pixels
-    (``info["n_masked"]``, header card ``HF masked_pixels``; a warning names the file).
+    The map's pixel (``XSCALE``, ``YSCALE``) is checked against the pixel the networks were
+    trained at (sidecar ``stokes.pixel_arcsec``, 0.16″): an axis that differs by more than 2 %
+    is **resampled** to it with a warning naming the file
+    (:func:`helioforge.data.hinode_sp.match_pixel_scale`), and the cube is then on the trained
+    pixel (header cards ``HF pixel_scale_x``, ``HF pixel_scale_y``, ``HF pixel_resampled``); a
+    map without the cards gets a warning naming the file and is taken to be at the trained
+    pixel (``HF pixel_scale_source = assumed``) unless ``pixel_scale`` is given.
+
+    Pixels that cannot be inverted (non-finite values, negative Stokes I counts, saturated
+    level-1 Stokes I, a continuum that is not positive) are masked: the network sees the median
+    profile there and the cube holds NaN at those pixels (``info["mask"]``, ``info["n_masked"]``,
+    header cards ``HF masked_pixels``, ``HF bad_nonfinite``, ``HF bad_negative``,
+    ``HF bad_saturated``; a warning names the file); the other pixels are inverted.
+    ``helioforge invert`` writes the mask as the ``MASK`` extension of the cube.
 
     Parameters
     ----------
@@ -138,11 +161,14 @@ def invert_map(path: str | Path, stem: str | Path, branch: int = 0, device: str 
     stem : trained network weights.
     branch : azimuth solution for (B_x, B_y, B_z): 0 (B_x ≥ 0) or 1 (the opposite).
     quiet_mask : optional (ny, nx) bool mask of the quiet Sun used for the continuum normalisation.
+    pixel_scale : (x, y) pixel of the map [arcsec], instead of its XSCALE/YSCALE cards.
 
     Returns
     -------
-    (AtmosCube, info) where info holds the normalised Stokes map, wavelength shift, I_c used,
-    skipped files, the mask of the masked pixels (``mask``, ``n_masked``) and timings.
+    (AtmosCube, info) where info holds the normalised Stokes map (at the trained pixel),
+    wavelength shift, I_c used, skipped files, the pixel-scale check (``pixel_scale``: see
+    :func:`~helioforge.data.hinode_sp.match_pixel_scale`), the mask of the masked pixels
+    (``mask``, ``n_masked``) and timings.
 
     Raises
     ------
@@ -161,19 +187,31 @@ def invert_map(path: str | Path, stem: str | Path, branch: int = 0, device: str 
     from helioforge.inversion.training import SiconInverter
 
     inverter = SiconInverter.from_weights(stem, device=device)  # damaged weights: refused before any reading
+    from helioforge.data.hinode_sp import match_pixel_scale
+
     sp, skipped, ic, t_read = load_map(path, quiet_mask)
+    sp, pix = match_pixel_scale(sp, inverter.pixel_arcsec, pixel_scale=pixel_scale)
     bad = masked_pixels(sp.stokes, sp.wavelength)
     n_bad = int(bad.sum())
+    flagged = sp.header.get("bad_pixels") or {}
     if n_bad:
-        log.warning("%s: %d of %d pixel(s) masked (non-finite values or no positive continuum): NaN in the output "
-                    "there", path, n_bad, bad.size)
+        log.warning("%s: %d of %d pixel(s) masked (non-finite, negative or saturated counts, or no positive "
+                    "continuum): NaN in the output there", path, n_bad, bad.size)
     data, t_net = invert_stokes(fill_masked(sp.stokes, bad), inverter)
     data[..., bad] = np.nan
     bxyz = field_vector(data, branch)
     bxyz[..., bad] = np.nan
     params = {"network_weights": _ascii(Path(stem).name), "input": _ascii(Path(path).name), "branch": branch,
-              "ic_normalisation": float(ic), "masked_pixels": n_bad, "software": f"helioforge {__version__}"}
+              "ic_normalisation": float(ic), "masked_pixels": n_bad, "software": f"helioforge {__version__}",
+              "pixel_scale_x": float(sp.header["pixel_scale_arcsec"]["x"]) if pix["source"] != "assumed" else
+              float(pix["target_arcsec"][0]),
+              "pixel_scale_y": float(sp.header["pixel_scale_arcsec"]["y"]) if pix["source"] != "assumed" else
+              float(pix["target_arcsec"][1]),
+              "pixel_scale_source": pix["source"], "pixel_resampled": ",".join(pix["resampled"]) or "none",
+              "bad_nonfinite": int(flagged.get("nonfinite", 0)), "bad_negative": int(flagged.get("negative", 0)),
+              "bad_saturated": int(flagged.get("saturated", 0))}
     info = {"stokes": sp.stokes, "wavelength": sp.wavelength, "ic": float(ic), "skipped": skipped,
+            "pixel_scale": pix,
             "seconds_read": t_read, "seconds_network": t_net, "sp": sp, "mask": bad, "n_masked": n_bad}
     return AtmosCube(data=data, bxyz=bxyz, branch=branch, params=params), info
 
@@ -199,7 +237,9 @@ def run_validation(workdir: str | Path, valset: str | Path, sample: str | Path |
     Raises
     ------
     helioforge.inversion.trainset.TrainsetError : ``valset`` incomplete or damaged (every shard
-        is checked against the manifest's checksums first).
+        is checked against the manifest's checksums first), or normalised against another
+        quiet-Sun reference (I_c, z offset) than the training set of a network (the message
+        names both sets; :func:`~helioforge.inversion.trainset.require_same_reference`).
     FileNotFoundError : no trained network in ``workdir``.
     helioforge.errors.ProductError : unfinished or damaged weights.
     helioforge.errors.InputError : ``me_pixels`` < 1, or an implausible ``sample`` map.
@@ -212,7 +252,8 @@ def run_validation(workdir: str | Path, valset: str | Path, sample: str | Path |
     from helioforge.inversion.atmos_cube import read_spinor, resynthesize
     from helioforge.inversion.training import SiconInverter
     from helioforge.errors import check_count
-    from helioforge.inversion.trainset import TrainsetDataset, verify_trainset
+    from helioforge.inversion.trainset import (TrainsetDataset, quiet_sun_reference_of, require_same_reference,
+                                               verify_trainset)
 
     check_count("me_pixels", me_pixels, 1)
     out = Path(out_dir)
@@ -222,13 +263,21 @@ def run_validation(workdir: str | Path, valset: str | Path, sample: str | Path |
         raise FileNotFoundError(f"{workdir}: no trained networks (train_<network>/sicon_<network>.safetensors); run "
                                 f"`helioforge inversion train -t TRAINSET -w {workdir} -n encdec` first")
     inverters = {net: SiconInverter.from_weights(weights_stem(workdir, net), device=device) for net in present}
+    val_ref = quiet_sun_reference_of(man, Path(valset))
+    for net, inv in inverters.items():  # the held-out maps must be normalised as the training maps were
+        sidecar = Path(str(weights_stem(workdir, net)) + ".json")
+        trained_on = (inv.config.get("trainset") or {}).get("path") or str(sidecar)
+        require_same_reference(quiet_sun_reference_of(inv.config, sidecar), val_ref, trained_on, Path(valset),
+                               f"make the held-out set with the training set's reference: `helioforge inversion "
+                               f"make-trainset -o NEW_VALSET --seed N --reference-from {trained_on}` (network {net}, "
+                               f"{sidecar})")
     ds = TrainsetDataset(valset, noise_sigma=man["stokes"]["noise_sigma"], generator=torch.Generator().manual_seed(1))
     pairs = [ds[i][:2] for i in range(len(ds))]  # one read (and one noise draw) per patch
     stokes = np.stack([p[0].numpy() for p in pairs])
     truth = np.stack([p[1].numpy() for p in pairs])
     wav = np.asarray(man["stokes"]["wavelengths_air_A"])
-    tables, figures, metrics = [], {"kde": [], "profiles": []}, {"valset": str(valset), "n_maps": len(ds),
-                                                                  "timing": {}}
+    tables, figures = [], {"kde": [], "profiles": []}
+    metrics = {"valset": str(valset), "n_maps": len(ds), "quiet_sun_reference": val_ref, "timing": {}}
     sample_map = load_map(sample)[0] if sample is not None else None  # an unreadable map: refused before writing
     reference = read_spinor(spinor) if (sample is not None and spinor is not None) else None
     out.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,10 @@ Training (:func:`train_sicon`)
        (:func:`augment_pair`, sign rules below);
     2. given Gaussian noise of 10⁻³ I_c, drawn anew for every batch (§2 step 5, §3.2);
     3. turned into network inputs (:func:`helioforge.nn.sicon.encdec_inputs` or
-       :func:`~helioforge.nn.sicon.concat_inputs`);
+       :func:`~helioforge.nn.sicon.concat_inputs`); the encoder–decoder's log-amplitude
+       channels have a fixed offset subtracted, the mean over the training split measured once
+       (:func:`log_amplitude_offset`) and stored in the weights' sidecar, so that inversion
+       of a map of any size gives each pixel the input it would have had in training;
     4. compared with the targets min–max normalised to [0, 1] (:class:`TargetScaler`) by the
        mean squared error (eq. 2 up to a constant factor);
 
@@ -90,6 +93,7 @@ from helioforge.nn.sicon import (
     concat_inputs,
     count_parameters,
     encdec_inputs,
+    log_amplitudes,
 )
 from helioforge.nn.training import fit_and_save, inference_device, last_checkpoint, seed_per_rank
 
@@ -106,6 +110,8 @@ __all__ = [
     "get_sicon_profile",
     "build_network",
     "network_inputs",
+    "log_amplitude_offset",
+    "INPUT_VERSION",
     "pad_for_network",
     "SiconModule",
     "train_sicon",
@@ -113,6 +119,7 @@ __all__ = [
     "check_trained",
     "train_command",
     "SICON_STEM",
+    "DEFAULT_PIXEL_ARCSEC",
 ]
 
 log = logging.getLogger(__name__)
@@ -122,6 +129,18 @@ SICON_STEM = "sicon_{network}"
 _SETTINGS = "sicon_settings.json"
 _NETWORKS = ("encdec", "concat")
 _QUANTITIES = ("T", "vz", "z", "logP", "BQ", "BU", "BV")
+#: Version of the network inputs, part of the training digest: 2 = the encoder–decoder's log
+#: amplitudes minus a fixed offset of the training set (issue 13), 1 = minus the per-map mean.
+INPUT_VERSION = 2
+#: Pixel of the training maps assumed for weights whose sidecar does not record it (paper §2:
+#: "rebinned to the Hinode pixel size of 0.16''").
+DEFAULT_PIXEL_ARCSEC = 0.16
+_NO_OFFSET = ("encoder-decoder weights without a fixed log-amplitude offset (preprocessing.log_amplitude_offset): "
+              "trained before issue 13, when the log-amplitude channels had each map's own mean subtracted (per "
+              "training patch, but per whole map at inversion), so their inputs differ between training and "
+              "inversion; they are refused")
+#: Patches of the training split over which :func:`log_amplitude_offset` averages (at most).
+OFFSET_MAX_PATCHES = 4096
 
 
 # =========================================================================== target scaling
@@ -500,15 +519,83 @@ def build_network(model: SiconModelConfig | dict[str, Any], n_wavelengths: int =
 
 
 def network_inputs(stokes: torch.Tensor, model: SiconModelConfig | dict[str, Any],
-                   amplitude_floor: float | None = None) -> torch.Tensor:
+                   amplitude_floor: float | None = None,
+                   log_amplitude_offset: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor:
     """Preprocess Stokes maps (B, 4, nλ, H, W) for the network of ``model``
-    (:func:`~helioforge.nn.sicon.encdec_inputs` or :func:`~helioforge.nn.sicon.concat_inputs`);
-    ``amplitude_floor`` overrides the configured one (encoder–decoder only)."""
+    (:func:`~helioforge.nn.sicon.encdec_inputs` or :func:`~helioforge.nn.sicon.concat_inputs`).
+
+    Parameters
+    ----------
+    stokes : (B, 4, nλ, H, W), quiet-Sun continuum units.
+    model : :class:`SiconModelConfig` or its dict (a sidecar's ``model`` entry).
+    amplitude_floor : overrides the configured Q, U, V amplitude floor (encoder–decoder only).
+    log_amplitude_offset : the training set's fixed log-amplitude offset (Q, U, V, dex;
+        :func:`log_amplitude_offset`); default ``model["log_amplitude_offset"]`` (set by
+        :class:`SiconInverter` from the sidecar). The same offset in training and inversion
+        makes a pixel's input independent of the size and content of the map (issue 13).
+
+    Raises
+    ------
+    ValueError : an encoder–decoder without an offset (neither given nor in ``model``), and
+        the errors of :func:`~helioforge.nn.sicon.encdec_inputs`.
+    """
     m = _model_dict(model)
     if m["network"] == "encdec":
         floor = float(m["amplitude_floor"] if amplitude_floor is None else amplitude_floor)
-        return encdec_inputs(stokes, floor, bool(m.get("amplitude_relative_to_continuum", True)))
+        offset = m.get("log_amplitude_offset") if log_amplitude_offset is None else log_amplitude_offset
+        if offset is None:
+            raise ValueError("encoder-decoder inputs need the training set's fixed log-amplitude offset "
+                             "(log_amplitude_offset; stored in the weights' sidecar under preprocessing)")
+        return encdec_inputs(stokes, floor, bool(m.get("amplitude_relative_to_continuum", True)), offset)
     return concat_inputs(stokes, tuple(m.get("concat_stokes_scale", CONCAT_STOKES_SCALE)))
+
+
+def log_amplitude_offset(dataset, indices: Sequence[int], model: SiconModelConfig | dict[str, Any],
+                         noise_sigma: float = 1e-3, seed: int = 0,
+                         max_patches: int = OFFSET_MAX_PATCHES) -> list[float]:
+    """The fixed offset of the encoder–decoder's log-amplitude channels: mean of log₁₀ a of
+    Q, U, V over the pixels of training patches (paper §3.1; issue 13).
+
+    SICON subtracts a mean of the log amplitudes "over the map"; taken per map it makes the
+    same pixel's input depend on what else the map holds (a patch in training, a whole map in
+    inversion). This one number per parameter, measured once on the training split with the
+    training noise added, is stored in the weights' sidecar and used identically in training
+    and inversion.
+
+    Parameters
+    ----------
+    dataset : indexable of ``(stokes (4, nλ, H, W), targets)`` (a training set).
+    indices : the training patches; at most ``max_patches`` of them, evenly spaced, are read.
+    model : its ``amplitude_floor`` and ``amplitude_relative_to_continuum`` are used.
+    noise_sigma : Gaussian noise added first (the training noise, quiet-Sun units).
+    seed : seed of that noise (the offset is reproducible).
+
+    Returns
+    -------
+    [offset_Q, offset_U, offset_V], dex (Python floats).
+
+    Raises
+    ------
+    ValueError : no index given.
+    """
+    m = _model_dict(model)
+    idx = list(indices)
+    if not idx:
+        raise ValueError("log_amplitude_offset: no training patch given")
+    if len(idx) > max_patches:
+        idx = [idx[int(k)] for k in np.linspace(0, len(idx) - 1, max_patches).round().astype(int)]
+    gen = torch.Generator().manual_seed(int(seed) + 104729)
+    total = torch.zeros(3, dtype=torch.float64)
+    count = 0
+    for i in idx:
+        stokes = torch.as_tensor(dataset[i][0], dtype=torch.float32)
+        if noise_sigma > 0:
+            stokes = stokes + noise_sigma * torch.randn(stokes.shape, generator=gen)
+        la = log_amplitudes(stokes[None], float(m["amplitude_floor"]),
+                            bool(m.get("amplitude_relative_to_continuum", True)))[0].double()
+        total += la.sum(dim=(1, 2))
+        count += la.shape[1] * la.shape[2]
+    return [float(v) for v in (total / count)]
 
 
 def _reflect_pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
@@ -563,12 +650,21 @@ class SiconModule(L.LightningModule):
     model, train : :class:`SiconModelConfig`, :class:`SiconTrainConfig`.
     scaler : :class:`TargetScaler` of the 49 targets.
     n_wavelengths : nλ (112).
+    log_amplitude_offset : the encoder–decoder's fixed log-amplitude offset (Q, U, V, dex;
+        :func:`log_amplitude_offset`); required for ``encdec``, ignored for ``concat``.
+
+    Raises ``ValueError`` for an encoder–decoder without ``log_amplitude_offset``.
     """
 
     def __init__(self, model: SiconModelConfig, train: SiconTrainConfig, scaler: TargetScaler,
-                 n_wavelengths: int = 112) -> None:
+                 n_wavelengths: int = 112, log_amplitude_offset: Sequence[float] | None = None) -> None:
         super().__init__()
         self.model_cfg, self.cfg = model, train
+        if model.network == "encdec" and log_amplitude_offset is None:
+            raise ValueError("SiconModule: the encoder-decoder needs log_amplitude_offset (see log_amplitude_offset())")
+        self.register_buffer("log_amp_offset", torch.as_tensor(
+            log_amplitude_offset if log_amplitude_offset is not None else [0.0, 0.0, 0.0], dtype=torch.float32),
+            persistent=False)
         self.net = build_network(model, n_wavelengths)
         self.register_buffer("t_min", torch.as_tensor(scaler.minimum, dtype=torch.float32)[:, None, None])
         self.register_buffer("t_span", torch.as_tensor(scaler.span, dtype=torch.float32)[:, None, None])
@@ -577,7 +673,8 @@ class SiconModule(L.LightningModule):
 
     def forward(self, stokes: torch.Tensor) -> torch.Tensor:
         """Normalised prediction (B, 49, H, W) of Stokes maps (B, 4, nλ, H, W) of any size."""
-        x, (rows, cols) = pad_for_network(network_inputs(stokes, self.model_cfg), self.net)
+        x, (rows, cols) = pad_for_network(network_inputs(stokes, self.model_cfg,
+                                                         log_amplitude_offset=self.log_amp_offset), self.net)
         return self.net(x)[..., rows, cols]
 
     def _loss(self, stokes: torch.Tensor, targets: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -681,7 +778,9 @@ def train_sicon(
     Returns
     -------
     Path ``workdir/sicon_<network>`` (without suffix) of ``.safetensors`` (network weights) and
-    ``.json``: network settings and parameter count, preprocessing, scaler statistics, target
+    ``.json``: network settings and parameter count, preprocessing (with the fixed
+    ``log_amplitude_offset`` of the encoder–decoder), the quiet-Sun reference of the training
+    set (``quiet_sun_reference``) and its pixel (``stokes.pixel_arcsec``), scaler statistics, target
     names/units/log τ, Stokes wavelengths and units, the training set's path, digest and
     manifest checksum, split sizes, the profile, ``final_metrics`` (``train_loss``,
     ``val_loss``) and ``epochs_trained``.
@@ -735,15 +834,16 @@ def _stem_readable(stem: Path) -> bool:
 def _train_sicon(root: Path, workdir: Path, cfg: SiconConfig, man: dict[str, Any], *, accelerator, devices,
                  progress: bool, force: bool) -> Path:
     from helioforge.errors import ProductError
-    from helioforge.inversion.trainset import MANIFEST, TARGET_UNITS
+    from helioforge.inversion.trainset import MANIFEST, TARGET_UNITS, quiet_sun_reference_of
     from helioforge.workspace import StepState, file_sha256
 
     mc, tc = cfg.model, cfg.train
     step = SICON_STEM.format(network=mc.network)
     stem = workdir / step
     files = (stem.with_suffix(".safetensors"), stem.with_suffix(".json"))
-    digest = cfg.digest("model", "train", extra=man.get("digest"),
-                        drop=("train.epochs", "train.num_workers", "train.in_memory_gb"))
+    # the encoder–decoder's inputs changed with INPUT_VERSION 2: its older checkpoints are another run
+    extra = f"{man.get('digest')}/inputs-v{INPUT_VERSION}" if mc.network == "encdec" else man.get("digest")
+    digest = cfg.digest("model", "train", extra=extra, drop=("train.epochs", "train.num_workers", "train.in_memory_gb"))
     settings = workdir / _SETTINGS
     fresh = train_command(workdir, mc.network, root, cfg.name, force=True)
     state = StepState(workdir)
@@ -795,7 +895,11 @@ def _train_sicon(root: Path, workdir: Path, cfg: SiconConfig, man: dict[str, Any
         TargetScaler.from_sicon(names=man["targets"]["names"])
     n_wav = int(man["stokes"]["shape"][1])
     L.seed_everything(tc.seed, verbose=False)
-    module = SiconModule(mc, tc, scaler, n_wav)
+    offset = None
+    if mc.network == "encdec":
+        offset = log_amplitude_offset(dataset, train_idx, mc, tc.noise_sigma, tc.seed)
+        log.info("log-amplitude offset (Q, U, V) of %s: %s dex", root, ", ".join(f"{v:.4f}" for v in offset))
+    module = SiconModule(mc, tc, scaler, n_wav, log_amplitude_offset=offset)
     batch = min(tc.batch_size, len(train_idx))
     loader = DataLoader(Subset(dataset, train_idx), batch_size=batch, shuffle=True, drop_last=True,
                         num_workers=workers, persistent_workers=workers > 0)
@@ -811,6 +915,11 @@ def _train_sicon(root: Path, workdir: Path, cfg: SiconConfig, man: dict[str, Any
             "amplitude_floor": mc.amplitude_floor,
             "amplitude_relative_to_continuum": mc.amplitude_relative_to_continuum,
             "concat_stokes_scale": list(mc.concat_stokes_scale),
+            "input_version": INPUT_VERSION,
+            "log_amplitude_offset": offset,
+            "log_amplitude_offset_source": (
+                f"mean log10 amplitude (Q, U, V) over {min(len(train_idx), OFFSET_MAX_PATCHES)} training patches "
+                f"of {root.resolve()} with noise {tc.noise_sigma:g}" if offset is not None else None),
             "size_multiple": int(module.net.size_multiple),
             "min_size": int(module.net.min_size),
         },
@@ -829,7 +938,9 @@ def _train_sicon(root: Path, workdir: Path, cfg: SiconConfig, man: dict[str, Any
             "units": man["stokes"].get("units"),
             "ic_quiet_sun_cgs": man["stokes"].get("ic_quiet_sun_cgs"),
             "mu": man["stokes"].get("mu"),
+            "pixel_arcsec": man.get("pixel_arcsec"),
         },
+        "quiet_sun_reference": quiet_sun_reference_of(man, root),
         "trainset": {
             "path": str(root.resolve()),
             "digest": man.get("digest"),
@@ -903,8 +1014,9 @@ def check_trained(stem: str | Path) -> None:
 class SiconInverter:
     """A trained SICON network applied to Stokes maps of any size (paper §4).
 
-    Build with :meth:`from_weights`. :meth:`invert` preprocesses each map as in training,
-    reflection-pads it to what the network accepts, runs it in tiles (with overlapping
+    Build with :meth:`from_weights`. :meth:`invert` preprocesses each map as in training (the
+    encoder–decoder's log amplitudes minus the training set's fixed offset of the sidecar,
+    never a statistic of the map itself), reflection-pads it to what the network accepts, runs it in tiles (with overlapping
     margins) when it is large, without gradients and in eval mode, crops, and converts the
     output to physical units with the stored :class:`TargetScaler`.
 
@@ -915,6 +1027,15 @@ class SiconInverter:
     scaler : the target scaling.
     network : ``encdec`` or ``concat``.
     target_names, target_units, log_tau, n_wavelengths : from the sidecar.
+    log_amplitude_offset : the encoder–decoder's fixed log-amplitude offset (Q, U, V, dex), or
+        ``None`` for the concatenate network.
+    pixel_arcsec : pixel of the training maps (sidecar ``stokes.pixel_arcsec``; weights that
+        predate it: :data:`DEFAULT_PIXEL_ARCSEC`, the paper's 0.16″).
+
+    Raises
+    ------
+    ValueError : encoder–decoder weights whose sidecar has no ``log_amplitude_offset``
+        (trained before issue 13 with per-map means: they must be retrained).
     """
 
     def __init__(self, net: torch.nn.Module, config: dict[str, Any], device: str | torch.device = "cpu") -> None:
@@ -928,12 +1049,27 @@ class SiconInverter:
         self.target_units = dict(config["targets"]["units"])
         self.log_tau = list(config["targets"]["log_tau"])
         self.n_wavelengths = int(config["stokes"]["n_wavelengths"])
+        pre = config.get("preprocessing") or {}
+        self.log_amplitude_offset = pre.get("log_amplitude_offset")
+        if self.network == "encdec" and self.log_amplitude_offset is None:
+            raise ValueError(_NO_OFFSET)
+        if self.log_amplitude_offset is not None:
+            self.log_amplitude_offset = [float(v) for v in self.log_amplitude_offset]
+            if len(self.log_amplitude_offset) != 3 or not np.all(np.isfinite(self.log_amplitude_offset)):
+                raise ValueError(f"log_amplitude_offset must be 3 finite numbers, got {self.log_amplitude_offset}")
+        self.model_cfg = {**self.model_cfg, "log_amplitude_offset": self.log_amplitude_offset}
+        self.pixel_arcsec = float(config["stokes"].get("pixel_arcsec") or DEFAULT_PIXEL_ARCSEC)
 
     @classmethod
     def from_weights(cls, stem: str | Path, device: str | torch.device | None = None) -> "SiconInverter":
         """Load what :func:`train_sicon` saved (``stem.safetensors`` + ``stem.json``).
 
         ``device``: ``None`` picks a GPU when present, else the CPU.
+
+        Encoder–decoder weights whose sidecar lacks the fixed log-amplitude offset (trained
+        before issue 13) are refused with a :class:`~helioforge.errors.ProductError` naming
+        the sidecar and the command that retrains them: no fallback, since the per-map mean
+        they were trained with cannot be reproduced on a whole map.
 
         Raises ``FileNotFoundError`` naming a missing file;
         :class:`~helioforge.errors.ProductError` (a ``ValueError``) naming the file and the
@@ -962,6 +1098,8 @@ class SiconInverter:
         missing = [k for k in ("network", "model", "scaler", "targets", "stokes") if k not in config]
         if missing:
             raise ProductError(sidecar, f"not a SICON model (missing {missing})", remedy)
+        if config.get("network") == "encdec" and (config.get("preprocessing") or {}).get("log_amplitude_offset") is None:
+            raise ProductError(sidecar, _NO_OFFSET, remedy)
         try:
             state, _ = load_weights(stem)
         except ProductError as exc:  # the reader's diagnosis, with the command that remakes SICON weights
@@ -1031,7 +1169,9 @@ class SiconInverter:
             encoder–decoder, 8 for the concatenate network, whose 9×9 receptive field makes
             tiling exact).
         amplitude_floor : override the trained Q, U, V amplitude floor (encoder–decoder; the
-            paper's footnote 4 uses ≈ 0.1 on real data).
+            paper's footnote 4 uses ≈ 0.1 on real data). The log-amplitude offset stays the
+            trained one (:attr:`log_amplitude_offset`), so the inputs then differ from the
+            training inputs wherever the amplitude lies between the two floors.
 
         Returns
         -------

@@ -10,7 +10,11 @@ Stokes maps (inputs)
     2.–3. spatial PSF at the model pixel, rebinning to 0.16″, convolution with the SP spectral
        profile onto the 112-point SP grid (:meth:`helioforge.inversion.instrument.HinodeSP.degrade`);
        division by the median continuum of a quiet-Sun reference map (one value for the whole
-       set, recorded in the manifest);
+       set, recorded in the manifest with the z zero point, ``quiet_sun_reference``). The
+       reference map is drawn from its own seed (``qs_reference_seed``), not the set's, so a
+       held-out set made with another seed shares it; ``make_trainset(reference_from=...)``
+       makes a set with the reference of another one, and :func:`require_same_reference`
+       refuses to validate networks on a set normalised against another reference;
     5. the noise of 10⁻³ I_c is **not** stored: the maps are noise-free and the noise is meant to
        be added online in training (:class:`TrainsetDataset` ``noise_sigma``).
 
@@ -76,6 +80,8 @@ __all__ = [
     "synthesis_wavelengths",
     "StokesChain",
     "quiet_sun_reference",
+    "quiet_sun_reference_of",
+    "require_same_reference",
     "make_patch",
     "make_trainset",
     "read_manifest",
@@ -363,7 +369,11 @@ def quiet_sun_reference(
     """Median quiet-Sun continuum and mean log τ = 0 height of a reference quiet-Sun map.
 
     The map (``qs_reference_size``² model pixels, granulation and internetwork field, no
-    network) is drawn from ``default_rng([seed, 2**32])``, synthesised and degraded.
+    network) is drawn from ``default_rng([qs_reference_seed, 2**32])``, synthesised and
+    degraded. The seed is the reference's own, not the set's: a training set and a held-out set
+    made with other seeds (and otherwise the same settings) get the same reference. (Until
+    issue 13 it was the set's seed: a held-out set was normalised ≈ 1.2 % differently, 15–20 K
+    at log τ = 0, with another z zero point.)
 
     Returns
     -------
@@ -376,13 +386,83 @@ def quiet_sun_reference(
     """
     ts = profile.trainset
     cfg = dataclasses.replace(profile.atmosphere, network_probability=0.0)
-    rng = np.random.default_rng([ts.seed, 2**32])
+    rng = np.random.default_rng([ts.qs_reference_seed, 2**32])
     patch = make_patch_atmosphere(models, cfg, ts.qs_reference_size, ts.model_pixel_arcsec, rng, kind="quiet",
                                   hydrostatic=hydrostatic)
     stokes = chain(patch.atmosphere, ts.model_pixel_arcsec)
     ic = float(stokes[..., 0, 0].median())
     z0 = float(interp_log_tau(patch.z_km, models.log_tau, [0.0]).mean())
     return {"ic_quiet_sun": ic, "z_offset_km": z0}
+
+
+#: Relative tolerance on I_c and absolute tolerance on the z offset [km] within which two
+#: quiet-Sun references are the same.
+_REF_RTOL_IC, _REF_ATOL_Z_KM = 1e-6, 1e-3
+
+
+def quiet_sun_reference_of(document: dict[str, Any], where: str | Path | None = None) -> dict[str, Any]:
+    """The quiet-Sun reference a training-set manifest or a SICON weights sidecar records.
+
+    Parameters
+    ----------
+    document : a manifest (:func:`read_manifest`) or a weights sidecar: both hold
+        ``stokes.ic_quiet_sun_cgs`` and ``targets.z_offset_km``; a ``quiet_sun_reference`` entry
+        (written since issue 13) adds where the reference was made.
+    where : the set (or sidecar) it was read from, for the record.
+
+    Returns
+    -------
+    ``{"ic_quiet_sun_cgs": I_c [erg s⁻¹ cm⁻² sr⁻¹ Hz⁻¹], "z_offset_km": z(log τ = 0) [km],
+    "id": short hash of the two values, "made_in": the set whose reference map gave them,
+    "source": how}``.
+
+    Raises
+    ------
+    TrainsetError : no I_c or z offset recorded (names ``where``).
+    """
+    rec = dict(document.get("quiet_sun_reference") or {})
+    ic = rec.get("ic_quiet_sun_cgs", (document.get("stokes") or {}).get("ic_quiet_sun_cgs"))
+    z0 = rec.get("z_offset_km", (document.get("targets") or {}).get("z_offset_km"))
+    if ic is None or z0 is None:
+        raise TrainsetError(where or "<manifest>", "no quiet-Sun reference recorded (stokes.ic_quiet_sun_cgs, "
+                                                  "targets.z_offset_km)")
+    ic, z0 = float(ic), float(z0)
+    return {"ic_quiet_sun_cgs": ic, "z_offset_km": z0,
+            "id": hashlib.sha1(f"{ic:.9e}/{z0:.6f}".encode()).hexdigest()[:12],
+            "made_in": rec.get("made_in", str(where) if where is not None else None),
+            "source": rec.get("source", "computed with the set (manifest before issue 13)")}
+
+
+def require_same_reference(reference: dict[str, Any], other: dict[str, Any], reference_name: str | Path,
+                           other_name: str | Path, remedy: str = "") -> None:
+    """Refuse two sets (or a network and a set) normalised against different quiet-Sun references.
+
+    The Stokes maps are divided by the reference's I_c and z is counted from its mean
+    log τ = 0 height (paper §2 step 3 and "physical conditions" step 1): a network trained on
+    one reference and measured on maps of another gets a bias in T (≈ 15–20 K at log τ = 0
+    per 1 % of I_c) and in z that has nothing to do with the network.
+
+    Parameters
+    ----------
+    reference, other : :func:`quiet_sun_reference_of` results.
+    reference_name, other_name : the two sets (paths), named in the message.
+    remedy : what to do instead (default: make ``other`` again with ``--reference-from``).
+
+    Raises
+    ------
+    TrainsetError : I_c differ by more than 1e-6 (relative) or z offsets by more than 1e-3 km;
+        the message names both sets and both references.
+    """
+    ic_a, ic_b = reference["ic_quiet_sun_cgs"], other["ic_quiet_sun_cgs"]
+    z_a, z_b = reference["z_offset_km"], other["z_offset_km"]
+    if abs(ic_a - ic_b) <= _REF_RTOL_IC * abs(ic_a) and abs(z_a - z_b) <= _REF_ATOL_Z_KM:
+        return
+    remedy = remedy or (f"make {other_name} again with the reference of {reference_name}: `helioforge inversion "
+                        f"make-trainset -o NEW_FOLDER --reference-from {shlex.quote(str(reference_name))} ...`")
+    raise TrainsetError(other_name, f"normalised against another quiet-Sun reference than {reference_name}: I_c "
+                                    f"{ic_b:.6e} vs {ic_a:.6e} erg s-1 cm-2 sr-1 Hz-1 ({(ic_b / ic_a - 1) * 100:+.3f} %), "
+                                    f"z(log tau=0) offset {z_b:.2f} vs {z_a:.2f} km (reference {other['id']} vs "
+                                    f"{reference['id']})", remedy)
 
 
 def make_patch(
@@ -619,6 +699,7 @@ def make_trainset(
     verify_existing: bool = True,
     max_shards: int | None = None,
     device: str = "cpu",
+    reference_from: str | Path | None = None,
 ) -> dict[str, Any]:
     """Make (or resume) a training set of Stokes maps and target maps in ``out_dir``.
 
@@ -641,6 +722,12 @@ def make_trainset(
         completion marks (faster for a large set known to be intact).
     max_shards : stop after this many new shards (``None``: all).
     device : where the synthesis runs (``"cpu"`` or ``"cuda"``).
+    reference_from : another training-set folder whose quiet-Sun reference (I_c and z offset,
+        :func:`quiet_sun_reference_of`) this set uses instead of making its own: a held-out set
+        made with other settings is then normalised as the training set. ``None``: the set's
+        own reference map (:func:`quiet_sun_reference`; drawn from ``qs_reference_seed``, so
+        sets that differ only in ``seed`` share it); a resumed set keeps the reference of its
+        manifest.
 
     Returns
     -------
@@ -649,7 +736,9 @@ def make_trainset(
 
     Raises
     ------
-    TrainsetError : ``out_dir`` holds a set made with other settings, or an unreadable manifest.
+    TrainsetError : ``out_dir`` holds a set made with other settings or with another quiet-Sun
+        reference than ``reference_from``'s (both sets named), an unreadable manifest, or
+        ``reference_from`` is not a training set.
     FolderInUse : another process is making a set in ``out_dir``.
     FileNotFoundError, helioforge.data.sir.SIRReadError : a model file is missing or bad (named).
     """
@@ -659,18 +748,34 @@ def make_trainset(
     with workdir_lock(out_dir):
         return _make_trainset(Path(out_dir), prof, synthesize=synthesize, instrument=instrument,
                               hydrostatic=hydrostatic, root=root, progress=progress, verify_existing=verify_existing,
-                              max_shards=max_shards, device=device)
+                              max_shards=max_shards, device=device, reference_from=reference_from)
 
 
 def _make_trainset(out: Path, prof: TrainsetProfile, *, synthesize, instrument, hydrostatic, root, progress: bool,
-                   verify_existing: bool, max_shards: int | None, device: str) -> dict[str, Any]:
+                   verify_existing: bool, max_shards: int | None, device: str,
+                   reference_from: str | Path | None = None) -> dict[str, Any]:
     ts = prof.trainset
+    given = None
+    if reference_from is not None:  # read before anything is made: a bad folder is refused at once
+        given = quiet_sun_reference_of(read_manifest(reference_from), Path(reference_from))
+        given["source"] = f"taken from the training set {Path(reference_from)} ({given['source']})"
     out.mkdir(parents=True, exist_ok=True)
-    digest = prof.digest("trainset", "grid", "atmosphere")
+    # the reference map's seed only matters for a new set (a resumed one keeps its manifest's
+    # reference): sets made before it existed keep their digest
+    from helioforge.physics.lte import EOS_VERSION
+
+    # the physics version is part of the digest: a set synthesised with another equation of state
+    # (before H₂, issue 13) is not resumed or extended with the new one
+    digest = prof.digest("trainset", "grid", "atmosphere", drop=("trainset.qs_reference_seed",),
+                         extra={"eos_version": EOS_VERSION})
+    old = None
     if (out / MANIFEST).is_file():
         old = read_manifest(out)
         if old.get("digest") != digest:
             raise TrainsetError(out / MANIFEST, f"made with other settings (digest {old.get('digest')} ≠ {digest}); use a new folder")
+        if given is not None:
+            require_same_reference(given, quiet_sun_reference_of(old, out), Path(reference_from), out,
+                                   "use a new folder for the set with the shared reference")
     if instrument is None:
         from helioforge.inversion.instrument import HinodeSP
 
@@ -678,9 +783,19 @@ def _make_trainset(out: Path, prof: TrainsetProfile, *, synthesize, instrument, 
     models = load_model_set(prof.atmosphere.models, prof.grid, root)
     chain = StokesChain(synthesize, instrument, mu=ts.mu, oversampling=ts.wavelength_oversampling, device=device)
     t0 = time.perf_counter()
-    reference = quiet_sun_reference(prof, models, chain, hydrostatic)
-    logger.info("quiet-Sun reference: I_c = %.4e, z(log τ=0) = %.1f km (%.1f s)", reference["ic_quiet_sun"],
-                reference["z_offset_km"], time.perf_counter() - t0)
+    if given is not None:
+        qs_ref = given
+    elif old is not None:  # a resumed set keeps the reference its shards were normalised with
+        qs_ref = quiet_sun_reference_of(old, out)
+    else:
+        made = quiet_sun_reference(prof, models, chain, hydrostatic)
+        qs_ref = quiet_sun_reference_of({"stokes": {"ic_quiet_sun_cgs": made["ic_quiet_sun"]},
+                                         "targets": {"z_offset_km": made["z_offset_km"]}}, out)
+        qs_ref["source"] = (f"median continuum and mean z(log tau=0) of a {ts.qs_reference_size}^2 quiet-Sun map "
+                            f"(default_rng([{ts.qs_reference_seed}, 2**32]))")
+    reference = {"ic_quiet_sun": qs_ref["ic_quiet_sun_cgs"], "z_offset_km": qs_ref["z_offset_km"]}
+    logger.info("quiet-Sun reference %s: I_c = %.4e, z(log τ=0) = %.1f km (%s; %.1f s)", qs_ref["id"],
+                reference["ic_quiet_sun"], reference["z_offset_km"], qs_ref["source"], time.perf_counter() - t0)
 
     def make(i: int):
         return make_patch(i, prof, models, chain, reference, hydrostatic)
@@ -728,6 +843,7 @@ def _make_trainset(out: Path, prof: TrainsetProfile, *, synthesize, instrument, 
             "z_offset_km": reference["z_offset_km"],
             "rebin": ts.rebin(),
         },
+        "quiet_sun_reference": qs_ref,
         "kinds": list(KINDS),
         "models": models.names,
         "shards": [],

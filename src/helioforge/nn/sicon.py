@@ -42,6 +42,7 @@ __all__ = [
     "CONCAT_STOKES_SCALE",
     "CONTINUUM_QUANTITIES",
     "check_stokes",
+    "log_amplitudes",
     "encdec_inputs",
     "concat_inputs",
     "ConvBlock",
@@ -117,22 +118,67 @@ def _n_wavelengths(stokes) -> int:
     return int(shape[-3]) if shape is not None and len(shape) >= 3 else N_WAVELENGTHS
 
 
+def log_amplitudes(stokes: torch.Tensor, amplitude_floor: float = AMPLITUDE_FLOOR,
+                   relative_to_continuum: bool = True) -> torch.Tensor:
+    """log₁₀ of the floored Q, U, V amplitudes of each pixel (paper §3.1), before any offset.
+
+    a = max_λ |S(λ)| / |I(λ₀)| (``relative_to_continuum``; I(λ₀) clamped at 10⁻³) or
+    max_λ |S(λ)|, floored at ``amplitude_floor``; the result is log₁₀ a.
+
+    Parameters
+    ----------
+    stokes : (B, 4, nλ, H, W) or (4, nλ, H, W), quiet-Sun continuum units.
+    amplitude_floor, relative_to_continuum : as in :func:`encdec_inputs`.
+
+    Returns
+    -------
+    float tensor (B, 3, H, W), dex: Q, U, V.
+
+    Raises
+    ------
+    ValueError : see :func:`check_stokes`; ``amplitude_floor`` not positive.
+    """
+    return torch.log10(_amplitudes(check_stokes(stokes, _n_wavelengths(stokes)), amplitude_floor,
+                                   relative_to_continuum))
+
+
+def _amplitudes(x: torch.Tensor, amplitude_floor: float, relative_to_continuum: bool) -> torch.Tensor:
+    """Floored Q, U, V amplitudes (B, 3, H, W) of checked Stokes maps (B, 4, nλ, H, W)."""
+    if not amplitude_floor > 0:
+        raise ValueError(f"amplitude_floor must be positive, got {amplitude_floor}")
+    amp = x[:, 1:].abs().amax(dim=2)  # (B, 3, H, W)
+    if relative_to_continuum:
+        amp = amp / x[:, 0, 0].abs().clamp_min(1e-3)[:, None]
+    return amp.clamp_min(amplitude_floor)
+
+
 def encdec_inputs(stokes: torch.Tensor, amplitude_floor: float = AMPLITUDE_FLOOR,
-                  relative_to_continuum: bool = True) -> torch.Tensor:
+                  relative_to_continuum: bool = True,
+                  log_amplitude_offset: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor:
     """Input of the encoder–decoder: 4 nλ Stokes channels with Q, U, V amplitude-normalised, plus
     the 3 log amplitude maps (paper §3.1).
 
     For each pixel and each of Q, U, V the maximum amplitude a = max_λ |S(λ)| / I(λ₀) (relative
     to the pixel's continuum, the first SP wavelength, as in the authors' code; the plain
     max_λ |S| with ``relative_to_continuum=False``) is floored at ``amplitude_floor`` and S is
-    divided by it. The three maps log₁₀ a minus their mean over the map (per map, per
-    parameter) are appended.
+    divided by it. The three maps log₁₀ a minus a fixed offset per parameter are appended.
+
+    The offset must be the one the network was trained with: the mean of log₁₀ a over the
+    training set (:func:`helioforge.inversion.training.log_amplitude_offset`, stored in the
+    weights' JSON sidecar, ``preprocessing.log_amplitude_offset``), so that a pixel gets the
+    same input whether it sits in a 16×16 training patch or in a 512×512 active-region map.
+    ``log_amplitude_offset=None`` subtracts the mean of each map over (H, W) instead: the
+    authors' code and this package before issue 13; it makes a pixel's input depend on the
+    rest of the map (+0.75 dex for V in a 64×64 map with one magnetic quadrant against a
+    16×16 quiet patch) and is not used by training or inversion any more.
 
     Parameters
     ----------
     stokes : (B, 4, nλ, H, W) or (4, nλ, H, W), quiet-Sun continuum units.
     amplitude_floor : lower threshold of a (paper 5e-3; footnote 4: ≈ 0.1 on real data).
     relative_to_continuum : measure a relative to I(λ₀) of each pixel.
+    log_amplitude_offset : 3 numbers (Q, U, V), dex, subtracted from log₁₀ a; ``None``: the
+        per-map mean (legacy, see above).
 
     Returns
     -------
@@ -142,20 +188,22 @@ def encdec_inputs(stokes: torch.Tensor, amplitude_floor: float = AMPLITUDE_FLOOR
 
     Raises
     ------
-    ValueError : see :func:`check_stokes`; ``amplitude_floor`` not positive.
+    ValueError : see :func:`check_stokes`; ``amplitude_floor`` not positive;
+        ``log_amplitude_offset`` not 3 finite numbers.
     """
-    if not amplitude_floor > 0:
-        raise ValueError(f"amplitude_floor must be positive, got {amplitude_floor}")
     x = check_stokes(stokes, _n_wavelengths(stokes))
     B, _, nl, H, W = x.shape
+    amp = _amplitudes(x, amplitude_floor, relative_to_continuum)  # (B, 3, H, W)
     pol = x[:, 1:]  # (B, 3, nλ, H, W)
-    amp = pol.abs().amax(dim=2)  # (B, 3, H, W)
-    if relative_to_continuum:
-        amp = amp / x[:, 0, 0].abs().clamp_min(1e-3)[:, None]
-    amp = amp.clamp_min(amplitude_floor)
     normed = torch.cat([x[:, :1], pol / amp[:, :, None]], dim=1).reshape(B, N_STOKES * nl, H, W)
     scale = torch.log10(amp)
-    scale = scale - scale.mean(dim=(2, 3), keepdim=True)
+    if log_amplitude_offset is None:
+        scale = scale - scale.mean(dim=(2, 3), keepdim=True)
+    else:
+        off = torch.as_tensor(log_amplitude_offset, dtype=scale.dtype, device=scale.device).reshape(-1)
+        if off.numel() != N_STOKES - 1 or not bool(torch.isfinite(off).all()):
+            raise ValueError(f"log_amplitude_offset must be 3 finite numbers (Q, U, V), got {log_amplitude_offset}")
+        scale = scale - off[None, :, None, None]
     return torch.cat([normed, scale], dim=1)
 
 
