@@ -3,19 +3,33 @@
 Usage::
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_inversion.py [--size 512] [--me-pixels 2000] [--threads 2]
+        [--skip-cnn] [--json out.json]
 
-Issue 5, item 6. The networks are built at the paper's width (32: 3.31 M and 0.99 M
-parameters) with their initial weights (the time does not depend on the weights) and run on a
-synthetic map of the requested size through :class:`helioforge.inversion.training.SiconInverter`'s
-preprocessing, padding and tiling (``invert``), best of ``--repeat`` runs. The ME inversion
-(:func:`helioforge.inversion.me_inversion.invert_me`, 30 iterations at most, with and without
-the SP spectral profile) is timed on ``--me-pixels`` pixels of ME profiles with 1e-3 noise and
-**extrapolated** to the whole map (it scales linearly with the number of pixels).
+Issue 5, item 6, and issue 13 (defect 7: a fair classical baseline). The networks are built at
+the paper's width (32: 3.31 M and 0.99 M parameters) with their initial weights (the time does
+not depend on the weights) and run on a synthetic map of the requested size through
+:class:`helioforge.inversion.training.SiconInverter`'s preprocessing, padding and tiling
+(``invert``), best of ``--repeat`` runs.
+
+The Milne-Eddington inversion (:func:`helioforge.inversion.me_inversion.invert_me`, 30 iterations
+at most) runs with both solvers on the **same** ``--me-pixels`` noisy pixels (σ = 10⁻³ I_c):
+
+* ``analytic`` — closed-form Jacobians of the Unno-Rachkovsky solution, closed-form start
+  (centre of gravity + weak field + line depths), one synthesis per iteration;
+* ``autograd`` — the previous solver (autograd Jacobians, 21-candidate grid start).
+
+Two data sets share the parameters and the noise draw: *SP profile* — profiles synthesised on a
+grid 8× finer than the SP sampling, convolved with the SP spectral profile
+(:func:`~helioforge.inversion.instrument.spectral_matrix`), inverted with the SP profile in the
+model; *no instrument* — profiles on the SP grid, inverted without it. For each: pixels/s
+(extrapolated to the map: the cost is linear in the number of pixels) and the median absolute
+errors |ΔB|, |Δγ|, |Δφ| (modulo 180°), |Δv_LOS| against the true parameters.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import time
 
@@ -23,73 +37,120 @@ import numpy as np
 import torch
 
 from helioforge.data.hinode import hinode_wavelengths
-from helioforge.inversion.training import (SiconInverter, SiconModelConfig, TargetScaler, build_network)
+from helioforge.inversion.instrument import spectral_matrix
 from helioforge.physics.atomic import fe_lines
 from helioforge.physics.me import MEParameters, synth_me
 
 
-def _me_profiles(n: int, wav: np.ndarray, seed: int = 0) -> np.ndarray:
+def _me_truth(n: int, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    p = MEParameters.create(B=rng.uniform(0, 2500, n), inclination=rng.uniform(0, 180, n), azimuth=rng.uniform(0, 180, n),
-                            v_los=rng.uniform(-2, 2, n), eta0=rng.uniform(3, 20, n), doppler_width=rng.uniform(0.02, 0.04, n),
-                            damping=rng.uniform(0.05, 0.5, n), S0=np.full(n, 0.3), S1=np.full(n, 0.7), dtype=torch.float32)
-    s = synth_me(p, torch.as_tensor(wav), fe_lines()).numpy()
-    return s + rng.normal(0, 1e-3, s.shape).astype(np.float32)
+    return {"B": rng.uniform(0, 2500, n), "inclination": rng.uniform(0, 180, n), "azimuth": rng.uniform(0, 180, n),
+            "v_los": rng.uniform(-2, 2, n), "eta0": rng.uniform(3, 20, n), "doppler_width": rng.uniform(0.02, 0.04, n),
+            "damping": rng.uniform(0.05, 0.5, n), "S0": np.full(n, 0.3), "S1": np.full(n, 0.7)}
 
 
-def _inverter(network: str, width: int) -> SiconInverter:
+def _me_profiles(n: int, wav: np.ndarray, seed: int = 0, sp_profile: bool = False, oversample: int = 8) -> np.ndarray:
+    """Noisy (1e-3) ME profiles (n, 4, nλ) for the parameters of :func:`_me_truth` (same seed)."""
+    truth = _me_truth(n, seed)
+    p = MEParameters.create(**truth)
+    if sp_profile:
+        step = (wav[-1] - wav[0]) / (wav.size - 1) / oversample
+        fine = np.arange(wav[0] - 0.1, wav[-1] + 0.1 + step / 2, step)
+        s = synth_me(p, torch.as_tensor(fine), fe_lines()).numpy() @ spectral_matrix(fine, wav).T
+    else:
+        s = synth_me(p, torch.as_tensor(wav), fe_lines()).numpy()
+    noise = np.random.default_rng(seed + 1000).normal(0, 1e-3, s.shape)
+    return (s + noise).astype(np.float32)
+
+
+def _errors(r, truth: dict[str, np.ndarray]) -> dict[str, float]:
+    daz = (r.azimuth - truth["azimuth"] + 90.0) % 180.0 - 90.0
+    return {"B_G": float(np.nanmedian(np.abs(r.B - truth["B"]))),
+            "inclination_deg": float(np.nanmedian(np.abs(r.inclination - truth["inclination"]))),
+            "azimuth_deg": float(np.nanmedian(np.abs(daz))),
+            "v_los_kms": float(np.nanmedian(np.abs(r.v_los - truth["v_los"]))),
+            "converged": float(np.mean(r.converged)), "median_chi2": float(np.nanmedian(r.chi2)),
+            "mean_iterations": float(np.mean(r.iterations))}
+
+
+def _inverter(network: str, width: int):
+    from helioforge.inversion.training import SiconInverter, SiconModelConfig, TargetScaler, build_network
+
     model = SiconModelConfig(network=network, width=width)
     net = build_network(model)
     n = 49
     scaler = TargetScaler(np.zeros(n), np.ones(n))
     cfg = {"network": network, "model": vars(model), "scaler": scaler.to_dict(),
            "targets": {"names": [f"t{i}" for i in range(n)], "units": {}, "log_tau": [0, -0.5, -1, -1.5, -2, -2.5, -3]},
-           "stokes": {"n_wavelengths": 112}}
+           "stokes": {"n_wavelengths": 112},
+           # a fixed log-amplitude offset (issue 13, defect 1); its value does not change the time
+           "preprocessing": {"log_amplitude_offset": [0.0, 0.0, 0.0]}}
     return SiconInverter(net, cfg, device="cpu")
 
 
 def main(argv: list[str] | None = None) -> str:
-    """Run the timings; print and return a markdown table."""
+    """Run the timings; print and return a markdown table (and write ``--json`` if given)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--me-pixels", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=2)
+    ap.add_argument("--skip-cnn", action="store_true", help="time only the ME inversions")
+    ap.add_argument("--json", default=None, help="write all numbers to this JSON file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     wav = hinode_wavelengths()
-    rng = np.random.default_rng(1)
-    prof = _me_profiles(256, wav)
-    idx = rng.integers(0, 256, (args.size, args.size))
-    stokes = np.moveaxis(prof[idx], (2, 3), (0, 1)).copy()  # (4, 112, H, W)
-    rows = {}
-    for network in ("encdec", "concat"):
-        inv = _inverter(network, args.width)
-        best = float("inf")
-        for _ in range(args.repeat):
-            t0 = time.perf_counter()
-            inv.invert(stokes)
-            best = min(best, time.perf_counter() - t0)
-        rows[network] = best
+    n_pix = args.size ** 2
+    rows: dict[str, float] = {}
+    if not args.skip_cnn:
+        rng = np.random.default_rng(1)
+        prof = _me_profiles(256, wav)
+        idx = rng.integers(0, 256, (args.size, args.size))
+        stokes = np.moveaxis(prof[idx], (2, 3), (0, 1)).copy()  # (4, 112, H, W)
+        for network in ("encdec", "concat"):
+            inv = _inverter(network, args.width)
+            best = float("inf")
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                inv.invert(stokes)
+                best = min(best, time.perf_counter() - t0)
+            rows[network] = best
     from helioforge.inversion.me_inversion import invert_me
 
-    me = {}
-    pix = _me_profiles(args.me_pixels, wav, seed=2)
-    for label, sp in (("ME least squares, SP profile", "hinode"), ("ME least squares, no instrument", None)):
-        r = invert_me(pix, wav, spectral_profile=sp)
-        me[label] = r.time_s / args.me_pixels * args.size ** 2
-    n_pix = args.size ** 2
-    md = [f"Inverting a {args.size}×{args.size} map on this CPU ({platform.machine()}, torch threads = {args.threads}):\n",
-          "| method | time | pixels/s | ME (SP profile) time / this |", "|---|---|---|---|"]
-    ref = me["ME least squares, SP profile"]
+    truth = _me_truth(args.me_pixels, args.seed)
+    me: dict[str, dict] = {}
+    for data, sp in (("SP profile", "hinode"), ("no instrument", None)):
+        pix = _me_profiles(args.me_pixels, wav, seed=args.seed, sp_profile=sp is not None)
+        for method in ("analytic", "autograd"):
+            r = invert_me(pix, wav, spectral_profile=sp, method=method)
+            me[f"{method}, {data}"] = {"time_s": r.time_s, "pixels_per_s": r.pixels_per_s,
+                                       "map_time_s": r.time_s / args.me_pixels * n_pix, **_errors(r, truth)}
+    ref_new = me["analytic, SP profile"]["map_time_s"]
+    ref_old = me["autograd, SP profile"]["map_time_s"]
+    md = [f"Inverting a {args.size}×{args.size} map on this CPU ({platform.machine()}, torch threads = {args.threads}); "
+          f"ME on {args.me_pixels} noisy pixels (σ = 1e-3), extrapolated:\n",
+          "| method | time | pixels/s | vs ME analytic (SP) | vs ME autograd (SP) |", "|---|---|---|---|---|"]
     for net, t in rows.items():
-        md.append(f"| SICON {net} (width {args.width}) | {t:.1f} s | {n_pix / t:,.0f} | **{ref / t:,.0f}×** |")
-    for label, t in me.items():
-        md.append(f"| {label} (extrapolated from {args.me_pixels} pixels) | {t / 60:.1f} min | {n_pix / t:,.0f} | "
-                  f"{ref / t:.2g}× |")
+        md.append(f"| SICON {net} (width {args.width}) | {t:.1f} s | {n_pix / t:,.0f} | **{ref_new / t:,.0f}×** | "
+                  f"{ref_old / t:,.0f}× |")
+    for label, m in me.items():
+        t = m["map_time_s"]
+        md.append(f"| ME {label} | {t / 60:.1f} min | {m['pixels_per_s']:,.0f} | {ref_new / t:.2g}× | {ref_old / t:.2g}× |")
+    md += ["", "Accuracy on the same pixels (medians of absolute errors against the true parameters):\n",
+           "| ME solver, data | pixels/s | abs(ΔB) [G] | abs(Δγ) [°] | abs(Δφ) [°] | abs(Δv) [km/s] | converged | median χ²_red | iterations |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for label, m in me.items():
+        md.append(f"| {label} | {m['pixels_per_s']:,.0f} | {m['B_G']:.1f} | {m['inclination_deg']:.2f} | "
+                  f"{m['azimuth_deg']:.2f} | {m['v_los_kms']:.4f} | {100 * m['converged']:.1f} % | "
+                  f"{m['median_chi2']:.3f} | {m['mean_iterations']:.1f} |")
     text = "\n".join(md)
     print(text)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"cnn_s": rows, "me": me, "size": args.size, "me_pixels": args.me_pixels,
+                       "threads": args.threads}, fh, indent=2)
     return text
 
 
