@@ -760,7 +760,7 @@ def label_images(
         for i in np.nonzero(~hit & ~np.isnat(times))[0]:
             k = np.searchsorted(peaks, times[i], side="right") - 1
             near = k >= 0 and (times[i] - peaks[k]) <= np.timedelta64(tolerance).astype("timedelta64[ns]")
-            reason[i] = (f"a closer image after the same flare peak took its label" if near
+            reason[i] = ("a closer image after the same flare peak took its label" if near
                          else f"no flare peak in the {tol_min:g} min before the image")
     if "flux" in source:
         take = (cls < 0) & (fcls >= 0)
