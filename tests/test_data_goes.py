@@ -200,10 +200,18 @@ def test_classless_events_take_the_flux_just_after_the_peak() -> None:
     events = pd.DataFrame({"peak_time": [T0, T0 + minutes(30), T0 + minutes(60)],
                            "goes_class": ["", "", "M1.0"], "flare_class": ["", "", "M"],
                            "peak_flux": [np.nan, np.nan, 1e-5]})
-    t = [T0 - np.timedelta64(2, "s"), T0 + np.timedelta64(4, "s"), T0 + minutes(30) + np.timedelta64(9, "s")]
-    flux = pd.Series([1e-6, 3.3e-5, 2e-6], index=pd.DatetimeIndex(t))
+    # a 3-s series (GOES-15 XRS cadence): the first sample at or after the first peak is 1 s after
+    # it; around the second peak a gap leaves the first sample 9 s after it
+    t = pd.date_range(pd.Timestamp(T0) - pd.Timedelta(seconds=2), periods=700, freq="3s")
+    flux = pd.Series(2e-6, index=t)
+    flux[pd.Timestamp(T0) + pd.Timedelta(seconds=1)] = 3.3e-5
+    flux[pd.Timestamp(T0) - pd.Timedelta(seconds=2)] = 9e-5  # before the peak: never used
+    late = pd.Timestamp(T0) + pd.Timedelta(minutes=30)
+    flux = flux[(flux.index < late - pd.Timedelta(seconds=2)) | (flux.index > late + pd.Timedelta(seconds=8))]
+    flux[late + pd.Timedelta(seconds=9)] = 2e-6
+    flux = flux.sort_index()
     filled = fill_event_flux(events, flux)
-    # the first: the sample 4 s after the peak (not the one 2 s before); the second: 9 s > 6 s, dropped
+    # the first: the sample 1 s after the peak (not the one 2 s before); the second: 9 s > 6 s, dropped
     assert filled["goes_class"].tolist() == ["M3.3", "M1.0"] and filled["class_source"].tolist() == ["xrs", "list"]
     assert filled["peak_flux"].tolist() == [3.3e-5, 1e-5]
     assert filled.attrs["classless"] == 2 and filled.attrs["classless_filled"] == 1
@@ -215,6 +223,12 @@ def test_classless_events_take_the_flux_just_after_the_peak() -> None:
     # without a flux series they cannot be labelled, and say so
     assert fill_event_flux(events, None).attrs["skipped"] == {"no class and no flux series": 2}
     assert flux_class_string(2.2e-4) == "X2.2" and flux_class_string(9.5e-7) == "B9.5"
+    assert flux_class_string(9.96e-6) == "M1.0"
+    # an hourly series cannot give the flux ≤ 6 s after a peak, even when a sample falls there
+    hourly = pd.Series([1e-6, 3e-5], index=pd.DatetimeIndex([T0 + np.timedelta64(3, "s"), T0 + minutes(60)]))
+    h = fill_event_flux(events, hourly)
+    assert h.attrs["classless_filled"] == 0 and list(h.attrs["skipped"]) == [
+        "no class, and the flux series' cadence (3597 s) is coarser than 6 s"]
     with pytest.raises(ValueError, match="flux"):
         flux_class_string(0.0)
 

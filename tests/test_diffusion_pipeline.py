@@ -61,6 +61,12 @@ def test_sample_writes_fits_and_png(run):
         assert h[0].data.shape == (3, 32, 32)
         assert h[0].header["HIERARCH HF cfg_scale"] == 2 and h[0].header["HIERARCH HF flare_class"] == "B"
     assert out.with_suffix(".png").stat().st_size > 0
+    # no sampler option: the work folder's profile decides (tiny: DDIM, 5 steps)
+    out2 = work / "s" / "profile_default"
+    r = CliRunner().invoke(app, ["diffusion", "sample", "-w", str(work), "--flare-class", "B", "-n", "2", "-o", str(out2)])
+    assert r.exit_code == 0, r.output
+    with fits.open(out2.with_suffix(".fits")) as h:
+        assert h[0].header["HIERARCH HF sampler"] == "ddim" and h[0].header["HIERARCH HF steps"] == 5
     r = CliRunner().invoke(app, ["diffusion", "sample", "-w", str(work), "--flare-class", "X", "-n", "2", "--steps", "2"])
     assert r.exit_code == 2 and "no X-class image" in r.output.replace("\n", " ")
     r = CliRunner().invoke(app, ["diffusion", "sample", "-w", str(work), "--flare-class", "Q", "--steps", "2"])
@@ -90,7 +96,9 @@ def test_evaluate_report(run):
     assert (m["generated"]["sampler"], m["generated"]["steps"]) == ("ddim", 5)
     html = (rep / "index.html").read_text()
     assert "ddim (5 steps" in html and "What this sample allows one to conclude" in html
-    assert set(m["conclusions"]) == {"cluster_error", "frechet", "f1", "real_f1", "ratio"}
+    assert set(m["conclusions"]) == {"cluster_error", "cluster_distance", "cluster_std", "frechet", "f1", "real_f1",
+                                     "ratio", "macro_precision", "macro_recall"}
+    assert k["real_test_bootstrap"]["macro_f1_std"] >= 0
     for f in ("index.html", "std_maps.png", "samples_per_class.png", "class_histogram.png"):
         assert (rep / f).stat().st_size > 0
     assert "Table 1" in html
@@ -170,7 +178,7 @@ def test_evaluate_and_augment_sample_with_the_profile_sampler(run, monkeypatch, 
     monkeypatch.setattr(ev_mod, "sample", spy)
     m = ev_mod.evaluate(prof, ws, tmp_path / "rep", accelerator="cpu", progress=False)
     assert set(seen) == {("ddpm", None, 1.5)} and m["generated"]["sampler"] == "ddpm"
-    assert "ddpm (default steps, w = 1.5)" in (tmp_path / "rep" / "index.html").read_text()
+    assert "ddpm (100 steps, w = 1.5)" in (tmp_path / "rep" / "index.html").read_text()  # T of the tiny model
     seen.clear()
     prof.augment.additions, prof.augment.repeats = (2,), 1
     r = ev_mod.augment_experiment(prof, ws, tmp_path / "aug", accelerator="cpu", progress=False)

@@ -113,7 +113,7 @@ def label_cmd(
         _fail(str(e))
     out.print(f"labelled {rep['labelled']} of {rep['images_read']} images ({d.label_source}): "
               f"{rep.get('event_linked', 0)} linked to a flare peak by the event rule (≤ {d.tolerance_min:g} min after "
-              f"the peak), {rep.get('flux_labelled', 0)} by the GOES flux at the image time; "
+              f"the peak), {rep.get('flux_labelled', 0)} by the GOES flux sample nearest the image; "
               f"unlabelled {rep['unlabelled']}; skipped {len(rep['skipped'])}")
     out.print("classes: " + ", ".join(f"{k} {v}" for k, v in rep["histogram"].items()))
     for src, hist in (rep.get("histogram_by_source") or {}).items():

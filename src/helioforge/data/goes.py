@@ -416,7 +416,11 @@ def flux_class_string(flux_wm2: float) -> str:
     if not (math.isfinite(f) and f > 0):
         raise ValueError(f"no GOES class for a flux of {flux_wm2!r} W/m² (must be finite and > 0)")
     letter = FLARE_CLASSES[int(flux_to_class(f))]
-    return f"{letter}{f / CLASS_BASE_WM2[letter]:.1f}"
+    mult = round(f / CLASS_BASE_WM2[letter], 1)
+    if mult >= 10.0 and letter != "X":  # 9.96e-6 rounds to M1.0, not C10.0
+        letter = FLARE_CLASSES[FLARE_CLASSES.index(letter) + 1]
+        mult = round(f / CLASS_BASE_WM2[letter], 1)
+    return f"{letter}{mult:.1f}"
 
 
 def fill_event_flux(
@@ -446,8 +450,9 @@ def fill_event_flux(
     extra ``class_source`` column. ``attrs`` keeps those of ``events`` plus ``classless``
     (rows without a class in the input), ``classless_filled`` and ``skipped`` updated with
     the rows still without a class by reason (``"no class and no flux series"``, ``"no class
-    and no XRS-B sample ≤ 6 s after the peak"``; the log says when the series' cadence is
-    coarser than ``max_delay``, e.g. an hourly mean, so that no event can be filled).
+    and no XRS-B sample ≤ 6 s after the peak"``, or — for a series whose median cadence is
+    coarser than ``max_delay``, e.g. an hourly mean, which cannot give a peak flux — every
+    class-less event, with the cadence in the reason and a log line).
 
     Raises
     ------
@@ -466,7 +471,18 @@ def fill_event_flux(
     skipped = dict(out.attrs.get("skipped", {}))
     n_need = int(need.sum())
     filled = 0
-    if n_need and flux is not None and len(flux):
+    cadence_s = None
+    if flux is not None and len(flux) > 1:
+        t_all = np.sort(pd.DatetimeIndex(flux.index).to_numpy(dtype="datetime64[ns]").astype(np.int64))
+        cadence_s = float(np.median(np.diff(t_all))) / 1e9
+    why_none = f"no class and no XRS-B sample ≤ {tol / 1e9:g} s after the peak"
+    if n_need and cadence_s is not None and cadence_s > tol / 1e9:
+        # an hourly mean can sit a few seconds after a peak by chance: it is not the peak flux
+        skipped[f"no class, and the flux series' cadence ({cadence_s:.0f} s) is coarser than {tol / 1e9:g} s"] = n_need
+        logger.warning("%d event(s) without a class stay unlabelled: the flux series' cadence (%.0f s) is coarser "
+                       "than the paper's %g s after the peak (use a full-cadence XRS file, e.g. go15YYYYMMDD.fits)",
+                       n_need, cadence_s, tol / 1e9)
+    elif n_need and flux is not None and len(flux):
         s = pd.Series(pd.to_numeric(flux, errors="coerce").to_numpy(dtype=np.float64), index=pd.DatetimeIndex(flux.index))
         if s.index.tz is not None:
             s.index = s.index.tz_convert("UTC").tz_localize(None)
@@ -487,13 +503,7 @@ def fill_event_flux(
         out.iloc[rows, out.columns.get_loc("class_source")] = "xrs"
         filled = int(hit.sum())
         if filled < n_need:
-            skipped["no class and no XRS-B sample ≤ 6 s after the peak"] = n_need - filled
-            if len(st) > 1:
-                cadence_s = float(np.median(np.diff(st))) / 1e9
-                if cadence_s > tol / 1e9:
-                    logger.warning("%d event(s) without a class stay unlabelled: the flux series' cadence (%.0f s) is "
-                                   "coarser than the paper's %.0f s after the peak (use a full-cadence XRS file, e.g. "
-                                   "go15YYYYMMDD.fits)", n_need - filled, cadence_s, tol / 1e9)
+            skipped[why_none] = n_need - filled
     elif n_need:
         skipped["no class and no flux series"] = n_need
     keep = out["class_source"] != ""

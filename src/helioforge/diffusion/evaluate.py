@@ -56,6 +56,7 @@ from helioforge.io import write_json
 from helioforge.nn.training import inference_device
 
 __all__ = ["evaluate", "augment_experiment", "brightness_index", "eligible_classes", "minority_classes", "mean_std",
+           "resolved_steps", "bootstrap_scores",
            "pixel_gaussian_images", "conclusions"]
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,28 @@ def pixel_gaussian_images(images: np.ndarray, labels: np.ndarray, classes: np.nd
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
+def resolved_steps(sampler: str, train_config: dict[str, Any]) -> int:
+    """Steps a sampler takes when none are given: T (the training timesteps) for ``ddpm``, 50
+    for ``ddim``, 20 for ``dpm`` (as :func:`helioforge.diffusion.sampling.make_sampler`)."""
+    return {"ddpm": int(train_config.get("num_train_timesteps", 1000)), "ddim": 50, "dpm": 20}.get(sampler, 0)
+
+
+def bootstrap_scores(y_true: np.ndarray, y_pred: np.ndarray, macro_classes: list[int], n_boot: int = 200,
+                     seed: int = 0) -> dict[str, float]:
+    """Bootstrap spread of the macro scores over the images (resampled with replacement,
+    ``n_boot`` times): the uncertainty of a score measured on few images. Returns
+    ``macro_f1_std``, ``macro_precision_std``, ``macro_recall_std`` and ``n_boot``."""
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    runs = []
+    for _ in range(int(n_boot)):
+        i = rng.integers(0, n, n)
+        runs.append(classification_scores(y_true[i], y_pred[i], macro_classes=macro_classes))
+    out = {f"{k}_std": float(np.std([r[k] for r in runs])) for k in ("macro_f1", "macro_precision", "macro_recall")}
+    out["n_boot"] = int(n_boot)
+    return out
+
+
 def _summarise_repeats(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean ± std over repeats of every number of a list of nested per-repeat dicts."""
     first = runs[0]
@@ -237,10 +260,11 @@ def _evaluate_locked(profile, ws, report_dir, condition, inception_weights, acce
     pred_te = clf.predict(te_x)
     real_scores = classification_scores(te_c, pred_te, macro_classes=common)
     real_chance = chance_scores(te_c, pred_te, common, ev.chance_permutations, seed=ev.seed)
+    real_boot = bootstrap_scores(te_c, pred_te, common, ev.chance_permutations, seed=ev.seed)
     majority = int(np.argmax(np.bincount(tr_c, minlength=len(FLARE_CLASSES))))
     real_majority = classification_scores(te_c, np.full(len(te_c), majority), macro_classes=common)
 
-    runs, base_runs = [], []
+    runs, base_runs, fid_runs = [], [], []
     gen_u_first = uni_cls_first = None
     nfe = None
     seconds, n_images = 0.0, 0
@@ -267,6 +291,8 @@ def _evaluate_locked(profile, ws, report_dir, condition, inception_weights, acce
             gen_u_first, uni_cls_first = gen_u.images, uni_cls
         pred_u = clf.predict(gen_u.images)
         gen_scores = classification_scores(uni_cls, pred_u, macro_classes=common)
+        if inception_weights:
+            fid_runs.append(inception_fid(tr_x, gen_p.images, inception_weights))
         runs.append({
             "frechet": frechet_distance(encoder.encode(gen_p.images), f_tr),
             "cluster": cluster_metrics(f_tr, encoder.encode(gen_p.images), k=k, seed=ev.seed),
@@ -290,7 +316,8 @@ def _evaluate_locked(profile, ws, report_dir, condition, inception_weights, acce
         })
     gen = _summarise_repeats(runs)
     base = _summarise_repeats(base_runs)
-    sampler_label = f"{sc.sampler} ({sc.steps or 'default'} steps, w = {sc.cfg_scale:g}" + (
+    steps = sc.steps or resolved_steps(sc.sampler, config["train"])
+    sampler_label = f"{sc.sampler} ({steps} steps, w = {sc.cfg_scale:g}" + (
         f", η = {sc.eta:g}" if sc.sampler == "ddim" else "") + ")"
     metrics: dict[str, Any] = {
         "condition": net.condition,
@@ -315,13 +342,14 @@ def _evaluate_locked(profile, ws, report_dir, condition, inception_weights, acce
                                     "nothing else; same set sizes and repeats as the generated sets"},
     }
     if inception_weights:
-        metrics["inception_fid"] = {"generated_vs_train": inception_fid(tr_x, gen_u_first, inception_weights),
+        metrics["inception_fid"] = {"generated_vs_train": mean_std(fid_runs),
                                     "real_test_vs_train": inception_fid(tr_x, te_x, inception_weights),
-                                    "weights": str(inception_weights), "note": "first uniform set only"}
+                                    "weights": str(inception_weights), "note": "proportional sets, as the paper"}
     metrics["classifier"] = {
         "classes": common_names,
         "real_test": real_scores,
         "real_test_chance": real_chance,
+        "real_test_bootstrap": real_boot,
         "real_test_majority": {key: real_majority[key] for key in ("macro_f1", "macro_precision", "macro_recall")},
         "majority_class": FLARE_CLASSES[majority],
         "generated_uniform": {**gen["scores"], "per_class_f1": gen["per_class_f1"]},
@@ -382,21 +410,27 @@ def conclusions(m: dict[str, Any]) -> dict[str, str]:
     n_te, reps = m["data"]["n_test"], g["repeats"]
     out: dict[str, str] = {}
 
-    def between(value: dict, floor: float, ceiling: dict) -> str:
-        lo = value["mean"] - 2 * value["std"]
-        if ceiling["mean"] - 2 * ceiling["std"] > value["mean"] + 2 * value["std"]:
-            verdict = "clearly better than the trivial generator"
-        elif abs(ceiling["mean"] - value["mean"]) <= 2 * max(value["std"], ceiling["std"], 1e-12):
+    def between(value: dict, floor: float, ceiling: dict, lower_is_better: bool = True) -> str:
+        d = value["mean"] - ceiling["mean"]
+        spread = 2 * max(value["std"], ceiling["std"], 1e-12)
+        if abs(d) <= spread:
             verdict = "not distinguishable from the trivial generator"
         else:
-            verdict = "worse than the trivial generator"
-        floor_txt = "within" if lo <= floor else "above"
-        return f"{verdict}; {floor_txt} two std of the held-out real value"
+            better = (d < 0) == lower_is_better
+            verdict = "better than the trivial generator" if better else "worse than the trivial generator"
+        near = abs(value["mean"] - floor) <= 2 * max(value["std"], 1e-12)
+        return f"{verdict}; {'within' if near else 'not within'} two std of the held-out real value"
 
     ce = cl["generated"]["cluster_error"]
     out["cluster_error"] = (f"Cluster error {ce['mean']:.2f} ± {ce['std']:.2f} over {reps} sets of {g['n_proportional']}: "
                             f"{between(ce, cl['real_test']['cluster_error'], cl['baseline']['cluster_error'])} "
                             f"({cl['real_test']['cluster_error']:.2f} on {n_te} images).")
+    for key, label in (("cluster_distance", "Cluster distance"), ("cluster_std", "Cluster std")):
+        v = cl["generated"][key]
+        out[key] = (f"{label} {v['mean']:.2f} ± {v['std']:.2f} (target: the held-out {cl['real_test'][key]:.2f}; "
+                    f"trivial generator {cl['baseline'][key]['mean']:.2f}): "
+                    + ("within two std of the held-out value." if abs(v["mean"] - cl["real_test"][key]) <= 2 * v["std"]
+                       else "off the held-out value by more than two std."))
     fd = m["frechet"]["generated_vs_train"]
     out["frechet"] = (f"Fréchet distance {fd['mean']:.2f} ± {fd['std']:.2f}: "
                       f"{between(fd, m['frechet']['real_test_vs_train'], m['frechet']['baseline_vs_train'])} "
@@ -408,13 +442,19 @@ def conclusions(m: dict[str, Any]) -> dict[str, str]:
                  + ("the generated classes are recognised above chance." if sig
                     else "not distinguishable from chance at this size."))
     real, rch = clf["real_test"], clf["real_test_chance"]
+    boot = clf.get("real_test_bootstrap", {})
     n_cls = {c: real["per_class"][c]["support"] for c in clf["classes"]}
-    out["real_f1"] = (f"Real held-out macro F1 {real['macro_f1']:.2f} on {real['n']} images ({n_cls}), chance "
-                      f"{rch['macro_f1']:.2f} ± {rch['macro_f1_std']:.2f}: "
+    out["real_f1"] = (f"Real held-out macro F1 {real['macro_f1']:.2f} on {real['n']} images ({n_cls}; bootstrap std "
+                      f"{boot.get('macro_f1_std', float('nan')):.2f}), chance {rch['macro_f1']:.2f} ± "
+                      f"{rch['macro_f1_std']:.2f}: "
                       + ("above chance" if real["macro_f1"] > rch["macro_f1"] + 2 * rch["macro_f1_std"]
                          else "not distinguishable from chance")
-                      + "; with so few test images per class the ratio's denominator is itself uncertain by about "
-                        f"± {rch['macro_f1_std']:.2f}.")
+                      + "; the bootstrap std over the held-out images is the uncertainty of every ratio's "
+                        "denominator.")
+    for key, label in (("macro_precision", "Precision"), ("macro_recall", "Recall")):
+        v, b = clf["ratio"][key], clf["baseline_ratio"][key]
+        out[key] = (f"{label} ratio {v['mean']:.2f} ± {v['std']:.2f} (trivial generator {b['mean']:.2f} ± {b['std']:.2f}; "
+                    f"paper {0.73 if key == 'macro_precision' else 0.74} for the discrete model).")
     ra, rb = clf["ratio"]["macro_f1"], clf["baseline_ratio"]["macro_f1"]
     spread = 2 * max(ra["std"], rb["std"], 1e-12)
     verdict = ("above the trivial generator's" if ra["mean"] - rb["mean"] > spread else
@@ -542,7 +582,8 @@ def _augment_locked(profile, ws, report_dir, condition, accelerator, devices, pr
     sc = profile.sample
     pivot, pivot_classes, texts = _augmentation_pivot(summary, cfg, data.class_counts("test"))
     result = {
-        "sampler_label": f"{sc.sampler} ({sc.steps or 'default'} steps, w = {sc.cfg_scale:g})",
+        "sampler_label": f"{sc.sampler} ({sc.steps or resolved_steps(sc.sampler, config['train'])} steps, "
+                         f"w = {sc.cfg_scale:g})",
         "loss_weights": list(df.attrs.get("loss_weights", [])),
         "loss_weights_text": ("cross-entropy class weights fixed from the original training set "
                               + ", ".join(f"{c} {w:.2f}" for c, w in zip(FLARE_CLASSES, df.attrs.get("loss_weights", [])))

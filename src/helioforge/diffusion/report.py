@@ -100,7 +100,7 @@ The paper's values are in its ceVAE/DeiT spaces at 20,420 images: compare ours w
 <tr><td>{{ label }}</td><td>{{ fmt(m.cluster.gt_real_halves[key]) }}</td><td>{{ fmt(m.cluster.real_test[key]) }}</td>
 <td><b>{{ fmt(m.cluster.generated[key]) }}</b></td><td>{{ fmt(m.cluster.baseline[key]) }}</td><td>{{ paper[key].gt }}</td><td>{{ paper[key][m.condition] }}</td></tr>{% endfor %}
 <tr><td>Fréchet distance (domain features) ↓</td><td>–</td><td>{{ fmt(m.frechet.real_test_vs_train) }}</td><td><b>{{ fmt(m.frechet.generated_vs_train) }}</b></td><td>{{ fmt(m.frechet.baseline_vs_train) }}</td><td>–</td><td>–</td></tr>
-{% if m.inception_fid %}<tr><td>FID InceptionV3 ↓ (first uniform set)</td><td>–</td><td>{{ fmt(m.inception_fid.real_test_vs_train, 2) }}</td><td><b>{{ fmt(m.inception_fid.generated_vs_train, 2) }}</b></td><td>–</td><td>–</td><td>{{ 3.693 if m.condition == 'class' else 2.703 }}</td></tr>
+{% if m.inception_fid %}<tr><td>FID InceptionV3 ↓ (proportional sets)</td><td>–</td><td>{{ fmt(m.inception_fid.real_test_vs_train, 2) }}</td><td><b>{{ fmt(m.inception_fid.generated_vs_train, 2) }}</b></td><td>–</td><td>–</td><td>{{ 3.693 if m.condition == 'class' else 2.703 }}</td></tr>
 {% else %}<tr><td>FID InceptionV3</td><td colspan="6" class="note">not computed: pass --inception-weights PATH (local TorchScript inception-2015-12-05.pt)</td></tr>{% endif %}
 </table>
 <p class="note">Classifier scores over the same classes on both sides of every ratio: <b>{{ m.classifier.classes | join(', ') }}</b>

@@ -70,7 +70,12 @@ def make_ema(net: torch.nn.Module, decay: float) -> AveragedModel:
 
     def update(ema_params: list, params: list, num_averaged: torch.Tensor) -> None:
         d = ema_decay_at(int(num_averaged), decay)
-        torch._foreach_lerp_(ema_params, params, 1.0 - d)
+        pairs = [(e, p) for e, p in zip(ema_params, params) if e.is_floating_point()]
+        if pairs:
+            torch._foreach_lerp_([e for e, _ in pairs], [p for _, p in pairs], 1.0 - d)
+        for e, p in zip(ema_params, params):  # integer buffers (counters) are copied, not averaged
+            if not e.is_floating_point():
+                e.copy_(p)
 
     return AveragedModel(net, multi_avg_fn=update, use_buffers=True)
 
