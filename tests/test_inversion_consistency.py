@@ -43,25 +43,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --------------------------------------------------------------------------- helpers
-def fake_synth(atmos, wav, mu=1.0):
-    """Stand-in for synth_lte (tests only, as in test_inversion_trainset): continuum ∝ T⁴ at
-    log τ ≈ 0, Gaussian lines, Q/U/V from the field at log τ ≈ −1."""
-    lt = atmos.log_tau[0] if atmos.log_tau.ndim > 1 else atmos.log_tau
-    i0 = int(torch.argmin(lt.abs()))
-    i1 = int(torch.argmin((lt + 1).abs()))
-    T0 = atmos.T[..., i0]
-    ic = (T0 / 6000.0) ** 4 * 4e-5
-    prof = torch.zeros(*T0.shape, wav.numel(), dtype=T0.dtype)
-    for lam in (6301.5012, 6302.4936):
-        prof = prof + torch.exp(-(((wav - lam) / 0.05) ** 2))
-    I = ic[..., None] * (1 - 0.6 * prof)
-    B = atmos.B[..., i1, None] * 1e-4
-    g = torch.deg2rad(atmos.inclination[..., i1, None])
-    p = torch.deg2rad(atmos.azimuth[..., i1, None])
-    Q = ic[..., None] * prof * B * torch.sin(g) ** 2 * torch.cos(2 * p)
-    U = ic[..., None] * prof * B * torch.sin(g) ** 2 * torch.sin(2 * p)
-    V = ic[..., None] * torch.gradient(prof, dim=-1)[0] * B * torch.cos(g)
-    return torch.stack([I, Q, U, V], dim=-2), ic
+# the stand-in synthesis of the training-set tests (continuum ∝ T⁴, Gaussian lines, weak-field Q/U/V)
+from test_inversion_trainset import fake_synth  # noqa: E402
 
 
 def _tiny(seed=0, qs_size=8, n_patches=4):
