@@ -37,7 +37,7 @@ demo-diffusion: $(STAMP)
 	if [ -z "$$args" ] && [ $$(ls $$data/aia/sdoml_binned 2>/dev/null | grep -c 0131A) -lt 60 ]; then \
 		echo "demo-diffusion: $$data has fewer than 60 AIA 131 Å DN/s files; using its browse JPEGs (193 Å, flux labels)." \
 		     "The full demo needs the full sample (../shared/data or HELIOFORGE_DATA)."; \
-		args="--images $$data/aia/browse --wavelength 193 --source flux"; cls=C; fi && \
+		args="--images $$data/aia/browse --wavelength 193 --source flux"; cls=B; fi && \
 	$(VENV)/bin/helioforge diffusion label -w $(DIFF_WORK) -p cpu $$args && \
 	$(VENV)/bin/helioforge diffusion train -w $(DIFF_WORK) --condition class && \
 	$(VENV)/bin/helioforge diffusion sample -w $(DIFF_WORK) --flare-class $$cls -n 16 && \
