@@ -293,9 +293,10 @@ def _evaluate_locked(profile, ws, report_dir, condition, inception_weights, acce
         gen_scores = classification_scores(uni_cls, pred_u, macro_classes=common)
         if inception_weights:
             fid_runs.append(inception_fid(tr_x, gen_p.images, inception_weights))
+        f_gp = encoder.encode(gen_p.images)
         runs.append({
-            "frechet": frechet_distance(encoder.encode(gen_p.images), f_tr),
-            "cluster": cluster_metrics(f_tr, encoder.encode(gen_p.images), k=k, seed=ev.seed),
+            "frechet": frechet_distance(f_gp, f_tr),
+            "cluster": cluster_metrics(f_tr, f_gp, k=k, seed=ev.seed),
             "scores": {key: gen_scores[key] for key in ("macro_f1", "macro_precision", "macro_recall")},
             "per_class_f1": {c: gen_scores["per_class"][c]["f1"] for c in common_names},
             "ratio": score_ratio(gen_scores, real_scores),
@@ -308,9 +309,10 @@ def _evaluate_locked(profile, ws, report_dir, condition, inception_weights, acce
         base_p = pixel_gaussian_images(tr_x, tr_c, base_p_cls, rng_base)
         base_u = pixel_gaussian_images(tr_x, tr_c, uni_cls, rng_base)
         base_scores = classification_scores(uni_cls, clf.predict(base_u), macro_classes=common)
+        f_bp = encoder.encode(base_p)
         base_runs.append({
-            "frechet": frechet_distance(encoder.encode(base_p), f_tr),
-            "cluster": cluster_metrics(f_tr, encoder.encode(base_p), k=k, seed=ev.seed),
+            "frechet": frechet_distance(f_bp, f_tr),
+            "cluster": cluster_metrics(f_tr, f_bp, k=k, seed=ev.seed),
             "scores": {key: base_scores[key] for key in ("macro_f1", "macro_precision", "macro_recall")},
             "ratio": score_ratio(base_scores, real_scores),
         })

@@ -151,6 +151,16 @@ def _tune_malloc() -> None:
         pass
 
 
+def _keep_best(best: torch.Tensor | None, best_chi: torch.Tensor | None, cand: torch.Tensor,
+               chi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per pixel, the start candidate (n, 9) with the lower χ² (n,) of ``best`` and ``cand``
+    (``best`` ``None``: the first candidate)."""
+    if best is None:
+        return cand, chi
+    better = chi < best_chi
+    return torch.where(better[:, None], cand, best), torch.where(better, chi, best_chi)
+
+
 # --------------------------------------------------------------------------- transforms
 
 
@@ -501,12 +511,7 @@ def _grid_start(obs: torch.Tensor, w: torch.Tensor, guess: dict[str, np.ndarray]
         chi, phi = _eval_rotated(obs, w, p, model)
         p = p.clone()
         p[:, 2] = phi.to(dt)
-        if best_p is None:
-            best_p, best_chi = p, chi
-        else:
-            better = chi < best_chi
-            best_p = torch.where(better[:, None], p, best_p)
-            best_chi = torch.where(better, chi, best_chi)
+        best_p, best_chi = _keep_best(best_p, best_chi, p, chi)
 
     B0, g0 = field(1.0, 1.0)
     v0 = np.clip(guess["v_los"], -9.5, 9.5)
@@ -711,12 +716,7 @@ def _fast_candidates(obs: torch.Tensor, w: torch.Tensor, p0: np.ndarray, guess: 
         chi = (((o - rot) * ww) ** 2).sum((-1, -2))
         u = u.clone()
         u[:, 2] = torch.rad2deg(two_phi / 2.0).to(dt)
-        if best_u is None:
-            best_u, best_chi = u, chi
-        else:
-            better = chi < best_chi
-            best_u = torch.where(better[:, None], u, best_u)
-            best_chi = torch.where(better, chi, best_chi)
+        best_u, best_chi = _keep_best(best_u, best_chi, u, chi)
     return best_u
 
 
