@@ -3,6 +3,8 @@ validation report; bad maps give clear errors; MAD on known numbers."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -24,6 +26,29 @@ def test_mad_and_table_on_known_numbers():
     row = t[(t.quantity == "T") & (t.log_tau == 0.0)].iloc[0]
     assert row["mad"] == 0.0 and row["median"] == 50.0 and row["rms"] == 50.0
     assert t[t.log_tau == -1.0]["paper_mad"].notna().all() and len(t) == 49
+
+
+def test_regions_and_bootstrap_intervals_on_known_numbers():
+    """Issue 13, must-deliver 3: held-out maps are scored separately over quiet-Sun and magnetic
+    pixels (true |B| at log τ = −1), with a 95 % interval from resampling whole maps."""
+    from helioforge.inversion.validate import region_masks
+
+    truth = np.zeros((4, 7, 7, 4, 4))
+    truth[:, 4, 2, :2] = 300.0  # B_Q = 300 G at log τ = −1 in the top half: |B| = 300 G, magnetic
+    truth[:, 5, 2, 2:, :2] = 100.0  # B_U = 100 G: B⊥ = √2·100 = 141 G, quiet
+    regions = region_masks(truth)
+    assert regions["magnetic"].sum() == 4 * 8 and regions["quiet"].sum() == 4 * 8
+    assert (regions["magnetic"] == ~regions["quiet"]).all() and regions["all"].all()
+    pred = truth.copy()
+    rng = np.random.default_rng(0)
+    pred[:, 0, 2] += np.where(regions["magnetic"], 1.0, 10.0) * rng.standard_normal((4, 4, 4))  # T noisier in quiet
+    t = validation_table(pred, truth, regions=regions, n_boot=50)
+    assert set(t.region) == {"all", "quiet", "magnetic"} and len(t) == 3 * 49
+    row = {r.region: r for r in t[(t.quantity == "T") & (t.log_tau == -1.0)].itertuples()}
+    assert row["quiet"].mad > 3 * row["magnetic"].mad and row["magnetic"].n_pixels == 32
+    for r in row.values():
+        assert r.mad_lo <= r.mad <= r.mad_hi
+    assert t[t.log_tau != -1.0]["mad_lo"].isna().all()
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +80,16 @@ def test_invert_real_sample_and_bad_maps(trained, data_dir, tmp_path):
         assert hdul[0].header["QUANT1"] == "T" and hdul[0].header["QUNIT1"] == "K"
         assert hdul["BXYZ"].header["BRANCH"] == 1 and hdul["BXYZ"].data.shape == (3, 7, 5, 5)
         assert np.allclose(hdul["LOGTAU"].data, [0, -0.5, -1, -1.5, -2, -2.5, -3])
+        # issue 13 defect 5: the axis was calibrated on the quiet-Sun line cores (≈ +0.6 km/s red on the header axis)
+        h = hdul[0].header
+        assert h["HIERARCH HF wavelength_calibrated"] is True
+        assert 0.2 < h["HIERARCH HF qs_core_velocity_kms"] < 0.8 and h["HIERARCH HF wavelength_shift_mA"] < -4
+    assert "quiet-Sun Fe I cores at +0." in " ".join(r.output.split())
+    r = runner.invoke(app, ["invert", str(sample), "-w", str(trained / "work"), "-n", "concat", "-o",
+                            str(tmp_path / "nocal.fits"), "--no-calibrate", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    with fits.open(tmp_path / "nocal.fits") as hdul:
+        assert hdul[0].header["HIERARCH HF wavelength_calibrated"] is False
     bad = tmp_path / "bad.fits"
     fits.PrimaryHDU(np.ones((5, 5, 3, 112), dtype=np.float32)).writeto(bad)  # 3 Stokes parameters
     r = runner.invoke(app, ["invert", str(bad), "-w", str(trained / "work"), "-n", "concat", "-o", str(tmp_path / "b.fits")])
@@ -71,3 +106,22 @@ def test_validation_report(trained, data_dir, tmp_path):
         assert (tmp_path / "report" / name).is_file(), name
     html = (tmp_path / "report" / "index.html").read_text()
     assert "ME least squares" in html and "SPINOR" in html
+    # the trivial yardstick, the regions with intervals, and the calibration of the real patch
+    assert "constant" in html and "95 % interval" in html and "magnetic" in html
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert set(metrics["mad_at_log_tau_-1"]) == {"constant", "concat", "ME least squares"}
+    assert metrics["pixels_per_region"]["all"] == metrics["n_maps"] * 8 * 8
+    assert 0.2 < metrics["sample_wavelength_calibration"]["velocity_kms"] < 0.8
+    assert len(metrics["synthetic_qs_core_velocity_kms"]) == 2
+
+
+def test_kinds_option():
+    from helioforge.cli_inversion import kind_fractions
+    from helioforge.errors import InputError
+
+    assert kind_fractions("plage,spot") == (0.0, 1.0, 1.0)
+    assert kind_fractions(" Quiet ") == (1.0, 0.0, 0.0)
+    with pytest.raises(InputError, match="umbra"):
+        kind_fractions("umbra")
+    r = runner.invoke(app, ["inversion", "make-trainset", "-o", "/nonexistent/x", "--kinds", "pores"])
+    assert r.exit_code == 2 and "--kinds" in r.output

@@ -117,6 +117,7 @@ def make_trainset_cmd(
     ranges: bool = typer.Option(True, "--ranges/--no-ranges", help="Write target_ranges.csv/json against SICON's normalisation."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the shards already in the folder against their checksums and make damaged ones again (--no-verify trusts them)."),
     reference_from: Optional[Path] = typer.Option(None, "--reference-from", help="Training-set folder whose quiet-Sun reference (I_c, z offset) this set uses: make held-out sets with it."),
+    kinds: Optional[str] = typer.Option(None, "--kinds", help="Kinds of map to draw, equally often: a comma list of quiet, plage, spot (default: the profile's fractions). E.g. --kinds plage,spot --size 64 for held-out maps with quiet Sun around a spot or plage."),
     data: Optional[Path] = DATA,
 ) -> None:
     """Synthetic (Stokes map, 49 target maps) patches in zarr shards with a manifest (paper §2).
@@ -139,6 +140,8 @@ def make_trainset_cmd(
         changes = {k: v for k, v in {"n_patches": patches, "patch_size": size, "seed": seed}.items() if v is not None}
         if changes:
             prof = replace(prof, trainset=replace(ts, **changes))
+        if kinds is not None:
+            prof = replace(prof, atmosphere=replace(prof.atmosphere, kind_fractions=kind_fractions(kinds)))
         manifest = make_trainset(output, prof, device=device, progress=True, verify_existing=verify,
                                  reference_from=reference_from)
     except _ERRORS as e:
@@ -154,6 +157,23 @@ def make_trainset_cmd(
         outside = table[~table["inside_sicon"].astype(bool)] if "inside_sicon" in table else table.iloc[0:0]
         console.print(f"target ranges → {output / 'target_ranges.csv'}; {len(outside)} of {len(table)} targets "
                       f"reach outside SICON's training range")
+
+
+def kind_fractions(kinds: str) -> tuple[float, float, float]:
+    """``--kinds`` (e.g. ``"plage,spot"``) → (quiet, plage, spot) weights, 1 for each kind named.
+
+    Raises
+    ------
+    helioforge.errors.InputError : an unknown or no kind (names the value and the choices).
+    """
+    from helioforge.errors import InputError
+    from helioforge.inversion.atmospheres import KINDS
+
+    names = [k.strip().lower() for k in kinds.split(",") if k.strip()]
+    unknown = [k for k in names if k not in KINDS]
+    if unknown or not names:
+        raise InputError(f"--kinds must be a comma list of {', '.join(KINDS)}, got {kinds!r}")
+    return tuple(1.0 if k in names else 0.0 for k in KINDS)  # type: ignore[return-value]
 
 
 class Network(str, Enum):
@@ -239,13 +259,16 @@ def invert_command(
     branch: int = typer.Option(0, "--branch", min=0, max=1, help="Azimuth solution for Bx, By: 0 (Bx ≥ 0) or 1 (opposite)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
     pixel_scale: Optional[str] = typer.Option(None, "--pixel-scale", help="Pixel of the map X,Y in arcsec (default: its XSCALE, YSCALE cards)."),
+    calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate", help="Calibrate the wavelength axis on the quiet-Sun Fe I line cores (--no-calibrate: the file's axis)."),
+    qs_velocity: float = typer.Option(0.0, "--qs-velocity", min=-3.0, max=3.0, help="Velocity given to the quiet-Sun line cores, km/s, + = redshift (0: quiet Sun at rest, as in the training sets)."),
 ) -> None:
     """Invert a Hinode SP map with a trained SICON network into T, v_z, z, log P, B at 7 log τ.
 
     Pixels with non-finite values are masked: NaN in the output cube there. A map whose pixel
     differs by more than 2 % from the networks' (0.16″) is resampled to it, with a warning; one
     without XSCALE/YSCALE cards is taken to be at that pixel, with a warning (or give
-    --pixel-scale). Reads the work folder only (nothing is created or changed in it).
+    --pixel-scale). The wavelength axis is calibrated so that the mean quiet-Sun Fe I line
+    cores are at --qs-velocity (Hinode spectra have no telluric lines). Reads the work folder only (nothing is created or changed in it).
     """
     import numpy as np
 
@@ -280,7 +303,8 @@ def invert_command(
     if not files[0].is_file():
         _fail(f"{files[0]} not found: train first (`{train}`) or pass --weights")
     try:
-        cube, info = invert_map(sp_map, stem, branch=branch, device=device, pixel_scale=scale)
+        cube, info = invert_map(sp_map, stem, branch=branch, device=device, pixel_scale=scale, calibrate=calibrate,
+                                qs_velocity_kms=qs_velocity)
         write_atmos_cube(output, cube, mask=info["mask"])
     except _ERRORS as e:
         _error(e)
@@ -290,6 +314,11 @@ def invert_command(
         from rich.markup import escape
 
         console.print(f"[yellow]pixel scale[/yellow] {escape(msg)}")
+    cal = info.get("wavelength_calibration")
+    if cal:
+        console.print(f"wavelength: quiet-Sun Fe I cores at {cal['velocity_kms']:+.2f} km/s on the file's axis "
+                      f"(6301.5 {cal['line_velocities_kms'][0]:+.2f}, 6302.5 {cal['line_velocities_kms'][1]:+.2f}); "
+                      f"axis shifted by {cal['shift_mA']:+.1f} mÅ to put them at {cal['qs_velocity_kms']:+.2f} km/s")
     if info.get("n_masked"):
         from rich.markup import escape
 

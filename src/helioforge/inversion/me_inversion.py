@@ -60,8 +60,9 @@ Two solvers share the model, the bounds, the damping rule and the stopping tests
   exceeds 10⁸ (no further descent possible), or when χ² is at round-off (every residual below
   10⁻³ σ on average).
 * **Weights.** σ per Stokes parameter (default 10⁻³ I_c, the Hinode noise used for SICON);
-  Stokes I is given zero weight within ``telluric_mask_A`` of the telluric O₂ lines at
-  6302.0005 and 6302.7629 Å (absent from the ME model).
+  for ground-based spectra, Stokes I can be given zero weight within ``telluric_mask_A`` of the
+  telluric O₂ lines at 6302.0005 and 6302.7629 Å (absent from the ME model). Off by default:
+  Hinode observes from orbit and its spectra have none.
 
 The profiles must be in continuum units (e.g. :func:`helioforge.data.hinode_sp.normalise_quiet_sun`).
 """
@@ -78,6 +79,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from helioforge.data.hinode_sp import TELLURIC_LINES_A  # ground-based spectra only
 from helioforge.physics.atomic import SpectralLine, fe_lines
 from helioforge.physics.me import (C_KMS, LORENTZ_SHIFT, MEParameters, default_eta0_ratios, me_frame_profiles,
                                    me_frame_to_stokes, synth_me)
@@ -115,8 +117,6 @@ PARAM_BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "S0": (0.0, None),
     "S1": (0.0, None),
 }
-#: Telluric O₂ lines in the SP range [Å, air].
-TELLURIC_LINES_A = (6302.0005, 6302.7629)
 
 _SIGMOID = {"B": 0, "v_los": 3, "doppler_width": 5, "damping": 6}
 _LOG = {"eta0": 4, "S0": 7, "S1": 8}
@@ -897,7 +897,7 @@ def invert_me(
     mu: float = 1.0,
     spectral_profile: Any = None,
     oversampling: int = 3,
-    telluric_mask_A: float = 0.03,
+    telluric_mask_A: float = 0.0,
     ftol: float = 1e-4,
     lam0: float = 1e-2,
     eta0_grid: Sequence[float] = (2.0, 5.0, 12.0, 30.0),
@@ -931,7 +931,8 @@ def invert_me(
         times finer, padded by the profile half-width, and convolved onto ``wavelength``
         (:func:`~helioforge.inversion.instrument.spectral_matrix`); ≈3× slower.
     telluric_mask_A : Stokes I points within this distance of the telluric O₂ lines get zero
-        weight (0 disables).
+        weight (0, the default, disables: Hinode spectra have no telluric lines; for
+        ground-based spectra, e.g. 0.03 Å).
     ftol : relative χ² decrease below which an accepted step marks convergence.
     lam0 : initial LM damping.
     eta0_grid, width_grid : the (η₀, Δλ_D [Å]) start grid (``method="autograd"`` only).

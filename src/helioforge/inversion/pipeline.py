@@ -89,8 +89,16 @@ def fill_masked(stokes: np.ndarray, bad: np.ndarray) -> np.ndarray:
     return out
 
 
-def load_map(path: str | Path, quiet_mask: np.ndarray | None = None):
-    """Read an SP map, resample it to the standard grid and normalise it to the quiet Sun (§4).
+def load_map(path: str | Path, quiet_mask: np.ndarray | None = None, calibrate: bool = True,
+             qs_velocity_kms: float = 0.0):
+    """Read an SP map, calibrate its wavelengths, resample it to the standard grid and normalise
+    it to the quiet Sun (§4).
+
+    The wavelength axis is calibrated on the quiet-Sun Fe I line cores
+    (:func:`helioforge.data.hinode_sp.calibrate_wavelength`: their mean Doppler velocity is set
+    to ``qs_velocity_kms``, 0 = the quiet Sun at rest, which is also where the synthetic
+    training sets' quiet-Sun cores lie, within 0.05 km/s) before the map is resampled to the
+    standard grid; ``sp.header["wavelength_calibration"]`` records the correction.
 
     Bad pixels are set to NaN, with a warning naming the file and how many of each kind
     (:func:`helioforge.data.hinode_sp.flag_bad_pixels`: non-finite values, negative Stokes I
@@ -101,6 +109,13 @@ def load_map(path: str | Path, quiet_mask: np.ndarray | None = None):
     -------
     (SPMap in quiet-Sun continuum units, skipped files, I_c used [counts], seconds)
 
+    Parameters
+    ----------
+    path : SP cube or folder of per-slit files.
+    quiet_mask : (ny, nx) bool quiet-Sun pixels (default: the automatic mask).
+    calibrate : calibrate the wavelength axis (``False``: the file's axis as it is).
+    qs_velocity_kms : velocity given to the quiet-Sun line cores, km s⁻¹ (+ = redshift).
+
     Raises
     ------
     helioforge.data.hinode.HinodeReadError
@@ -108,8 +123,9 @@ def load_map(path: str | Path, quiet_mask: np.ndarray | None = None):
     helioforge.errors.InputError
         For a map that cannot be Hinode SP data (values beyond the instrument's range, a
         continuum that is not positive, no Fe I absorption lines: see
-        :func:`helioforge.data.hinode_sp.plausibility_problem`), with no valid pixel, or whose
-        quiet-Sun continuum cannot be found; the message names the file.
+        :func:`helioforge.data.hinode_sp.plausibility_problem`), with no valid pixel, whose
+        quiet-Sun continuum cannot be found, or whose wavelength axis puts the quiet-Sun line
+        cores more than 0.06 Å from their laboratory wavelengths; the message names the file.
     """
     from helioforge.data import hinode_sp
     from helioforge.errors import InputError
@@ -127,6 +143,14 @@ def load_map(path: str | Path, quiet_mask: np.ndarray | None = None):
         log.warning("%s: %d of %d pixel(s) cannot be inverted (%d non-finite, %d with negative Stokes I counts, %d "
                     "saturated): masked, NaN in the output there", path, int(bad.sum()), bad.size, counts["nonfinite"],
                     counts["negative"], counts["saturated"])
+    if calibrate:
+        try:
+            sp, cal = hinode_sp.calibrate_wavelength(sp, mask=quiet_mask, qs_velocity_kms=qs_velocity_kms)
+        except (hinode_sp.SPReadError, ValueError) as exc:
+            raise InputError(str(exc)) from None
+        log.info("%s: wavelength axis calibrated on the quiet-Sun Fe I line cores: they were at %+.2f km/s "
+                 "(6301.5: %+.2f, 6302.5: %+.2f), shift %+.1f mA at 6302 A (%d quiet pixels)", path,
+                 cal["velocity_kms"], *cal["line_velocities_kms"], cal["shift_mA"], cal["n_quiet"])
     sp = hinode_sp.to_standard_grid(sp)
     try:
         sp, ic = hinode_sp.normalise_quiet_sun(sp, mask=quiet_mask)
@@ -137,7 +161,8 @@ def load_map(path: str | Path, quiet_mask: np.ndarray | None = None):
 
 def invert_map(path: str | Path, stem: str | Path, branch: int = 0, device: str | None = None,
                quiet_mask: np.ndarray | None = None,
-               pixel_scale: tuple[float, float] | None = None) -> tuple[AtmosCube, dict[str, Any]]:
+               pixel_scale: tuple[float, float] | None = None, calibrate: bool = True,
+               qs_velocity_kms: float = 0.0) -> tuple[AtmosCube, dict[str, Any]]:
     """Invert a Hinode SP map file (or folder of per-slit files) into an atmosphere cube.
 
     The map's pixel (``XSCALE``, ``YSCALE``) is checked against the pixel the networks were
@@ -162,11 +187,14 @@ def invert_map(path: str | Path, stem: str | Path, branch: int = 0, device: str 
     branch : azimuth solution for (B_x, B_y, B_z): 0 (B_x ≥ 0) or 1 (the opposite).
     quiet_mask : optional (ny, nx) bool mask of the quiet Sun used for the continuum normalisation.
     pixel_scale : (x, y) pixel of the map [arcsec], instead of its XSCALE/YSCALE cards.
+    calibrate, qs_velocity_kms : wavelength calibration on the quiet-Sun Fe I line cores (see
+        :func:`load_map`); the correction is in the header (``HF wavelength_shift_mA``,
+        ``HF qs_core_velocity_kms``: where the cores were before, km/s).
 
     Returns
     -------
     (AtmosCube, info) where info holds the normalised Stokes map (at the trained pixel),
-    wavelength shift, I_c used, skipped files, the pixel-scale check (``pixel_scale``: see
+    wavelength calibration (``wavelength_calibration``) and shift, I_c used, skipped files, the pixel-scale check (``pixel_scale``: see
     :func:`~helioforge.data.hinode_sp.match_pixel_scale`), the mask of the masked pixels
     (``mask``, ``n_masked``) and timings.
 
@@ -189,7 +217,8 @@ def invert_map(path: str | Path, stem: str | Path, branch: int = 0, device: str 
     inverter = SiconInverter.from_weights(stem, device=device)  # damaged weights: refused before any reading
     from helioforge.data.hinode_sp import match_pixel_scale
 
-    sp, skipped, ic, t_read = load_map(path, quiet_mask)
+    sp, skipped, ic, t_read = load_map(path, quiet_mask, calibrate=calibrate, qs_velocity_kms=qs_velocity_kms)
+    cal = sp.header.get("wavelength_calibration") or {}
     sp, pix = match_pixel_scale(sp, inverter.pixel_arcsec, pixel_scale=pixel_scale)
     bad = masked_pixels(sp.stokes, sp.wavelength)
     n_bad = int(bad.sum())
@@ -209,11 +238,28 @@ def invert_map(path: str | Path, stem: str | Path, branch: int = 0, device: str 
               float(pix["target_arcsec"][1]),
               "pixel_scale_source": pix["source"], "pixel_resampled": ",".join(pix["resampled"]) or "none",
               "bad_nonfinite": int(flagged.get("nonfinite", 0)), "bad_negative": int(flagged.get("negative", 0)),
-              "bad_saturated": int(flagged.get("saturated", 0))}
+              "bad_saturated": int(flagged.get("saturated", 0)),
+              "wavelength_calibrated": bool(cal)}
+    if cal:
+        params.update(wavelength_shift_mA=float(cal["shift_mA"]), qs_core_velocity_kms=float(cal["velocity_kms"]),
+                      qs_velocity_kms=float(qs_velocity_kms))
     info = {"stokes": sp.stokes, "wavelength": sp.wavelength, "ic": float(ic), "skipped": skipped,
+            "wavelength_calibration": cal or None,
             "pixel_scale": pix,
             "seconds_read": t_read, "seconds_network": t_net, "sp": sp, "mask": bad, "n_masked": n_bad}
     return AtmosCube(data=data, bxyz=bxyz, branch=branch, params=params), info
+
+
+def _quiet_core_velocity(stokes: np.ndarray, quiet: np.ndarray, wavelength: np.ndarray) -> list[float] | None:
+    """Doppler velocities [km/s] of the Fe I line cores of the mean quiet-Sun I of held-out maps
+    (``stokes`` (N, 4, nλ, H, W), ``quiet`` (N, H, W)): the convention real maps are calibrated to."""
+    from helioforge.data.hinode_sp import C_KMS, FE_LINES_A, line_core_positions
+
+    if not quiet.any():
+        return None
+    mean_i = np.moveaxis(stokes[:, 0], 1, -1)[quiet].mean(axis=0)
+    cores = line_core_positions(np.asarray(wavelength, dtype=np.float64), mean_i)
+    return [float(v) for v in (cores / np.asarray(FE_LINES_A) - 1.0) * C_KMS]
 
 
 def run_validation(workdir: str | Path, valset: str | Path, sample: str | Path | None, spinor: str | Path | None,
@@ -277,13 +323,23 @@ def run_validation(workdir: str | Path, valset: str | Path, sample: str | Path |
     truth = np.stack([p[1].numpy() for p in pairs])
     wav = np.asarray(man["stokes"]["wavelengths_air_A"])
     tables, figures = [], {"kde": [], "profiles": []}
-    metrics = {"valset": str(valset), "n_maps": len(ds), "quiet_sun_reference": val_ref, "timing": {}}
+    regions = V.region_masks(truth)
+    n_pix = {k: int(m.sum()) for k, m in regions.items()}
+    metrics = {"valset": str(valset), "n_maps": len(ds), "map_size": list(stokes.shape[-2:]),
+               "pixels_per_region": n_pix, "quiet_sun_reference": val_ref, "timing": {},
+               "region_note": (f"{len(ds)} held-out maps of {stokes.shape[-2]}×{stokes.shape[-1]} pixels, each inverted "
+                               f"whole; quiet: true |B| < {V.MAGNETIC_B_G:.0f} G at log τ = −1 ({n_pix['quiet']} pixels), "
+                               f"magnetic: ≥ {V.MAGNETIC_B_G:.0f} G ({n_pix['magnetic']} pixels). Intervals: 95 % "
+                               f"bootstrap over the {len(ds)} maps (200 resamples); with few maps they are wide, and "
+                               "differences inside them are not resolved by this set."),
+               "synthetic_qs_core_velocity_kms": _quiet_core_velocity(stokes, regions["quiet"], wav)}
     sample_map = load_map(sample)[0] if sample is not None else None  # an unreadable map: refused before writing
     reference = read_spinor(spinor) if (sample is not None and spinor is not None) else None
     out.mkdir(parents=True, exist_ok=True)
+    tables.append(V.validation_table(np.zeros_like(truth), truth, label="constant", regions=regions, n_boot=200))
     for net, inv in inverters.items():
         pred, secs = invert_stokes(stokes, inv)
-        tables.append(V.validation_table(pred, truth.reshape(pred.shape), label=net))
+        tables.append(V.validation_table(pred, truth.reshape(pred.shape), label=net, regions=regions, n_boot=200))
         V.kde_figure(pred, truth, out / f"kde_{net}.png", title=f"{net}: inferred − true, {len(ds)} held-out maps")
         figures["kde"].append(f"kde_{net}.png")
         metrics["timing"][f"{net}_s_per_map"] = secs / len(ds)
@@ -315,9 +371,14 @@ def run_validation(workdir: str | Path, valset: str | Path, sample: str | Path |
         if spinor_rows:
             all_tables["spinor"] = pd.concat(spinor_rows, ignore_index=True)
         all_tables["resynthesis"] = pd.DataFrame(resyn_rows)
-    metrics["mad_at_log_tau_-1"] = {
-        m: {r.quantity: r.mad for r in g[g.log_tau == -1.0].itertuples()}
-        for m, g in all_tables["validation"].groupby("method")}
+    val = all_tables["validation"]
+    val["region"] = val["region"].fillna("all")
+    at1 = val[(val.log_tau == -1.0) & (val.region == "all")]
+    metrics["mad_at_log_tau_-1"] = {m: {r.quantity: r.mad for r in g.itertuples()} for m, g in at1.groupby("method")}
+    metrics["mad_interval_at_log_tau_-1"] = {
+        m: {r.quantity: [r.mad_lo, r.mad_hi] for r in g.itertuples()} for m, g in at1.groupby("method")}
+    if sample_map is not None:
+        metrics["sample_wavelength_calibration"] = sample_map.header.get("wavelength_calibration")
     V.write_report(out, tables=all_tables, figures=figures, metrics=metrics,
                    intro=f"Held-out set {valset} ({len(ds)} maps, noise {man['stokes']['noise_sigma']:g} I_c added); "
                          f"networks: {', '.join(present)}; ME baseline on {me_info['pixels']} pixels.")
