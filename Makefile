@@ -48,10 +48,13 @@ demo-augment: $(STAMP)
 	$(VENV)/bin/helioforge diffusion augment-experiment -w $(DIFF_WORK) --condition class
 
 # SICON (paper 003): CPU-scale training set → train both networks → invert the real SP patch → report.
+# Held-out set: 6 maps of 64×64 pixels (plage or a spot, each with quiet Sun around), inverted whole,
+# normalised with the training set's quiet-Sun reference.
 INV_WORK ?= runs/inversion
 demo-inversion: $(STAMP)
 	$(VENV)/bin/helioforge inversion make-trainset -o $(INV_WORK)/trainset -p cpu
-	$(VENV)/bin/helioforge inversion make-trainset -o $(INV_WORK)/valset -p cpu --patches 24 --seed 1 --reference-from $(INV_WORK)/trainset
+	$(VENV)/bin/helioforge inversion make-trainset -o $(INV_WORK)/valset -p cpu --patches 6 --size 64 --kinds plage,spot \
+		--seed 1 --reference-from $(INV_WORK)/trainset
 	$(VENV)/bin/helioforge inversion train -t $(INV_WORK)/trainset -w $(INV_WORK) -n encdec -p cpu
 	$(VENV)/bin/helioforge inversion train -t $(INV_WORK)/trainset -w $(INV_WORK) -n concat -p cpu
 	data=$(DATA) && $(VENV)/bin/helioforge invert $$data/stokes/hinode_sp_sample/hinode4d.20130912.sample.fits \
