@@ -182,7 +182,17 @@ class TrainsetConfig:
         so that no patch edge sees padded data (costs (1 + 2m/patch)² more synthesis); 0 uses
         reflecting padding at the edges (replicate when the patch is smaller than the PSF).
     wavelength_oversampling : synthesis grid step = SP step / this (the SP profile is ≈ 24 mÅ
-        wide, the SP step 21.5 mÅ).
+        wide, the SP step 21.5 mÅ): 2 gives 238 points 10.7 mÅ apart
+        (:func:`~helioforge.inversion.trainset.synthesis_wavelengths`).
+    spectral_quadrature : how the SP profile is integrated over the synthesised samples
+        (:func:`~helioforge.inversion.instrument.spectral_matrix`): ``"quintic"`` (default)
+        integrates the quintic spline through them exactly against the piecewise-linear
+        profile, < 4 × 10⁻⁵ I_c from a converged synthesis with ``wavelength_oversampling`` 2;
+        ``"trapezoid"`` samples the profile on the grid, 2.7 × 10⁻³ I_c (issue 13), as every set
+        made before this setting existed (their manifests lack the key: a profile read from
+        them gets ``"quintic"``; set ``"trapezoid"`` to resume or extend one); also
+        ``"linear"``, ``"cubic"``. Part of the set's digest (except ``"trapezoid"``, which
+        keeps the digest of those older sets): a set is not resumed with another quadrature.
     qs_reference_size : side (model pixels) of the quiet-Sun map whose median continuum
         normalises every Stokes map (paper §2 step 3: "normalized to the median continuum in
         the surrounding quiet Sun") and whose mean log τ = 0 height is z = 0.
@@ -205,6 +215,7 @@ class TrainsetConfig:
     noise_sigma: float = 1e-3
     margin_px: int = 4
     wavelength_oversampling: int = 2
+    spectral_quadrature: str = "quintic"
     qs_reference_size: int = 64
     qs_reference_seed: int = 0
     seed: int = 0
@@ -213,6 +224,9 @@ class TrainsetConfig:
     #: structure to learn; 256² × 4 × 112 float32 is already 117 MB per patch).
     MIN_PATCH_SIZE = 4
     MAX_PATCH_SIZE = 256
+    #: Accepted ``spectral_quadrature`` values: the keys of
+    #: :data:`helioforge.inversion.instrument.SPECTRAL_QUADRATURES` (repeated: no torch import here).
+    SPECTRAL_QUADRATURES = ("trapezoid", "linear", "cubic", "quintic")
 
     def __post_init__(self) -> None:
         """Refuse counts that would give an empty or nonsensical set (``InputError``, a
@@ -226,6 +240,9 @@ class TrainsetConfig:
         check_count("margin_px", self.margin_px, 0)
         check_count("wavelength_oversampling", self.wavelength_oversampling, 1)
         check_finite("noise_sigma", self.noise_sigma, 0.0)
+        if self.spectral_quadrature not in self.SPECTRAL_QUADRATURES:
+            raise InputError(f"spectral_quadrature must be one of {self.SPECTRAL_QUADRATURES}, "
+                             f"got {self.spectral_quadrature!r}")
         for name in ("hinode_pixel_arcsec", "model_pixel_arcsec"):
             if not check_finite(name, getattr(self, name)) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -134,14 +134,14 @@ def synthesize_model(model: SIRModel | str | Path, mu: float = 1.0, instrument: 
     wav_out = np.asarray(wavelength if wavelength is not None else sp.wavelengths, dtype=np.float64)
     atmos = Atmosphere.from_sir(model)
     if instrument == "hinode":
-        from helioforge.inversion.trainset import synthesis_wavelengths
+        from helioforge.inversion.trainset import StokesChain, synthesis_wavelengths
 
         wav_fine = synthesis_wavelengths(wav_out, oversampling=OVERSAMPLING)
         stokes, ic = synth_lte(atmos, wav_fine, lines=lines, mu=mu)
         from helioforge.inversion.instrument import spectral_degrade
 
         stokes = spectral_degrade(stokes, torch.as_tensor(wav_fine), torch.as_tensor(wav_out),
-                                  profile=sp.profile)
+                                  profile=sp.profile, quadrature=StokesChain.quadrature)
     else:
         stokes, ic = synth_lte(atmos, wav_out, lines=lines, mu=mu)
     stokes = stokes.detach().numpy()

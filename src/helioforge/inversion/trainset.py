@@ -5,10 +5,16 @@ paper replaced by the 2-D maps of 1-D models of :mod:`helioforge.inversion.atmos
 
 Stokes maps (inputs)
     1. LTE synthesis of Fe I 6301.5/6302.5 Å at disk centre (:func:`helioforge.physics.lte.synth_lte`)
-       on a wavelength grid ``wavelength_oversampling`` times finer than the SP grid, padded by
-       0.08 Å beyond it (the SP profile is ±0.07 Å wide);
+       on the uniform grid of :func:`synthesis_wavelengths`: ``wavelength_oversampling`` (2)
+       times finer than the SP grid (10.7 mÅ, 238 points), padded by 0.08 Å beyond it (the SP
+       profile is ±0.07 Å wide);
     2.–3. spatial PSF at the model pixel, rebinning to 0.16″, convolution with the SP spectral
-       profile onto the 112-point SP grid (:meth:`helioforge.inversion.instrument.HinodeSP.degrade`);
+       profile onto the 112-point SP grid (:meth:`helioforge.inversion.instrument.HinodeSP.degrade`).
+       The convolution integrates the quintic spline through the synthesised samples exactly
+       against the piecewise-linear SP profile (``spectral_quadrature="quintic"``,
+       :func:`helioforge.inversion.instrument.spectral_matrix`): < 4 × 10⁻⁵ I_c from a converged
+       synthesis on this grid, where sampling the profile on the grid (``"trapezoid"``, the
+       sets made before) erred by up to 2.7 × 10⁻³ I_c, above the 10⁻³ I_c noise (issue 13);
        division by the median continuum of a quiet-Sun reference map (one value for the whole
        set, recorded in the manifest with the z zero point, ``quiet_sun_reference``). The
        reference map is drawn from its own seed (``qs_reference_seed``), not the set's, so a
@@ -273,9 +279,50 @@ def patch_targets(patch: PatchAtmosphere, log_tau: np.ndarray, target_log_tau: I
 def synthesis_wavelengths(sp_wavelengths: np.ndarray, oversampling: int = 2, pad_A: float = 0.08) -> np.ndarray:
     """Uniform synthesis grid covering the SP grid plus ``pad_A`` on each side, Å (air).
 
-    Step = mean SP step / ``oversampling`` (≈ 10.7 mÅ for 2).
+    The grid starts at ``sp_wavelengths[0] − pad_A`` with step = mean SP step / ``oversampling``
+    and ends at the first point ≥ ``sp_wavelengths[-1] + pad_A``: for the Hinode SP grid and
+    the defaults, 238 points 10.7 mÅ apart from 6300.812 to 6303.347 Å.
+
+    The grid and the quadrature of the SP profile go together. With the quadrature of the
+    training sets, ``spectral_quadrature="quintic"`` (exact integral of the quintic spline
+    through the samples against the piecewise-linear profile;
+    :func:`helioforge.inversion.instrument.spectral_matrix`), the default grid gives the
+    degraded Fe I 630 nm profiles within 4 × 10⁻⁵ I_c of a converged (1.3 mÅ) synthesis in
+    I, Q, U and V, for quiet-Sun, plage, penumbral and umbral atmospheres up to 4 kG and
+    ±8 km s⁻¹ (``benchmarks/bench_synthesis_grid.py``). With the sampled kernel
+    (``"trapezoid"``, the default of :func:`~helioforge.inversion.instrument.spectral_matrix`)
+    the same grid errs by up to 2.7 × 10⁻³ I_c, and even ``oversampling=4`` by 1 × 10⁻⁴; the
+    error of the quintic quadrature falls as the step⁶ (a 14.3 mÅ grid, 179 points, errs by
+    6 × 10⁻⁴). A line-adapted, non-uniform grid was not used: the cores move by ±0.35 Å with
+    the velocities and Zeeman splittings of the sets, so it saves little and would tie the grid
+    to one line list.
+
+    Parameters
+    ----------
+    sp_wavelengths : (n_sp,) increasing output (SP) wavelengths, Å; n_sp ≥ 2.
+    oversampling : grid step = mean SP step / this; values below 1 count as 1 and fractions
+        are dropped (as in earlier versions). 2 (the default) with the ``"quintic"``
+        quadrature; ≥ 8 is needed for 5 × 10⁻⁵ I_c with ``"trapezoid"``.
+    pad_A : margin beyond the SP grid on each side, Å; ≥ the profile's half-width (0.07 Å)
+        so that no output sees a truncated kernel.
+
+    Returns
+    -------
+    (n,) float64 array, Å, uniformly spaced, strictly increasing.
+
+    Raises
+    ------
+    ValueError : fewer than 2 SP wavelengths, a non-increasing SP grid, or a negative or
+        non-finite ``pad_A``.
+
+    Source: Asensio Ramos & Díaz Baso (2019) §2 step 1; accuracy measured in
+    ``docs/synthesis.md`` ("Synthesis grid and SP-profile quadrature").
     """
     w = np.asarray(sp_wavelengths, dtype=np.float64)
+    if w.ndim != 1 or w.size < 2 or not w[-1] > w[0]:
+        raise ValueError(f"sp_wavelengths must be an increasing 1-D grid of ≥ 2 points, got shape {w.shape}")
+    if not (np.isfinite(pad_A) and pad_A >= 0):
+        raise ValueError(f"pad_A must be finite and ≥ 0, got {pad_A}")
     step = (w[-1] - w[0]) / (w.size - 1) / max(int(oversampling), 1)
     n = int(math.ceil((w[-1] - w[0] + 2 * pad_A) / step)) + 1
     return w[0] - pad_A + step * np.arange(n)
@@ -293,9 +340,9 @@ class StokesChain:
     synthesize : ``f(atmosphere, wavelengths_A, mu=...) -> (stokes (..., 4, nλ), Ic (...))``;
         default :func:`helioforge.physics.lte.synth_lte`.
     instrument : object with ``wavelengths`` (112,) and
-        ``degrade(stokes (H, W, 4, nλ), wav_fine, pixel_arcsec_in, padding=...)`` → (H', W', 4, 112);
-        default :meth:`helioforge.inversion.instrument.HinodeSP.from_data`.
-    wavelengths : synthesis grid (nλ,), Å; default :func:`synthesis_wavelengths`.
+        ``degrade(stokes (H, W, 4, nλ), wav_fine, pixel_arcsec_in, padding=..., quadrature=...)``
+        → (H', W', 4, 112); default :meth:`helioforge.inversion.instrument.HinodeSP.from_data`.
+    wavelengths : synthesis grid (nλ,), Å; default :func:`synthesis_wavelengths` (238 points).
     mu : heliocentric cosine.
     chunk : columns synthesised per call (bounds the memory).
     oversampling : used for the default ``wavelengths``.
@@ -303,6 +350,10 @@ class StokesChain:
         back on the CPU.
     dtype : precision of the synthesis (float32: twice the speed, 2e-5 of I_c from float64,
         far below the 1e-3 I_c noise); the atmospheres and hydrostatic pressures stay float64.
+    quadrature : how the SP profile is integrated over the synthesised samples
+        (:func:`helioforge.inversion.instrument.spectral_matrix`); ``"quintic"`` (default) is
+        accurate to < 4 × 10⁻⁵ I_c on the default grid, ``"trapezoid"`` reproduces the sets
+        made before issue 13's fix (2.7 × 10⁻³ I_c).
     """
 
     synthesize: SynthesizeFn | None = None
@@ -313,6 +364,7 @@ class StokesChain:
     oversampling: int = 2
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
+    quadrature: str = "quintic"
 
     def __post_init__(self) -> None:
         if self.synthesize is None:
@@ -323,6 +375,10 @@ class StokesChain:
             from helioforge.inversion.instrument import HinodeSP
 
             self.instrument = HinodeSP.from_data()
+        from helioforge.inversion.instrument import SPECTRAL_QUADRATURES
+
+        if self.quadrature not in SPECTRAL_QUADRATURES:
+            raise ValueError(f"unknown quadrature {self.quadrature!r}; choose one of {tuple(SPECTRAL_QUADRATURES)}")
         if self.wavelengths is None:
             self.wavelengths = synthesis_wavelengths(np.asarray(self.instrument.wavelengths), self.oversampling)
 
@@ -355,12 +411,14 @@ class StokesChain:
 
     def degrade(self, stokes: torch.Tensor, pixel_arcsec: float) -> torch.Tensor:
         """The instrument on synthesised maps (H, W, 4, nλ) at ``pixel_arcsec``: PSF (reflecting
-        edges, or replicating ones for maps smaller than the PSF), rebin, SP profile → (H', W', 4, 112)."""
+        edges, or replicating ones for maps smaller than the PSF), rebin, SP profile (with
+        :attr:`quadrature`) → (H', W', 4, 112)."""
         H, W = stokes.shape[:2]
         psf = self.instrument.psf_at(pixel_arcsec) if hasattr(self.instrument, "psf_at") else None
         half = (min(psf.shape) // 2) if psf is not None else 0
         padding = "reflect" if half < min(H, W) else "replicate"
-        return self.instrument.degrade(stokes, self.wavelengths, pixel_arcsec, padding=padding).cpu()
+        return self.instrument.degrade(stokes, self.wavelengths, pixel_arcsec, padding=padding,
+                                       quadrature=self.quadrature).cpu()
 
 
 def quiet_sun_reference(
@@ -766,8 +824,12 @@ def _make_trainset(out: Path, prof: TrainsetProfile, *, synthesize, instrument, 
 
     # the physics version is part of the digest: a set synthesised with another equation of state
     # (before H₂, issue 13) is not resumed or extended with the new one
-    digest = prof.digest("trainset", "grid", "atmosphere", drop=("trainset.qs_reference_seed",),
-                         extra={"eos_version": EOS_VERSION})
+    # sets made before the SP-profile quadrature was a setting used the trapezoid: with it, the
+    # digest leaves the key out, so those sets can still be resumed
+    drop = ("trainset.qs_reference_seed",)
+    if ts.spectral_quadrature == "trapezoid":
+        drop += ("trainset.spectral_quadrature",)
+    digest = prof.digest("trainset", "grid", "atmosphere", drop=drop, extra={"eos_version": EOS_VERSION})
     old = None
     if (out / MANIFEST).is_file():
         old = read_manifest(out)
@@ -781,7 +843,8 @@ def _make_trainset(out: Path, prof: TrainsetProfile, *, synthesize, instrument, 
 
         instrument = HinodeSP.from_data(root)
     models = load_model_set(prof.atmosphere.models, prof.grid, root)
-    chain = StokesChain(synthesize, instrument, mu=ts.mu, oversampling=ts.wavelength_oversampling, device=device)
+    chain = StokesChain(synthesize, instrument, mu=ts.mu, oversampling=ts.wavelength_oversampling, device=device,
+                        quadrature=ts.spectral_quadrature)
     t0 = time.perf_counter()
     if given is not None:
         qs_ref = given
@@ -827,7 +890,7 @@ def _make_trainset(out: Path, prof: TrainsetProfile, *, synthesize, instrument, 
             "noise_sigma": ts.noise_sigma,
             "wavelengths_air_A": [float(w) for w in instrument.wavelengths],
             "synthesis_wavelengths": {"n": int(len(chain.wavelengths)), "first_A": float(chain.wavelengths[0]),
-                                      "last_A": float(chain.wavelengths[-1])},
+                                      "last_A": float(chain.wavelengths[-1]), "quadrature": chain.quadrature},
             "mu": ts.mu,
             "degradation": "LTE synthesis, Hinode PSF at the model pixel, rebin to 0.16 arcsec, SP spectral profile",
         },
