@@ -165,3 +165,126 @@ def test_analytic_as_accurate_as_autograd(noisy_sp):
         assert e_new[k] <= 1.1 * e_old[k] + {"B": 2.0, "inclination": 0.2, "azimuth": 0.2, "v_los": 2e-3}[k], (k, e_new, e_old)
     assert new.converged.mean() >= 0.9
     assert np.median(new.chi2) < 1.3
+
+
+# --------------------------------------------------------------------------- compiled (numba) path
+
+
+def _frame_params(true=TRUE):
+    return np.stack([np.asarray(true[k], dtype=np.float64) for k in PARAM_NAMES], -1)
+
+
+def test_compiled_frame_equals_torch_frame():
+    """The numba synthesis gives the torch closed-form profiles and derivatives (all Weideman:
+    to round-off; with Humlíček's far wings: to its 2e-6 relative accuracy)."""
+    from helioforge.physics.me import me_frame_profiles, me_frame_profiles_compiled
+
+    wav = hinode_wavelengths()
+    lines = fe_lines()
+    p = _frame_params()
+    for far_wing, stride, mu in ((None, 1, 1.0), (None, 3, 0.6), (7.0, 1, 1.0), (7.0, 3, 0.8)):
+        P, dP = me_frame_profiles_compiled(p, wav, lines, mu, None, True, 16, stride, far_wing)
+        Pt, _, dPt = me_frame_profiles(torch.as_tensor(p), wav, lines, mu, None, True, 16, stride, far_wing)
+        assert P.shape == tuple(Pt.shape) and dP.shape == tuple(dPt.shape)
+        scale = np.abs(dPt.numpy()).max(axis=(0, 2, 3), keepdims=True)
+        if far_wing is None:
+            np.testing.assert_allclose(P, Pt.numpy(), atol=1e-12)
+            assert (np.abs(dP - dPt.numpy()) / scale).max() < 1e-12
+        else:
+            np.testing.assert_allclose(P, Pt.numpy(), atol=2e-6)
+            assert (np.abs(dP - dPt.numpy()) / scale).max() < 1e-4
+    P2, none = me_frame_profiles_compiled(p, wav, lines, derivatives=False)
+    np.testing.assert_allclose(P2, me_frame_profiles_compiled(p, wav, lines)[0], atol=0)
+    assert none is None
+    with pytest.raises(ValueError, match=r"\(n, 9\)"):
+        me_frame_profiles_compiled(p[:, :8], wav, lines)
+    with pytest.raises(ValueError, match="mu"):
+        me_frame_profiles_compiled(p, wav, lines, mu=1.5)
+
+
+def test_compiled_frame_jacobian_matches_finite_differences():
+    """Central differences of the compiled P against its closed-form dP (B, γ [rad], v, η₀, Δλ_D, a)."""
+    from helioforge.physics.me import me_frame_profiles_compiled
+
+    wav = hinode_wavelengths()
+    lines = fe_lines()
+    p = _frame_params()
+    cols = (0, 1, 3, 4, 5, 6)
+    steps = (1e-3, 1e-4, 1e-6, 1e-5, 1e-7, 1e-6)
+    for n_terms, far_wing, tol in ((32, None, 1e-7), (16, 7.0, 1e-3)):
+        _, dP = me_frame_profiles_compiled(p, wav, lines, 0.9, None, True, n_terms, 1, far_wing)
+        for q, (col, h) in enumerate(zip(cols, steps)):
+            hp = h * (180.0 / np.pi) if col == 1 else h  # γ is passed in degrees, dP is per radian
+            up, dn = p.copy(), p.copy()
+            up[:, col] += hp
+            dn[:, col] -= hp
+            fd = (me_frame_profiles_compiled(up, wav, lines, 0.9, None, False, n_terms, 1, far_wing)[0]
+                  - me_frame_profiles_compiled(dn, wav, lines, 0.9, None, False, n_terms, 1, far_wing)[0]) / (2 * h)
+            scale = np.abs(fd).max(axis=(-1, -2), keepdims=True).clip(1e-12)
+            err = (np.abs(dP[:, q] - fd) / scale).max()
+            assert err < tol, f"N={n_terms} ∂P/∂{cols[q]}: deviation {err:.2e}"
+
+
+def test_compiled_instrument_jacobian_matches_finite_differences():
+    """The compiled residual Jacobian in the internal variables, through the SP spectral profile
+    (exact derivative grid), against central differences; its residuals are the torch model's."""
+    from helioforge.inversion.me_inversion import _compiled
+
+    wav = hinode_wavelengths()
+    lines = fe_lines()
+    model = _make_model(wav, lines, 1.0, "hinode", 3, torch.float64, torch.device("cpu"))
+    cm = _compiled(model, 16, 1)
+    u = _to_internal(torch.as_tensor(_frame_params())).numpy()
+    obs = np.zeros((5, 4, 112))
+    w = np.full((4, 112), 1e3)
+    r, J = cm.residual_jacobian(u, obs, w)
+    assert r.shape == (5, 448) and J.shape == (5, 9, 448)
+    for k in range(9):
+        h = 1e-6 * max(1.0, float(np.abs(u[:, k]).max()))
+        du = np.zeros_like(u)
+        du[:, k] = h
+        up, dn = cm.residual_jacobian(u + du, obs, w, False)[0], cm.residual_jacobian(u - du, obs, w, False)[0]
+        fd = -(up - dn) / (2 * h)
+        scale = np.abs(fd).max(-1, keepdims=True).clip(1e-9)
+        err = (np.abs(J[:, k] - fd) / scale).max()
+        assert err < 2e-4, f"internal parameter {PARAM_NAMES[k]}: deviation {err:.2e}"
+    np.testing.assert_allclose(-r / 1e3, model(torch.as_tensor(u)).numpy(), atol=2e-6)
+    # the default inexact-Jacobian grid (every 3rd synthesis point) stays close to the exact one
+    _, J3 = _compiled(model, 16, 3).residual_jacobian(u, obs, w)
+    rel = np.abs(J3 - J).max(-1) / np.abs(J).max(-1).clip(1e-9)
+    assert np.median(rel) < 0.05
+
+
+def test_compiled_recovers_noise_free_parameters():
+    """Noise-free profiles through the SP profile: the compiled fit returns the model parameters."""
+    wav = hinode_wavelengths()
+    lines = fe_lines()
+    model = _make_model(wav, lines, 1.0, "hinode", 3, torch.float64, torch.device("cpu"))
+    s = synth_me(MEParameters.create(**TRUE), model.wavelength, lines).numpy() @ model.matrix.numpy().T
+    r = invert_me(s, wav, lines, spectral_profile="hinode", max_iter=50)
+    assert r.settings["method"] == "analytic" and r.settings["dtype"] == "float64"
+    assert r.converged.all() and np.all(r.chi2 < 1e-3)
+    np.testing.assert_allclose(r.B, TRUE["B"], rtol=3e-3)
+    np.testing.assert_allclose(r.inclination, TRUE["inclination"], atol=0.2)
+    assert np.abs(_az_err(r.azimuth, TRUE["azimuth"])).max() < 0.2
+    np.testing.assert_allclose(r.v_los, TRUE["v_los"], atol=2e-3)
+    np.testing.assert_allclose(r.doppler_width, TRUE["doppler_width"], atol=5e-4)
+
+
+def test_compiled_matches_torch_solver_on_noisy_pixels(noisy_sp):
+    """Same noisy SP pixels: the compiled solver is as accurate as the torch analytic one (its
+    speed is measured by benchmarks/bench_inversion.py), and its result does not depend on the
+    chunking or the number of worker threads (each pixel is fitted on its own)."""
+    truth, wav, s = noisy_sp
+    new = invert_me(s, wav, spectral_profile="hinode")
+    old = invert_me(s, wav, spectral_profile="hinode", method="analytic_torch")
+    assert old.settings["method"] == "analytic_torch"
+    e_new, e_old = _median_errors(new, truth), _median_errors(old, truth)
+    for k in e_new:
+        slack = {"B": 0.5, "inclination": 0.05, "azimuth": 0.05, "v_los": 5e-4}[k]
+        assert e_new[k] <= 1.05 * e_old[k] + slack, (k, e_new, e_old)
+    assert new.converged.mean() >= old.converged.mean() - 0.02
+    assert np.median(new.chi2) < 1.3
+    again = invert_me(s, wav, spectral_profile="hinode", chunk=7, workers=2)
+    for k in PARAM_NAMES + ("chi2", "iterations", "converged"):
+        np.testing.assert_array_equal(getattr(again, k), getattr(new, k), err_msg=k)

@@ -12,11 +12,11 @@ spectral profile), all pixels at once.
 
 Method
 ------
-Two solvers share the model, the bounds, the damping rule and the stopping tests
+Three solvers share the model, the bounds, the damping rule and the stopping tests
 (``invert_me(method=...)``):
 
-* ``"analytic"`` (default) — **closed-form Jacobians**: the derivatives of the Unno-Rachkovsky
-  solution with respect to the nine parameters (:func:`helioforge.physics.me.me_frame_profiles`
+* ``"analytic"`` (default) and ``"analytic_torch"`` — **closed-form Jacobians**: the derivatives
+  of the Unno-Rachkovsky solution with respect to the nine parameters (:func:`helioforge.physics.me.me_frame_profiles`
   and :func:`~helioforge.physics.me.me_frame_to_stokes`: the chain rule through the propagation
   matrix elements, w'(z) = −2zw + 2i/√π for the Voigt and Faraday-Voigt profiles, the azimuth as
   a rotation of Q + iU by e^{2iφ}, S₀ and S₁ linear). The instrument profile is a linear map, so
@@ -32,7 +32,20 @@ Two solvers share the model, the bounds, the damping rule and the stopping tests
   form; best χ² kept. Pixels left with χ²_red > ``restart_chi2`` are refitted from the grid
   start below and the better fit kept. Measured (``benchmarks/bench_inversion.py``) at equal
   accuracy with the autograd solver on the same pixels.
-* ``"autograd"`` — the previous solver, kept for comparison (``benchmarks/bench_inversion.py``):
+
+  ``"analytic"`` runs this algorithm **compiled** (numba; :func:`helioforge.physics.me.me_frame_profiles_compiled`
+  for the synthesis) one pixel at a time in float64: every (pixels × wavelengths) temporary of
+  the batched version becomes a row of a per-pixel work array that stays in the CPU cache, the
+  wavelength loops are vectorised by LLVM, the derivatives are summed in registers, the
+  instrument profile is applied as a banded matrix (±70 mÅ), the LM carries only JᵀJ and Jᵀr and
+  solves the 9 × 9 system by Cholesky, and a converged pixel costs nothing more. Chunks of
+  pixels run in parallel Python threads (the kernels release the GIL); the result of a pixel
+  does not depend on the chunking or on the number of threads. The Weideman/Humlíček split is
+  decided per pixel and component (the batched version takes the union of the windows over the
+  batch), so the two versions differ at the 2e-6 relative level of Humlíček's form.
+  ``"analytic_torch"`` is the batched torch version (float32 synthesis by default, cache-sized
+  sub-batches), the default before the compiled one and kept for comparison.
+* ``"autograd"`` — the older solver, kept for comparison (``benchmarks/bench_inversion.py``):
 
 * **Jacobians from autograd.** The Faddeeva function of :mod:`helioforge.physics.faddeeva` has a
   custom backward but no forward-mode rule, so the Jacobian J = ∂S/∂u (4·nλ × 9 per pixel) is
@@ -76,13 +89,14 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numba
 import numpy as np
 import torch
 
 from helioforge.data.hinode_sp import TELLURIC_LINES_A  # ground-based spectra only
 from helioforge.physics.atomic import SpectralLine, fe_lines
-from helioforge.physics.me import (C_KMS, LORENTZ_SHIFT, MEParameters, default_eta0_ratios, me_frame_profiles,
-                                   me_frame_to_stokes, synth_me)
+from helioforge.physics.me import (_NB_ROWS_FIXED, _NB_ROWS_LINE, C_KMS, LORENTZ_SHIFT, MEParameters, _nb_frame,
+                                   default_eta0_ratios, me_frame_profiles, me_frame_to_stokes, synth_me)
 
 __all__ = [
     "PARAM_NAMES",
@@ -125,7 +139,8 @@ _LOG_CLAMP = {"eta0": (math.log(1e-3), math.log(1e4)), "S0": (math.log(1e-6), ma
 _LOGIT_CLAMP = 12.0
 _LAM_MAX = 1e8
 _LAM_MIN = 1e-7
-_SUB_BATCH = 256  # pixels per synthesis call of the analytic method
+_SUB_BATCH = 256  # pixels per synthesis call of the torch analytic method
+_METHODS = ("analytic", "analytic_torch", "autograd")
 _MALLOC_TUNED = False
 
 
@@ -151,14 +166,59 @@ def _tune_malloc() -> None:
         pass
 
 
-def _keep_best(best: torch.Tensor | None, best_chi: torch.Tensor | None, cand: torch.Tensor,
-               chi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _keep_best(best, best_chi, cand, chi):
     """Per pixel, the start candidate (n, 9) with the lower χ² (n,) of ``best`` and ``cand``
-    (``best`` ``None``: the first candidate)."""
+    (``best`` ``None``: the first candidate); torch tensors or numpy arrays alike."""
     if best is None:
         return cand, chi
     better = chi < best_chi
-    return torch.where(better[:, None], cand, best), torch.where(better, chi, best_chi)
+    where = torch.where if isinstance(cand, torch.Tensor) else np.where
+    return where(better[:, None], cand, best), where(better, chi, best_chi)
+
+
+def _field_start(guess: dict[str, np.ndarray]):
+    """(I_c, line depth, ``field(f_los, f_perp) -> (B [G], γ [deg])``) of the grid start: the
+    weak-field B_LOS and B⊥ estimates scaled by the factors (B⊥ ≥ 5 G, 1 ≤ B ≤ 4900 G)."""
+    Ic = np.clip(guess["Ic"], 1e-6, None)
+    depth = np.clip(guess["depth"], 0.02, 0.95)
+    b_los, b_perp = guess["B_los"], guess["B_perp"]
+
+    def field(f_los, f_perp):
+        bl, bp = b_los * f_los, np.maximum(b_perp * f_perp, 5.0)
+        return np.clip(np.hypot(bl, bp), 1.0, 4900.0), np.degrees(np.arctan2(bp, bl))
+
+    return Ic, depth, field
+
+
+def _start_variants(p0: np.ndarray, guess: dict[str, np.ndarray], perp_factors: Sequence[float],
+                    eta_width_factors: Sequence[tuple[float, float]], mu: float, best_physical):
+    """The cheap start's candidates, physical (n, 9) arrays.
+
+    Stage 1: the closed-form start ``p0`` with B⊥ × ``perp_factors`` (the weak-field estimate
+    saturates in kG fields). Stage 2, at ``best_physical()`` (the best of stage 1, asked for
+    after it): η₀ × f_e keeping the line depth (μS₁ ∝ (1 + η_c)/η_c) and Δλ_D × f_w for each
+    (f_e, f_w) of ``eta_width_factors``.
+    """
+    b_los = guess["B_los"]
+    h0 = float(_voigt_H(float(np.median(p0[:, 6])), np.zeros(1))[0])
+    ic = p0[:, 7] + mu * p0[:, 8]
+    for f in perp_factors:
+        p = p0.copy()
+        if f != 1.0:
+            bp = np.maximum(guess["B_perp"] * f, 5.0)
+            p[:, 0] = np.clip(np.hypot(b_los, bp), 5.0, 4900.0)
+            p[:, 1] = np.degrees(np.arctan2(bp, b_los))
+        yield p
+    base = best_physical()
+    for fe, fw in eta_width_factors:
+        p = base.copy()
+        if fe != 1.0:
+            ec, ec2 = p[:, 4] * h0, p[:, 4] * h0 * fe
+            p[:, 4] = np.clip(p[:, 4] * fe, 1.0, 100.0)
+            p[:, 8] = np.clip(p[:, 8] * ((1 + ec2) / ec2) / ((1 + ec) / ec), 0.02 * ic, 0.99 * ic / mu)
+            p[:, 7] = np.clip(ic - mu * p[:, 8], 1e-3 * ic, None)
+        p[:, 5] = np.clip(p[:, 5] * fw, 0.016, 0.058)
+        yield p
 
 
 # --------------------------------------------------------------------------- transforms
@@ -496,13 +556,7 @@ def _grid_start(obs: torch.Tensor, w: torch.Tensor, guess: dict[str, np.ndarray]
     def t(a):
         return torch.as_tensor(np.broadcast_to(np.asarray(a, dtype=np.float64), (n,)).copy(), dtype=dt, device=dev)
 
-    Ic = np.clip(guess["Ic"], 1e-6, None)
-    depth = np.clip(guess["depth"], 0.02, 0.95)
-    b_los, b_perp = guess["B_los"], guess["B_perp"]
-
-    def field(f_los, f_perp):
-        bl, bp = b_los * f_los, np.maximum(b_perp * f_perp, 5.0)
-        return np.clip(np.hypot(bl, bp), 1.0, 4900.0), np.degrees(np.arctan2(bp, bl))
+    Ic, depth, field = _field_start(guess)
 
     best_p, best_chi = None, None
 
@@ -674,36 +728,12 @@ def _fast_candidates(obs: torch.Tensor, w: torch.Tensor, p0: np.ndarray, guess: 
     dt, dev = model.dtype, model.device
     n = obs.shape[0]
     best_u, best_chi = None, None
-    b_los = guess["B_los"]
     o = obs.reshape(n, 4, -1).double()
     ww = w.reshape(w.shape[0], 4, -1).double()
     wq2 = ww[:, 1] ** 2
     ones = torch.ones_like(w)
-    h0 = float(_voigt_H(float(np.median(p0[:, 6])), np.zeros(1))[0])
-    ic = p0[:, 7] + model.mu * p0[:, 8]
-
-    def variants():
-        for f in perp_factors:
-            p = p0.copy()
-            if f != 1.0:
-                bp = np.maximum(guess["B_perp"] * f, 5.0)
-                p[:, 0] = np.clip(np.hypot(b_los, bp), 5.0, 4900.0)
-                p[:, 1] = np.degrees(np.arctan2(bp, b_los))
-            yield p
-        # stage 2, at the best B⊥ so far: η₀ × (1/2, 2) keeping the line depth (μS₁ ∝ (1 + η_c)/η_c)
-        # and Δλ_D × (0.75, 1.3)
-        base = _to_physical(best_u).double().cpu().numpy()
-        for fe, fw in eta_width_factors:
-            p = base.copy()
-            if fe != 1.0:
-                ec, ec2 = p[:, 4] * h0, p[:, 4] * h0 * fe
-                p[:, 4] = np.clip(p[:, 4] * fe, 1.0, 100.0)
-                p[:, 8] = np.clip(p[:, 8] * ((1 + ec2) / ec2) / ((1 + ec) / ec), 0.02 * ic, 0.99 * ic / model.mu)
-                p[:, 7] = np.clip(ic - model.mu * p[:, 8], 1e-3 * ic, None)
-            p[:, 5] = np.clip(p[:, 5] * fw, 0.016, 0.058)
-            yield p
-
-    for p in variants():
+    for p in _start_variants(p0, guess, perp_factors, eta_width_factors, model.mu,
+                             lambda: _to_physical(best_u).double().cpu().numpy()):
         p[:, 2] = 0.0
         u = _to_internal(torch.as_tensor(p, dtype=dt, device=dev))
         r, _ = model.analytic(u, torch.zeros_like(obs), ones, derivatives=False, n_terms=n_terms)
@@ -802,6 +832,524 @@ def _lm_fast(obs: torch.Tensor, w: torch.Tensor, u: torch.Tensor, model: _Model,
         J[ai] = J_try[acc]
     conv = conv & ~bad_start
     return u, chi2, iters, conv
+
+
+# --------------------------------------------------------------------------- compiled method (numba)
+#
+# method="analytic": the same model, start, damping rule and stopping tests as the torch solver
+# below (_fast_candidates, _lm_fast; kept as method="analytic_torch"), one pixel at a time in
+# float64 machine code (helioforge.physics.me._nb_frame for the synthesis). Each pixel's
+# working set (≈ 200 kB) stays in the L2 cache; the LM keeps only JᵀJ and Jᵀr of the current
+# point, and a converged pixel costs nothing more. Pixels are independent, so chunks run in
+# parallel Python threads (the kernels release the GIL) and the result does not depend on the
+# chunking or on the number of threads.
+
+_NB_FM = {"contract", "arcp", "reassoc", "nsz"}  # no nnan/ninf: the LM tests isfinite()
+
+
+def _transform_tables() -> tuple[np.ndarray, ...]:
+    """(kind, lo, hi, u_min, u_max) per parameter for the compiled transforms: kind 0 free,
+    1 scaled logistic on [lo, hi], 2 exp; u clamped to [u_min, u_max] (:func:`_clamp_internal`)."""
+    kind = np.zeros(9, dtype=np.int64)
+    lo, hi = np.zeros(9), np.zeros(9)
+    umin, umax = np.full(9, -np.inf), np.full(9, np.inf)
+    for name, k in _SIGMOID.items():
+        kind[k] = 1
+        lo[k], hi[k] = PARAM_BOUNDS[name]
+        umin[k], umax[k] = -_LOGIT_CLAMP, _LOGIT_CLAMP
+    for name, k in _LOG.items():
+        kind[k] = 2
+        umin[k], umax[k] = _LOG_CLAMP[name]
+    return kind, lo, hi, umin, umax
+
+
+_TRANSFORMS = _transform_tables()
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=_NB_FM)
+def _nb_physical(u, kind, lo, hi, p, dpdu):  # pragma: no cover - compiled
+    """:func:`_to_physical` and :func:`_dp_du` of one pixel (9,)."""
+    for k in range(9):
+        if kind[k] == 1:
+            sg = 1.0 / (1.0 + math.exp(-u[k]))
+            p[k] = lo[k] + (hi[k] - lo[k]) * sg
+            dpdu[k] = (hi[k] - lo[k]) * sg * (1.0 - sg)
+        elif kind[k] == 2:
+            p[k] = math.exp(u[k])
+            dpdu[k] = p[k]
+        else:
+            p[k] = u[k]
+            dpdu[k] = 1.0
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=_NB_FM)
+def _nb_band4(Mv, Ms, X, out):  # pragma: no cover - compiled
+    """out[i, :] = Σ_t Mv[i, t] X[Ms[i] + t, :]: a banded spectral-profile matrix (n_out, width),
+    first columns ``Ms``, applied to the wavelength-major Stokes profiles X (n_fine, 4).
+    Two partial sums per column (even and odd t) halve the dependency chains."""
+    nt = Mv.shape[1]
+    for i in range(Mv.shape[0]):
+        s0 = Ms[i]
+        a0 = a1 = a2 = a3 = 0.0
+        b0 = b1 = b2 = b3 = 0.0
+        t = 0
+        while t + 1 < nt:
+            m = Mv[i, t]
+            n = Mv[i, t + 1]
+            a0 += m * X[s0 + t, 0]
+            a1 += m * X[s0 + t, 1]
+            a2 += m * X[s0 + t, 2]
+            a3 += m * X[s0 + t, 3]
+            b0 += n * X[s0 + t + 1, 0]
+            b1 += n * X[s0 + t + 1, 1]
+            b2 += n * X[s0 + t + 1, 2]
+            b3 += n * X[s0 + t + 1, 3]
+            t += 2
+        if t < nt:
+            m = Mv[i, t]
+            a0 += m * X[s0 + t, 0]
+            a1 += m * X[s0 + t, 1]
+            a2 += m * X[s0 + t, 2]
+            a3 += m * X[s0 + t, 3]
+        out[i, 0] = a0 + b0
+        out[i, 1] = a1 + b1
+        out[i, 2] = a2 + b2
+        out[i, 3] = a3 + b3
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=_NB_FM)
+def _nb_band24(Mv, Ms, X, out):  # pragma: no cover - compiled
+    """:func:`_nb_band4` for the derivative rows X (n_fine, 24) (6 parameters × 4 Stokes), eight
+    columns at a time in local accumulators (kept in registers)."""
+    nt = Mv.shape[1]
+    for i in range(Mv.shape[0]):
+        s0 = Ms[i]
+        for c in range(0, 24, 8):
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+            for t in range(nt):
+                m = Mv[i, t]
+                src = X[s0 + t]
+                a0 += m * src[c]
+                a1 += m * src[c + 1]
+                a2 += m * src[c + 2]
+                a3 += m * src[c + 3]
+                a4 += m * src[c + 4]
+                a5 += m * src[c + 5]
+                a6 += m * src[c + 6]
+                a7 += m * src[c + 7]
+            o = out[i]
+            o[c] = a0
+            o[c + 1] = a1
+            o[c + 2] = a2
+            o[c + 3] = a3
+            o[c + 4] = a4
+            o[c + 5] = a5
+            o[c + 6] = a6
+            o[c + 7] = a7
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=_NB_FM)
+def _nb_synth(u, derivs, consts, tables, mu, far_wing, kd, conv, Mv, Ms, Mjv, Mjs, p, dpdu, P, dP, Pc, dPc,
+              wk):  # pragma: no cover - compiled
+    """Frame profiles P (nλ, 4) and derivatives dP (nλ_d, 24) (:func:`~helioforge.physics.me._nb_frame`)
+    of one pixel from internal ``u``, convolved with the instrument matrices into ``Pc`` (n_obs, 4)
+    and ``dPc`` (n_obs, 24) when ``conv`` (else copied)."""
+    (off, lam0, ratio, lorentz, grp_ptr, comp_s, comp_c, grp_c, grp_cs, wL, wcoef) = consts
+    kind, lo, hi, _, _ = tables
+    _nb_physical(u, kind, lo, hi, p, dpdu)
+    _nb_frame(p[0], p[1], p[3], p[4], p[5], p[6], mu, off, lam0, ratio, lorentz, grp_ptr, comp_s, comp_c, grp_c,
+              grp_cs, wL, wcoef, far_wing, kd, derivs, P, dP, wk)
+    if conv:
+        _nb_band4(Mv, Ms, P, Pc)
+        if derivs:
+            _nb_band24(Mjv, Mjs, dP, dPc)
+    else:
+        Pc[:, :] = P
+        if derivs:
+            dPc[:, :] = dP
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=_NB_FM)
+def _nb_residual(u, obs, w, derivs, consts, tables, mu, far_wing, kd, conv, Mv, Ms, Mjv, Mjs, p, dpdu, P, dP, Pc, dPc,
+                 wk, r, J, A, g):  # pragma: no cover - compiled
+    """χ² of one pixel at internal ``u``; with ``derivs`` also A = JᵀJ (9, 9) and g = Jᵀr (9,)
+    for the weighted residuals r = (O − S) w and J = ∂S/∂u · w (as :meth:`_Model.analytic`)."""
+    _nb_synth(u, derivs, consts, tables, mu, far_wing, kd, conv, Mv, Ms, Mjv, Mjs, p, dpdu, P, dP, Pc, dPc, wk)
+    no = obs.shape[1]
+    deg = math.pi / 180.0
+    c2 = math.cos(2.0 * deg * p[2])
+    s2 = math.sin(2.0 * deg * p[2])
+    S0 = p[7]
+    S1 = p[8]
+    chi = 0.0
+    f_phi = 2.0 * deg * S1 * dpdu[2]  # ∂(Q, U)/∂φ = 2 S1 (−U_φ, Q_φ), per degree
+    for i in range(no):
+        PI = Pc[i, 0]
+        RQ = Pc[i, 1] * c2 - Pc[i, 2] * s2
+        RU = Pc[i, 1] * s2 + Pc[i, 2] * c2
+        PV = Pc[i, 3]
+        w0 = w[0, i]
+        w1 = w[1, i]
+        w2 = w[2, i]
+        w3 = w[3, i]
+        r0 = (obs[0, i] - (S0 + S1 * PI)) * w0
+        r1 = (obs[1, i] - S1 * RQ) * w1
+        r2 = (obs[2, i] - S1 * RU) * w2
+        r3 = (obs[3, i] - S1 * PV) * w3
+        r[i] = r0
+        r[no + i] = r1
+        r[2 * no + i] = r2
+        r[3 * no + i] = r3
+        chi += r0 * r0 + r1 * r1 + r2 * r2 + r3 * r3
+        if derivs:
+            d = dPc[i]
+            for k, q in ((0, 0), (1, 1), (3, 2), (4, 3), (5, 4), (6, 5)):  # frame order: B, γ, v, η₀, Δλ_D, a
+                f = S1 * dpdu[k] * (deg if k == 1 else 1.0)
+                dQ = d[4 * q + 1]
+                dU = d[4 * q + 2]
+                J[k, i] = f * d[4 * q] * w0
+                J[k, no + i] = f * (dQ * c2 - dU * s2) * w1
+                J[k, 2 * no + i] = f * (dQ * s2 + dU * c2) * w2
+                J[k, 3 * no + i] = f * d[4 * q + 3] * w3
+            J[2, i] = 0.0
+            J[2, no + i] = -f_phi * RU * w1
+            J[2, 2 * no + i] = f_phi * RQ * w2
+            J[2, 3 * no + i] = 0.0
+            J[7, i] = dpdu[7] * w0
+            J[7, no + i] = 0.0
+            J[7, 2 * no + i] = 0.0
+            J[7, 3 * no + i] = 0.0
+            J[8, i] = dpdu[8] * PI * w0
+            J[8, no + i] = dpdu[8] * RQ * w1
+            J[8, 2 * no + i] = dpdu[8] * RU * w2
+            J[8, 3 * no + i] = dpdu[8] * PV * w3
+    if derivs:
+        m = 4 * no
+        for k in range(9):
+            Jk = J[k]
+            acc = 0.0
+            for i in range(m):
+                acc += Jk[i] * r[i]
+            g[k] = acc
+            for l in range(k, 9):
+                Jl = J[l]
+                acc = 0.0
+                for i in range(m):
+                    acc += Jk[i] * Jl[i]
+                A[k, l] = acc
+                A[l, k] = acc
+    return chi
+
+
+@numba.njit(cache=True, nogil=True)
+def _nb_residual_batch(U, obs, w, derivs, consts, tables, mu, far_wing, kd, conv, Mv, Ms, Mjv, Mjs, p, dpdu, P, dP, Pc,
+                       dPc, wk, R, JJ, chi):  # pragma: no cover - compiled
+    """:func:`_nb_residual` for every row of ``U`` (n, 9): residuals R (n, M), J (n, 9, M), χ² (n,)."""
+    A = np.empty((9, 9))
+    g = np.empty(9)
+    for n in range(U.shape[0]):
+        chi[n] = _nb_residual(U[n], obs[n], w, derivs, consts, tables, mu, far_wing, kd, conv, Mv, Ms, Mjv, Mjs, p,
+                              dpdu, P, dP, Pc, dPc, wk, R[n], JJ[n], A, g)
+
+
+def _nb_scratch(consts: tuple, kd: int, n_obs: int) -> tuple:
+    """Per-call work arrays of :func:`_nb_residual` (argument order after ``Mjs``)."""
+    nl, nf = consts[0].shape
+    nfd = len(range(0, nf, kd))
+    return (np.empty(9), np.empty(9), np.empty((nf, 4)), np.empty((nfd, 24)), np.empty((n_obs, 4)),
+            np.empty((n_obs, 24)), np.empty((_NB_ROWS_FIXED + _NB_ROWS_LINE * nl, nf)))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=_NB_FM)
+def _nb_rank(U, obs, w, consts, tables, mu, far_wing, kd, conv, Mv, Ms, Mjv, Mjs, p, dpdu, P, dP, Pc, dPc, wk,
+             chi, phi):  # pragma: no cover - compiled
+    """χ² (n,) of the candidates ``U`` (n, 9) (internal, azimuth ignored) at their least-squares
+    azimuth φ [deg] (n,) in closed form (as :func:`_eval_rotated`): one synthesis at φ = 0."""
+    no = obs.shape[2]
+    for n in range(U.shape[0]):
+        u = U[n].copy()
+        u[2] = 0.0
+        _nb_synth(u, False, consts, tables, mu, far_wing, kd, conv, Mv, Ms, Mjv, Mjs, p, dpdu, P, dP, Pc, dPc, wk)
+        o = obs[n]
+        S0 = p[7]
+        S1 = p[8]
+        re = 0.0
+        im = 0.0
+        for i in range(no):
+            wq2 = w[1, i] * w[1, i]
+            sq = S1 * Pc[i, 1]
+            su = S1 * Pc[i, 2]
+            re += wq2 * (o[1, i] * sq + o[2, i] * su)
+            im += wq2 * (o[2, i] * sq - o[1, i] * su)
+        two_phi = math.atan2(im, re)
+        c = math.cos(two_phi)
+        s = math.sin(two_phi)
+        acc = 0.0
+        for i in range(no):
+            sq = S1 * Pc[i, 1]
+            su = S1 * Pc[i, 2]
+            d0 = (o[0, i] - (S0 + S1 * Pc[i, 0])) * w[0, i]
+            d1 = (o[1, i] - (sq * c - su * s)) * w[1, i]
+            d2 = (o[2, i] - (sq * s + su * c)) * w[2, i]
+            d3 = (o[3, i] - S1 * Pc[i, 3]) * w[3, i]
+            acc += d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3
+        chi[n] = acc
+        phi[n] = math.degrees(two_phi / 2.0)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _nb_solve9(A, lD, g, delta):  # pragma: no cover - compiled
+    """δ from (A + diag(lD) + 10⁻¹² I) δ = g by Cholesky (9 × 9, symmetric positive definite);
+    False (and δ untouched) when a pivot is not positive or not finite."""
+    L = np.empty((9, 9))
+    for i in range(9):
+        for j in range(i + 1):
+            s = A[i, j] + (lD[i] + 1e-12 if i == j else 0.0)
+            for k in range(j):
+                s -= L[i, k] * L[j, k]
+            if i == j:
+                if not s > 0.0 or not math.isfinite(s):
+                    return False
+                L[i, i] = math.sqrt(s)
+            else:
+                L[i, j] = s / L[j, j]
+    y = np.empty(9)
+    for i in range(9):
+        s = g[i]
+        for k in range(i):
+            s -= L[i, k] * y[k]
+        y[i] = s / L[i, i]
+    for i in range(8, -1, -1):
+        s = y[i]
+        for k in range(i + 1, 9):
+            s -= L[k, i] * delta[k]
+        delta[i] = s / L[i, i]
+    return True
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _nb_lm(U0, obs, w, consts, tables, mu, far_wing, kd, conv, Mv, Ms, Mjv, Mjs, p, dpdu, P, dP, Pc, dPc, wk,
+           max_iter, ftol, lam0, xtol, floor, lam_min, lam_max, U, chi_out, iters, converged):  # pragma: no cover
+    """Levenberg–Marquardt of :func:`_lm_fast` for each pixel (row of ``U0`` (n, 9)) in turn, with
+    the same Marquardt-scaled damping, Nielsen's update and stopping tests (:func:`_lm_trial`,
+    :func:`_lm_update`); A = JᵀJ and g = Jᵀr of the current point are carried, a trial costs one
+    synthesis with derivatives; results in ``U`` (n, 9), ``chi_out``, ``iters``, ``converged``."""
+    umin = tables[3]
+    umax = tables[4]
+    no = obs.shape[2]
+    m = 4 * no
+    r = np.empty(m)
+    J = np.empty((9, m))
+    A = np.empty((9, 9))
+    g = np.empty(9)
+    At = np.empty((9, 9))
+    gt = np.empty(9)
+    lD = np.empty(9)
+    delta = np.empty(9)
+    ut = np.empty(9)
+    for n in range(U0.shape[0]):
+        u = U[n]
+        u[:] = U0[n]
+        o = obs[n]
+        chi = _nb_residual(u, o, w, True, consts, tables, mu, far_wing, kd, conv, Mv, Ms, Mjv, Mjs, p, dpdu, P, dP,
+                           Pc, dPc, wk, r, J, A, g)
+        lam = lam0
+        nu = 2.0
+        it = 0
+        bad_start = not math.isfinite(chi)  # dropped (flagged not converged)
+        done = bad_start or chi <= floor
+        while not done and it < max_iter:
+            # (JᵀJ + λ diag JᵀJ) δ = Jᵀr, the diagonal floored at 10⁻⁹ of its largest entry
+            dmax = 0.0
+            for k in range(9):
+                dmax = max(dmax, A[k, k])
+            dmax = max(dmax, 1e-30) * 1e-9
+            for k in range(9):
+                lD[k] = lam * max(A[k, k], dmax)
+            chi_t = np.inf
+            if _nb_solve9(A, lD, g, delta):
+                for k in range(9):
+                    ut[k] = min(max(u[k] + delta[k], umin[k]), umax[k])
+                chi_t = _nb_residual(ut, o, w, True, consts, tables, mu, far_wing, kd, conv, Mv, Ms, Mjv, Mjs, p,
+                                     dpdu, P, dP, Pc, dPc, wk, r, J, At, gt)
+            else:
+                delta[:] = 0.0
+            it += 1
+            if math.isfinite(chi_t) and chi_t < chi:
+                # gain ratio against the predicted decrease χ² − |r − Jδ|² = δ·(g + λDδ)
+                pred = 0.0
+                step = 0.0
+                for k in range(9):
+                    pred += delta[k] * (g[k] + lD[k] * delta[k])
+                    step = max(step, abs(delta[k]))
+                rho = (chi - chi_t) / max(pred, 1e-300)
+                rel = (chi - chi_t) / max(chi, 1e-300)
+                chi = chi_t
+                u[:] = ut
+                A[:, :] = At
+                g[:] = gt
+                lam = max(lam * max(1.0 - (2.0 * rho - 1.0) ** 3, 1.0 / 3.0), lam_min)
+                nu = 2.0
+                if rel < ftol or (step < xtol and lam <= 1.0) or chi <= floor:
+                    done = True
+            else:
+                lam = lam * nu
+                nu = nu * 2.0
+                if lam > lam_max or chi <= floor:
+                    done = True
+        chi_out[n] = chi
+        iters[n] = it
+        converged[n] = done and not bad_start
+
+
+def _band(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A (n_out, n_fine) matrix as (values (n_out, width), first column (n_out,) int64) of its
+    non-zero band (rows of the spectral-profile matrix are a ±70 mÅ window)."""
+    nz = np.abs(m) > 0
+    first = np.where(nz.any(1), nz.argmax(1), 0)
+    last = np.where(nz.any(1), m.shape[1] - 1 - nz[:, ::-1].argmax(1), 0)
+    width = int((last - first).max()) + 1
+    start = np.minimum(first, m.shape[1] - width).astype(np.int64)
+    vals = np.stack([m[i, s:s + width] for i, s in enumerate(start)])
+    return np.ascontiguousarray(vals, dtype=np.float64), np.ascontiguousarray(start)
+
+
+@dataclass
+class _Compiled:
+    """Constants of the compiled model: line data on the synthesis grid, banded profile matrices."""
+
+    consts: tuple
+    mu: float
+    far_wing: float
+    kd: int
+    conv: bool
+    Mv: np.ndarray
+    Ms: np.ndarray
+    Mjv: np.ndarray
+    Mjs: np.ndarray
+    n_obs: int
+
+    def args(self) -> tuple:
+        return (self.consts, _TRANSFORMS, self.mu, self.far_wing, self.kd, self.conv, self.Mv, self.Ms, self.Mjv,
+                self.Mjs)
+
+    def scratch(self) -> tuple:
+        return _nb_scratch(self.consts, self.kd, self.n_obs)
+
+    def residual_jacobian(self, U: np.ndarray, obs: np.ndarray, w: np.ndarray,
+                          derivatives: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Weighted residuals r = (O − S) w (n, 4·nλ) and J = ∂S/∂u · w (n, 9, 4·nλ) at internal
+        ``U`` (n, 9) for ``obs`` (n, 4, nλ), ``w`` (4, nλ) (as :meth:`_Model.analytic`)."""
+        n, m = U.shape[0], 4 * self.n_obs
+        R, JJ, chi = np.empty((n, m)), np.empty((n, 9, m)), np.empty(n)
+        _nb_residual_batch(np.ascontiguousarray(U, dtype=np.float64), np.ascontiguousarray(obs, dtype=np.float64),
+                           np.ascontiguousarray(w, dtype=np.float64), bool(derivatives), *self.args(), *self.scratch(),
+                           R, JJ, chi)
+        return R, (JJ if derivatives else None)
+
+    def rank(self, U: np.ndarray, obs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """χ² and least-squares azimuth [deg] of the candidates ``U`` (n, 9) internal."""
+        chi, phi = np.empty(U.shape[0]), np.empty(U.shape[0])
+        _nb_rank(np.ascontiguousarray(U, dtype=np.float64), obs, w, *self.args(), *self.scratch(), chi, phi)
+        return chi, phi
+
+
+def _compiled(model: _Model, n_terms: int, jacobian_stride: int, far_wing: float = 7.0) -> _Compiled:
+    """The :class:`_Compiled` twin of ``model`` (same grid, lines, μ and spectral profile)."""
+    from helioforge.physics.me import me_line_constants
+
+    consts = me_line_constants(model.wavelength.cpu().numpy(), model.lines, None, n_terms)
+    n_obs = int(model.observed.size)
+    if model.matrix is None:
+        z, zi = np.zeros((1, 1)), np.zeros(1, dtype=np.int64)
+        return _Compiled(consts, float(model.mu), float(far_wing), 1, False, z, zi, z, zi, n_obs)
+    kd = max(int(jacobian_stride), 1)
+    Mv, Ms = _band(model.matrix.double().cpu().numpy())
+    Mj = model.matrix if kd == 1 else model._jacobian_matrix(kd)
+    Mjv, Mjs = _band(Mj.double().cpu().numpy())
+    return _Compiled(consts, float(model.mu), float(far_wing), kd, True, Mv, Ms, Mjv, Mjs, n_obs)
+
+
+def _lm_compiled(obs: np.ndarray, w: np.ndarray, U0: np.ndarray, cm: _Compiled, max_iter: int, ftol: float,
+                 lam0: float, xtol: float = 1e-5) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_nb_lm` on a chunk: ``obs`` (n, 4, nλ), ``w`` (4, nλ), ``U0`` (n, 9) internal start.
+    Returns (u (n, 9), χ² (n,), iterations (n,), converged (n,))."""
+    n = U0.shape[0]
+    U = np.empty((n, 9))
+    chi, it, cv = np.empty(n), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.bool_)
+    floor = 1e-6 * float((w > 0).sum())
+    _nb_lm(np.ascontiguousarray(U0, dtype=np.float64), obs, w, *cm.args(), *cm.scratch(), int(max_iter), float(ftol),
+           float(lam0), float(xtol), floor, _LAM_MIN, _LAM_MAX, U, chi, it, cv)
+    return U, chi, it, cv
+
+
+def _fast_candidates_compiled(obs: np.ndarray, w: np.ndarray, p0: np.ndarray, guess: dict[str, np.ndarray],
+                              cm: _Compiled, perp_factors: Sequence[float],
+                              eta_width_factors: Sequence[tuple[float, float]] = ()) -> np.ndarray:
+    """:func:`_fast_candidates` with the compiled synthesis: the closed-form start with B⊥ ×
+    ``perp_factors``, then (η₀, Δλ_D) × ``eta_width_factors`` at the best B⊥, each ranked by one
+    forward synthesis at its least-squares azimuth. Returns internal u (n, 9) float64."""
+    best_u, best_chi = None, None
+
+    def keep(p: np.ndarray) -> None:
+        nonlocal best_u, best_chi
+        p = p.copy()
+        p[:, 2] = 0.0
+        u = _to_internal(torch.as_tensor(p, dtype=torch.float64)).numpy()
+        chi, phi = cm.rank(u, obs, w)
+        u[:, 2] = phi
+        best_u, best_chi = _keep_best(best_u, best_chi, u, chi)
+
+    for p in _start_variants(p0, guess, perp_factors, eta_width_factors, cm.mu,
+                             lambda: _to_physical(torch.as_tensor(best_u)).numpy()):
+        keep(p)
+    return best_u
+
+
+def _grid_start_compiled(obs: np.ndarray, w: np.ndarray, guess: dict[str, np.ndarray], cm: _Compiled,
+                         eta0_grid: Sequence[float], width_grid: Sequence[float], damping: float) -> np.ndarray:
+    """:func:`_grid_start` with the compiled synthesis (same candidates, same ranking); internal u (n, 9)."""
+    n = obs.shape[0]
+    Ic, depth, field = _field_start(guess)
+
+    best_p, best_chi = None, None
+
+    def keep(p):
+        nonlocal best_p, best_chi
+        p = p.copy()
+        p[:, 2] = 0.0
+        chi, phi = cm.rank(_to_internal(torch.as_tensor(p)).numpy(), obs, w)
+        p[:, 2] = phi
+        best_p, best_chi = _keep_best(best_p, best_chi, p, chi)
+
+    B0, g0 = field(1.0, 1.0)
+    v0 = np.clip(guess["v_los"], -9.5, 9.5)
+    one = np.ones(n)
+    for eta0 in eta0_grid:
+        s1 = np.clip(depth * (1.0 + eta0) / eta0, 0.05, 0.98) * Ic
+        s0 = np.clip(Ic - s1, 1e-4 * Ic, None)
+        for width in width_grid:
+            keep(np.stack([B0, g0, 0 * one, v0, eta0 * one, width * one, damping * one, s0, s1], -1))
+    base = best_p.copy()
+    for f_los in (1.0, 1.6):
+        for f_perp in (1.0, 1.6, 2.5):
+            if f_los == 1.0 and f_perp == 1.0:
+                continue
+            B, g = field(f_los, f_perp)
+            p = base.copy()
+            p[:, 0], p[:, 1] = B, g
+            keep(p)
+    return _to_internal(torch.as_tensor(best_p)).numpy()
+
+
+def _warm_compiled(cm: _Compiled, n_obs: int) -> None:
+    """Compile (or load from numba's cache) the kernels before a timed run: one dummy pixel."""
+    obs = np.full((1, 4, n_obs), 0.5)
+    obs[:, 1:] = 0.0
+    w = np.ones((4, n_obs))
+    U = _to_internal(torch.tensor([[100.0, 45.0, 0.0, 0.0, 5.0, 0.03, 0.3, 0.3, 0.7]], dtype=torch.float64)).numpy()
+    cm.rank(U, obs, w)
+    _lm_compiled(obs, w, U, cm, 1, 1e-4, 1e-2)
 
 
 # --------------------------------------------------------------------------- result
@@ -938,30 +1486,38 @@ def invert_me(
     eta0_grid, width_grid : the (η₀, Δλ_D [Å]) start grid (``method="autograd"`` only).
     initial : optional start values, a dict with any of :data:`PARAM_NAMES` (arrays of the batch
         shape or scalars); they replace the grid start for those parameters.
-    chunk : pixels per batch (memory ∝ chunk); default 512 (autograd) or 4096 (analytic: the
-        synthesis runs in cache-sized sub-batches of 256, and a large chunk amortises the
-        per-iteration overhead of the last few unconverged pixels).
-    dtype : synthesis/Jacobian precision (float32 default; normal equations in float64).
-    device : torch device.
+    chunk : pixels per batch (memory ∝ chunk); default 256 (analytic: pixels are fitted one at
+        a time, the chunks only spread the work over the threads, at least four per worker),
+        4096 (analytic_torch: the synthesis runs in cache-sized sub-batches of 256, and a large
+        chunk amortises the per-iteration overhead of the last few unconverged pixels) or 512
+        (autograd).
+    dtype : synthesis/Jacobian precision of the torch solvers (float32 default; normal equations
+        in float64); ``method="analytic"`` computes everything in float64.
+    device : torch device (the compiled ``method="analytic"`` runs on the CPU whatever it is).
     method : ``"analytic"`` (default): closed-form Jacobians of the Unno-Rachkovsky solution
-        (:func:`~helioforge.physics.me.me_frame_profiles`, convolved with the instrument profile
-        like the profiles), one synthesis per LM iteration, and the closed-form start of
-        :func:`fast_start` (centre of gravity + weak field + line depths) tried with B⊥ ×
-        ``perp_factors`` (one synthesis each). ``"autograd"``: the previous solver (autograd
-        double-vjp Jacobians, a 21-candidate grid start of ≈ 60 syntheses per pixel), kept for
-        comparison (``benchmarks/bench_inversion.py``).
-    n_terms : terms of the Faddeeva approximation (``method="analytic"``; 16 = :func:`synth_me`).
-    perp_factors : B⊥ multipliers of the start candidates (``method="analytic"``).
-    eta_width_factors : ``method="analytic"``: (η₀, Δλ_D) multipliers of the second-stage
+        (convolved with the instrument profile like the profiles), one synthesis per LM
+        iteration, and the closed-form start of :func:`fast_start` (centre of gravity + weak
+        field + line depths) tried with B⊥ × ``perp_factors`` (one synthesis each), compiled
+        with numba and run pixel by pixel (:func:`~helioforge.physics.me.me_frame_profiles_compiled`;
+        the first call of a fresh installation compiles the kernels, ≈ 20 s, outside the
+        reported ``time_s``; later processes load them from numba's disk cache, ≈ 0.5 s, in
+        ``__pycache__`` or ``NUMBA_CACHE_DIR``). ``"analytic_torch"``: the same algorithm as
+        batched torch operations (:func:`~helioforge.physics.me.me_frame_profiles`), the
+        previous default, kept for comparison. ``"autograd"``: the older solver (autograd double-vjp Jacobians, a
+        21-candidate grid start of ≈ 60 syntheses per pixel), kept for comparison
+        (``benchmarks/bench_inversion.py``).
+    n_terms : terms of the Faddeeva approximation (analytic methods; 16 = :func:`synth_me`).
+    perp_factors : B⊥ multipliers of the start candidates (analytic methods).
+    eta_width_factors : analytic methods: (η₀, Δλ_D) multipliers of the second-stage
         start candidates, tried at the best B⊥ (S₁ rescaled to keep the line depth).
-    workers : chunks inverted in parallel Python threads, each with one torch intra-op thread;
-        default ``torch.get_num_threads()`` for ``method="analytic"``, 1 for ``"autograd"``; at
-        most one per 512 pixels.
-    restart_chi2 : ``method="analytic"``: pixels whose reduced χ² stays above this value are
+    workers : chunks inverted in parallel Python threads (each with one torch intra-op thread
+        for the torch solvers); default ``torch.get_num_threads()`` for the analytic methods, 1
+        for ``"autograd"``; for the torch solvers at most one per 512 pixels.
+    restart_chi2 : analytic methods: pixels whose reduced χ² stays above this value are
         inverted again from the (η₀, Δλ_D) grid start of the autograd method (forward
         syntheses only) and the better fit is kept (a local minimum of the closed-form start);
         ``None`` disables.
-    jacobian_stride : ``method="analytic"`` with an instrument profile: the closed-form
+    jacobian_stride : analytic methods with an instrument profile: the closed-form
         Jacobian is evaluated at every k-th synthesis wavelength and convolved with the profile
         matrix of that sub-grid (the residuals stay on the full grid, so the fitted minimum is
         the same; only the LM steps use the coarser derivative quadrature); 1 = exact. The
@@ -975,7 +1531,7 @@ def invert_me(
     ------
     ValueError : stokes not (N, 4, nλ) / (4, nλ, H, W) matching ``wavelength``, wavelength not
         1-D increasing, bad ``sigma``, ``max_iter`` < 1, μ outside (0, 1], bad
-        ``spectral_profile``.
+        ``spectral_profile``, unknown ``method``.
 
     Source: Levenberg–Marquardt ME inversion as in Lites et al. (2007, MERLIN) and Borrero et
     al. (2011, VFISV); initial guesses: Rees & Semel (1979), LL04 §9.6.
@@ -988,18 +1544,22 @@ def invert_me(
         raise ValueError(f"max_iter must be ≥ 1, got {max_iter}")
     if not 0.0 < mu <= 1.0:
         raise ValueError(f"mu must be in (0, 1], got {mu}")
-    if method not in ("analytic", "autograd"):
-        raise ValueError(f"method must be 'analytic' or 'autograd', got {method!r}")
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     obs_np, batch_shape = _pixels(stokes, wav)
     w_np = _weights(sigma, wav, telluric_mask_A)
-    if method == "analytic":
+    if method == "analytic_torch":
         _tune_malloc()
     if chunk is None:
-        chunk = 4096 if method == "analytic" else 512
+        chunk = {"analytic": 256, "analytic_torch": 4096}.get(method, 512)
     lines = fe_lines() if lines is None else list(lines)
     device = torch.device(device)
     model = _make_model(wav, lines, mu, spectral_profile, oversampling, dtype, device)
     model_start = model if model.matrix is None else _make_model(wav, lines, mu, None, oversampling, dtype, device)
+    if method == "analytic":
+        cm = _compiled(model, n_terms, jacobian_stride)
+        cm_start = cm if model.matrix is None else _compiled(model_start, n_terms, 1)
+        w_c = np.ascontiguousarray(w_np, dtype=np.float64)
     n_total = obs_np.shape[0]
     ok = np.isfinite(obs_np).all(axis=(1, 2))
     out = np.full((n_total, 9), np.nan)
@@ -1019,9 +1579,31 @@ def invert_me(
     w_t = torch.as_tensor(w_np.reshape(1, -1), dtype=dtype, device=device)
     def run(sel: np.ndarray) -> None:
         obs_c = obs_np[sel]
-        obs_t = torch.as_tensor(obs_c.reshape(len(sel), -1), dtype=dtype, device=device)
+        obs_t = (None if method == "analytic"
+                 else torch.as_tensor(obs_c.reshape(len(sel), -1), dtype=dtype, device=device))
         guess = initial_guess(obs_c, wav, lines)
         if method == "analytic":
+            obs_n = np.ascontiguousarray(obs_c, dtype=np.float64)
+            p_start = fast_start(obs_c, wav, lines, mu, damping=0.3, guess=guess)
+            if init_over:
+                for k, v in init_over.items():
+                    p_start[:, k] = v[sel]
+                U0 = _to_internal(torch.as_tensor(p_start, dtype=torch.float64)).numpy()
+            else:  # candidates ranked without the instrument profile (3× fewer wavelengths)
+                U0 = _fast_candidates_compiled(obs_n, w_c, p_start, guess, cm_start, perp_factors, eta_width_factors)
+            U, c2n, itn, cvn = _lm_compiled(obs_n, w_c, U0, cm, int(max_iter), ftol, lam0)
+            limit = float("inf") if restart_chi2 is None or init_over else float(restart_chi2)
+            redo = np.flatnonzero(~(c2n / n_dof <= limit))
+            if redo.size:
+                g_r = {k: v[redo] for k, v in guess.items()}
+                U1 = _grid_start_compiled(obs_n[redo], w_c, g_r, cm, eta0_grid, width_grid, damping=0.3)
+                U1, c21, it1, cv1 = _lm_compiled(obs_n[redo], w_c, U1, cm, int(max_iter), ftol, lam0)
+                better = c21 < c2n[redo]
+                b = redo[better]
+                U[b], c2n[b], cvn[b] = U1[better], c21[better], cv1[better]
+                itn[redo] += it1
+            u, c2, it, cv = (torch.as_tensor(x) for x in (U, c2n, itn, cvn))
+        elif method == "analytic_torch":
             p_start = fast_start(obs_c, wav, lines, mu, damping=0.3, guess=guess)
             if init_over:
                 for k, v in init_over.items():
@@ -1059,13 +1641,19 @@ def invert_me(
         logger.debug("ME inversion: %d pixels done", len(sel))
 
     step = max(int(chunk), 1)
-    n_workers = max(int(workers if workers is not None else (torch.get_num_threads() if method == "analytic" else 1)), 1)
-    n_workers = min(n_workers, max(good.size // 512, 1))  # threads pay off only on large chunks
+    default_workers = 1 if method == "autograd" else torch.get_num_threads()
+    n_workers = max(int(workers if workers is not None else default_workers), 1)
+    if method != "analytic":  # the torch solvers: threads pay off only on large chunks
+        n_workers = min(n_workers, max(good.size // 512, 1))
     if n_workers > 1 and good.size:  # at least one chunk per worker
         step = min(step, int(math.ceil(good.size / n_workers)))
+    if method == "analytic":  # pieces balance the threads; a pixel's result does not depend on its chunk
+        step = min(int(chunk), max(int(math.ceil(good.size / (4 * n_workers))), 16)) if good.size else 1
     pieces = [good[i:i + step] for i in range(0, good.size, step)]
-    if method == "analytic" and model.matrix is not None:
+    if method == "analytic_torch" and model.matrix is not None:
         model._jacobian_matrix(max(int(jacobian_stride), 1))  # build the cache before the threads start
+    if method == "analytic":
+        _warm_compiled(cm, wav.size)  # compile (or load from the cache) before the clock starts
     t0 = time.perf_counter()
     if n_workers > 1 and len(pieces) > 1:
         # chunks in parallel Python threads (torch releases the GIL in its kernels), one intra-op
@@ -1097,7 +1685,7 @@ def invert_me(
         "spectral_profile": (None if spectral_profile is None
                              else spectral_profile if isinstance(spectral_profile, str) else "custom"),
         "telluric_mask_A": telluric_mask_A,
-        "dtype": str(dtype).replace("torch.", ""),
+        "dtype": "float64" if method == "analytic" else str(dtype).replace("torch.", ""),
         "device": str(device),
         "method": method,
         "torch_threads": torch.get_num_threads(),
