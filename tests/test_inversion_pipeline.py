@@ -94,6 +94,15 @@ def test_invert_real_sample_and_bad_maps(trained, data_dir, tmp_path):
     fits.PrimaryHDU(np.ones((5, 5, 3, 112), dtype=np.float32)).writeto(bad)  # 3 Stokes parameters
     r = runner.invoke(app, ["invert", str(bad), "-w", str(trained / "work"), "-n", "concat", "-o", str(tmp_path / "b.fits")])
     assert r.exit_code == 2 and "bad.fits" in r.output and not (tmp_path / "b.fits").exists()
+    # a wrong wavelength axis (the WAVELENGTH extension 0.1 Å off): refused, naming the file, nothing written
+    shifted = tmp_path / "shifted_axis.fits"
+    with fits.open(sample) as hdul:
+        hdul["WAVELENGTH"].data = hdul["WAVELENGTH"].data + 0.1
+        hdul.writeto(shifted)
+    r = runner.invoke(app, ["invert", str(shifted), "-w", str(trained / "work"), "-n", "concat", "-o",
+                            str(tmp_path / "s.fits")])
+    assert r.exit_code == 2 and "shifted_axis.fits" in r.output and "wavelength axis" in " ".join(r.output.split())
+    assert not (tmp_path / "s.fits").exists()
     r = runner.invoke(app, ["invert", str(sample), "-w", str(tmp_path / "nowhere"), "-o", str(tmp_path / "c.fits")])
     assert r.exit_code == 2 and "train first" in r.output
 
