@@ -328,8 +328,8 @@ def run_validation(workdir: str | Path, valset: str | Path, sample: str | Path |
     metrics = {"valset": str(valset), "n_maps": len(ds), "map_size": list(stokes.shape[-2:]),
                "pixels_per_region": n_pix, "quiet_sun_reference": val_ref, "timing": {},
                "region_note": (f"{len(ds)} held-out maps of {stokes.shape[-2]}×{stokes.shape[-1]} pixels, each inverted "
-                               f"whole; quiet: true |B| < {V.MAGNETIC_B_G:.0f} G at log τ = −1 ({n_pix['quiet']} pixels), "
-                               f"magnetic: ≥ {V.MAGNETIC_B_G:.0f} G ({n_pix['magnetic']} pixels). Intervals: 95 % "
+                               f"whole; quiet: true |B| below {V.MAGNETIC_B_G:.0f} G at log τ = −1 ({n_pix['quiet']} pixels), "
+                               f"magnetic: {V.MAGNETIC_B_G:.0f} G or more ({n_pix['magnetic']} pixels). Intervals: 95 % "
                                f"bootstrap over the {len(ds)} maps (200 resamples); with few maps they are wide, and "
                                "differences inside them are not resolved by this set."),
                "synthetic_qs_core_velocity_kms": _quiet_core_velocity(stokes, regions["quiet"], wav)}
