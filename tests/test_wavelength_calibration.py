@@ -9,8 +9,14 @@ import pytest
 from astropy.io import fits
 
 from helioforge.data.hinode import hinode_wavelengths
-from helioforge.data.hinode_sp import (C_KMS, FE_LINES_A, TELLURIC_LINES_A, SPMap, SPReadError, calibrate_wavelength,
-                                       line_core_positions, read_sp_map, read_sp_slit, to_standard_grid)
+from astropy.constants import c as speed_of_light
+
+from helioforge.data.hinode_sp import (TELLURIC_LINES_A, SPMap, SPReadError, calibrate_wavelength, line_core_positions,
+                                       read_sp_map, read_sp_slit, to_standard_grid)
+from helioforge.physics.atomic import fe_lines
+
+C_KMS = speed_of_light.to_value("km/s")
+FE_LINES_A = tuple(line.wavelength_air for line in fe_lines())  # 6301.5012, 6302.4936 Å (SIR LINEAS 200/201)
 
 SLIT = "stokes/hinode_sp_level1_slit/SP4D20070227_002010.0C.fits"
 SAMPLE = "stokes/hinode_sp_sample/hinode4d.20130912.sample.fits"

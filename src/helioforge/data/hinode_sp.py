@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+from astropy.constants import c as speed_of_light
 from astropy.io import fits
 
 from helioforge.data.hinode import HINODE_N_WAVELENGTHS, HinodeReadError, hinode_wavelengths
@@ -75,8 +76,8 @@ __all__ = [
     "SPSlit",
     "CONTINUUM_WINDOW_A",
     "TELLURIC_LINES_A",
-    "FE_LINES_A",
     "line_core_positions",
+    "line_core_velocities",
     "calibrate_wavelength",
     "read_sp_cube",
     "read_sp_slit",
@@ -107,10 +108,7 @@ CONTINUUM_WINDOW_A = (6300.870, 6300.960)
 #: of the 2007 slit file is flat at both positions (no dip beyond the 3·10⁻³ noise; from the
 #: ground the O₂ lines are tens of per cent deep). Kept for ground-based data.
 TELLURIC_LINES_A = (6302.0005, 6302.7629)
-#: Laboratory air wavelengths of Fe I 6301.5 and 6302.5 [Å] (SIR ``LINEAS`` entries 200/201).
-FE_LINES_A = (6301.5012, 6302.4936)
-#: Speed of light [km s⁻¹].
-C_KMS = 299792.458
+_C_KMS = float(speed_of_light.to_value("km/s"))
 
 _FITS_SUFFIXES = (".fits", ".fts", ".fit", ".fits.gz", ".fts.gz", ".fit.gz")
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -966,7 +964,7 @@ def to_standard_grid(sp_map: SPMap, grid: Sequence[float] | np.ndarray | None = 
         "to": [float(target[0]), float(target[-1]), int(target.size)],
         "mean_shift_mA": float(diff.mean()) if diff is not None else None,
         "max_abs_shift_mA": float(np.abs(diff).max()) if diff is not None else None,
-        "mean_shift_kms": float(diff.mean() * 1e-3 / 6302.0 * 299792.458) if diff is not None else None,
+        "mean_shift_kms": float(diff.mean() * 1e-3 / 6302.0 * _C_KMS) if diff is not None else None,
         "n_extrapolated": n_out,
     }
     header["wavelength_source"] = f"resampled to the standard grid from ({sp_map.header.get('wavelength_source')})"
@@ -976,7 +974,17 @@ def to_standard_grid(sp_map: SPMap, grid: Sequence[float] | np.ndarray | None = 
 # --------------------------------------------------------------------------- wavelength calibration
 
 
-def line_core_positions(wavelength: np.ndarray, intensity: np.ndarray, lines: Sequence[float] = FE_LINES_A,
+def _lab_wavelengths(lines: Sequence[float] | None) -> np.ndarray:
+    """``lines`` as an array, or the laboratory air wavelengths of the Fe I pair from the SIR line
+    list (:func:`helioforge.physics.atomic.fe_lines`, entries 200/201)."""
+    if lines is None:
+        from helioforge.physics.atomic import fe_lines
+
+        lines = [line.wavelength_air for line in fe_lines()]
+    return np.asarray(lines, dtype=np.float64)
+
+
+def line_core_positions(wavelength: np.ndarray, intensity: np.ndarray, lines: Sequence[float] | None = None,
                         search_A: float = 0.15, n_fit: int = 3) -> np.ndarray:
     """Line-core positions of absorption lines in a Stokes I profile: parabola through the minimum.
 
@@ -991,7 +999,8 @@ def line_core_positions(wavelength: np.ndarray, intensity: np.ndarray, lines: Se
     ----------
     wavelength : (nλ,) Å, strictly increasing.
     intensity : (nλ,) Stokes I (any units).
-    lines : nominal line positions, Å.
+    lines : nominal line positions, Å; default the Fe I 6301.5/6302.5 laboratory wavelengths of
+        the SIR line list.
     search_A : half-width of the window searched for each minimum, Å.
     n_fit : odd number of points fitted (≥ 3).
 
@@ -1007,6 +1016,7 @@ def line_core_positions(wavelength: np.ndarray, intensity: np.ndarray, lines: Se
     w = np.asarray(wavelength, dtype=np.float64)
     y = np.asarray(intensity, dtype=np.float64)
     half = max(int(n_fit) // 2, 1)
+    lines = _lab_wavelengths(lines)
     out = np.full(len(lines), np.nan)
     for k, lam in enumerate(lines):
         idx = np.flatnonzero(np.abs(w - lam) <= search_A)
@@ -1025,8 +1035,27 @@ def line_core_positions(wavelength: np.ndarray, intensity: np.ndarray, lines: Se
     return out
 
 
+def line_core_velocities(wavelength: np.ndarray, intensity: np.ndarray,
+                         lines: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Doppler velocities of the line cores of a Stokes I profile against the lines' wavelengths.
+
+    Parameters
+    ----------
+    wavelength, intensity : (nλ,) Å and Stokes I, as for :func:`line_core_positions`.
+    lines : laboratory wavelengths, Å; default the Fe I pair of the SIR line list.
+
+    Returns
+    -------
+    (cores [Å], velocities [km s⁻¹, + = redshift]), float64 (len(lines),) each; NaN where no
+    core is found.
+    """
+    lab = _lab_wavelengths(lines)
+    cores = line_core_positions(wavelength, intensity, lab)
+    return cores, (cores / lab - 1.0) * _C_KMS
+
+
 def calibrate_wavelength(sp_map: SPMap, mask: np.ndarray | None = None, qs_velocity_kms: float = 0.0,
-                         lines: Sequence[float] = FE_LINES_A, max_shift_A: float = 0.06,
+                         lines: Sequence[float] | None = None, max_shift_A: float = 0.06,
                          max_line_disagreement_kms: float = 0.5) -> tuple[SPMap, dict[str, Any]]:
     """Calibrate a map's wavelength axis on the quiet-Sun Fe I line cores.
 
@@ -1050,7 +1079,7 @@ def calibrate_wavelength(sp_map: SPMap, mask: np.ndarray | None = None, qs_veloc
     mask : (ny, nx) bool quiet-Sun pixels; default :func:`quiet_sun_mask`.
     qs_velocity_kms : Doppler velocity the quiet-Sun line cores are given, km s⁻¹, + = redshift
         (e.g. the convective blueshift of the line cores, or the value the training spectra show).
-    lines : laboratory air wavelengths of the lines, Å.
+    lines : laboratory air wavelengths of the lines, Å; default the Fe I pair of the SIR line list.
     max_shift_A : largest correction accepted, Å (0.06 Å = 2.9 km s⁻¹; the nominal SP axis is
         within ≈ 0.01 Å, and the quiet-Sun cores within ≈ 0.5 km s⁻¹ of rest).
     max_line_disagreement_kms : a warning is logged when the two lines' velocities differ by
@@ -1081,16 +1110,15 @@ def calibrate_wavelength(sp_map: SPMap, mask: np.ndarray | None = None, qs_veloc
         raise ValueError(f"{path}: the quiet-Sun mask selects no pixel with a finite Stokes I profile")
     mean_i = np.asarray(sp_map.stokes[0][:, use], dtype=np.float64).mean(axis=1)
     wav = np.asarray(sp_map.wavelength, dtype=np.float64)
-    cores = line_core_positions(wav, mean_i, lines)
-    lab = np.asarray(lines, dtype=np.float64)
+    lab = _lab_wavelengths(lines)
+    cores, v_lines = line_core_velocities(wav, mean_i, lab)
     if not np.isfinite(cores).all():
         missing = ", ".join(f"{lam:.4f}" for lam, c in zip(lab, cores) if not np.isfinite(c))
         raise SPReadError(path, f"no Fe I line core found within 0.15 A of {missing} A in the quiet-Sun mean profile: "
                                 f"the wavelength axis ({wav[0]:.4f}-{wav[-1]:.4f} A) is wrong or the map is not an SP "
                                 "map of the photosphere")
-    v_lines = (cores / lab - 1.0) * C_KMS
     v_mean = float(v_lines.mean())
-    factor = (1.0 + qs_velocity_kms / C_KMS) / (1.0 + v_mean / C_KMS)
+    factor = (1.0 + qs_velocity_kms / _C_KMS) / (1.0 + v_mean / _C_KMS)
     shift_mA = float(6302.0 * (factor - 1.0) * 1e3)
     if abs(shift_mA) > max_shift_A * 1e3:
         raise SPReadError(path, f"the quiet-Sun Fe I line cores lie {v_mean:+.2f} km/s ({-shift_mA:+.1f} mA) from their "

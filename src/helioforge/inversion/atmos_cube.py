@@ -248,9 +248,9 @@ def resynthesize(cube_data: np.ndarray, ic_quiet_sun: float, pixel_arcsec: float
     chain = StokesChain(mu=mu)
     raw, _ = chain.synthesize_map(targets_to_atmosphere(cube_data))
     with_psf = chain.degrade(raw, pixel_arcsec)
-    deconvolved = spectral_degrade(raw, torch.as_tensor(chain.wavelengths),
-                                   torch.as_tensor(chain.instrument.wavelengths), profile=chain.instrument.profile,
-                                   quadrature=chain.quadrature)
+    # the SP profile alone, with the matrix chain.degrade has just built (cached by the instrument)
+    deconvolved = spectral_degrade(raw, chain.wavelengths,
+                                   matrix=chain.instrument.spectral_matrix(chain.wavelengths, chain.quadrature))
     to_map = lambda x: np.moveaxis(x.cpu().numpy(), (0, 1), (-2, -1)) / ic_quiet_sun  # noqa: E731 (H, W, 4, 112) → (4, 112, H, W)
     return to_map(with_psf), to_map(deconvolved)
 

@@ -97,7 +97,7 @@ def load_map(path: str | Path, quiet_mask: np.ndarray | None = None, calibrate: 
     The wavelength axis is calibrated on the quiet-Sun Fe I line cores
     (:func:`helioforge.data.hinode_sp.calibrate_wavelength`: their mean Doppler velocity is set
     to ``qs_velocity_kms``, 0 = the quiet Sun at rest, which is also where the synthetic
-    training sets' quiet-Sun cores lie, within 0.05 km/s) before the map is resampled to the
+    training sets' quiet-Sun cores lie, within 0.11 km/s) before the map is resampled to the
     standard grid; ``sp.header["wavelength_calibration"]`` records the correction.
 
     Bad pixels are set to NaN, with a warning naming the file and how many of each kind
@@ -253,13 +253,12 @@ def invert_map(path: str | Path, stem: str | Path, branch: int = 0, device: str 
 def _quiet_core_velocity(stokes: np.ndarray, quiet: np.ndarray, wavelength: np.ndarray) -> list[float] | None:
     """Doppler velocities [km/s] of the Fe I line cores of the mean quiet-Sun I of held-out maps
     (``stokes`` (N, 4, nλ, H, W), ``quiet`` (N, H, W)): the convention real maps are calibrated to."""
-    from helioforge.data.hinode_sp import C_KMS, FE_LINES_A, line_core_positions
+    from helioforge.data.hinode_sp import line_core_velocities
 
     if not quiet.any():
         return None
     mean_i = np.moveaxis(stokes[:, 0], 1, -1)[quiet].mean(axis=0)
-    cores = line_core_positions(np.asarray(wavelength, dtype=np.float64), mean_i)
-    return [float(v) for v in (cores / np.asarray(FE_LINES_A) - 1.0) * C_KMS]
+    return [float(v) for v in line_core_velocities(np.asarray(wavelength, dtype=np.float64), mean_i)[1]]
 
 
 def run_validation(workdir: str | Path, valset: str | Path, sample: str | Path | None, spinor: str | Path | None,
@@ -372,7 +371,6 @@ def run_validation(workdir: str | Path, valset: str | Path, sample: str | Path |
             all_tables["spinor"] = pd.concat(spinor_rows, ignore_index=True)
         all_tables["resynthesis"] = pd.DataFrame(resyn_rows)
     val = all_tables["validation"]
-    val["region"] = val["region"].fillna("all")
     at1 = val[(val.log_tau == -1.0) & (val.region == "all")]
     metrics["mad_at_log_tau_-1"] = {m: {r.quantity: r.mad for r in g.itertuples()} for m, g in at1.groupby("method")}
     metrics["mad_interval_at_log_tau_-1"] = {

@@ -72,7 +72,7 @@ from helioforge import __version__
 from helioforge.config import data_root
 from helioforge.errors import ProductError
 from helioforge.inversion.atmospheres import KINDS, ModelSet, PatchAtmosphere, load_model_set, make_patch_atmosphere
-from helioforge.inversion.config import TrainsetProfile, get_trainset_profile
+from helioforge.inversion.config import TrainsetConfig, TrainsetProfile, get_trainset_profile
 from helioforge.io import write_json
 
 __all__ = [
@@ -364,7 +364,7 @@ class StokesChain:
     oversampling: int = 2
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
-    quadrature: str = "quintic"
+    quadrature: str = TrainsetConfig.spectral_quadrature
 
     def __post_init__(self) -> None:
         if self.synthesize is None:
@@ -375,10 +375,9 @@ class StokesChain:
             from helioforge.inversion.instrument import HinodeSP
 
             self.instrument = HinodeSP.from_data()
-        from helioforge.inversion.instrument import SPECTRAL_QUADRATURES
+        from helioforge.inversion.instrument import _check_quadrature
 
-        if self.quadrature not in SPECTRAL_QUADRATURES:
-            raise ValueError(f"unknown quadrature {self.quadrature!r}; choose one of {tuple(SPECTRAL_QUADRATURES)}")
+        _check_quadrature(self.quadrature)
         if self.wavelengths is None:
             self.wavelengths = synthesis_wavelengths(np.asarray(self.instrument.wavelengths), self.oversampling)
 

@@ -286,9 +286,6 @@ def write_report(out_dir: str | Path, *, tables: dict[str, pd.DataFrame], figure
     mad_html = ""
     region_html = ""
     if val is not None:
-        if "region" not in val:
-            val = val.assign(region="all")
-        val = val.assign(region=val["region"].fillna("all"))
         everywhere = val[val["region"] == "all"]
         at1 = everywhere[everywhere["log_tau"] == -1.0].pivot_table(index="quantity", columns="method", values="mad",
                                                                     sort=False)
