@@ -122,6 +122,8 @@ def test_validation_report(trained, data_dir, tmp_path):
     assert metrics["pixels_per_region"]["all"] == metrics["n_maps"] * 8 * 8
     assert 0.2 < metrics["sample_wavelength_calibration"]["velocity_kms"] < 0.8
     assert len(metrics["synthetic_qs_core_velocity_kms"]) == 2
+    lo, hi = metrics["mad_interval_at_log_tau_-1"]["ME least squares"]["vz"]  # the ME row has its interval too
+    assert lo <= metrics["mad_at_log_tau_-1"]["ME least squares"]["vz"] <= hi
 
 
 def test_kinds_option():

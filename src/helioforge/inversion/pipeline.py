@@ -342,7 +342,7 @@ def run_validation(workdir: str | Path, valset: str | Path, sample: str | Path |
         V.kde_figure(pred, truth, out / f"kde_{net}.png", title=f"{net}: inferred − true, {len(ds)} held-out maps")
         figures["kde"].append(f"kde_{net}.png")
         metrics["timing"][f"{net}_s_per_map"] = secs / len(ds)
-    me_table, me_info = V.me_baseline(stokes, truth, wav, max_pixels=me_pixels)
+    me_table, me_info = V.me_baseline(stokes, truth, wav, max_pixels=me_pixels, n_boot=200)
     tables.append(me_table)
     metrics["me_baseline"] = me_info
     metrics["timing"]["me_pixels_per_s"] = me_info["pixels_per_s"]
