@@ -11,9 +11,9 @@ from astropy.io import fits
 from helioforge.data.hinode import hinode_wavelengths
 from astropy.constants import c as speed_of_light
 
-from helioforge.data.hinode_sp import (TELLURIC_LINES_A, SPMap, SPReadError, calibrate_wavelength, line_core_positions,
-                                       read_sp_map, read_sp_slit, to_standard_grid)
-from helioforge.physics.atomic import fe_lines
+from helioforge.data.hinode_sp import (SPMap, SPReadError, calibrate_wavelength, line_core_positions, read_sp_map,
+                                       read_sp_slit, to_standard_grid)
+from helioforge.physics.atomic import TELLURIC_LINES_A, fe_lines
 
 C_KMS = speed_of_light.to_value("km/s")
 FE_LINES_A = tuple(line.wavelength_air for line in fe_lines())  # 6301.5012, 6302.4936 Å (SIR LINEAS 200/201)

@@ -75,7 +75,6 @@ __all__ = [
     "SPMap",
     "SPSlit",
     "CONTINUUM_WINDOW_A",
-    "TELLURIC_LINES_A",
     "line_core_positions",
     "line_core_velocities",
     "calibrate_wavelength",
@@ -103,11 +102,6 @@ logger = logging.getLogger(__name__)
 #: Continuum window [Å, air]: the blue end of the SP range, 0.55–0.63 Å blue of Fe I 6301.5
 #: (the first four points of the standard grid; |I/I_c − 1| < 2·10⁻³ for quiet-Sun lines).
 CONTINUUM_WINDOW_A = (6300.870, 6300.960)
-#: Telluric O₂ lines inside the SP range [Å, air]. They are seen from the ground only: Hinode
-#: observes from orbit (≈ 680 km), and the mean I of the sample patch and of the 1,024 pixels
-#: of the 2007 slit file is flat at both positions (no dip beyond the 3·10⁻³ noise; from the
-#: ground the O₂ lines are tens of per cent deep). Kept for ground-based data.
-TELLURIC_LINES_A = (6302.0005, 6302.7629)
 _C_KMS = float(speed_of_light.to_value("km/s"))
 
 _FITS_SUFFIXES = (".fits", ".fts", ".fit", ".fits.gz", ".fts.gz", ".fit.gz")

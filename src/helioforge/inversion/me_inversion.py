@@ -93,9 +93,9 @@ import numba
 import numpy as np
 import torch
 
-from helioforge.data.hinode_sp import TELLURIC_LINES_A  # ground-based spectra only
+from helioforge.physics.atomic import TELLURIC_LINES_A  # ground-based spectra only
 from helioforge.physics.atomic import SpectralLine, fe_lines
-from helioforge.physics.me import (_NB_ROWS_FIXED, _NB_ROWS_LINE, C_KMS, LORENTZ_SHIFT, MEParameters, _nb_frame,
+from helioforge.physics.me import (_NB_FASTMATH, _NB_ROWS_FIXED, _NB_ROWS_LINE, C_KMS, LORENTZ_SHIFT, MEParameters, _nb_frame,
                                    default_eta0_ratios, me_frame_profiles, me_frame_to_stokes, synth_me)
 
 __all__ = [
@@ -844,7 +844,10 @@ def _lm_fast(obs: torch.Tensor, w: torch.Tensor, u: torch.Tensor, model: _Model,
 # parallel Python threads (the kernels release the GIL) and the result does not depend on the
 # chunking or on the number of threads.
 
-_NB_FM = {"contract", "arcp", "reassoc", "nsz"}  # no nnan/ninf: the LM tests isfinite()
+# numba's on-disk cache (cache=True) checks only the file that defines a kernel: the kernels below
+# call physics.me._nb_frame, so after editing a kernel in physics/me.py delete
+# src/helioforge/inversion/__pycache__/*.nbi/*.nbc (or touch this file), else they keep the old code.
+_NB_FM = _NB_FASTMATH
 
 
 def _transform_tables() -> tuple[np.ndarray, ...]:
@@ -1291,10 +1294,8 @@ def _fast_candidates_compiled(obs: np.ndarray, w: np.ndarray, p0: np.ndarray, gu
     forward synthesis at its least-squares azimuth. Returns internal u (n, 9) float64."""
     best_u, best_chi = None, None
 
-    def keep(p: np.ndarray) -> None:
+    def keep(p: np.ndarray) -> None:  # p is a fresh array; its azimuth is not read by the ranking
         nonlocal best_u, best_chi
-        p = p.copy()
-        p[:, 2] = 0.0
         u = _to_internal(torch.as_tensor(p, dtype=torch.float64)).numpy()
         chi, phi = cm.rank(u, obs, w)
         u[:, 2] = phi
@@ -1314,10 +1315,8 @@ def _grid_start_compiled(obs: np.ndarray, w: np.ndarray, guess: dict[str, np.nda
 
     best_p, best_chi = None, None
 
-    def keep(p):
+    def keep(p):  # p is a fresh array; its azimuth is not read by the ranking
         nonlocal best_p, best_chi
-        p = p.copy()
-        p[:, 2] = 0.0
         chi, phi = cm.rank(_to_internal(torch.as_tensor(p)).numpy(), obs, w)
         p[:, 2] = phi
         best_p, best_chi = _keep_best(best_p, best_chi, p, chi)
@@ -1483,7 +1482,8 @@ def invert_me(
         ground-based spectra, e.g. 0.03 Å).
     ftol : relative χ² decrease below which an accepted step marks convergence.
     lam0 : initial LM damping.
-    eta0_grid, width_grid : the (η₀, Δλ_D [Å]) start grid (``method="autograd"`` only).
+    eta0_grid, width_grid : the (η₀, Δλ_D [Å]) grid of the autograd start and of the analytic
+        methods' restarts.
     initial : optional start values, a dict with any of :data:`PARAM_NAMES` (arrays of the batch
         shape or scalars); they replace the grid start for those parameters.
     chunk : pixels per batch (memory ∝ chunk); default 256 (analytic: pixels are fitted one at
@@ -1554,8 +1554,11 @@ def invert_me(
         chunk = {"analytic": 256, "analytic_torch": 4096}.get(method, 512)
     lines = fe_lines() if lines is None else list(lines)
     device = torch.device(device)
-    model = _make_model(wav, lines, mu, spectral_profile, oversampling, dtype, device)
-    model_start = model if model.matrix is None else _make_model(wav, lines, mu, None, oversampling, dtype, device)
+    # the compiled solver works in float64 throughout: its grids and profile matrices too
+    m_dtype, m_device = (torch.float64, torch.device("cpu")) if method == "analytic" else (dtype, device)
+    model = _make_model(wav, lines, mu, spectral_profile, oversampling, m_dtype, m_device)
+    model_start = (model if model.matrix is None
+                   else _make_model(wav, lines, mu, None, oversampling, m_dtype, m_device))
     if method == "analytic":
         cm = _compiled(model, n_terms, jacobian_stride)
         cm_start = cm if model.matrix is None else _compiled(model_start, n_terms, 1)
@@ -1685,7 +1688,7 @@ def invert_me(
         "spectral_profile": (None if spectral_profile is None
                              else spectral_profile if isinstance(spectral_profile, str) else "custom"),
         "telluric_mask_A": telluric_mask_A,
-        "dtype": "float64" if method == "analytic" else str(dtype).replace("torch.", ""),
+        "dtype": str(model.matrix.dtype if model.matrix is not None else m_dtype).replace("torch.", ""),
         "device": str(device),
         "method": method,
         "torch_threads": torch.get_num_threads(),

@@ -23,6 +23,7 @@ from sympy.physics.wigner import wigner_3j
 from helioforge.config import data_root
 
 __all__ = [
+    "TELLURIC_LINES_A",
     "ZeemanComponents",
     "SpectralLine",
     "LineListError",
@@ -37,6 +38,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Atomic masses (amu) of the elements the line list uses.
+#: Telluric O₂ lines inside the Hinode SP range [Å, air]. They are seen from the ground only:
+#: Hinode observes from orbit (≈ 680 km), and the mean I of the sample patch and of the 1,024
+#: pixels of the 2007 slit file is flat at both positions (no dip beyond the 3·10⁻³ noise; from
+#: the ground the O₂ lines are tens of per cent deep). Kept for ground-based data.
+TELLURIC_LINES_A = (6302.0005, 6302.7629)
 ELEMENT_MASS_AMU = {"FE": 55.845, "TI": 47.867, "CR": 51.996, "NI": 58.693, "CA": 40.078, "SI": 28.086,
                     "MG": 24.305, "NA": 22.990, "MN": 54.938, "CO": 58.933, "V": 50.942, "XX": 55.845}
 
