@@ -551,39 +551,45 @@ def _grid_start(obs: torch.Tensor, w: torch.Tensor, guess: dict[str, np.ndarray]
     estimates saturate in kG fields) at the best stage-1 values. The azimuth of every
     candidate is the closed-form optimum (:func:`_eval_rotated`).
     """
-    n = obs.shape[0]
     dt, dev = model.dtype, model.device
-    def t(a):
-        return torch.as_tensor(np.broadcast_to(np.asarray(a, dtype=np.float64), (n,)).copy(), dtype=dt, device=dev)
-
-    Ic, depth, field = _field_start(guess)
-
     best_p, best_chi = None, None
-
-    def keep(p):
-        nonlocal best_p, best_chi
+    for p in _grid_variants(guess, obs.shape[0], eta0_grid, width_grid, damping,
+                            lambda: best_p.double().cpu().numpy()):
+        p = torch.as_tensor(p, dtype=dt, device=dev)
         chi, phi = _eval_rotated(obs, w, p, model)
-        p = p.clone()
         p[:, 2] = phi.to(dt)
         best_p, best_chi = _keep_best(best_p, best_chi, p, chi)
+    return _to_internal(best_p)
 
+
+def _grid_variants(guess: dict[str, np.ndarray], n: int, eta0_grid: Sequence[float], width_grid: Sequence[float],
+                   damping: float, best_physical):
+    """The grid start's candidates, physical (n, 9) float64 arrays (azimuth 0: each is ranked at
+    its closed-form optimum azimuth).
+
+    Stage 1: the (η₀, Δλ_D) grid with S₁ from the line depth (depth ≈ S₁ η₀ / ((1 + η₀) I_c)) and
+    the field of ``guess``; stage 2, at ``best_physical()`` (the best of stage 1, asked for after
+    it): B_LOS × {1, 1.6} and B⊥ × {1, 1.6, 2.5} (the weak-field and COG estimates saturate in
+    kG fields).
+    """
+    Ic, depth, field = _field_start(guess)
     B0, g0 = field(1.0, 1.0)
     v0 = np.clip(guess["v_los"], -9.5, 9.5)
+    one = np.ones(n)
     for eta0 in eta0_grid:
         s1 = np.clip(depth * (1.0 + eta0) / eta0, 0.05, 0.98) * Ic
         s0 = np.clip(Ic - s1, 1e-4 * Ic, None)
         for width in width_grid:
-            keep(torch.stack([t(B0), t(g0), t(0.0), t(v0), t(eta0), t(width), t(damping), t(s0), t(s1)], -1))
-    base = best_p.clone()
+            yield np.stack([B0, g0, 0 * one, v0, eta0 * one, width * one, damping * one, s0, s1], -1)
+    base = np.array(best_physical(), dtype=np.float64)
     for f_los in (1.0, 1.6):
         for f_perp in (1.0, 1.6, 2.5):
             if f_los == 1.0 and f_perp == 1.0:
                 continue
             B, g = field(f_los, f_perp)
-            p = base.clone()
-            p[:, 0], p[:, 1] = t(B), t(g)
-            keep(p)
-    return _to_internal(best_p)
+            p = base.copy()
+            p[:, 0], p[:, 1] = B, g
+            yield p
 
 
 # --------------------------------------------------------------------------- LM
@@ -1310,34 +1316,11 @@ def _fast_candidates_compiled(obs: np.ndarray, w: np.ndarray, p0: np.ndarray, gu
 def _grid_start_compiled(obs: np.ndarray, w: np.ndarray, guess: dict[str, np.ndarray], cm: _Compiled,
                          eta0_grid: Sequence[float], width_grid: Sequence[float], damping: float) -> np.ndarray:
     """:func:`_grid_start` with the compiled synthesis (same candidates, same ranking); internal u (n, 9)."""
-    n = obs.shape[0]
-    Ic, depth, field = _field_start(guess)
-
     best_p, best_chi = None, None
-
-    def keep(p):  # p is a fresh array; its azimuth is not read by the ranking
-        nonlocal best_p, best_chi
+    for p in _grid_variants(guess, obs.shape[0], eta0_grid, width_grid, damping, lambda: best_p):
         chi, phi = cm.rank(_to_internal(torch.as_tensor(p)).numpy(), obs, w)
         p[:, 2] = phi
         best_p, best_chi = _keep_best(best_p, best_chi, p, chi)
-
-    B0, g0 = field(1.0, 1.0)
-    v0 = np.clip(guess["v_los"], -9.5, 9.5)
-    one = np.ones(n)
-    for eta0 in eta0_grid:
-        s1 = np.clip(depth * (1.0 + eta0) / eta0, 0.05, 0.98) * Ic
-        s0 = np.clip(Ic - s1, 1e-4 * Ic, None)
-        for width in width_grid:
-            keep(np.stack([B0, g0, 0 * one, v0, eta0 * one, width * one, damping * one, s0, s1], -1))
-    base = best_p.copy()
-    for f_los in (1.0, 1.6):
-        for f_perp in (1.0, 1.6, 2.5):
-            if f_los == 1.0 and f_perp == 1.0:
-                continue
-            B, g = field(f_los, f_perp)
-            p = base.copy()
-            p[:, 0], p[:, 1] = B, g
-            keep(p)
     return _to_internal(torch.as_tensor(best_p)).numpy()
 
 
