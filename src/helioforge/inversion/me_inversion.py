@@ -176,6 +176,18 @@ def _keep_best(best, best_chi, cand, chi):
     return where(better[:, None], cand, best), where(better, chi, best_chi)
 
 
+def _keep_better_fits(fit, refit, redo) -> None:
+    """Merge a refit of the pixels ``redo`` into ``fit`` in place: each keeps the (u, χ²,
+    converged) of the lower χ², and the iterations add up. ``fit`` and ``refit`` are
+    (u (n, 9), χ² (n,), iterations (n,), converged (n,)), numpy arrays or torch tensors alike."""
+    u, c2, it, cv = fit
+    u1, c21, it1, cv1 = refit
+    better = c21 < c2[redo]
+    b = redo[better]
+    u[b], c2[b], cv[b] = u1[better], c21[better], cv1[better]
+    it[redo] += it1
+
+
 def _field_start(guess: dict[str, np.ndarray]):
     """(I_c, line depth, ``field(f_los, f_perp) -> (B [G], γ [deg])``) of the grid start: the
     weak-field B_LOS and B⊥ estimates scaled by the factors (B⊥ ≥ 5 G, 1 ≤ B ≤ 4900 G)."""
@@ -1563,37 +1575,33 @@ def invert_me(
                                                              if np.ndim(v) else np.asarray(v, dtype=np.float64),
                                                              (n_total,))
     w_t = torch.as_tensor(w_np.reshape(1, -1), dtype=dtype, device=device)
+    # pixels left with χ²_red above this after the fast start are refitted from the grid start
+    restart_limit = float("inf") if restart_chi2 is None or init_over else float(restart_chi2)
+
     def run(sel: np.ndarray) -> None:
         obs_c = obs_np[sel]
         obs_t = (None if method == "analytic"
                  else torch.as_tensor(obs_c.reshape(len(sel), -1), dtype=dtype, device=device))
         guess = initial_guess(obs_c, wav, lines)
+        if method in ("analytic", "analytic_torch"):
+            p_start = fast_start(obs_c, wav, lines, mu, damping=0.3, guess=guess)
+            for k, v in init_over.items():
+                p_start[:, k] = v[sel]
         if method == "analytic":
             obs_n = np.ascontiguousarray(obs_c, dtype=np.float64)
-            p_start = fast_start(obs_c, wav, lines, mu, damping=0.3, guess=guess)
             if init_over:
-                for k, v in init_over.items():
-                    p_start[:, k] = v[sel]
                 U0 = _to_internal(torch.as_tensor(p_start, dtype=torch.float64)).numpy()
             else:  # candidates ranked without the instrument profile (3× fewer wavelengths)
                 U0 = _fast_candidates_compiled(obs_n, w_c, p_start, guess, cm_start, perp_factors, eta_width_factors)
-            U, c2n, itn, cvn = _lm_compiled(obs_n, w_c, U0, cm, int(max_iter), ftol, lam0)
-            limit = float("inf") if restart_chi2 is None or init_over else float(restart_chi2)
-            redo = np.flatnonzero(~(c2n / n_dof <= limit))
+            fit = _lm_compiled(obs_n, w_c, U0, cm, int(max_iter), ftol, lam0)
+            redo = np.flatnonzero(~(fit[1] / n_dof <= restart_limit))
             if redo.size:
                 g_r = {k: v[redo] for k, v in guess.items()}
                 U1 = _grid_start_compiled(obs_n[redo], w_c, g_r, cm, eta0_grid, width_grid, damping=0.3)
-                U1, c21, it1, cv1 = _lm_compiled(obs_n[redo], w_c, U1, cm, int(max_iter), ftol, lam0)
-                better = c21 < c2n[redo]
-                b = redo[better]
-                U[b], c2n[b], cvn[b] = U1[better], c21[better], cv1[better]
-                itn[redo] += it1
-            u, c2, it, cv = (torch.as_tensor(x) for x in (U, c2n, itn, cvn))
+                _keep_better_fits(fit, _lm_compiled(obs_n[redo], w_c, U1, cm, int(max_iter), ftol, lam0), redo)
+            u, c2, it, cv = (torch.as_tensor(x) for x in fit)
         elif method == "analytic_torch":
-            p_start = fast_start(obs_c, wav, lines, mu, damping=0.3, guess=guess)
             if init_over:
-                for k, v in init_over.items():
-                    p_start[:, k] = v[sel]
                 u0 = _to_internal(torch.as_tensor(p_start, dtype=dtype, device=device))
             else:  # candidates ranked without the instrument profile (3× fewer wavelengths)
                 u0 = _fast_candidates(obs_t, w_t, p_start, guess, model_start, n_terms, perp_factors,
@@ -1601,17 +1609,12 @@ def invert_me(
             u, c2, it, cv = _lm_fast(obs_t, w_t, u0, model, int(max_iter), ftol, lam0, n_terms,
                                      jacobian_stride=jacobian_stride)
             # restart the pixels left far above the noise from the grid start (forward syntheses only)
-            limit = float("inf") if restart_chi2 is None or init_over else float(restart_chi2)
-            redo = torch.nonzero(~(c2 / n_dof <= limit)).squeeze(-1)
+            redo = torch.nonzero(~(c2 / n_dof <= restart_limit)).squeeze(-1)
             if redo.numel():
                 g_r = {k: v[redo.cpu().numpy()] for k, v in guess.items()}
                 u1 = _grid_start(obs_t[redo], w_t, g_r, model, eta0_grid, width_grid, damping=0.3)
-                u1, c21, it1, cv1 = _lm_fast(obs_t[redo], w_t, u1, model, int(max_iter), ftol, lam0, n_terms,
-                                             jacobian_stride=jacobian_stride)
-                better = c21 < c2[redo]
-                b = redo[better]
-                u[b], c2[b], cv[b] = u1[better], c21[better], cv1[better]
-                it[redo] += it1
+                _keep_better_fits((u, c2, it, cv), _lm_fast(obs_t[redo], w_t, u1, model, int(max_iter), ftol, lam0,
+                                                            n_terms, jacobian_stride=jacobian_stride), redo)
         else:
             u0 = _grid_start(obs_t, w_t, guess, model, eta0_grid, width_grid, damping=0.3)
             if init_over:
