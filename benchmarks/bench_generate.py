@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from helioforge.config import get_profile
+from helioforge.interrogate.config import get_profile
 from helioforge.interrogate.gan import generate
 from helioforge.nn.gan import Generator
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from helioforge.config import ParamConfig
+from helioforge.interrogate.config import ParamConfig
 from helioforge.physics.params import PARAM_NAMES, compute_params, reference_params
 
 

@@ -35,7 +35,7 @@ import helioforge
 import torch
 if mode == "after-1t":
     torch.set_num_threads(1)
-from helioforge.config import get_profile
+from helioforge.interrogate.config import get_profile
 from helioforge.interrogate.pipeline import Workspace, ensure_gan, prepare_corpus
 prof = get_profile("cpu")
 prof.gan.epochs = epochs

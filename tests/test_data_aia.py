@@ -25,7 +25,7 @@ from helioforge.data.aia import (
     timestamp_mask,
     to_intensity,
 )
-from helioforge.data.sharp import FitsReadError
+from helioforge.data.fits import FitsReadError
 
 SDOML_FILE = "aia.0131A.20140104_190200.256px.fits"
 BROWSE_193 = "20100914_123342_SDO_AIA_193_512.jpg"

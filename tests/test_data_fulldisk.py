@@ -8,7 +8,7 @@ from astropy.io import fits
 
 from helioforge.data.fulldisk import FullDiskTile, read_fulldisk, tiles_from_fulldisk
 from helioforge.data.preprocess import preprocess_br, preprocess_stack
-from helioforge.data.sharp import FitsReadError
+from helioforge.data.fits import FitsReadError
 
 
 # ---------------------------------------------------------------- preprocess (analytic)

@@ -24,7 +24,7 @@ from helioforge.data.goes import (
     read_event_list,
     read_xrs_flux,
 )
-from helioforge.data.sharp import FitsReadError
+from helioforge.data.fits import FitsReadError
 
 T0 = np.datetime64("2014-01-01T00:00:00", "ns")
 

@@ -16,7 +16,7 @@ from helioforge.data.hinode import (
     read_instrument_profile,
     read_psf,
 )
-from helioforge.data.sharp import FitsReadError
+from helioforge.data.fits import FitsReadError
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from helioforge.data.hinode_sp import (
     to_standard_grid,
     undo_bit_shift,
 )
-from helioforge.data.sharp import Skipped
+from helioforge.data.fits import Skipped
 
 SAMPLE = Path("stokes") / "hinode_sp_sample" / "hinode4d.20130912.sample.fits"
 

@@ -11,14 +11,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from helioforge.data.sharp import (
-    FitsReadError,
-    SharpPatch,
-    SharpReadError,
-    Skipped,
-    read_sharp,
-    read_sharp_folder,
-)
+from helioforge.data.fits import FitsReadError, Skipped
+from helioforge.data.sharp import SharpPatch, SharpReadError, read_sharp, read_sharp_folder
 
 P1447 = "hmi.sharp_cea_720s.1447.20120306_142400_TAI.Br.fits"
 P377 = "hmi.sharp_cea_720s.377.20110215_020000_TAI.Br.fits"

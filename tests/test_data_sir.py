@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helioforge.data.sharp import FitsReadError
+from helioforge.data.fits import FitsReadError
 from helioforge.data.sir import (
     COLUMNS,
     SIRModel,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from helioforge.config import DirectionsConfig
+from helioforge.interrogate.config import DirectionsConfig
 from helioforge.interrogate.directions import (
     LatentDirections,
     conditional_direction,

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from helioforge.config import GANConfig
+from helioforge.interrogate.config import GANConfig
 from helioforge.interrogate.gan import generate, load_generator, train_gan
 
 

@@ -95,7 +95,8 @@ def test_health_checks_flag_collapse():
 def test_runs_are_deterministic_and_seeds_report_spread(tmp_path):
     """The README's numbers moved between two runs of one commit: a run is now deterministic for
     a seed on one machine, and --seeds K reports the spread over seeds."""
-    from helioforge.config import SAMPLE_DIR, get_profile
+    from helioforge.config import SAMPLE_DIR
+    from helioforge.interrogate.config import get_profile
     from helioforge.interrogate.pipeline import interrogate, interrogate_seeds
 
     def tiny():
@@ -123,8 +124,9 @@ def test_corpus_rows_carry_source_and_region_and_bad_files_are_named(tmp_path):
 
     from astropy.io import fits
 
-    from helioforge.config import SAMPLE_DIR, get_profile
-    from helioforge.data.corpus import SOURCE_SHARP, build_corpus
+    from helioforge.config import SAMPLE_DIR
+    from helioforge.interrogate.config import get_profile
+    from helioforge.interrogate.data import SOURCE_SHARP, build_corpus
     from helioforge.interrogate.pipeline import holdout_harps, training_mask
 
     folder = tmp_path / "sharp"
@@ -154,8 +156,9 @@ def test_corpus_rows_carry_source_and_region_and_bad_files_are_named(tmp_path):
 def test_holdout_leaves_a_batch_to_train_on():
     """`make demo` on the embedded sample failed: holding out 3 HARPs left 29 images for a GAN
     batch of 32."""
-    from helioforge.config import SAMPLE_DIR, get_profile
-    from helioforge.data.corpus import build_corpus
+    from helioforge.config import SAMPLE_DIR
+    from helioforge.interrogate.config import get_profile
+    from helioforge.interrogate.data import build_corpus
     from helioforge.interrogate.pipeline import holdout_harps, training_mask
 
     p = get_profile("cpu")

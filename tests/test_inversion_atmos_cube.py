@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from helioforge.data.sharp import FitsReadError
+from helioforge.data.fits import FitsReadError
 from helioforge.inversion.atmos_cube import (TARGET_LOG_TAU, AtmosCube, field_vector, read_atmos_cube,
                                              read_spinor, resynthesize, split_targets, targets_to_atmosphere,
                                              write_atmos_cube)

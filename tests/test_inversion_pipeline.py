@@ -127,7 +127,7 @@ def test_validation_report(trained, data_dir, tmp_path):
 
 
 def test_kinds_option():
-    from helioforge.cli_inversion import kind_fractions
+    from helioforge.cli.inversion import kind_fractions
     from helioforge.errors import InputError
 
     assert kind_fractions("plage,spot") == (0.0, 1.0, 1.0)

@@ -16,7 +16,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from helioforge.config import ParamConfig
+from helioforge.interrogate.config import ParamConfig
 from helioforge.physics.params import (
     DEFINITIONS,
     PARAM_DEFINITIONS,

@@ -9,7 +9,7 @@ from astropy.io import fits
 from typer.testing import CliRunner
 
 from helioforge.cli import app
-from helioforge.config import get_profile
+from helioforge.interrogate.config import get_profile
 from helioforge.interrogate.pipeline import Interrogator, interrogate
 
 runner = CliRunner()

@@ -12,7 +12,7 @@ import typer
 from typer.testing import CliRunner
 
 from helioforge.cli import app
-from helioforge.cli_common import make_console
+from helioforge.cli.common import make_console
 from helioforge.config import SAMPLE_DIR
 from helioforge.progress import LogBar, track
 

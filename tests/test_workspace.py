@@ -3,7 +3,7 @@ only when it is compatible, and --force starts over."""
 
 import pytest
 
-from helioforge.config import get_profile
+from helioforge.interrogate.config import get_profile
 from helioforge.interrogate.pipeline import Workspace, _digests, _train_step
 
 

@@ -1,15 +1,29 @@
-"""Typed configuration: one dataclass per step, grouped in a :class:`Profile`.
-
-Profiles
---------
-``paper``  the sizes of Chatterjee et al. (2025): N=128, GAN 200 epochs, M=10,000 latent
-           samples for the SVMs, Q=1000 queries. Meant for a GPU.
-``cpu``    the same pipeline scaled to run on a 2-core laptop in minutes (N=64).
-``tiny``   a smoke-test configuration (seconds per step); not for science.
+"""Configuration shared by the three systems: where the data are, and the one profile pattern.
 
 The data folder is found through :func:`data_root` (one rule for every command, test and
 benchmark): ``--data``, then ``$HELIOFORGE_DATA``, then ``../shared/data`` beside the checkout,
 then a full sample fetched with ``helioforge data fetch``, then the embedded sample.
+
+Every system's settings follow one pattern: each stage's section is a :class:`Settings`
+dataclass whose ``Literal`` fields are checked when it is built (a misspelt ``sampler`` fails
+at once, naming the field and the choices); a system's profile is a :class:`ProfileBase` of
+sections with a JSON round trip (:meth:`ProfileBase.to_json` / :meth:`ProfileBase.from_json`)
+and digests of chosen sections (:meth:`ProfileBase.digest`), which the work-folder protocol
+(:mod:`helioforge.workspace`) uses to decide what is current. The systems' profiles live in
+:mod:`helioforge.interrogate.config`, :mod:`helioforge.diffusion.config` and
+:mod:`helioforge.inversion.config`; :func:`profile_from_registry` picks one by name.
+
+Examples
+--------
+>>> from dataclasses import dataclass
+>>> from typing import Literal
+>>> @dataclass
+... class Sampler(Settings):
+...     kind: Literal["ddpm", "ddim"] = "ddim"
+>>> Sampler("euler")
+Traceback (most recent call last):
+...
+ValueError: Sampler.kind must be one of 'ddpm', 'ddim'; got 'euler'
 """
 
 from __future__ import annotations
@@ -18,28 +32,22 @@ import dataclasses
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 __all__ = [
+    "Settings",
+    "check_choices",
     "data_root",
     "data_root_info",
     "data_file",
     "describe_data_root",
     "set_data_root",
     "SAMPLE_DIR",
-    "DataConfig",
-    "ParamConfig",
-    "GANConfig",
-    "SimSiamConfig",
-    "DirectionsConfig",
-    "InterrogateConfig",
-    "Profile",
     "ProfileBase",
     "dataclass_from_dict",
-    "get_profile",
-    "PROFILES",
+    "profile_from_registry",
 ]
 
 
@@ -135,232 +143,10 @@ def data_file(relative: str | Path, root: Path | None = None) -> Path:
     return plain
 
 
-@dataclass
-class DataConfig:
-    """Corpus construction (paper §Data).
-
-    image_size : N, side of the square images fed to the networks (paper 128).
-    clip_gauss : |B| clip and scale, G (paper 1000 G: images are B/1000 G in [-1, 1]).
-    sharp_dirs : SHARP folders read in turn; empty means ``data_root()/sharp``. The demo also
-        passes the sample's ``sharp_bad`` folder so that the report shows the skipped files.
-    fulldisk_dir : full-disk folder; ``None`` means ``data_root()/hmi_fulldisk``.
-    tile_px, tile_stride_px : full-disk tile side and stride, native pixels (0.5").
-    max_disk_angle_deg : keep tiles whose centre lies within this heliocentric angle.
-    radial_correction : divide line-of-sight B by mu to approximate Br on full-disk tiles.
-    use_fulldisk : add full-disk tiles to the corpus (the paper: SHARP patches only, so
-        ``False`` in the ``paper`` profile; the ``cpu`` profile adds them and its report says so).
-    holdout_harps : number of HARPs (chosen with the interrogator seed) held out of GAN and
-        SimSiam training, so that retrieval can be measured on regions the models never saw
-        (a departure from the paper, which trained on all its SHARPs); ``holdout_seed`` draws
-        them (kept fixed across ``--seeds`` runs, so seeds vary the models, not the test set).
-    """
-
-    image_size: int = 128
-    clip_gauss: float = 1000.0
-    sharp_dirs: tuple[str, ...] = ()
-    fulldisk_dir: str | None = None
-    tile_px: int = 256
-    tile_stride_px: int = 192
-    max_disk_angle_deg: float = 60.0
-    radial_correction: bool = True
-    use_fulldisk: bool = False
-    holdout_harps: int = 3
-    holdout_seed: int = 0
-
-    def sharp_paths(self) -> list[Path]:
-        """SHARP input folders (absolute)."""
-        return [Path(d).resolve() for d in self.sharp_dirs] or [data_root() / "sharp"]
-
-    def fulldisk_path(self) -> Path:
-        """Full-disk input folder (absolute)."""
-        return Path(self.fulldisk_dir).resolve() if self.fulldisk_dir else data_root() / "hmi_fulldisk"
-
-    def pin_folders(self) -> None:
-        """Replace the default folders (``data_root()/sharp``, ``data_root()/hmi_fulldisk``) by the
-        absolute folders they resolve to now, so the profile a work folder records names the data
-        its products were made from, whatever ``--data`` a later command is given."""
-        self.sharp_dirs = tuple(str(p) for p in self.sharp_paths())
-        self.fulldisk_dir = str(self.fulldisk_path())
-
-    def input_listing(self) -> list[tuple[str, int, str]]:
-        """(file name, size, sha256) of every input FITS file, so a changed file invalidates the
-        corpus while the same data copied elsewhere (or touched) does not."""
-        from helioforge.workspace import content_digest
-
-        files = []
-        for folder in [*self.sharp_paths(), self.fulldisk_path()]:
-            files += sorted([*folder.glob("*.fits"), *folder.glob("*.fits.gz")]) if folder.is_dir() else []
-        return content_digest(files)
-
-
-@dataclass
-class ParamConfig:
-    """Physical-parameter settings (paper, "Interpretable Generation").
-
-    threshold_gauss : polarity threshold, G (paper ±150 G).
-    dilation_px_at_128 : side of the square dilation kernel for the paper's R on a 128×128
-        image (the authors' code uses 7); other sizes N get the kernel of the same physical
-        area (:meth:`dilation_px`).
-    r_kernel_mm : dilation kernel side for R on native-resolution patches (physical units), Mm.
-        4.3 Mm is Schrijver's (2007) 3×3 kernel on 1.44 Mm MDI pixels.
-    dilation_rule : ``"area"`` (default): the odd side whose square area is nearest to the
-        paper's kernel area scaled to N (:meth:`dilation_px`); ``"legacy"``: the rule before
-        issue 11 (``round(7·N/128)``, bumped up to odd: 5 px at N = 64, twice the area), kept
-        to reproduce older runs.
-    """
-
-    threshold_gauss: float = 150.0
-    dilation_px_at_128: int = 7
-    r_kernel_mm: float = 4.3
-    dilation_rule: str = "area"
-
-    def dilation_px(self, image_size: int) -> int:
-        """Odd side of the square dilation kernel for the paper's R on an N×N image.
-
-        The paper's kernel (``dilation_px_at_128`` = 7 px at N = 128) spans the side fraction
-        7/128 of the image; at N it is ``s = 7·N/128`` pixels. With ``dilation_rule="area"`` the
-        result is the odd k (of the two bracketing ``s``) whose area k² is nearest to s² (ties
-        to the smaller), and at least 3 (k = 1 would make R ≡ 0: the two polarity masks never
-        overlap undilated). N = 128 gives exactly 7; N = 64 gives 3 (s = 3.5: area 9 px²
-        against 12.25, i.e. 0.73× the paper's area; the former 5 px was 25 px², 2.04×);
-        N = 32 gives 3 (floor; s = 1.75); N = 256 gives 13.
-
-        Departure: no odd square matches at N = 64. The area-matched 3 px kernel reaches 1 px
-        (2/128 of the side) where the paper's reaches 3/128, so on down-sampled images R is
-        smaller than the paper's N = 128 value: on the 39 sample SHARP frames (×4 for the
-        pixel area) the median of R(64, 3 px) / R(128, 7 px) is 0.05 (0.79 with 5 px), while
-        both keep the ranking (Spearman 0.93 with R(128, 7 px)). R is resolution-dependent;
-        compare R only between images of the same N.
-
-        Parameters
-        ----------
-        image_size : N, positive int.
-
-        Returns
-        -------
-        int, odd, ≥ 3.
-
-        Raises
-        ------
-        ValueError : non-positive ``image_size`` or ``dilation_px_at_128``, or an unknown
-            ``dilation_rule``.
-
-        Source: Chatterjee et al. (2025), "Interpretable Generation" (R); the 7×7 kernel of the
-        authors' ``utils.calculate_srij_R`` at N = 128.
-        """
-        n = int(image_size)
-        if n != image_size or n < 1:
-            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
-        if not self.dilation_px_at_128 >= 1:
-            raise ValueError(f"dilation_px_at_128 must be >= 1, got {self.dilation_px_at_128!r}")
-        s = self.dilation_px_at_128 * n / 128
-        if self.dilation_rule == "legacy":
-            k = max(3, int(round(s)))
-            return k if k % 2 == 1 else k + 1
-        if self.dilation_rule != "area":
-            raise ValueError(f"dilation_rule must be 'area' or 'legacy', got {self.dilation_rule!r}")
-        lo = max(1, 2 * int((s - 1) // 2) + 1)  # largest odd <= s (1 when s < 1)
-        hi = lo + 2
-        k = lo if abs(lo * lo - s * s) <= abs(hi * hi - s * s) else hi
-        return max(3, k)
-
-
-@dataclass
-class GANConfig:
-    """GAN training (paper §Methods/Results: 100-d z, batch 32, lr 5e-4, 200 epochs).
-
-    beta1, beta2 : Adam moments (0.5 as DCGAN; the paper gives only the learning rate).
-    select_after_fraction : epochs before this share of training are not eligible for the
-        closest-to-chance selection.
-    active_fraction : probability that a training draw is an *active* patch (both polarities
-        above the threshold over ≥ ``active_min_area`` of the image each). The paper trains on
-        SHARPs, which are active regions by construction; the ``cpu`` corpus adds mostly
-        quiet-Sun full-disk tiles, so its sampler restores an active-region majority while
-        keeping the low-flux regime (1 − active_fraction) in view. ``None`` (the paper) draws
-        uniformly.
-    """
-
-    latent_dim: int = 100
-    base_channels: int = 64
-    epochs: int = 200
-    batch_size: int = 32
-    lr: float = 5e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    select_after_fraction: float = 0.25
-    augment_flips: bool = False
-    active_fraction: float | None = None
-    active_min_area: float = 0.0025
-    seed: int = 0
-
-
-@dataclass
-class SimSiamConfig:
-    """SimSiam retrieval model (Chen & He 2020; paper §Querying).
-
-    out_dim : representation size (paper 100).
-    shift_px, zoom, rotation_deg : augmentation ranges (paper: 10 px, 0.8–1.2, ±20°, flips).
-    lr : base SGD learning rate, scaled by batch_size/256 as in Chen & He.
-    """
-
-    out_dim: int = 100
-    proj_hidden: int = 512
-    pred_hidden: int = 64
-    epochs: int = 100
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    shift_px: float = 10.0
-    zoom: tuple[float, float] = (0.8, 1.2)
-    rotation_deg: float = 20.0
-    width: int = 64
-    seed: int = 0
-
-
-@dataclass
-class DirectionsConfig:
-    """SVM latent directions (paper: 10,000 samples, median labels, 7,000/3,000 split).
-
-    n_samples : M generated images.
-    train_fraction : SVM training share (0.7).
-    svm_C : LinearSVC regularisation.
-    eps_max, n_eps : traversal ε grid, symmetric, for the monotonicity report.
-    n_base : base latent vectors for monotonicity / conditioning (≥ 50).
-    """
-
-    n_samples: int = 10000
-    train_fraction: float = 0.7
-    svm_C: float = 1.0
-    eps_max: float = 3.0
-    n_eps: int = 7
-    n_base: int = 50
-    seed: int = 0
-
-
-@dataclass
-class InterrogateConfig:
-    """The main job: Q generated queries, nearest real match for each (paper: 1000).
-
-    ``n_bootstrap`` resamples give the 95 % intervals of every correlation; with
-    ``enforce_health`` a run whose GAN or SimSiam is unusable (mode or embedding collapse) or
-    whose directions are all at chance stops with an error instead of reporting numbers.
-    """
-
-    n_queries: int = 1000
-    top_k: int = 1
-    seed: int = 1
-    zoo_rows: int = 10
-    n_bootstrap: int = 1000
-    enforce_health: bool = True
-
-
 def dataclass_from_dict(cls: type, d: dict[str, Any]):
     """Build dataclass ``cls`` from a nested dictionary (as written by ``dataclasses.asdict``):
     nested dataclass fields are rebuilt recursively and JSON lists become tuples where the field
     is a tuple. Raises ``TypeError`` naming an unknown key."""
-    import typing
-
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     out: dict[str, Any] = {}
@@ -376,8 +162,55 @@ def dataclass_from_dict(cls: type, d: dict[str, Any]):
     return cls(**out)
 
 
-class ProfileBase:
-    """JSON round trip and digests shared by the pipeline profiles (dataclasses of sections)."""
+def _choices(hint: Any) -> tuple[Any, ...] | None:
+    """The allowed values of a ``Literal[...]`` hint (also inside ``Optional``/``|``), else ``None``."""
+    if get_origin(hint) is Literal:
+        return get_args(hint)
+    args = get_args(hint)
+    lits = [a for a in args if get_origin(a) is Literal]
+    if lits:
+        out: list[Any] = []
+        for a in lits:
+            out.extend(get_args(a))
+        if type(None) in args:
+            out.append(None)
+        return tuple(out)
+    return None
+
+
+def check_choices(obj: Any) -> None:
+    """Check every ``Literal`` field of the dataclass ``obj`` against its choices.
+
+    Parameters
+    ----------
+    obj : a dataclass instance whose annotations may use ``typing.Literal``.
+
+    Raises
+    ------
+    ValueError : naming the class, the field, the allowed values and the value given.
+    """
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        allowed = _choices(hints.get(f.name))
+        if allowed is None:
+            continue
+        value = getattr(obj, f.name)
+        if value not in allowed:
+            names = ", ".join(repr(a) for a in allowed)
+            raise ValueError(f"{type(obj).__name__}.{f.name} must be one of {names}; got {value!r}")
+
+
+class Settings:
+    """Base of every settings dataclass: ``Literal`` choices are checked on construction
+    (:func:`check_choices`). A subclass that defines ``__post_init__`` calls ``super().__post_init__()``."""
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+
+
+class ProfileBase(Settings):
+    """A system's profile: a dataclass of :class:`Settings` sections with a JSON round trip and
+    digests (used by every pipeline to decide whether a saved product is reusable)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dictionary (JSON-able) of every setting."""
@@ -385,12 +218,26 @@ class ProfileBase:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
-        """Inverse of :meth:`to_dict`; an unknown key raises ``TypeError``."""
+        """Inverse of :meth:`to_dict`.
+
+        Raises
+        ------
+        TypeError : an unknown key. ValueError : a value outside a field's choices.
+        """
         return dataclass_from_dict(cls, d)
 
+    def to_json(self) -> str:
+        """The profile as a JSON document (sorted keys, indented)."""
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str):
+        """Inverse of :meth:`to_json` (``from_json(p.to_json()) == p``)."""
+        return cls.from_dict(json.loads(text))
+
     def digest(self, *sections: str, extra: Any = None, drop: tuple[str, ...] = ()) -> str:
-        """Short hash of the named sections (plus ``extra``, minus ``section.key`` entries in
-        ``drop``), used to decide whether a saved product is reusable."""
+        """Short hash (12 hex digits) of the named sections, plus ``extra``, minus the
+        ``section.key`` entries in ``drop``: what a saved product was made with."""
         d = self.to_dict()
         picked = {s: dict(d[s]) for s in sections}
         for item in drop:
@@ -398,44 +245,6 @@ class ProfileBase:
             picked.get(sec, {}).pop(key, None)
         blob = json.dumps({"sections": picked, "extra": extra}, sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
-
-
-@dataclass
-class Profile(ProfileBase):
-    """A complete configuration for the interrogator pipeline."""
-
-    name: str = "paper"
-    data: DataConfig = field(default_factory=DataConfig)
-    params: ParamConfig = field(default_factory=ParamConfig)
-    gan: GANConfig = field(default_factory=GANConfig)
-    simsiam: SimSiamConfig = field(default_factory=SimSiamConfig)
-    directions: DirectionsConfig = field(default_factory=DirectionsConfig)
-    interrogate: InterrogateConfig = field(default_factory=InterrogateConfig)
-
-
-def _cpu() -> Profile:
-    return Profile(
-        name="cpu",
-        data=DataConfig(image_size=64, use_fulldisk=True),
-        gan=GANConfig(base_channels=32, epochs=90, select_after_fraction=0.5, augment_flips=True, active_fraction=0.7),
-        simsiam=SimSiamConfig(epochs=15, batch_size=64, width=32),
-        directions=DirectionsConfig(n_samples=3000, n_base=50),
-        interrogate=InterrogateConfig(n_queries=1000),
-    )
-
-
-def _tiny() -> Profile:
-    return Profile(
-        name="tiny",
-        data=DataConfig(image_size=32, tile_px=512, tile_stride_px=512, use_fulldisk=True),
-        gan=GANConfig(base_channels=8, epochs=6, batch_size=16, augment_flips=True, active_fraction=0.7),
-        simsiam=SimSiamConfig(epochs=1, batch_size=16, width=8, proj_hidden=64, pred_hidden=16),
-        directions=DirectionsConfig(n_samples=200, n_base=50, n_eps=5),
-        interrogate=InterrogateConfig(n_queries=40, n_bootstrap=200, enforce_health=False),
-    )
-
-
-PROFILES = {"paper": Profile, "cpu": _cpu, "tiny": _tiny}
 
 
 def profile_from_registry(registry: dict[str, Any], name: str, what: str = "profile"):
@@ -447,9 +256,3 @@ def profile_from_registry(registry: dict[str, Any], name: str, what: str = "prof
     return factory()
 
 
-def get_profile(name: str) -> Profile:
-    """Return a fresh profile by name (``paper``, ``cpu`` or ``tiny``).
-
-    Raises ``ValueError`` for an unknown name.
-    """
-    return profile_from_registry(PROFILES, name)

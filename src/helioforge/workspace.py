@@ -10,7 +10,10 @@ A product is **current** only when
 3. its files are still the ones that were written (their SHA-256 is recorded at the mark and
    checked on load, so a file truncated, replaced or half-rewritten since is refused).
 
-Loading goes through :meth:`StepState.require`, which raises :class:`~helioforge.errors.ProductError`
+Making goes through :meth:`StepState.run_step`, the one way any stage of the three systems
+reuses, resumes or rebuilds a product: reuse when current; otherwise un-mark, build (resuming a
+checkpoint only when it was made with the same settings up to the length of training), record
+the time, mark. Loading goes through :meth:`StepState.require`, which raises :class:`~helioforge.errors.ProductError`
 with the command that rebuilds the product. Writing commands hold the folder's lock
 (:meth:`StepState.lock`); read-only commands open a folder with ``create=False`` and never
 create or change it.
@@ -21,9 +24,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from helioforge.errors import ProductError
 from helioforge.io import write_json
@@ -164,6 +168,50 @@ class StepState:
     def is_current(self, step: str, digest: str | None, *paths: str | os.PathLike) -> bool:
         """Whether ``step`` finished with ``digest``, its files exist and are unchanged."""
         return self.problem(step, digest, *paths) is None
+
+    def run_step(self, step: str, digest: str, products: Sequence[str | os.PathLike], build: Callable[[], Any], *,
+                 force: bool = False, resume_digest: str | None = None,
+                 reset: Callable[[], Any] | None = None) -> bool:
+        """Reuse ``step``'s product when it is current, else (re)build it: the one step protocol.
+
+        Parameters
+        ----------
+        step : the step's name in ``state.json``.
+        digest : what the product must be made from now (settings, input content, upstream
+            :meth:`token` values).
+        products : the product's files, hashed at the mark and checked on every later load.
+        build : makes the product (writing ``products``); called with no argument.
+        force : rebuild even a current product (and drop any resumable checkpoint).
+        resume_digest : for a resumable step (training): the digest of its settings without the
+            length of training. A checkpoint left by an earlier run is kept only when that run
+            recorded the same ``resume_digest`` (under ``"<step>_resume"``); otherwise ``reset``
+            is called first to clear it.
+        reset : clears the step's partial products (checkpoints); used with ``resume_digest``.
+
+        Returns
+        -------
+        bool : ``True`` when the product was built, ``False`` when the current one was reused.
+
+        Raises
+        ------
+        Whatever ``build`` raises; the step then stays un-marked, so the half-made product is
+        never taken for a finished one and the next run rebuilds (or resumes) it.
+        """
+        if not force and self.is_current(step, digest, *products):
+            return False
+        if resume_digest is not None:
+            e = self._entry(f"{step}_resume")
+            if (force or e is None or e.get("digest") != resume_digest) and reset is not None:
+                reset()
+            self.unmark(step)
+            self.mark(f"{step}_resume", resume_digest)
+        else:
+            self.unmark(step)
+        t0 = time.perf_counter()
+        build()
+        self.record_time(step, time.perf_counter() - t0)
+        self.mark(step, digest, *products)
+        return True
 
     def require(self, step: str, digest: str | None, *paths: str | os.PathLike, rebuild: str) -> None:
         """Raise :class:`ProductError` (naming the product and the ``rebuild`` command) unless

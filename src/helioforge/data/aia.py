@@ -28,8 +28,8 @@ Three kinds of input give one :class:`AIAImage` each:
 [-1, 1] (log scaling for DN/s, linear for display intensities) and :func:`to_intensity`
 inverts the scaling for writing generated images in physical units.
 
-Every read error is a :class:`~helioforge.data.sharp.FitsReadError` naming the file and the
-problem; :func:`read_aia_folder` turns them into :class:`~helioforge.data.sharp.Skipped`
+Every read error is a :class:`~helioforge.data.fits.FitsReadError` naming the file and the
+problem; :func:`read_aia_folder` turns them into :class:`~helioforge.data.fits.Skipped`
 entries and goes on.
 """
 
@@ -46,7 +46,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from helioforge.data.sharp import FitsReadError, Skipped, read_image_hdu
+from helioforge.data.fits import FitsReadError, Skipped, read_image_hdu
 
 __all__ = [
     "AIAImage",
@@ -256,7 +256,7 @@ def read_aia_fits(path: str | Path) -> AIAImage:
     Parameters
     ----------
     path : FITS file, plain, gzipped or tile-compressed (JSOC puts the RICE image in HDU 1;
-        the last image HDU with data is read, see :func:`helioforge.data.sharp.read_image_hdu`).
+        the last image HDU with data is read, see :func:`helioforge.data.fits.read_image_hdu`).
 
     Returns
     -------

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from helioforge.data.sharp import FitsReadError, read_image_hdu
+from helioforge.data.fits import FitsReadError, read_image_hdu
 
 __all__ = ["FullDiskTile", "read_fulldisk", "tiles_from_fulldisk", "MIN_MU"]
 

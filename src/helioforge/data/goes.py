@@ -31,7 +31,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from helioforge.data.sharp import FitsReadError
+from helioforge.data.fits import FitsReadError
 from helioforge.io import atomic_path
 
 __all__ = [

@@ -32,7 +32,7 @@ Files (``data_root()/stokes``; see the data README):
     not used.
 
 Every unreadable file raises :class:`HinodeReadError` (a
-:class:`~helioforge.data.sharp.FitsReadError`) naming the file and the problem.
+:class:`~helioforge.data.fits.FitsReadError`) naming the file and the problem.
 
 References: Lites et al. (2013, Sol. Phys. 283, 579) for the SP; Asensio Ramos & Díaz Baso
 (2019, A&A 626, A102) §2 for the degradation chain that uses these files.
@@ -48,7 +48,7 @@ import numpy as np
 from astropy.io import fits
 
 from helioforge.config import data_root
-from helioforge.data.sharp import FitsReadError
+from helioforge.data.fits import FitsReadError
 
 __all__ = [
     "HinodeReadError",

@@ -49,7 +49,7 @@ counted, so that the other pixels are still inverted.
 
 Bad input raises :class:`SPReadError` (a :class:`~helioforge.data.hinode.HinodeReadError`)
 naming the file and the problem; :func:`read_sp_level1` skips bad slit files as
-:class:`~helioforge.data.sharp.Skipped` entries and goes on.
+:class:`~helioforge.data.fits.Skipped` entries and goes on.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ from astropy.constants import c as speed_of_light
 from astropy.io import fits
 
 from helioforge.data.hinode import HINODE_N_WAVELENGTHS, HinodeReadError, hinode_wavelengths
-from helioforge.data.sharp import Skipped
+from helioforge.data.fits import Skipped
 
 __all__ = [
     "SPReadError",
@@ -578,7 +578,7 @@ def read_sp_level1(source: str | Path | Iterable[str | Path], wavelength: str = 
         to the last good one; ``header`` with ``slit_index`` (per column), ``files``,
         ``date_obs``/``date_end``, ``xcen``/``ycen`` (mean over slits), ``mu``,
         ``pixel_scale_arcsec`` (XSCALE, YSCALE), ``spbshft`` (values seen). ``skipped`` lists
-        :class:`~helioforge.data.sharp.Skipped` entries: unreadable files, duplicate slit
+        :class:`~helioforge.data.fits.Skipped` entries: unreadable files, duplicate slit
         indices, slits of another length, and missing slit positions.
 
     Raises

@@ -28,9 +28,9 @@ so a file printed with at most that many digits (every model of the SIR/Hazel di
 in ``data_root()/stokes/atmospheres``) is read back to exactly the same float64 values. The
 header is written with Python's shortest round-trip float representation.
 
-Every problem is a :class:`SIRReadError` (a :class:`~helioforge.data.sharp.FitsReadError`,
+Every problem is a :class:`SIRReadError` (a :class:`~helioforge.data.fits.FitsReadError`,
 hence a ``ValueError``) whose message names the file, the line and the problem;
-:func:`read_sir_folder` turns them into :class:`~helioforge.data.sharp.Skipped` entries.
+:func:`read_sir_folder` turns them into :class:`~helioforge.data.fits.Skipped` entries.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from helioforge.config import data_root
-from helioforge.data.sharp import FitsReadError, Skipped
+from helioforge.data.fits import FitsReadError, Skipped
 from helioforge.errors import InputError
 from helioforge.io import atomic_path
 
@@ -90,7 +90,7 @@ MODEL_ALIASES = {
 class SIRReadError(FitsReadError):
     """A SIR model file (or model) that cannot be used; ``str(err)`` is ``"<path>: <problem>"``.
 
-    Subclass of :class:`helioforge.data.sharp.FitsReadError` (so of ``ValueError``) so batch
+    Subclass of :class:`helioforge.data.fits.FitsReadError` (so of ``ValueError``) so batch
     readers catch it with the other file errors. Attributes ``path`` and ``problem``.
     """
 

@@ -21,7 +21,7 @@ from scipy.stats import spearmanr
 from sklearn.model_selection import train_test_split
 from sklearn.svm import LinearSVC
 
-from helioforge.config import DirectionsConfig
+from helioforge.interrogate.config import DirectionsConfig
 from helioforge.io import write_json
 
 __all__ = [

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
-from helioforge.config import GANConfig
+from helioforge.interrogate.config import GANConfig
 from helioforge.nn.training import check_images, fit_resumable, seed_per_rank
 from helioforge.io import write_json
 from helioforge.nn.checkpoint import save_weights

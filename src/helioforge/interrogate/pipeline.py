@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from helioforge import __version__
-from helioforge.config import Profile
-from helioforge.data.corpus import CORPUS_FORMAT, SOURCE_SHARP, SOURCE_TILE, Corpus, build_corpus
+from helioforge.interrogate.config import Profile
+from helioforge.interrogate.data import CORPUS_FORMAT, SOURCE_SHARP, SOURCE_TILE, Corpus, build_corpus
 from helioforge.interrogate.directions import LatentDirections, conditioning_effect, fit_directions, monotonicity
 from helioforge.interrogate.gan import Generator, generate, load_generator, train_gan
 from helioforge.interrogate.retrieval import RetrievalIndex

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from helioforge.config import SimSiamConfig
+from helioforge.interrogate.config import SimSiamConfig
 from helioforge.nn.training import check_images, fit_and_save, seed_per_rank
 from helioforge.nn.simsiam import SimSiam
 

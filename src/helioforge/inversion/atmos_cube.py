@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from astropy.io import fits
 
-from helioforge.data.sharp import FitsReadError
+from helioforge.data.fits import FitsReadError
 from helioforge.inversion.trainset import TARGET_QUANTITIES
 from helioforge.io import write_fits
 

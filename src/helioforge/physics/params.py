@@ -25,7 +25,7 @@ Definitions (threshold ``t``; ``t = 0.15`` on the paper's images, which are B / 
   dilate ``pos`` and ``neg`` with a k×k square kernel (k odd; zero outside the image),
   intersect, and sum |B| inside the intersection. On the preprocessed N×N image; k = 7 at
   N = 128 as the authors' code (``calculate_srij_R``), the same physical area at other N
-  (:meth:`helioforge.config.ParamConfig.dilation_px`). No Gaussian weighting and no log:
+  (:meth:`helioforge.interrogate.config.ParamConfig.dilation_px`). No Gaussian weighting and no log:
   it is **not** Schrijver's R nor the SHARP ``R_VALUE``; units are image units × pixels.
 * ``R_schrijver`` — **Schrijver's (2007) R** on a native-resolution patch in physical units
   (:func:`schrijver_r`, reported by :func:`physical_params`): the same ±150 G masks on the

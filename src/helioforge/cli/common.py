@@ -69,7 +69,7 @@ class SafeGroup(TyperGroup):
             raise typer.Exit(2) from None
 
 
-def _fail(msg: str) -> None:
+def fail(msg: str) -> None:
     """Print ``error: msg`` and exit with status 2."""
     console.print(f"[red]error:[/red] {escape(msg)}")
     raise typer.Exit(2)
@@ -83,7 +83,7 @@ def use_data(path: "Path | None", announce: bool = False) -> None:
         try:
             set_data_root(path)
         except FileNotFoundError as e:
-            _fail(str(e))
+            fail(str(e))
     if announce:
         console.print(describe_data_root())
 
@@ -97,6 +97,6 @@ def deprecated(old_value, old_spelling: str, new_spelling: str, new_value=None):
     return old_value if new_value is None else new_value
 
 
-def _trainer_kw(accelerator: str, devices: str) -> dict:
+def trainer_kw(accelerator: str, devices: str) -> dict:
     """Lightning ``accelerator``/``devices`` from the command-line strings."""
     return {"accelerator": accelerator, "devices": int(devices) if devices.isdigit() else devices}

@@ -1,54 +1,31 @@
-"""The ``helioforge`` command line: thin wrappers over the Python API.
-
-    helioforge params FITS...           physical parameters of SHARP Br patches
-    helioforge fetch sharp ...          download SHARP segments from JSOC (drms)
-    helioforge train gan | simsiam      train the models of a work folder
-    helioforge directions fit           SVM latent directions
-    helioforge generate                 magnetograms steered along physical directions
-    helioforge index build              embed the real corpus into a FAISS index
-    helioforge search                   real matches of a FITS file or a generated image
-    helioforge interrogate              the whole pipeline and its report (the main job)
-    helioforge diffusion ...            flare-class-conditioned diffusion on AIA (label, train,
-                                        sample, evaluate, augment-experiment)
-    helioforge inversion ...            Stokes synthesis of SIR models (synth), SICON training
-                                        sets (make-trainset), training and validation
-    helioforge invert MAP -o F          invert a Hinode SP map with a trained SICON network
+"""``helioforge`` commands of the generative interrogator (paper 000): ``params``, ``fetch sharp``,
+``train gan|simsiam``, ``directions fit``, ``generate``, ``index build``, ``search`` and
+``interrogate`` (the main job). Each parses its arguments and calls :mod:`helioforge.interrogate`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
-import sys
-import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.logging import RichHandler
 from rich.table import Table as RichTable
 
-from helioforge.cli_common import ACCEL, DATA, DEVICES, SafeGroup, _fail, _trainer_kw, console, deprecated, out, use_data
-from helioforge.cli_data import data_app
-from helioforge.cli_diffusion import diffusion_app
-from helioforge.cli_inversion import invert_command, inversion_app
+from helioforge.cli.app import app
+from helioforge.cli.common import ACCEL, DATA, DEVICES, console, deprecated, fail, out, trainer_kw, use_data
 
-app = typer.Typer(help="helioforge: physics-aware generative AI for solar observations.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, cls=SafeGroup)
 fetch_app = typer.Typer(help="Download data from the archives.", no_args_is_help=True)
 train_app = typer.Typer(help="Train the interrogator's models.", no_args_is_help=True)
 directions_app = typer.Typer(help="Latent directions for physical parameters.", no_args_is_help=True)
 index_app = typer.Typer(help="The retrieval index of real patches.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
 app.add_typer(fetch_app, name="fetch")
 app.add_typer(train_app, name="train")
 app.add_typer(directions_app, name="directions")
 app.add_typer(index_app, name="index")
-app.add_typer(diffusion_app, name="diffusion")
-app.add_typer(inversion_app, name="inversion")
-app.command("invert")(invert_command)
+
 
 
 #: The interrogator's one work folder default: the folder `make demo` fills.
@@ -71,43 +48,13 @@ class Units(str, Enum):
     physical = "physical"
 
 
-class _StderrHandler(logging.StreamHandler):
-    """A plain handler writing to whatever ``sys.stderr`` is when a message comes (so a
-    redirected or replaced stderr, as in tests, never receives messages after it is closed)."""
-
-    @property
-    def stream(self):  # type: ignore[override]
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
-
-
-@app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
-          data: Optional[Path] = DATA) -> None:
-    if console.is_terminal:
-        handler: logging.Handler = RichHandler(console=console, show_path=False)
-        fmt = "%(message)s"
-    else:  # a log: one plain, unwrapped, time-stamped line per message
-        handler = _StderrHandler()
-        fmt = "%(asctime)s %(levelname)s %(message)s"
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=fmt, datefmt="%H:%M:%S",
-                        handlers=[handler], force=True)
-    use_data(data)
-    for noisy in ("faiss.loader", "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
-
-
 def _profile(name: str):
-    from helioforge.config import get_profile
+    from helioforge.interrogate.config import get_profile
 
     try:
         return get_profile(name)
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 def _workspace_profile(workdir: Path, name: str | None):
@@ -120,7 +67,7 @@ def _workspace_profile(workdir: Path, name: str | None):
         try:
             return ws, ws.load_profile()
         except ValueError as e:
-            _fail(str(e))
+            fail(str(e))
     return ws, _profile(name or "cpu")
 
 
@@ -130,7 +77,7 @@ def _existing_workspace(workdir: Path):
 
     ws = Workspace(workdir, create=False)
     if not ws.root.is_dir():
-        _fail(f"{workdir}: no such work folder; make it with: helioforge interrogate -w {workdir}")
+        fail(f"{workdir}: no such work folder; make it with: helioforge interrogate -w {workdir}")
     return ws, ws.load_profile()
 
 
@@ -145,9 +92,10 @@ def params(
     threshold: float = typer.Option(150.0, "--threshold", help="Polarity threshold, G (finite, ≥ 0)."),
 ) -> None:
     """Physical parameters (TUF, TPF, TNF, PSEP, R, tilt) of each file. Bad files are reported and skipped."""
-    from helioforge.config import ParamConfig
+    from helioforge.interrogate.config import ParamConfig
     from helioforge.data.preprocess import preprocess_br
-    from helioforge.data.sharp import FitsReadError, harp_region_mask, read_sharp
+    from helioforge.data.fits import FitsReadError
+    from helioforge.data.sharp import harp_region_mask, read_sharp
     from helioforge.physics.params import compute_params, physical_params
 
     import numpy as np
@@ -221,7 +169,7 @@ def fetch_sharp_cmd(
     try:
         query = build_sharp_query(harps=harp or None, noaa=noaa or None, start=start, end=end, cadence=cadence, segments=segment)
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     console.print(f"JSOC query: [bold]{query}[/bold]")
     if dry_run:
         typer.echo(query)
@@ -229,7 +177,7 @@ def fetch_sharp_cmd(
     try:
         paths = fetch_sharp(out_dir, email, harps=harp or None, noaa=noaa or None, start=start, end=end, cadence=cadence, segments=segment)
     except (ValueError, RuntimeError, OSError) as e:  # JSOC refusals and network failures
-        _fail(f"JSOC export failed: {e}")
+        fail(f"JSOC export failed: {e}")
     console.print(f"downloaded {len(paths)} file(s) to {out_dir}")
 
 
@@ -254,11 +202,11 @@ def _train(model: str, workdir: Path, profile: str | None, epochs: int | None, f
         try:
             corpus, report = prepare_corpus(prof, ws)
         except RuntimeError as e:
-            _fail(str(e))
+            fail(str(e))
         for s in report["skipped"]:
             console.print(f"[yellow]skipped[/yellow] {s['file']}: {s['reason']}")
         ensure = ensure_gan if model == "gan" else ensure_simsiam
-        ensure(prof, ws, corpus, force, **_trainer_kw(accelerator, devices))
+        ensure(prof, ws, corpus, force, **trainer_kw(accelerator, devices))
         ws.save_profile(prof)
     console.print(f"{model}: {ws.generator if model == 'gan' else ws.simsiam}.safetensors")
 
@@ -323,14 +271,14 @@ def _parse_moves(move: list[str]) -> list[tuple[str, float]]:
     moves = []
     for m in move:
         if "=" not in m:
-            _fail(f"--move expects NAME=EPS (e.g. tuf=+2), got {m!r}")
+            fail(f"--move expects NAME=EPS (e.g. tuf=+2), got {m!r}")
         name, val = m.split("=", 1)
         try:
             eps = float(val)
         except ValueError:
-            _fail(f"--move {m!r}: {val!r} is not a number")
+            fail(f"--move {m!r}: {val!r} is not a number")
         if not math.isfinite(eps):
-            _fail(f"--move {m!r}: the shift must be a finite number")
+            fail(f"--move {m!r}: the shift must be a finite number")
         moves.append((name.strip(), eps))
     return moves
 
@@ -357,14 +305,14 @@ def generate(
     moves = _parse_moves(move)
     keeps = [k.strip() for k in keep.split(",") if k.strip()]
     if (moves or keeps) and itg.directions is None:
-        _fail(itg.directions_problem or f"{workdir}: no latent directions yet (run `helioforge directions fit`)")
+        fail(itg.directions_problem or f"{workdir}: no latent directions yet (run `helioforge directions fit`)")
     z = np.random.default_rng(seed).standard_normal((n, itg.generator.latent_dim))
     try:
         for name, eps in moves:
             vec = conditional_direction(itg.directions.get(name), [itg.directions.get(k) for k in keeps])
             z = z + eps * vec
     except (KeyError, ValueError) as e:
-        _fail(str(e).strip("'\""))
+        fail(str(e).strip("'\""))
     fits_path, png_path, table = write_generated(itg, z, output, {"seed": seed, "move": ",".join(move), "keep": keep})
     console.print(f"wrote {fits_path} and {png_path}")
     _print_param_table(table)
@@ -385,9 +333,9 @@ def _load_interrogator(workdir: Path, need_index: bool = True):
     try:
         return Interrogator.from_workspace(workdir, with_index=need_index)
     except FileNotFoundError as e:
-        _fail(f"{e}. Train first: helioforge interrogate --workdir {workdir} (or the train/index steps).")
+        fail(f"{e}. Train first: helioforge interrogate --workdir {workdir} (or the train/index steps).")
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 # ----------------------------------------------------------------------------- search
@@ -404,14 +352,14 @@ def search(
 
     itg = _load_interrogator(workdir)
     if query is None and seed is None:
-        _fail("give a query FITS file or --seed")
+        fail("give a query FITS file or --seed")
     if query is not None:
-        from helioforge.data.sharp import FitsReadError
+        from helioforge.data.fits import FitsReadError
 
         try:
             matches = itg.search_fits(query, k)[0]
         except (FitsReadError, FileNotFoundError, ValueError) as e:
-            _fail(str(e))
+            fail(str(e))
     else:
         matches = itg.search_latent(np.random.default_rng(seed).standard_normal((1, itg.generator.latent_dim)), k)[0]
     rows = [{"rank": m.rank, "score": m.score, "file": m.file, "HARPNUM": m.HARPNUM, "T_REC": m.T_REC, "crop": m.crop} for m in matches]
@@ -450,7 +398,7 @@ def interrogate(
     if fulldisk_dir:
         prof.data.fulldisk_dir = str(fulldisk_dir.resolve())
     if seeds is not None:
-        summary = interrogate_seeds(prof, workdir, seeds, force=force, **_trainer_kw(accelerator, devices))
+        summary = interrogate_seeds(prof, workdir, seeds, force=force, **trainer_kw(accelerator, devices))
         tab = RichTable(title=f"{seeds} seeds of the whole pipeline: mean ± std")
         for col in ("number", "mean", "std", "per seed"):
             tab.add_column(col, justify="right")
@@ -460,9 +408,9 @@ def interrogate(
         out.print(f"summary: {Path(workdir) / 'seeds_summary.json'}; reports: {Path(workdir)}/seed_<k>/report/index.html")
         return
     try:
-        m = run(prof, workdir, report, force=force, **_trainer_kw(accelerator, devices))
+        m = run(prof, workdir, report, force=force, **trainer_kw(accelerator, devices))
     except RuntimeError as e:
-        _fail(str(e))
+        fail(str(e))
     out.print(f"database: {m['corpus']['sources']} ({m['corpus']['n_sharp']} SHARP frames of {m['corpus']['n_sharp_regions']} "
               f"HARPs, {m['corpus']['n_fulldisk_tiles']} full-disk tiles)")
     tab = RichTable(title=f"query ↔ real match, like for like with the paper: SHARP database, {m['n_active_queries']} active "
@@ -489,14 +437,3 @@ def interrogate(
         out.print(f"skipped {len(m['corpus']['skipped'])} input file(s): " + "; ".join(
             f"{Path(s['file']).name}: {s['reason']}" for s in m["corpus"]["skipped"]))
     out.print(f"report: {(report or Path(workdir) / 'report') / 'index.html'}  ({m['timings_s']['total']:.0f} s)")
-
-
-
-
-def main() -> None:  # pragma: no cover
-    """Entry point of the ``helioforge`` command."""
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())

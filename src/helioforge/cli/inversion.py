@@ -17,7 +17,7 @@ from typing import NoReturn, Optional
 
 import typer
 
-from helioforge.cli_common import DATA, _fail, console, deprecated, out, use_data
+from helioforge.cli.common import DATA, fail, console, deprecated, out, use_data
 from helioforge.errors import HelioforgeError
 
 #: What a subcommand turns into one ``error: …`` line (exit status 2): the errors helioforge
@@ -31,8 +31,8 @@ def _error(exc: BaseException) -> NoReturn:
 
     if logging.getLogger().isEnabledFor(logging.DEBUG):
         console.print(traceback.format_exc(), markup=False, highlight=False)
-    _fail(escape(str(exc)))
-    raise AssertionError("unreachable")  # _fail raises typer.Exit
+    fail(escape(str(exc)))
+    raise AssertionError("unreachable")  # fail raises typer.Exit
 
 def _check_device(device: str | None) -> None:
     """Refuse a ``--device`` torch cannot use here (one line, not a CUDA traceback)."""
@@ -92,7 +92,7 @@ def synth(
         try:
             path = model_path(str(model))
         except (FileNotFoundError, KeyError, ValueError) as e:
-            _fail(f"{model}: no such model file or known model name ({e})")
+            fail(f"{model}: no such model file or known model name ({e})")
     try:
         check_output(output, [path])  # before any work: the model file is never overwritten
         if not 0.0 < check_finite("--mu", mu) <= 1.0:
@@ -202,7 +202,7 @@ def train_cmd(
     The work folder is locked while the command runs; the weights count as trained only once
     the run has finished (``helioforge invert`` refuses those of an interrupted run).
     """
-    from helioforge.cli_common import _trainer_kw
+    from helioforge.cli.common import trainer_kw
     from helioforge.inversion.pipeline import training_dir
     from helioforge.inversion.training import train_sicon
     from helioforge.inversion.trainset import verify_trainset
@@ -213,7 +213,7 @@ def train_cmd(
             verify_trainset(trainset)
         with workdir_lock(workdir):
             stem = train_sicon(trainset, training_dir(workdir, network.value), network=network.value, profile=profile,
-                               progress=True, verify=False, force=force, **_trainer_kw(accelerator, devices))
+                               progress=True, verify=False, force=force, **trainer_kw(accelerator, devices))
     except _ERRORS as e:
         _error(e)
     out.print(f"weights: {stem}.safetensors (+ .json)")
@@ -299,9 +299,9 @@ def invert_command(
     except _ERRORS as e:
         _error(e)
     if not stem.parent.is_dir():
-        _fail(f"{stem.parent}: no such weights folder; train first (`{train}`) or pass --weights")
+        fail(f"{stem.parent}: no such weights folder; train first (`{train}`) or pass --weights")
     if not files[0].is_file():
-        _fail(f"{files[0]} not found: train first (`{train}`) or pass --weights")
+        fail(f"{files[0]} not found: train first (`{train}`) or pass --weights")
     try:
         cube, info = invert_map(sp_map, stem, branch=branch, device=device, pixel_scale=scale, calibrate=calibrate,
                                 qs_velocity_kms=qs_velocity)

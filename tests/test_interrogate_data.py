@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from helioforge.config import DataConfig
-from helioforge.data.corpus import Corpus, build_corpus
-from helioforge.data.sharp import FitsReadError
+from helioforge.interrogate.config import DataConfig
+from helioforge.interrogate.data import Corpus, build_corpus
+from helioforge.data.fits import FitsReadError
 
 
 @pytest.fixture(scope="module")

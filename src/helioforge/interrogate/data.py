@@ -17,10 +17,11 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from helioforge.config import DataConfig
+from helioforge.interrogate.config import DataConfig
 from helioforge.data.fulldisk import tiles_from_fulldisk
 from helioforge.data.preprocess import preprocess_br
-from helioforge.data.sharp import FitsReadError, Skipped, read_sharp_folder
+from helioforge.data.fits import FitsReadError, Skipped
+from helioforge.data.sharp import read_sharp_folder
 from helioforge.io import write_fits
 
 __all__ = ["Corpus", "build_corpus", "COLUMNS", "SOURCE_SHARP", "SOURCE_TILE", "CORPUS_FORMAT"]

@@ -20,7 +20,7 @@ from typing import Optional
 
 import typer
 
-from helioforge.cli_common import ACCEL, DATA, DEVICES, _fail, _trainer_kw, console, out, use_data
+from helioforge.cli.common import ACCEL, DATA, DEVICES, fail, trainer_kw, console, out, use_data
 from helioforge.errors import HelioforgeError, check_count, check_finite, check_output
 
 diffusion_app = typer.Typer(help="Flare-class-conditioned diffusion on SDO/AIA images.", no_args_is_help=True)
@@ -67,7 +67,7 @@ def _ws_profile(workdir: Path, name: str | None):
             return ws, ws.load_profile()
         return ws, get_diffusion_profile(name or "cpu")
     except ERRORS as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 @diffusion_app.command("label")
@@ -91,7 +91,7 @@ def label_cmd(
     try:
         check_finite("--tolerance-min", tolerance, minimum=0)
     except ERRORS as e:
-        _fail(str(e))
+        fail(str(e))
     use_data(data, announce=True)
     ws, prof = _ws_profile(workdir, profile)
     d = prof.data
@@ -110,7 +110,7 @@ def label_cmd(
         labelled = label_dataset(prof, ws, force=force)
         rep = ws.read_labels_report()
     except ERRORS as e:
-        _fail(str(e))
+        fail(str(e))
     out.print(f"labelled {rep['labelled']} of {rep['images_read']} images ({d.label_source}): "
               f"{rep.get('event_linked', 0)} linked to a flare peak by the event rule (≤ {d.tolerance_min:g} min after "
               f"the peak), {rep.get('flux_labelled', 0)} by the GOES flux sample nearest the image; "
@@ -145,14 +145,14 @@ def train_cmd(
     try:
         check_count("--epochs", epochs)
     except ERRORS as e:
-        _fail(str(e))
+        fail(str(e))
     ws, prof = _ws_profile(workdir, profile)
     if epochs is not None:
         prof.train.epochs = epochs
     try:
-        stem = train_model(prof, ws, condition.value, force=force, **_trainer_kw(accelerator, devices))
+        stem = train_model(prof, ws, condition.value, force=force, **trainer_kw(accelerator, devices))
     except ERRORS as e:
-        _fail(str(e))
+        fail(str(e))
     out.print(f"{condition.value} model: {stem}.safetensors")
 
 
@@ -182,11 +182,11 @@ def sample_cmd(
         check_finite("--cfg-scale", cfg_scale, minimum=0)
         check_finite("--eta", eta, minimum=0)
         if eta is not None and eta > 1:
-            _fail(f"--eta must lie between 0 and 1, got {eta:g}")
+            fail(f"--eta must lie between 0 and 1, got {eta:g}")
         if flux is not None:
             check_finite("--flux", flux)
             if not flux > 0:
-                _fail(f"--flux must be a GOES 1–8 Å flux > 0 W m^-2 (e.g. 3e-5), got {flux:g}")
+                fail(f"--flux must be a GOES 1–8 Å flux > 0 W m^-2 (e.g. 3e-5), got {flux:g}")
         ws = DiffusionWorkspace(workdir, create=False)
         stem = ws.require_model(condition.value)
         sc = ws.load_profile().sample if ws.profile_file.is_file() else None
@@ -208,7 +208,7 @@ def sample_cmd(
         fits_path, png = sample_to_files(stem, dest, flare_class=flare_class, flux=flux, n=n,
                                          cfg_scale=cfg_scale, eta=eta, sampler=sampler.value, steps=steps, seed=seed)
     except ERRORS as e:
-        _fail(str(e))
+        fail(str(e))
     out.print(f"{n} images → {fits_path} and {png}")
 
 
@@ -228,9 +228,9 @@ def evaluate_cmd(
     dest = report or ws.root / f"report_{condition.value}"
     try:
         m = evaluate(prof, ws, dest, condition=condition.value, inception_weights=inception_weights,
-                     **_trainer_kw(accelerator, devices))
+                     **trainer_kw(accelerator, devices))
     except ERRORS as e:
-        _fail(str(e))
+        fail(str(e))
     c, g = m["cluster"], m["generated"]
 
     def pm(v: dict) -> str:
@@ -250,14 +250,14 @@ def evaluate_cmd(
 
 
 def _parse_additions(text: str) -> tuple[int, ...]:
-    """``--additions`` as positive counts; :func:`_fail` naming the option otherwise."""
+    """``--additions`` as positive counts; :func:`~helioforge.cli.common.fail` naming the option otherwise."""
     try:
         values = tuple(int(a) for a in text.split(","))
     except ValueError:
-        _fail(f"--additions must be comma-separated integers ≥ 1, got {text!r}")
+        fail(f"--additions must be comma-separated integers ≥ 1, got {text!r}")
     bad = [a for a in values if a < 1]
     if bad:
-        _fail(f"--additions must be counts ≥ 1, got {text!r}")
+        fail(f"--additions must be counts ≥ 1, got {text!r}")
     return values
 
 
@@ -282,8 +282,8 @@ def augment_cmd(
         prof.augment.repeats = repeats
     dest = report or ws.root / f"report_{condition.value}"
     try:
-        r = augment_experiment(prof, ws, dest, condition=condition.value, **_trainer_kw(accelerator, devices))
+        r = augment_experiment(prof, ws, dest, condition=condition.value, **trainer_kw(accelerator, devices))
     except ERRORS as e:
-        _fail(str(e))
+        fail(str(e))
     console.print(f"augmentation experiment: {len(r['summary'])} rows, {r['seconds']:.0f} s")
     out.print(f"report: {dest / 'augmentation.html'}")

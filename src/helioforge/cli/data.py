@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from helioforge.cli_common import _fail, console, out
+from helioforge.cli.common import fail, console, out
 
 data_app = typer.Typer(help="The real data: which folder is used (path), and downloading the full sample (fetch).",
                        no_args_is_help=True)
@@ -55,7 +55,7 @@ def fetch_cmd(
         try:
             entries = select_entries(read_registry(reg), parts)
         except (FileNotFoundError, ValueError) as e:
-            _fail(str(e))
+            fail(str(e))
         for e in entries:
             out.print(f"{e.path}\t{e.size}\t{e.url or '(no public URL)'}\t{e.source}")
         console.print(f"{len(entries)} file(s), {sum(e.size for e in entries) / 2**20:.1f} MiB")
@@ -63,7 +63,7 @@ def fetch_cmd(
     try:
         rep = fetch(parts, output, registry=reg, mirror=mirror, retries=retries)
     except (FileNotFoundError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     for path, reason in rep.failed:
         console.print(f"[red]failed[/red] {path}: {reason}")
     console.print(f"{rep.dest}: {len(rep.fetched)} downloaded, {len(rep.present)} already present (verified), "
