@@ -23,8 +23,8 @@ import torch
 from helioforge.diffusion.features import FeatureEncoder
 from helioforge.diffusion.metrics import frechet_distance
 from helioforge.diffusion.pipeline import DiffusionWorkspace, class_conditions, load_dataset
-from helioforge.diffusion.sampling import sample
-from helioforge.diffusion.training import load_diffusion
+from helioforge.diffusion.infer import sample
+from helioforge.diffusion.train import load_diffusion
 
 
 def main() -> None:

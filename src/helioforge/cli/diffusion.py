@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Optional, get_args
 
 import typer
 
 from helioforge.cli.common import ACCEL, DATA, DEVICES, fail, trainer_kw, console, out, use_data
-from helioforge.errors import HelioforgeError, check_count, check_finite, check_output
+from helioforge.diffusion.config import Condition as ConditionChoice
+from helioforge.diffusion.config import LabelSource as LabelSourceChoice
+from helioforge.diffusion.config import SamplerName
+from helioforge.errors import HelioforgeError, check_count, check_finite
 
 diffusion_app = typer.Typer(help="Flare-class-conditioned diffusion on SDO/AIA images.", no_args_is_help=True)
 
@@ -32,40 +35,22 @@ DPROFILE = typer.Option(None, "--profile", "-p", help="Profile: cpu, paper or ti
 ERRORS = (HelioforgeError, FileNotFoundError, ValueError, OSError)
 
 
-class Condition(str, Enum):
-    """What the model is conditioned on."""
-
-    cls = "class"
-    flux = "flux"
+def _choices(name: str, literal) -> type[Enum]:
+    """A click choice Enum of a profile's ``Literal`` (one list of choices, in the profile)."""
+    return Enum(name, {v: v for v in get_args(literal)}, type=str)
 
 
-class Sampler(str, Enum):
-    """Reverse-process solver."""
-
-    ddpm = "ddpm"
-    ddim = "ddim"
-    dpm = "dpm"
-
-
-class LabelSource(str, Enum):
-    """Where the flare-class labels come from."""
-
-    events = "events"
-    flux = "flux"
-    both = "events+flux"
+Condition = _choices("Condition", ConditionChoice)
+Sampler = _choices("Sampler", SamplerName)
+LabelSource = _choices("LabelSource", LabelSourceChoice)
 
 
 def _ws_profile(workdir: Path, name: str | None):
-    """The work folder (not created: writing commands create it when they take its lock) and
-    the profile: ``name``, else the folder's, else ``cpu``."""
-    from helioforge.diffusion.config import get_diffusion_profile
-    from helioforge.diffusion.pipeline import DiffusionWorkspace
+    """:func:`helioforge.diffusion.pipeline.open_workdir`, its errors as one ``error:`` line."""
+    from helioforge.diffusion.pipeline import open_workdir
 
-    ws = DiffusionWorkspace(workdir, create=False)
     try:
-        if name is None and ws.profile_file.is_file():
-            return ws, ws.load_profile()
-        return ws, get_diffusion_profile(name or "cpu")
+        return open_workdir(workdir, name)
     except ERRORS as e:
         fail(str(e))
 
@@ -87,6 +72,7 @@ def label_cmd(
     """Read, label (GOES class, log10 flux), preprocess and split the AIA images; write the
     class histogram (paper Fig. 1)."""
     from helioforge.diffusion.pipeline import label_dataset
+    from helioforge.diffusion.report import labels_summary_lines
 
     try:
         check_finite("--tolerance-min", tolerance, minimum=0)
@@ -111,21 +97,8 @@ def label_cmd(
         rep = ws.read_labels_report()
     except ERRORS as e:
         fail(str(e))
-    out.print(f"labelled {rep['labelled']} of {rep['images_read']} images ({d.label_source}): "
-              f"{rep.get('event_linked', 0)} linked to a flare peak by the event rule (≤ {d.tolerance_min:g} min after "
-              f"the peak), {rep.get('flux_labelled', 0)} by the GOES flux sample nearest the image; "
-              f"unlabelled {rep['unlabelled']}; skipped {len(rep['skipped'])}")
-    out.print("classes: " + ", ".join(f"{k} {v}" for k, v in rep["histogram"].items()))
-    for src, hist in (rep.get("histogram_by_source") or {}).items():
-        out.print(f"  by {src}: " + ", ".join(f"{k} {v}" for k, v in hist.items() if k != "unlabelled"))
-    ev = rep.get("events") or {}
-    if ev:
-        out.print(f"events: {ev['listed']} in the list, {ev['used']} with a class ({ev['classless_filled']} of "
-                  f"{ev['classless']} without one given the XRS-B flux ≤ 6 s after the peak)"
-                  + "".join(f"; {n} skipped: {why}" for why, n in ev.get("skipped", {}).items()))
-    for what in ("skipped_by_reason", "unlabelled_by_reason"):
-        for why, n in (rep.get(what) or {}).items():
-            out.print(f"{what.split('_')[0]} {n}: {why}")
+    for line in labels_summary_lines(rep, d.label_source, d.tolerance_min):
+        out.print(line)
     out.print(f"train {len(labelled.split('train')[0])} / test {len(labelled.split('test')[0])} images → {ws.dataset}; histogram {ws.histogram}")
 
 
@@ -133,7 +106,7 @@ def label_cmd(
 def train_cmd(
     workdir: Path = DWORKDIR,
     profile: Optional[str] = DPROFILE,
-    condition: Condition = typer.Option(Condition.cls, "--condition", help="Condition on the GOES class or on log10 flux."),
+    condition: Condition = typer.Option(Condition("class"), "--condition", help="Condition on the GOES class or on log10 flux."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override the profile's epochs (a longer run resumes a shorter one)."),
     force: bool = typer.Option(False, "--force", help="Start training afresh."),
     accelerator: str = ACCEL,
@@ -159,7 +132,7 @@ def train_cmd(
 @diffusion_app.command("sample")
 def sample_cmd(
     workdir: Path = DWORKDIR,
-    condition: Condition = typer.Option(Condition.cls, "--condition", help="Which model of the work folder."),
+    condition: Condition = typer.Option(Condition("class"), "--condition", help="Which model of the work folder."),
     flare_class: Optional[str] = typer.Option(None, "--flare-class", "-c", help="GOES class A, B, C, M or X (class model)."),
     flux: Optional[float] = typer.Option(None, "--flux", help="GOES 1–8 Å flux, W m^-2, e.g. 3e-5 (flux model)."),
     n: int = typer.Option(16, "-n", min=1, help="Number of images."),
@@ -174,39 +147,13 @@ def sample_cmd(
 
     Reads the work folder only (a missing one is not created); the model must have finished
     training."""
-    from helioforge.diffusion.pipeline import DiffusionWorkspace, sample_to_files
+    from helioforge.diffusion.pipeline import DiffusionWorkspace, sample_from_workdir
 
     try:
-        check_count("-n", n)
-        check_count("--steps", steps)
-        check_finite("--cfg-scale", cfg_scale, minimum=0)
-        check_finite("--eta", eta, minimum=0)
-        if eta is not None and eta > 1:
-            fail(f"--eta must lie between 0 and 1, got {eta:g}")
-        if flux is not None:
-            check_finite("--flux", flux)
-            if not flux > 0:
-                fail(f"--flux must be a GOES 1–8 Å flux > 0 W m^-2 (e.g. 3e-5), got {flux:g}")
-        ws = DiffusionWorkspace(workdir, create=False)
-        stem = ws.require_model(condition.value)
-        sc = ws.load_profile().sample if ws.profile_file.is_file() else None
-        if sc is not None:
-            # every unset sampler option comes from the work folder's profile
-            if sampler is None:
-                steps = sc.steps if steps is None else steps
-            sampler = sampler or Sampler(sc.sampler)
-            cfg_scale = sc.cfg_scale if cfg_scale is None else cfg_scale
-            eta = sc.eta if eta is None else eta
-        sampler = sampler or Sampler.dpm
-        cfg_scale = 1.0 if cfg_scale is None else cfg_scale
-        eta = 1.0 if eta is None else eta
-        tag = (flare_class or (f"{flux:.1e}" if flux else "x")).replace("+", "")
-        dest = output or ws.root / "samples" / f"{condition.value}_{tag}"
-        products = (ws.dataset, ws.histogram, *ws.model_files(condition.value))
-        check_output(Path(dest).with_suffix(".fits"), products, protect_foreign_fits=True)
-        check_output(Path(dest).with_suffix(".png"), products)
-        fits_path, png = sample_to_files(stem, dest, flare_class=flare_class, flux=flux, n=n,
-                                         cfg_scale=cfg_scale, eta=eta, sampler=sampler.value, steps=steps, seed=seed)
+        fits_path, png = sample_from_workdir(
+            DiffusionWorkspace(workdir, create=False), condition=condition.value, flare_class=flare_class, flux=flux,
+            n=n, cfg_scale=cfg_scale, sampler=sampler.value if sampler else None, steps=steps, eta=eta, seed=seed,
+            output=output)
     except ERRORS as e:
         fail(str(e))
     out.print(f"{n} images → {fits_path} and {png}")
@@ -216,13 +163,14 @@ def sample_cmd(
 def evaluate_cmd(
     workdir: Path = DWORKDIR,
     report: Optional[Path] = typer.Option(None, "--report", "-r", help="Report folder (default WORKDIR/report_<condition>)."),
-    condition: Condition = typer.Option(Condition.cls, "--condition"),
+    condition: Condition = typer.Option(Condition("class"), "--condition"),
     inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="Local TorchScript InceptionV3 (inception-2015-12-05.pt) for the FID; never downloaded."),
     accelerator: str = ACCEL,
     devices: str = DEVICES,
 ) -> None:
     """Evaluate a trained model (paper §5–7): metrics.json, figures and index.html."""
     from helioforge.diffusion.evaluate import evaluate
+    from helioforge.diffusion.report import evaluation_summary_lines
 
     ws, prof = _ws_profile(workdir, None)
     dest = report or ws.root / f"report_{condition.value}"
@@ -231,21 +179,8 @@ def evaluate_cmd(
                      **trainer_kw(accelerator, devices))
     except ERRORS as e:
         fail(str(e))
-    c, g = m["cluster"], m["generated"]
-
-    def pm(v: dict) -> str:
-        return f"{v['mean']:.3f} ± {v['std']:.3f}"
-
-    out.print(f"generated by {g['sampler_label']}, {g['repeats']} sets of {g['n_proportional']} proportional and "
-              f"{g['n_per_class']} per class ({', '.join(g['classes'])})")
-    out.print(f"cluster error GT {pm(c['gt_real_halves']['cluster_error'])} | held-out {c['real_test']['cluster_error']:.3f} | "
-              f"generated {pm(c['generated']['cluster_error'])} | trivial {pm(c['baseline']['cluster_error'])}")
-    out.print(f"Fréchet (domain): held-out {m['frechet']['real_test_vs_train']:.3f} | generated "
-              f"{pm(m['frechet']['generated_vs_train'])} | trivial {pm(m['frechet']['baseline_vs_train'])}")
-    k = m["classifier"]
-    out.print(f"macro F1 over {', '.join(k['classes'])}: real {k['real_test']['macro_f1']:.2f} (chance "
-              f"{k['real_test_chance']['macro_f1']:.2f}) | generated {pm(k['generated_uniform']['macro_f1'])} (chance "
-              f"{k['generated_chance']['macro_f1']['mean']:.2f}) | ratio {pm(k['ratio']['macro_f1'])} (paper 0.70)")
+    for line in evaluation_summary_lines(m):
+        out.print(line)
     out.print(f"report: {dest / 'index.html'}")
 
 
@@ -265,7 +200,7 @@ def _parse_additions(text: str) -> tuple[int, ...]:
 def augment_cmd(
     workdir: Path = DWORKDIR,
     report: Optional[Path] = typer.Option(None, "--report", "-r", help="Report folder (default WORKDIR/report_<condition>)."),
-    condition: Condition = typer.Option(Condition.cls, "--condition"),
+    condition: Condition = typer.Option(Condition("class"), "--condition"),
     additions: Optional[str] = typer.Option(None, "--additions", help="Comma-separated images added per minority class, each ≥ 1 (paper 200,400,600)."),
     repeats: Optional[int] = typer.Option(None, "--repeats", min=1, help="Repeats per addition (paper 3)."),
     accelerator: str = ACCEL,

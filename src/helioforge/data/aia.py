@@ -1,4 +1,4 @@
-"""Readers and preprocessing for SDO/AIA full-disk EUV images (Ramunno et al. 2024, §2.1).
+"""Readers for SDO/AIA full-disk EUV images (Ramunno et al. 2024, §2.1).
 
 Three kinds of input give one :class:`AIAImage` each:
 
@@ -24,9 +24,10 @@ Three kinds of input give one :class:`AIAImage` each:
     writes ``PIXLUNIT = 'DN/s'``; frames whose ``PIXLUNIT`` says counts are divided by
     ``EXPTIME`` here.
 
-:func:`preprocess_aia` turns any of them into the network input: a float32 (N, N) image in
-[-1, 1] (log scaling for DN/s, linear for display intensities) and :func:`to_intensity`
-inverts the scaling for writing generated images in physical units.
+:func:`helioforge.data.aia_preprocess.preprocess_aia` turns any of them into the network input:
+a float32 (N, N) image in [-1, 1] (log scaling for DN/s, linear for display intensities) and
+:func:`~helioforge.data.aia_preprocess.to_intensity` inverts the scaling for writing generated
+images in physical units.
 
 Every read error is a :class:`~helioforge.data.fits.FitsReadError` naming the file and the
 problem; :func:`read_aia_folder` turns them into :class:`~helioforge.data.fits.Skipped`
@@ -45,36 +46,43 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+from astropy.io import fits
 
 from helioforge.data.fits import FitsReadError, Skipped, read_image_hdu
+from helioforge.progress import track
 
 __all__ = [
     "AIAImage",
-    "AIAScaling",
-    "DEFAULT_SCALINGS",
     "BROWSE_TIMESTAMP_BOX",
     "BROWSE_MAX_COLOUR_DISTANCE",
     "BROWSE_FILL_VALUE",
     "FITS_SUFFIXES",
     "BROWSE_SUFFIXES",
     "read_aia_fits",
+    "read_aia_map",
     "read_aia_browse",
     "read_sdoml_zarr",
     "read_aia",
     "read_aia_folder",
     "aia_image_problem",
+    "is_display",
     "MIN_AIA_SIDE",
     "MAX_DN_PER_S",
     "browse_colour_table",
     "timestamp_mask",
     "parse_browse_name",
     "KEPT_KEYWORDS",
-    "scale_aia",
-    "to_intensity",
-    "preprocess_aia",
+    "full_disk_wcs",
+    "AIA_NATIVE_SIDE",
+    "AIA_NATIVE_SCALE_ARCSEC",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Side of the AIA detector image, pixels (Lemen et al. 2012).
+AIA_NATIVE_SIDE = 4096
+#: AIA plate scale, arcsec per pixel at full resolution (Lemen et al. 2012: 0.6″).
+AIA_NATIVE_SCALE_ARCSEC = 0.6
 
 #: File-name endings read as FITS by :func:`read_aia` (case-insensitive).
 FITS_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fts", ".fits.fz")
@@ -323,6 +331,110 @@ def read_aia_fits(path: str | Path) -> AIAImage:
         header=kept,
         notes=list(notes),
     )
+
+
+def read_aia_map(aia_map: Any) -> AIAImage:
+    """One AIA image from a ``sunpy.map.Map`` (e.g. an ``AIAMap`` read or prepared with sunpy/aiapy), in DN/s.
+
+    Parameters
+    ----------
+    aia_map : a 2-D ``sunpy.map.GenericMap``; its ``wavelength`` (any spectral unit, converted
+        to Å), ``date`` (observation time) and ``unit`` are used. Counts (``ct``, ``DN``) are
+        divided by ``exposure_time`` as :func:`read_aia_fits` does with ``EXPTIME``.
+
+    Returns
+    -------
+    AIAImage with ``kind = "fits"``, ``units = "DN/s"``, ``path`` the map's file when sunpy
+    recorded one (``Path("<sunpy.map>")`` otherwise).
+
+    Raises
+    ------
+    FitsReadError : not 2-D, no wavelength or time, no finite pixel, counts without a positive
+        exposure time.
+
+    Examples
+    --------
+    >>> import astropy.units as u, sunpy.map
+    >>> meta = {"wavelnth": 193, "waveunit": "angstrom", "date-obs": "2011-06-07T06:30:00", "bunit": "DN/s",
+    ...         "ctype1": "HPLN-TAN", "ctype2": "HPLT-TAN", "cunit1": "arcsec", "cunit2": "arcsec",
+    ...         "cdelt1": 76.8, "cdelt2": 76.8, "crpix1": 16.5, "crpix2": 16.5, "crval1": 0, "crval2": 0}
+    >>> image = read_aia_map(sunpy.map.Map(np.ones((32, 32)), meta))
+    >>> image.wavelength, str(image.time), image.units, image.shape
+    (193, '2011-06-07T06:30:00', 'DN/s', (32, 32))
+    """
+    import astropy.units as u
+
+    name = Path(str(aia_map.meta.get("filename") or "<sunpy.map>"))
+    data = np.asarray(aia_map.data)
+    if data.ndim != 2:
+        raise FitsReadError(name, f"expected a 2-D map, found shape {data.shape}")
+    wave = aia_map.wavelength
+    if wave is None:
+        raise FitsReadError(name, "the map has no wavelength (WAVELNTH)")
+    try:
+        time = _parse_time(aia_map.date.isot)
+    except (AttributeError, ValueError, TypeError) as exc:
+        raise FitsReadError(name, f"the map has no usable observation time ({exc})") from None
+    image = data.astype(np.float32)
+    if not np.isfinite(image).any():
+        raise FitsReadError(name, "image has no finite pixel (all NaN/inf)")
+    kept = _kept(lambda k: aia_map.meta.get(k.lower()))
+    unit = aia_map.unit
+    notes: list[str] = []
+    kind = _unit_kind(None if unit is None else unit.to_string())
+    if kind == "counts":
+        exptime = aia_map.exposure_time
+        seconds = None if exptime is None else _positive_float(exptime.to_value(u.s))
+        if seconds is None:
+            raise FitsReadError(name, f"unit {unit} is counts but the exposure time is {exptime!r}: cannot normalise to DN/s")
+        image = image / np.float32(seconds)
+        kept["EXPOSURE_NORMALISED"] = True
+    elif kind == "unknown":
+        notes.append(f"{name.name}: unit {unit} not recognised; data taken as DN/s without exposure normalisation")
+    for note in notes:
+        logger.warning(note)
+    return AIAImage(data=image, wavelength=int(round(wave.to_value(u.AA, equivalencies=u.spectral()))), time=time,
+                    path=name, kind="fits", units="DN/s", mask=_finite_mask(image), header=kept, notes=notes)
+
+
+def full_disk_wcs(size: int, wavelength: int | None = None, *, native_side: int = AIA_NATIVE_SIDE,
+                  native_scale: float = AIA_NATIVE_SCALE_ARCSEC) -> fits.Header:
+    """FITS WCS keywords of a full-disk AIA image downsampled to ``size`` × ``size`` pixels.
+
+    Helioprojective (``HPLN-TAN`` / ``HPLT-TAN``, arcsec), pixel scale
+    ``native_scale × native_side / size`` (0.6″ × 4096 / N for AIA), disk centre (0″, 0″) at the
+    image centre (``CRPIX = (N + 1) / 2``), solar north up. With ``wavelength`` (Å) the
+    channel and instrument keywords are added, so sunpy reads the file as an ``AIAMap``. No
+    observation time: a generated image has none (sunpy then assumes an Earth observer now).
+    ``sunpy.map.Map`` opens a file with these keywords with its axes in arcsec.
+
+    Raises
+    ------
+    ValueError : ``size`` < 1.
+
+    Examples
+    --------
+    >>> h = full_disk_wcs(64, wavelength=171)
+    >>> h["CTYPE1"], h["CDELT1"], h["CRPIX1"], h["WAVELNTH"]
+    ('HPLN-TAN', 38.4, 32.5, 171)
+    """
+    if int(size) < 1:
+        raise ValueError(f"image size must be >= 1, got {size}")
+    scale = float(native_scale) * int(native_side) / int(size)
+    h = fits.Header()
+    h["WCSAXES"] = (2, "the image axes of the (n, N, N) cube")
+    for axis, ctype in ((1, "HPLN-TAN"), (2, "HPLT-TAN")):
+        h[f"CTYPE{axis}"] = ctype
+        h[f"CUNIT{axis}"] = "arcsec"
+        h[f"CDELT{axis}"] = (scale, f"arcsec/pixel: {native_scale} x {native_side}/{int(size)}")
+        h[f"CRPIX{axis}"] = ((int(size) + 1) / 2, "disk centre (image centre)")
+        h[f"CRVAL{axis}"] = 0.0
+    if wavelength:
+        h["WAVELNTH"] = (int(wavelength), "AIA channel, Angstrom")
+        h["WAVEUNIT"] = ("angstrom", "unit of WAVELNTH")
+        h["TELESCOP"] = "SDO/AIA"
+        h["INSTRUME"] = "AIA"
+    return h
 
 
 # --------------------------------------------------------------------------- browse
@@ -632,18 +744,20 @@ def _suffix_kind(path: Path) -> str | None:
     return None
 
 
-def read_aia(path: str | Path) -> AIAImage:
-    """Read one AIA image, choosing the reader by the file name's ending.
+def read_aia(path: str | Path | Any) -> AIAImage:
+    """Read one AIA image: a file, chosen by the name's ending, or a ``sunpy.map.Map``.
 
     ``.fits``, ``.fits.gz``, ``.fit``, ``.fts``, ``.fits.fz`` → :func:`read_aia_fits`;
-    ``.jpg``, ``.jpeg``, ``.png`` → :func:`read_aia_browse`. SDOML zarr stores hold many
-    frames: use :func:`read_sdoml_zarr`.
+    ``.jpg``, ``.jpeg``, ``.png`` → :func:`read_aia_browse`; a ``sunpy.map.GenericMap`` →
+    :func:`read_aia_map`. SDOML zarr stores hold many frames: use :func:`read_sdoml_zarr`.
 
     Raises
     ------
     FileNotFoundError : no such file.
     FitsReadError : an unknown file type, or whatever the chosen reader raises.
     """
+    if not isinstance(path, (str, Path)) and hasattr(path, "wcs") and hasattr(path, "meta"):
+        return read_aia_map(path)
     path = Path(path)
     kind = _suffix_kind(path)
     if kind == "fits":
@@ -655,6 +769,11 @@ def read_aia(path: str | Path) -> AIAImage:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     raise FitsReadError(path, f"unknown AIA file type (expected one of {', '.join(FITS_SUFFIXES + BROWSE_SUFFIXES)})")
+
+
+def is_display(units: str) -> bool:
+    """Whether ``units`` are the display intensities of browse images (not DN/s)."""
+    return str(units).strip().lower() == "display"
 
 
 def aia_image_problem(image: AIAImage, min_size: int = MIN_AIA_SIDE) -> str | None:
@@ -684,7 +803,7 @@ def aia_image_problem(image: AIAImage, min_size: int = MIN_AIA_SIDE) -> str | No
     values = data[valid].astype(np.float64)
     if not np.any(values != 0):
         return "blank image: every valid pixel is zero"
-    if not _is_display(image.units):
+    if not is_display(image.units):
         peak = float(np.abs(values).max())
         if peak > MAX_DN_PER_S:
             return f"values up to {peak:.3g} cannot be DN/s (|I| > {MAX_DN_PER_S:.0e}): a fill value, a wrong unit or scaling"
@@ -742,8 +861,6 @@ def read_aia_folder(
         files = chosen
     iterator: Iterable[Path] = files
     if progress or (progress is None and len(files) > 50):
-        from helioforge.progress import track
-
         iterator = track(files, "AIA", unit="file")
     images: list[AIAImage] = []
     skipped: list[Skipped] = []
@@ -765,169 +882,3 @@ def read_aia_folder(
         images.append(image)
     images.sort(key=lambda im: (im.time, im.path.name))
     return images, skipped
-
-
-# --------------------------------------------------------------------------- scaling
-
-
-@dataclass(frozen=True)
-class AIAScaling:
-    """Log intensity scaling of one AIA channel onto [-1, 1].
-
-    ``x = clip((log10(max(I, 10**log10_min)) - log10_min) / (log10_max - log10_min), 0, 1) · 2 − 1``
-    for I in DN/s; :func:`to_intensity` inverts it inside [10**log10_min, 10**log10_max].
-
-    Attributes
-    ----------
-    log10_min : log10 of the dark floor, DN/s (maps to -1; lower values and masked pixels
-        are clipped there).
-    log10_max : log10 of the saturation level, DN/s (maps to +1).
-    """
-
-    log10_min: float
-    log10_max: float
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.log10_min) and math.isfinite(self.log10_max) and self.log10_max > self.log10_min):
-            raise ValueError(f"AIAScaling needs finite log10_min < log10_max, got {self.log10_min}, {self.log10_max}")
-
-    @classmethod
-    def from_dn_per_s(cls, floor: float, ceiling: float) -> "AIAScaling":
-        """Scaling from the floor and ceiling in DN/s (both > 0)."""
-        if not (floor > 0 and ceiling > floor):
-            raise ValueError(f"need 0 < floor < ceiling (DN/s), got {floor}, {ceiling}")
-        return cls(math.log10(floor), math.log10(ceiling))
-
-    @classmethod
-    def for_channel(cls, wavelength: int) -> "AIAScaling":
-        """The default scaling of a channel (:data:`DEFAULT_SCALINGS`); KeyError if none."""
-        try:
-            return DEFAULT_SCALINGS[int(wavelength)]
-        except KeyError:
-            raise KeyError(
-                f"no default AIA scaling for {wavelength} Å (known: {', '.join(map(str, sorted(DEFAULT_SCALINGS)))}); pass an AIAScaling"
-            ) from None
-
-
-#: Default per-channel clip range in DN/s, log-scaled. Floors and ceilings are those of the
-#: SDOBenchmark preprocessing (github i4Ds/SDOBenchmark; reused for SDOMLv2 by the FDL
-#: ``sdo`` anomaly-detection code as ``CHANNEL_PREPROCESS``): 94 Å 0.1-800, 131 Å 0.7-1900,
-#: 171 Å 5-3500, 193 Å 20-5500, 211 Å 7-3500, 304 Å 0.1-3500, 335 Å 0.4-1000, 1600 Å 10-800,
-#: 1700 Å 220-5000. The ceilings of 131 and 193 Å are raised to 2e4 DN/s from the real 2014
-#: sample (aia/sdoml_binned, 4×4-binned SDOML): flare cores reach 1.3e4 (131 Å) and 1.5e4
-#: (193 Å) DN/s and 46 of 126 (131 Å) and 39 of 65 (193 Å) frames exceed the SDOBenchmark
-#: ceiling, which would flatten the flares the class labels are about. The floors sit below
-#: the quiet-disk median of the sample (5.5 DN/s at 131 Å, 45 DN/s at 193 Å), so off-disk sky
-#: goes to -1.
-DEFAULT_SCALINGS: dict[int, AIAScaling] = {
-    94: AIAScaling.from_dn_per_s(0.1, 800.0),
-    131: AIAScaling.from_dn_per_s(0.7, 2.0e4),
-    171: AIAScaling.from_dn_per_s(5.0, 3500.0),
-    193: AIAScaling.from_dn_per_s(20.0, 2.0e4),
-    211: AIAScaling.from_dn_per_s(7.0, 3500.0),
-    304: AIAScaling.from_dn_per_s(0.1, 3500.0),
-    335: AIAScaling.from_dn_per_s(0.4, 1000.0),
-    1600: AIAScaling.from_dn_per_s(10.0, 800.0),
-    1700: AIAScaling.from_dn_per_s(220.0, 5000.0),
-}
-
-
-def _is_display(units: str) -> bool:
-    return str(units).strip().lower() == "display"
-
-
-def scale_aia(
-    data: np.ndarray,
-    wavelength: int,
-    units: str,
-    scaling: AIAScaling | None = None,
-) -> np.ndarray:
-    """Intensity → network units in [-1, 1] (no resizing, no masking).
-
-    DN/s: the log scaling of :class:`AIAScaling` (``scaling`` or the channel default);
-    non-finite values go to -1. ``"display"`` (browse): ``x = 2·clip(v, 0, 1) − 1``.
-    Returns float32 of the input's shape. Raises KeyError for a channel without a default
-    scaling when ``scaling`` is None.
-    """
-    a = np.asarray(data, dtype=np.float64)
-    if _is_display(units):
-        x = 2.0 * np.clip(np.nan_to_num(a, nan=0.0), 0.0, 1.0) - 1.0
-        return x.astype(np.float32)
-    s = scaling or AIAScaling.for_channel(wavelength)
-    floor = 10.0**s.log10_min
-    with np.errstate(invalid="ignore"):
-        a = np.where(np.isfinite(a), np.maximum(a, floor), floor)
-    u = (np.log10(a) - s.log10_min) / (s.log10_max - s.log10_min)
-    return (np.clip(u, 0.0, 1.0) * 2.0 - 1.0).astype(np.float32)
-
-
-def to_intensity(
-    x: np.ndarray,
-    wavelength: int,
-    units: str = "DN/s",
-    scaling: AIAScaling | None = None,
-) -> np.ndarray:
-    """Inverse of :func:`scale_aia`: network units in [-1, 1] → intensity.
-
-    DN/s: ``I = 10**(log10_min + (clip(x, -1, 1) + 1)/2 · (log10_max − log10_min))``, exact
-    inside the clip range (values that were clipped come back at the floor or ceiling).
-    ``"display"``: ``v = (clip(x, -1, 1) + 1)/2``. Returns float64 of ``x``'s shape, for
-    writing generated images in physical units.
-    """
-    a = np.clip(np.asarray(x, dtype=np.float64), -1.0, 1.0)
-    u = (a + 1.0) / 2.0
-    if _is_display(units):
-        return u
-    s = scaling or AIAScaling.for_channel(wavelength)
-    return 10.0 ** (s.log10_min + u * (s.log10_max - s.log10_min))
-
-
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    ny, nx = image.shape
-    if ny == size and nx == size:
-        return image
-    if ny % size == 0 and nx % size == 0 and ny // size == nx // size:
-        from skimage.transform import downscale_local_mean
-
-        f = ny // size
-        return downscale_local_mean(image, (f, f))
-    from skimage.transform import resize
-
-    return resize(image, (size, size), order=1, anti_aliasing=size < ny, preserve_range=True, mode="edge")
-
-
-def preprocess_aia(image: AIAImage, size: int, scaling: AIAScaling | None = None) -> np.ndarray:
-    """An AIA image as network input: float32 (size, size) in [-1, 1].
-
-    Steps: (1) masked and non-finite pixels are filled with the dark level (the floor
-    ``10**log10_min`` for DN/s, 0 for display intensities) so that neither the browse time
-    stamp nor NaN reach the result; (2) the image is resized in linear intensity (block mean
-    when the side is an integer multiple of ``size``, as SDOML bins its images; otherwise
-    ``skimage.transform.resize`` with anti-aliasing); (3) :func:`scale_aia` (log scaling for
-    DN/s with ``scaling`` or the channel default, ``2v − 1`` for display data).
-
-    Raises
-    ------
-    ValueError : a non-square image (full-disk AIA images are square; resizing would
-        distort the disk) or ``size < 1``.
-    KeyError : a DN/s channel without default scaling and ``scaling`` None.
-    """
-    if size < 1:
-        raise ValueError(f"size must be >= 1, got {size}")
-    data = np.asarray(image.data, dtype=np.float64)
-    if data.ndim != 2 or data.shape[0] != data.shape[1]:
-        raise ValueError(f"{image.path}: preprocess_aia needs a square 2-D image, got shape {data.shape}")
-    if _is_display(image.units):
-        fill = BROWSE_FILL_VALUE
-    else:
-        s = scaling or AIAScaling.for_channel(image.wavelength)
-        fill = 10.0**s.log10_min
-        scaling = s
-    valid = np.isfinite(data)
-    if image.mask is not None:
-        valid &= np.asarray(image.mask, dtype=bool)
-    data = np.where(valid, data, fill)
-    if not _is_display(image.units):
-        data = np.maximum(data, fill)  # negative DN/s (read noise after dark subtraction)
-    small = _resize(data, int(size))
-    return scale_aia(small, image.wavelength, image.units, scaling)

@@ -32,7 +32,6 @@ import numpy as np
 import pandas as pd
 
 from helioforge.data.fits import FitsReadError
-from helioforge.io import atomic_path
 
 __all__ = [
     "FLARE_CLASSES",
@@ -52,7 +51,6 @@ __all__ = [
     "flux_labels",
     "label_images",
     "class_histogram",
-    "plot_class_histogram",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,10 +65,6 @@ CLASS_BASE_WM2 = {"A": 1e-8, "B": 1e-7, "C": 1e-6, "M": 1e-5, "X": 1e-4}
 LINK_TOLERANCE = np.timedelta64(7, "m")
 
 _CLASS_RE = re.compile(r"^\s*([ABCMX])\s*(\d+(?:\.\d*)?|\.\d+)\s*$", re.IGNORECASE)
-
-# Columns written by read_event_list, in order.
-EVENT_COLUMNS = ("peak_time", "start_time", "end_time", "goes_class", "flare_class", "peak_flux", "noaa_ar")
-
 
 # --------------------------------------------------------------------------- classes
 
@@ -839,37 +833,3 @@ def class_histogram(class_index: Any) -> dict[str, int]:
     out = {name: int((c == i).sum()) for i, name in enumerate(FLARE_CLASSES)}
     out["unlabelled"] = int((c == -1).sum())
     return out
-
-
-def plot_class_histogram(counts: dict[str, int], path: str | Path, title: str = "GOES flare classes of the images") -> Path:
-    """Bar chart of images per GOES class (like Ramunno et al. 2024, Fig. 1) as a PNG.
-
-    Parameters
-    ----------
-    counts : as from :func:`class_histogram` (missing classes count 0; ``unlabelled`` is
-        shown in the axis label, not as a bar).
-    path : the PNG to write (atomically, through :func:`helioforge.io.atomic_path`).
-    title : figure title.
-
-    Returns the path written.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    values = [int(counts.get(c, 0)) for c in FLARE_CLASSES]
-    fig = Figure(figsize=(5.0, 3.6), dpi=120)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    bars = ax.bar(FLARE_CLASSES, values, color=["#4c72b0", "#55a868", "#c4a000", "#dd8452", "#c44e52"])
-    for bar, v in zip(bars, values):
-        ax.annotate(str(v), (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=9)
-    unl = int(counts.get("unlabelled", 0))
-    ax.set_xlabel("GOES flare class" + (f"   ({unl} unlabelled images not shown)" if unl else ""))
-    ax.set_ylabel("images")
-    ax.set_title(title)
-    ax.set_ylim(0, max(values + [1]) * 1.15)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path

@@ -11,34 +11,30 @@ compares the per-class accuracy (recall) on the same real test set for
 * ``"none"`` — no addition (trained ``repeats`` times with different seeds, so its spread is
   known too).
 
-Figures 6 (generated), 7 (classical) and 8 (the three side by side) are reproduced by
-:func:`plot_augmentation`; :func:`summarize_augmentation` gives the per-class accuracy table.
+:func:`summarize_augmentation` gives the per-class accuracy table; Figures 6 (generated), 7
+(classical) and 8 (the three side by side) are drawn by
+:func:`helioforge.diffusion.report.plot_augmentation`, and the experiment is run on a work
+folder by :func:`helioforge.diffusion.evaluate.augment_experiment`. Its settings are
+:class:`helioforge.diffusion.config.AugmentConfig`.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from dataclasses import asdict
+from typing import Any, Callable
 
 import kornia.augmentation as K
 import numpy as np
 import pandas as pd
 import torch
 
-from helioforge.diffusion.classifier import (
-    FLARE_CLASSES,
-    ClassifierConfig,
-    class_weights,
-    classification_scores,
-    train_classifier,
-)
-from helioforge.io import atomic_path
+from helioforge.diffusion.classifier import class_weights, classification_scores, train_classifier
+from helioforge.diffusion.config import AugmentConfig, ClassifierConfig
 from helioforge.nn.training import check_images
+from helioforge.progress import track
 
-__all__ = ["classical_augment", "AugmentConfig", "augmentation_experiment", "summarize_augmentation",
-           "plot_augmentation", "METHODS"]
+__all__ = ["classical_augment", "augmentation_experiment", "summarize_augmentation", "METHODS"]
 
 log = logging.getLogger(__name__)
 
@@ -127,45 +123,6 @@ def classical_augment(
         for chunk in torch.from_numpy(source).split(256):
             out.append(aug(chunk + 1.0) - 1.0)
     return np.clip(torch.cat(out).numpy(), -1.0, 1.0).astype(np.float32)
-
-
-@dataclass
-class AugmentConfig:
-    """Settings of the augmentation experiment (Ramunno et al. 2024, §8.1).
-
-    Attributes
-    ----------
-    additions : images added to each minority class (paper 200, 400, 600).
-    repeats : different added sets (and classifier seeds) per addition (paper 3).
-    minority_classes : class names that receive additions (paper A, M, X); empty: the
-        classes the model can generate with under half the largest class's training images
-        (:func:`helioforge.diffusion.evaluate.minority_classes`; the `cpu` profile, whose sample
-        has no A image and many M images).
-    classifier : classifier training settings; repeat r uses seed ``classifier.seed + r`` for
-        every method, so the methods of one repeat differ only by the added images. Its random
-        flips are switched off in every arm (the ``none`` arm is augmentation-free).
-    loss_weights : ``"original"`` — cross-entropy class weights n/(K·n_c) computed once from
-        the *original* training set and used unchanged in every arm, so that the rebalancing
-        the added images bring is not cancelled by re-weighting (the weights are what the
-        paper's §4 classifier trains with, the additions are what §8.1 measures); ``"none"`` —
-        an unweighted loss in every arm.
-    class_names : all class names, index order (A, B, C, M, X).
-    seed : base seed of the generated/classical sets.
-    rotation_deg, affine_deg, translate, shear_deg : classical augmentation parameters
-        (see :func:`classical_augment`).
-    """
-
-    additions: tuple[int, ...] = (200, 400, 600)
-    repeats: int = 3
-    minority_classes: tuple[str, ...] = ("A", "M", "X")
-    classifier: ClassifierConfig = field(default_factory=lambda: ClassifierConfig(flips=False))
-    loss_weights: str = "original"
-    class_names: tuple[str, ...] = FLARE_CLASSES
-    seed: int = 0
-    rotation_deg: float = 30.0
-    affine_deg: float = 10.0
-    translate: float = 0.1
-    shear_deg: float = 10.0
 
 
 def _set_seed(base: int, method: str, repeat: int, class_index: int) -> int:
@@ -300,8 +257,6 @@ def augmentation_experiment(
 
     iterator: Any = runs
     if progress:
-        from helioforge.progress import track
-
         iterator = track(runs, "augmentation experiment", unit="run")
     rows: list[dict[str, Any]] = []
     for method, n_add, repeat in iterator:
@@ -366,101 +321,3 @@ def summarize_augmentation(df: pd.DataFrame) -> pd.DataFrame:
     out = out.sort_values(["_m", "n_added", "class_index"]).drop(columns=["_m"]).reset_index(drop=True)
     out.attrs = dict(df.attrs)
     return out
-
-
-def _save(fig: Any, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    return path
-
-
-def _curve_figure(summary: pd.DataFrame, method: str, classes: Sequence[str], title: str) -> Any:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4 * len(classes), 3.4))
-    axes = fig.subplots(1, len(classes), squeeze=False)[0]
-    base = summary[summary["method"] == "none"]
-    cur = summary[summary["method"] == method]
-    for panel, (ax, cls) in enumerate(zip(axes, classes)):
-        pts = pd.concat([base[base["class"] == cls], cur[cur["class"] == cls]]).sort_values("n_added")
-        x = pts["n_added"].to_numpy(float)
-        m = pts["accuracy_mean"].to_numpy(float)
-        s = np.nan_to_num(pts["accuracy_std"].to_numpy(float))
-        if len(pts):
-            ax.plot(x, m, "o-", color="C0" if method == "generated" else "C1", label=f"{method} (mean)")
-            ax.fill_between(x, np.clip(m - s, 0, 1), np.clip(m + s, 0, 1), color="0.6", alpha=0.35, linewidth=0, label="±1 std over repeats")
-        if cur[cur["class"] == cls].empty:
-            ax.text(0.5, 0.5, f"no {method} runs\nfor class {cls}", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title(f"{'abc'[panel] if panel < 3 else panel}) class {cls}")
-        ax.set_xlabel(f"{method} images added per minority class")
-        ax.set_ylabel("accuracy (recall) on real test set")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="best")
-    fig.suptitle(title)
-    return fig
-
-
-def plot_augmentation(df: pd.DataFrame, path_prefix: str | Path) -> list[Path]:
-    """Figures 6–8 of Ramunno et al. (2024, §8.1) from an augmentation table.
-
-    Written (PNG, atomically) to ``<path_prefix>_generated.png`` (Fig. 6: accuracy vs images
-    added per minority class with generated images, the ``none`` runs at 0, shaded ±1 std over
-    repeats), ``<path_prefix>_classical.png`` (Fig. 7: the same with classical augmentation) and
-    ``<path_prefix>_comparison.png`` (Fig. 8: bars of mean ± std accuracy per minority class for
-    none, classical and generated at the largest addition).
-
-    Parameters
-    ----------
-    df : the table of :func:`augmentation_experiment` (its ``attrs["minority_classes"]`` picks the
-        panels; without it, every class that received additions).
-    path_prefix : file prefix, e.g. ``runs/exp/fig_augmentation``; folders are created.
-
-    Returns
-    -------
-    list[Path]
-        The three PNG paths.
-
-    Raises
-    ------
-    ValueError
-        Missing columns (see :func:`summarize_augmentation`) or an empty table.
-    """
-    from matplotlib.figure import Figure
-
-    if len(df) == 0:
-        raise ValueError("augmentation table is empty: nothing to plot")
-    summary = summarize_augmentation(df)
-    classes = list(df.attrs.get("minority_classes") or [])
-    if not classes and "added" in df.columns:
-        classes = list(dict.fromkeys(df.loc[df["added"].astype(bool) & (df["method"] != "none"), "class"]))
-    if not classes:
-        classes = list(dict.fromkeys(df["class"]))
-    prefix = str(path_prefix)
-    paths = [
-        _save(_curve_figure(summary, "generated", classes, "Accuracy with generated images added (cf. Fig. 6)"),
-              Path(prefix + "_generated.png")),
-        _save(_curve_figure(summary, "classical", classes, "Accuracy with classical augmentation (cf. Fig. 7)"),
-              Path(prefix + "_classical.png")),
-    ]
-    fig = Figure(figsize=(1.8 * len(classes) + 3, 3.6))
-    ax = fig.subplots()
-    width = 0.26
-    n_top = {m: summary.loc[summary["method"] == m, "n_added"].max() for m in METHODS}
-    for j, method in enumerate(METHODS):
-        sub = summary[(summary["method"] == method) & (summary["n_added"] == n_top[method])]
-        vals = [sub.loc[sub["class"] == c, ["accuracy_mean", "accuracy_std"]] for c in classes]
-        mean = [float(v["accuracy_mean"].iloc[0]) if len(v) else np.nan for v in vals]
-        std = [float(np.nan_to_num(v["accuracy_std"].iloc[0])) if len(v) else 0.0 for v in vals]
-        label = "only real images" if method == "none" else \
-            (f"{method} +{int(n_top[method])}" if np.isfinite(n_top[method]) else f"{method} (no runs)")
-        ax.bar(np.arange(len(classes)) + (j - 1) * width, mean, width, yerr=std, capsize=3, label=label,
-               color=("0.6", "C1", "C0")[j])
-    ax.set_xticks(np.arange(len(classes)))
-    ax.set_xticklabels([f"class {c}" for c in classes])
-    ax.set_ylabel("accuracy (recall) on real test set")
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8)
-    ax.set_title("Least represented classes: none / classical / generated (cf. Fig. 8)")
-    paths.append(_save(fig, Path(prefix + "_comparison.png")))
-    return paths

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -33,13 +33,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from helioforge.data.goes import FLARE_CLASSES
-from helioforge.nn.checkpoint import save_weights
+from helioforge.diffusion.config import ClassifierConfig
+from helioforge.nn.checkpoint import build_from_weights, save_weights
 from helioforge.nn.classifier import FlareClassifier
 from helioforge.nn.training import check_images, fit_and_save
 
 __all__ = [
     "FLARE_CLASSES",
-    "ClassifierConfig",
     "FlareClassifierModule",
     "TrainedClassifier",
     "class_weights",
@@ -54,36 +54,6 @@ log = logging.getLogger(__name__)
 
 
 CLASSIFIER_STEM = "classifier"
-
-
-@dataclass
-class ClassifierConfig:
-    """Training settings of the flare-class classifier.
-
-    Attributes
-    ----------
-    width : CNN stem width (see :class:`~helioforge.nn.classifier.FlareClassifier`).
-    epochs : training epochs.
-    batch_size : images per batch (reduced to the training-set size when larger).
-    lr : AdamW peak learning rate, decayed to 0 with a cosine over ``epochs``.
-    weight_decay : AdamW weight decay.
-    class_weighted : weight the cross-entropy by inverse class frequency,
-        w_c = n / (K · n_c) over the K classes present in the training labels, so that each
-        present class carries the same total weight (flare sets are dominated by B/C images).
-    flips : random horizontal and vertical flips of each training batch (kornia).
-    seed : seed of the weights, batch order, flips and dropout (CPU runs are reproducible).
-    dropout : dropout before the linear head.
-    """
-
-    width: int = 32
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    class_weighted: bool = True
-    flips: bool = True
-    seed: int = 0
-    dropout: float = 0.2
 
 
 def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -224,8 +194,6 @@ class TrainedClassifier:
         :class:`~helioforge.errors.ProductError` (a ``ValueError``) for an unreadable file, a
         sidecar that lacks the network sizes or does not match the weights, or NaN weights.
         """
-        from helioforge.nn.checkpoint import build_from_weights
-
         stem = Path(path_stem)
         remedy = f"rerun `helioforge diffusion evaluate -w {stem.parent.parent}` (it retrains the classifier)"
         model, cfg = build_from_weights(stem, lambda c: FlareClassifier(c["image_size"], c["n_classes"], c["width"],

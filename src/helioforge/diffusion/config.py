@@ -12,20 +12,22 @@ Profiles
            sampling (20 steps), 5 repeats of each generated set.
 ``tiny``   smoke tests (seconds per step); not for science.
 
-Every section is a dataclass; :class:`DiffusionProfile` groups them, round-trips through JSON
-(:meth:`DiffusionProfile.to_dict` / :meth:`DiffusionProfile.from_dict`) and gives short digests
-used to decide whether a saved product can be reused.
+Every stage's settings live here (the implementation modules import them): each section is a
+:class:`~helioforge.config.Settings` dataclass whose string choices (``sampler``, ``condition``,
+``label_source``, ``beta_schedule``, ``loss_weights``) are ``Literal`` fields checked on
+construction; :class:`DiffusionProfile` groups them, round-trips through JSON
+(:meth:`~helioforge.config.ProfileBase.to_json` / :meth:`~helioforge.config.ProfileBase.from_json`)
+and gives the short digests the work folder uses to decide whether a saved product can be reused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from helioforge.config import ProfileBase, data_file, data_root, dataclass_from_dict, profile_from_registry
-from helioforge.diffusion.augment import AugmentConfig
-from helioforge.diffusion.classifier import ClassifierConfig
-from helioforge.diffusion.features import FeatureConfig
+from helioforge.config import ProfileBase, Settings, data_file, data_root, dataclass_from_dict, profile_from_registry
+from helioforge.data.goes import FLARE_CLASSES
 
 __all__ = [
     "AIADataConfig",
@@ -33,15 +35,28 @@ __all__ = [
     "DiffusionTrainConfig",
     "SampleConfig",
     "EvaluateConfig",
+    "FeatureConfig",
+    "ClassifierConfig",
+    "AugmentConfig",
     "DiffusionProfile",
     "get_diffusion_profile",
     "DIFFUSION_PROFILES",
     "dataclass_from_dict",
+    "LabelSource",
+    "Condition",
+    "SamplerName",
 ]
+
+#: Where the flare-class labels come from (:attr:`AIADataConfig.label_source`).
+LabelSource = Literal["events", "flux", "events+flux"]
+#: What the denoiser is conditioned on (:attr:`DiffusionTrainConfig.condition`).
+Condition = Literal["class", "flux"]
+#: Reverse-process solvers (:attr:`SampleConfig.sampler`; :func:`helioforge.diffusion.infer.make_sampler`).
+SamplerName = Literal["ddpm", "ddim", "dpm"]
 
 
 @dataclass
-class AIADataConfig:
+class AIADataConfig(Settings):
     """Image selection and labelling (paper §2).
 
     images : folder of AIA images (FITS, SDOML-binned FITS or browse JPEG); ``None`` means
@@ -68,7 +83,7 @@ class AIADataConfig:
     image_size: int = 64
     events: str | None = None
     flux: str | None = None
-    label_source: str = "events"
+    label_source: LabelSource = "events"
     tolerance_min: float = 7.0
     test_fraction: float = 0.25
     seed: int = 0
@@ -87,7 +102,7 @@ class AIADataConfig:
 
 
 @dataclass
-class UNetConfig:
+class UNetConfig(Settings):
     """The denoiser: diffusers ``UNet2DModel`` (Ronneberger et al. 2015; paper App. B).
 
     block_out_channels : channels per resolution level (each level halves the image).
@@ -105,7 +120,7 @@ class UNetConfig:
 
 
 @dataclass
-class DiffusionTrainConfig:
+class DiffusionTrainConfig(Settings):
     """Training (paper §3–4: MSE on the noise, eq. 5; AdamW lr 3e-4, batch 12, 500 epochs).
 
     condition : ``class`` (GOES class A–X through an embedding added to the time embedding) or
@@ -119,7 +134,7 @@ class DiffusionTrainConfig:
         up and east left, and a flip reverses the sense of rotation).
     """
 
-    condition: str = "class"
+    condition: Condition = "class"
     epochs: int = 500
     batch_size: int = 12
     lr: float = 3e-4
@@ -128,14 +143,14 @@ class DiffusionTrainConfig:
     num_train_timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
-    beta_schedule: str = "linear"
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
     ema_decay: float = 0.999
     flips: bool = False
     seed: int = 0
 
 
 @dataclass
-class SampleConfig:
+class SampleConfig(Settings):
     """Sampling with classifier-free guidance (eq. 6).
 
     sampler : ``ddpm`` (ancestral, ``steps`` = T as the paper), ``ddim`` (Song et al. 2021)
@@ -148,7 +163,7 @@ class SampleConfig:
         and 256 on a GPU.
     """
 
-    sampler: str = "ddpm"
+    sampler: SamplerName = "ddpm"
     steps: int | None = None
     cfg_scale: float = 1.0
     eta: float = 1.0
@@ -157,7 +172,7 @@ class SampleConfig:
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(Settings):
     """Evaluation (paper §5–7). The sampler of every generated set is the profile's
     :class:`SampleConfig` (the report names it beside each number).
 
@@ -181,6 +196,105 @@ class EvaluateConfig:
     k: int = 5
     chance_permutations: int = 200
     seed: int = 1
+
+
+@dataclass
+class FeatureConfig(Settings):
+    """Settings of the ceVAE feature encoder (Ramunno et al. 2024 §6; Zimmerer et al. 2018).
+
+    latent_dim : size of the feature vectors (the paper's ceVAE has 512; 64 suffices at 64×64).
+    width : channels of the first convolution of :class:`~helioforge.nn.vae.ConvVAE`.
+    epochs, batch_size, lr : Adam training schedule.
+    beta : KL weight β (see the module docstring for the loss scaling).
+    context_mask_fraction : area fraction of the random rectangle masked in the CE branch;
+        0 disables the context-encoding branch.
+    seed : seed of weights, shuffling and masks.
+    """
+
+    latent_dim: int = 64
+    width: int = 32
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 1e-3
+    beta: float = 1e-3
+    context_mask_fraction: float = 0.25
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.context_mask_fraction < 1.0:
+            raise ValueError(f"context_mask_fraction must be in [0, 1), got {self.context_mask_fraction}")
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+
+
+@dataclass
+class ClassifierConfig(Settings):
+    """Training settings of the flare-class classifier.
+
+    Attributes
+    ----------
+    width : CNN stem width (see :class:`~helioforge.nn.classifier.FlareClassifier`).
+    epochs : training epochs.
+    batch_size : images per batch (reduced to the training-set size when larger).
+    lr : AdamW peak learning rate, decayed to 0 with a cosine over ``epochs``.
+    weight_decay : AdamW weight decay.
+    class_weighted : weight the cross-entropy by inverse class frequency,
+        w_c = n / (K · n_c) over the K classes present in the training labels, so that each
+        present class carries the same total weight (flare sets are dominated by B/C images).
+    flips : random horizontal and vertical flips of each training batch (kornia).
+    seed : seed of the weights, batch order, flips and dropout (CPU runs are reproducible).
+    dropout : dropout before the linear head.
+    """
+
+    width: int = 32
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    class_weighted: bool = True
+    flips: bool = True
+    seed: int = 0
+    dropout: float = 0.2
+
+
+@dataclass
+class AugmentConfig(Settings):
+    """Settings of the augmentation experiment (Ramunno et al. 2024, §8.1).
+
+    Attributes
+    ----------
+    additions : images added to each minority class (paper 200, 400, 600).
+    repeats : different added sets (and classifier seeds) per addition (paper 3).
+    minority_classes : class names that receive additions (paper A, M, X); empty: the
+        classes the model can generate with under half the largest class's training images
+        (:func:`helioforge.diffusion.evaluate.minority_classes`; the `cpu` profile, whose sample
+        has no A image and many M images).
+    classifier : classifier training settings; repeat r uses seed ``classifier.seed + r`` for
+        every method, so the methods of one repeat differ only by the added images. Its random
+        flips are switched off in every arm (the ``none`` arm is augmentation-free).
+    loss_weights : ``"original"`` — cross-entropy class weights n/(K·n_c) computed once from
+        the *original* training set and used unchanged in every arm, so that the rebalancing
+        the added images bring is not cancelled by re-weighting (the weights are what the
+        paper's §4 classifier trains with, the additions are what §8.1 measures); ``"none"`` —
+        an unweighted loss in every arm.
+    class_names : all class names, index order (A, B, C, M, X).
+    seed : base seed of the generated/classical sets.
+    rotation_deg, affine_deg, translate, shear_deg : classical augmentation parameters
+        (see :func:`classical_augment`).
+    """
+
+    additions: tuple[int, ...] = (200, 400, 600)
+    repeats: int = 3
+    minority_classes: tuple[str, ...] = ("A", "M", "X")
+    classifier: ClassifierConfig = field(default_factory=lambda: ClassifierConfig(flips=False))
+    loss_weights: Literal["original", "none"] = "original"
+    class_names: tuple[str, ...] = FLARE_CLASSES
+    seed: int = 0
+    rotation_deg: float = 30.0
+    affine_deg: float = 10.0
+    translate: float = 0.1
+    shear_deg: float = 10.0
 
 
 @dataclass
@@ -237,6 +351,18 @@ DIFFUSION_PROFILES = {"paper": DiffusionProfile, "cpu": _cpu, "tiny": _tiny}
 def get_diffusion_profile(name: str) -> DiffusionProfile:
     """A fresh diffusion profile by name (``paper``, ``cpu``, ``tiny``).
 
-    Raises ``ValueError`` for an unknown name.
+    Raises
+    ------
+    ValueError : an unknown name (the message lists the choices).
+
+    Examples
+    --------
+    >>> p = get_diffusion_profile("tiny")
+    >>> (p.data.image_size, p.sample.sampler, p.sample.steps)
+    (32, 'ddim', 5)
+    >>> SampleConfig(sampler="euler")
+    Traceback (most recent call last):
+    ...
+    ValueError: SampleConfig.sampler must be one of 'ddpm', 'ddim', 'dpm'; got 'euler'
     """
     return profile_from_registry(DIFFUSION_PROFILES, name)

@@ -35,37 +35,48 @@ from typing import Any
 import numpy as np
 
 from helioforge.data.goes import FLARE_CLASSES, flux_to_class
-from helioforge.diffusion.augment import augmentation_experiment, plot_augmentation, summarize_augmentation
-from helioforge.diffusion.classifier import TrainedClassifier, classification_scores, score_ratio, train_classifier
+from helioforge.diffusion.augment import augmentation_experiment, summarize_augmentation
+from helioforge.diffusion.classifier import (
+    TrainedClassifier,
+    chance_scores,
+    classification_scores,
+    common_classes,
+    score_ratio,
+    train_classifier,
+)
 from helioforge.diffusion.config import DiffusionProfile
+from helioforge.diffusion.data import class_conditions, load_dataset
 from helioforge.diffusion.features import FeatureEncoder, train_feature_encoder
+from helioforge.diffusion.infer import sample
 from helioforge.diffusion.metrics import (
+    bootstrap_scores,
+    brightness_index,
     cluster_metrics,
     frechet_distance,
     inception_fid,
-    plot_sample_grid,
-    plot_std_maps,
+    mean_std,
+    pixel_gaussian_images,
     real_vs_real_cluster_metrics,
     std_maps,
 )
-from helioforge.diffusion.pipeline import DiffusionWorkspace, class_conditions, load_dataset
-from helioforge.diffusion.sampling import sample
-from helioforge.diffusion.training import load_diffusion
+from helioforge.diffusion.pipeline import DiffusionWorkspace
+from helioforge.diffusion.report import (
+    augmentation_pivot,
+    conclusions,
+    plot_augmentation,
+    plot_sample_grid,
+    plot_std_maps,
+    write_augmentation_html,
+    write_evaluation_html,
+)
+from helioforge.diffusion.train import load_diffusion
 from helioforge.errors import InputError, ProductError, check_count, describe_path_problem
-from helioforge.io import write_json
+from helioforge.io import atomic_path, write_json
 from helioforge.nn.training import inference_device
 
-__all__ = ["evaluate", "augment_experiment", "brightness_index", "eligible_classes", "minority_classes", "mean_std",
-           "resolved_steps", "bootstrap_scores",
-           "pixel_gaussian_images", "conclusions"]
+__all__ = ["evaluate", "augment_experiment", "eligible_classes", "minority_classes", "resolved_steps"]
 
 log = logging.getLogger(__name__)
-
-
-def brightness_index(images: np.ndarray) -> np.ndarray:
-    """Per-image activity proxy: the 99.5th percentile of the scaled intensity (n,) — bright
-    active regions and flares raise it; a quiet Sun keeps it near the disk level."""
-    return np.percentile(np.asarray(images).reshape(len(images), -1), 99.5, axis=1)
 
 
 def eligible_classes(counts: dict[str, int], min_images: int) -> list[int]:
@@ -76,7 +87,8 @@ def eligible_classes(counts: dict[str, int], min_images: int) -> list[int]:
 def _reuse_or_train(ws: DiffusionWorkspace, step: str, digest: str, folder: Path, load, train):
     """``load(stem)`` when ``step`` is current with ``digest`` and its files are those written;
     otherwise (or when they cannot be loaded) clear ``folder`` (a run made with other data or
-    settings must never be resumed), ``train()`` and mark the step with its files."""
+    settings must never be resumed) and ``train()`` through the step protocol
+    (:meth:`~helioforge.workspace.StepState.run_step`), which marks the step with its files."""
     stem = folder / step
     files = (stem.with_suffix(".safetensors"), stem.with_suffix(".json"))
     if ws.is_current(step, digest, *files):
@@ -84,11 +96,14 @@ def _reuse_or_train(ws: DiffusionWorkspace, step: str, digest: str, folder: Path
             return load(stem)
         except ProductError as exc:
             log.warning("%s; retraining it", exc)
-    ws.unmark(step)
-    shutil.rmtree(folder, ignore_errors=True)
-    out = train()
-    ws.mark(step, digest, *files)
-    return out
+    made = []
+
+    def build() -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+        made.append(train())
+
+    ws.run_step(step, digest, files, build, force=True)  # checked above: not current, or not loadable
+    return made[0]
 
 
 def _feature_encoder(profile: DiffusionProfile, ws: DiffusionWorkspace, images: np.ndarray, digest: str, **kw) -> FeatureEncoder:
@@ -166,52 +181,10 @@ def evaluate(
                                 progress)
 
 
-def mean_std(values: Any) -> dict[str, Any]:
-    """``{"mean", "std", "n", "values"}`` of a list of repeat values (population std; NaN-safe:
-    non-finite values are left out of mean and std and counted in ``n_nan``)."""
-    v = np.asarray(list(values), dtype=np.float64)
-    ok = np.isfinite(v)
-    return {"mean": float(v[ok].mean()) if ok.any() else float("nan"),
-            "std": float(v[ok].std()) if ok.any() else float("nan"),
-            "n": int(len(v)), "n_nan": int((~ok).sum()), "values": [float(x) for x in v]}
-
-
-def pixel_gaussian_images(images: np.ndarray, labels: np.ndarray, classes: np.ndarray,
-                          rng: np.random.Generator) -> np.ndarray:
-    """Trivial class-conditional generator, the yardstick of the generated-set metrics: every
-    pixel drawn independently from a normal distribution with the per-pixel mean and std of
-    the real training images of the requested class (no spatial structure beyond the class's
-    mean image). ``images`` (n, 1, N, N) in [-1, 1], ``labels`` (n,), ``classes`` (m,) the class
-    of each image to draw; returns (m, 1, N, N) float32 clipped to [-1, 1]."""
-    out = np.empty((len(classes), *images.shape[1:]), dtype=np.float32)
-    for c in np.unique(classes):
-        real = images[labels == c]
-        mu, sd = real.mean(0), real.std(0)
-        pick = classes == c
-        out[pick] = mu + sd * rng.standard_normal((int(pick.sum()), *images.shape[1:]))
-    return np.clip(out, -1.0, 1.0).astype(np.float32)
-
-
 def resolved_steps(sampler: str, train_config: dict[str, Any]) -> int:
     """Steps a sampler takes when none are given: T (the training timesteps) for ``ddpm``, 50
-    for ``ddim``, 20 for ``dpm`` (as :func:`helioforge.diffusion.sampling.make_sampler`)."""
+    for ``ddim``, 20 for ``dpm`` (as :func:`helioforge.diffusion.infer.make_sampler`)."""
     return {"ddpm": int(train_config.get("num_train_timesteps", 1000)), "ddim": 50, "dpm": 20}.get(sampler, 0)
-
-
-def bootstrap_scores(y_true: np.ndarray, y_pred: np.ndarray, macro_classes: list[int], n_boot: int = 200,
-                     seed: int = 0) -> dict[str, float]:
-    """Bootstrap spread of the macro scores over the images (resampled with replacement,
-    ``n_boot`` times): the uncertainty of a score measured on few images. Returns
-    ``macro_f1_std``, ``macro_precision_std``, ``macro_recall_std`` and ``n_boot``."""
-    rng = np.random.default_rng(seed)
-    n = len(y_true)
-    runs = []
-    for _ in range(int(n_boot)):
-        i = rng.integers(0, n, n)
-        runs.append(classification_scores(y_true[i], y_pred[i], macro_classes=macro_classes))
-    out = {f"{k}_std": float(np.std([r[k] for r in runs])) for k in ("macro_f1", "macro_precision", "macro_recall")}
-    out["n_boot"] = int(n_boot)
-    return out
 
 
 def _summarise_repeats(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -227,9 +200,6 @@ def _summarise_repeats(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _evaluate_locked(profile, ws, report_dir, condition, inception_weights, accelerator, devices, progress):
-    from helioforge.diffusion.classifier import chance_scores, common_classes
-    from helioforge.diffusion.report import write_evaluation_html
-
     t_start = time.perf_counter()
     data, stem, net, config, device = _load_trained(ws, condition, accelerator)
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -401,116 +371,12 @@ def _labels_summary(ws: DiffusionWorkspace) -> dict[str, Any]:
     return {k: rep.get(k) for k in keys if k in rep}
 
 
-def conclusions(m: dict[str, Any]) -> dict[str, str]:
-    """One sentence per metric on what the sample sizes allow one to conclude (report text).
-
-    Compares each generated-set value (mean ± std over repeats) with its yardsticks measured in
-    the same run: the held-out real row (the floor a generator of new real-like images can
-    reach at this size), the trivial per-pixel Gaussian generator, and, for F1, chance.
-    """
-    g, cl, clf = m["generated"], m["cluster"], m["classifier"]
-    n_te, reps = m["data"]["n_test"], g["repeats"]
-    out: dict[str, str] = {}
-
-    def between(value: dict, floor: float, ceiling: dict, lower_is_better: bool = True) -> str:
-        d = value["mean"] - ceiling["mean"]
-        spread = 2 * max(value["std"], ceiling["std"], 1e-12)
-        if abs(d) <= spread:
-            verdict = "not distinguishable from the trivial generator"
-        else:
-            better = (d < 0) == lower_is_better
-            verdict = "better than the trivial generator" if better else "worse than the trivial generator"
-        near = abs(value["mean"] - floor) <= 2 * max(value["std"], 1e-12)
-        return f"{verdict}; {'within' if near else 'not within'} two std of the held-out real value"
-
-    ce = cl["generated"]["cluster_error"]
-    out["cluster_error"] = (f"Cluster error {ce['mean']:.2f} ± {ce['std']:.2f} over {reps} sets of {g['n_proportional']}: "
-                            f"{between(ce, cl['real_test']['cluster_error'], cl['baseline']['cluster_error'])} "
-                            f"({cl['real_test']['cluster_error']:.2f} on {n_te} images).")
-    for key, label in (("cluster_distance", "Cluster distance"), ("cluster_std", "Cluster std")):
-        v = cl["generated"][key]
-        out[key] = (f"{label} {v['mean']:.2f} ± {v['std']:.2f} (target: the held-out {cl['real_test'][key]:.2f}; "
-                    f"trivial generator {cl['baseline'][key]['mean']:.2f}): "
-                    + ("within two std of the held-out value." if abs(v["mean"] - cl["real_test"][key]) <= 2 * v["std"]
-                       else "off the held-out value by more than two std."))
-    fd = m["frechet"]["generated_vs_train"]
-    out["frechet"] = (f"Fréchet distance {fd['mean']:.2f} ± {fd['std']:.2f}: "
-                      f"{between(fd, m['frechet']['real_test_vs_train'], m['frechet']['baseline_vs_train'])} "
-                      f"({m['frechet']['real_test_vs_train']:.2f}).")
-    f1, ch = clf["generated_uniform"]["macro_f1"], clf["generated_chance"]["macro_f1"]
-    sig = f1["mean"] - 2 * f1["std"] > ch["mean"] + 2 * ch["std"]
-    out["f1"] = (f"Generated macro F1 over {', '.join(clf['classes'])}: {f1['mean']:.2f} ± {f1['std']:.2f} "
-                 f"({reps} sets of {g['n_per_class']} per class), chance {ch['mean']:.2f}: "
-                 + ("the generated classes are recognised above chance." if sig
-                    else "not distinguishable from chance at this size."))
-    real, rch = clf["real_test"], clf["real_test_chance"]
-    boot = clf.get("real_test_bootstrap", {})
-    n_cls = {c: real["per_class"][c]["support"] for c in clf["classes"]}
-    out["real_f1"] = (f"Real held-out macro F1 {real['macro_f1']:.2f} on {real['n']} images ({n_cls}; bootstrap std "
-                      f"{boot.get('macro_f1_std', float('nan')):.2f}), chance {rch['macro_f1']:.2f} ± "
-                      f"{rch['macro_f1_std']:.2f}: "
-                      + ("above chance" if real["macro_f1"] > rch["macro_f1"] + 2 * rch["macro_f1_std"]
-                         else "not distinguishable from chance")
-                      + "; the bootstrap std over the held-out images is the uncertainty of every ratio's "
-                        "denominator.")
-    for key, label in (("macro_precision", "Precision"), ("macro_recall", "Recall")):
-        v, b = clf["ratio"][key], clf["baseline_ratio"][key]
-        out[key] = (f"{label} ratio {v['mean']:.2f} ± {v['std']:.2f} (trivial generator {b['mean']:.2f} ± {b['std']:.2f}; "
-                    f"paper {0.73 if key == 'macro_precision' else 0.74} for the discrete model).")
-    ra, rb = clf["ratio"]["macro_f1"], clf["baseline_ratio"]["macro_f1"]
-    spread = 2 * max(ra["std"], rb["std"], 1e-12)
-    verdict = ("above the trivial generator's" if ra["mean"] - rb["mean"] > spread else
-               "below the trivial generator's" if rb["mean"] - ra["mean"] > spread else
-               "not distinguishable from the trivial generator's")
-    out["ratio"] = (f"F1 ratio {ra['mean']:.2f} ± {ra['std']:.2f}, {verdict} {rb['mean']:.2f} ± {rb['std']:.2f} "
-                    "(a generator that paints each class's mean image with pixel noise); paper 0.70 on 20,420 images.")
-    return out
-
-
 def minority_classes(counts: dict[str, int], eligible: set[int] | list[int], fraction: float = 0.5) -> tuple[str, ...]:
     """The least represented classes of a training set that the model can generate: those of
     ``eligible`` (class indices) with fewer than ``fraction`` × the largest class's images
     (the paper's A, M and X on its Fig. 1 distribution, §8.1). Class letters, weakest first."""
     top = max(counts.get(c, 0) for c in FLARE_CLASSES)
     return tuple(FLARE_CLASSES[i] for i in sorted(eligible) if counts.get(FLARE_CLASSES[i], 0) < fraction * top)
-
-
-def _augmentation_pivot(summary, cfg, test_counts: dict[str, int]):
-    """Rows (method, n_added) × classes of "mean ± std" recall, and one sentence per minority
-    class comparing the largest generated and classical additions with none (±2 std rule)."""
-    import pandas as pd
-
-    classes = [c for c in FLARE_CLASSES if test_counts.get(c, 0) > 0]
-    rows = []
-    for (method, n_added), grp in summary.groupby(["method", "n_added"], sort=False):
-        row: dict[str, Any] = {"method": method, "n_added": int(n_added)}
-        for c in classes:
-            r = grp[grp["class"] == c]
-            row[c] = "–" if r.empty or not np.isfinite(r["accuracy_mean"].iloc[0]) else \
-                f"{r['accuracy_mean'].iloc[0]:.2f} ± {np.nan_to_num(r['accuracy_std'].iloc[0]):.2f}"
-        row["macro_f1"] = f"{grp['macro_f1_mean'].iloc[0]:.2f} ± {np.nan_to_num(grp['macro_f1_std'].iloc[0]):.2f}"
-        rows.append(row)
-    texts = []
-    for c in cfg.minority_classes:
-        if test_counts.get(c, 0) == 0:
-            texts.append(f"Class {c}: no held-out test image, its recall cannot be measured.")
-            continue
-        def get(method: str, n: int) -> pd.Series | None:
-            r = summary[(summary["method"] == method) & (summary["n_added"] == n) & (summary["class"] == c)]
-            return None if r.empty else r.iloc[0]
-        base, n_max = get("none", 0), max(cfg.additions)
-        parts = []
-        for method in ("generated", "classical"):
-            r = get(method, n_max)
-            if r is None or base is None:
-                continue
-            d = r["accuracy_mean"] - base["accuracy_mean"]
-            spread = 2 * max(np.nan_to_num(r["accuracy_std"]), np.nan_to_num(base["accuracy_std"]), 1e-9)
-            verdict = "a gain" if d > spread else ("a loss" if d < -spread else "no change beyond the spread")
-            parts.append(f"+{n_max} {method}: {r['accuracy_mean']:.2f} vs {base['accuracy_mean']:.2f} without, {verdict}")
-        texts.append(f"Class {c} ({test_counts[c]} test images, so one image moves recall by "
-                     f"{1 / test_counts[c]:.2f}): " + "; ".join(parts) + ".")
-    return rows, classes, texts
 
 
 def augment_experiment(
@@ -546,8 +412,6 @@ def augment_experiment(
 
 
 def _augment_locked(profile, ws, report_dir, condition, accelerator, devices, progress):
-    from helioforge.diffusion.report import write_augmentation_html
-
     data, stem, net, config, device = _load_trained(ws, condition, accelerator)
     report_dir.mkdir(parents=True, exist_ok=True)
     counts = config.get("class_counts") or data.class_counts("train")
@@ -575,14 +439,12 @@ def _augment_locked(profile, ws, report_dir, condition, accelerator, devices, pr
     df = augmentation_experiment(tr_x, tr_c, te_x, te_c, generate, cfg, progress=progress,
                                  accelerator=accelerator, devices=devices)
     summary = summarize_augmentation(df)
-    from helioforge.io import atomic_path
-
     for name, table in (("augmentation.csv", df), ("augmentation_summary.csv", summary)):
         with atomic_path(report_dir / name, suffix=".csv") as tmp:
             table.to_csv(tmp, index=False)
     figs = plot_augmentation(df, report_dir / "augmentation")
     sc = profile.sample
-    pivot, pivot_classes, texts = _augmentation_pivot(summary, cfg, data.class_counts("test"))
+    pivot, pivot_classes, texts = augmentation_pivot(summary, cfg, data.class_counts("test"))
     result = {
         "sampler_label": f"{sc.sampler} ({sc.steps or resolved_steps(sc.sampler, config['train'])} steps, "
                          f"w = {sc.cfg_scale:g})",

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,45 +30,17 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from helioforge.nn.checkpoint import save_weights
+from helioforge.diffusion.config import FeatureConfig
+from helioforge.nn.checkpoint import build_from_weights, save_weights
 from helioforge.nn.training import check_images, fit_and_save
 from helioforge.nn.vae import ConvVAE, kl_divergence
 
-__all__ = ["FeatureConfig", "FeatureEncoderModule", "FeatureEncoder", "train_feature_encoder", "random_box_mask",
+__all__ = ["FeatureEncoderModule", "FeatureEncoder", "train_feature_encoder", "random_box_mask",
            "FEATURE_ENCODER_STEM"]
 
 log = logging.getLogger(__name__)
 
 FEATURE_ENCODER_STEM = "feature_encoder"
-
-
-@dataclass
-class FeatureConfig:
-    """Settings of the ceVAE feature encoder (Ramunno et al. 2024 §6; Zimmerer et al. 2018).
-
-    latent_dim : size of the feature vectors (the paper's ceVAE has 512; 64 suffices at 64×64).
-    width : channels of the first convolution of :class:`~helioforge.nn.vae.ConvVAE`.
-    epochs, batch_size, lr : Adam training schedule.
-    beta : KL weight β (see the module docstring for the loss scaling).
-    context_mask_fraction : area fraction of the random rectangle masked in the CE branch;
-        0 disables the context-encoding branch.
-    seed : seed of weights, shuffling and masks.
-    """
-
-    latent_dim: int = 64
-    width: int = 32
-    epochs: int = 40
-    batch_size: int = 32
-    lr: float = 1e-3
-    beta: float = 1e-3
-    context_mask_fraction: float = 0.25
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.context_mask_fraction < 1.0:
-            raise ValueError(f"context_mask_fraction must be in [0, 1), got {self.context_mask_fraction}")
-        if self.beta < 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
 
 
 def random_box_mask(shape: tuple[int, ...], fraction: float, *, generator: torch.Generator | None = None,
@@ -190,8 +161,6 @@ class FeatureEncoder:
         :class:`~helioforge.errors.ProductError` (a ``ValueError``) for an unreadable file, a
         sidecar that lacks the network sizes or does not match the weights, or NaN weights.
         """
-        from helioforge.nn.checkpoint import build_from_weights
-
         stem = Path(path_stem)
         remedy = f"rerun `helioforge diffusion evaluate -w {stem.parent.parent}` (it retrains the encoder)"
         model, cfg = build_from_weights(stem, lambda c: ConvVAE(int(c["image_size"]), int(c["latent_dim"]), int(c["width"]),

@@ -8,9 +8,11 @@
   distance and cluster standard deviation of Hackstein et al. (2023, Astronomy and Computing
   42, 100685), computed in a domain feature space (the ceVAE latent space,
   :mod:`helioforge.diffusion.features`) with K = 5 k-means clusters (paper §6, Table 1).
-* :func:`std_maps` / :func:`plot_std_maps` — per-class per-pixel standard deviation maps of
-  real and generated images (paper §7, Fig. 4); :func:`plot_sample_grid` — one column of
-  samples per flare class (paper Fig. 5).
+* :func:`std_maps` — per-class per-pixel standard deviation maps of real and generated images
+  (paper §7, Fig. 4; drawn by :func:`helioforge.diffusion.report.plot_std_maps`).
+* :func:`mean_std`, :func:`bootstrap_scores`, :func:`brightness_index`,
+  :func:`pixel_gaussian_images` — repeat statistics, score spread, an activity proxy and the
+  trivial per-pixel Gaussian generator the evaluation compares with.
 
 Images are float arrays (n, 1, N, N) in [-1, 1]; flare-class labels are ints 0..4 (A..X).
 """
@@ -20,20 +22,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
-import matplotlib
+import numpy as np
+import scipy.linalg
+import torch
+import torch.nn.functional as F
+from sklearn.cluster import KMeans
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import scipy.linalg  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from sklearn.cluster import KMeans  # noqa: E402
-from sunpy.visualization.colormaps import cmlist  # noqa: E402
-
-from helioforge.io import atomic_path  # noqa: E402
+from helioforge.diffusion.classifier import classification_scores
 
 __all__ = [
     "frechet_distance",
@@ -42,8 +39,11 @@ __all__ = [
     "InceptionFeatures",
     "inception_fid",
     "std_maps",
-    "plot_std_maps",
-    "plot_sample_grid",
+    "images_labels",
+    "mean_std",
+    "bootstrap_scores",
+    "brightness_index",
+    "pixel_gaussian_images",
     "INCEPTION_URL",
 ]
 
@@ -52,8 +52,6 @@ log = logging.getLogger(__name__)
 #: Where users get the InceptionV3 TorchScript weights (StyleGAN2-ADA; the file clean-fid uses).
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
 INCEPTION_SIZE = 299
-IMAGE_CMAP = cmlist["sdoaia171"]  # sunpy's AIA 171 Å colormap
-STD_CMAP = "inferno"
 
 
 def _features(x: np.ndarray, name: str) -> np.ndarray:
@@ -349,7 +347,7 @@ def inception_fid(real_images: np.ndarray, gen_images: np.ndarray, weights_path:
 
 
 # --------------------------------------------------------------------------- std maps and figures
-def _images_labels(images: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def images_labels(images: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(images, dtype=np.float64)
     if x.ndim != 4 or x.shape[1] != 1:
         raise ValueError(f"images must be (n, 1, N, N), got {x.shape}")
@@ -383,7 +381,7 @@ def std_maps(images: np.ndarray, labels: np.ndarray, n_classes: int = 5) -> np.n
     ValueError
         Wrong image shape, labels not matching the images or outside [0, n_classes).
     """
-    x, y = _images_labels(images, labels, n_classes)
+    x, y = images_labels(images, labels, n_classes)
     maps = np.full((n_classes, x.shape[2], x.shape[3]), np.nan)
     for c in range(n_classes):
         sel = x[y == c, 0]
@@ -392,98 +390,49 @@ def std_maps(images: np.ndarray, labels: np.ndarray, n_classes: int = 5) -> np.n
     return maps
 
 
-def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
-    return path
+def mean_std(values: Any) -> dict[str, Any]:
+    """``{"mean", "std", "n", "values"}`` of a list of repeat values (population std; NaN-safe:
+    non-finite values are left out of mean and std and counted in ``n_nan``)."""
+    v = np.asarray(list(values), dtype=np.float64)
+    ok = np.isfinite(v)
+    return {"mean": float(v[ok].mean()) if ok.any() else float("nan"),
+            "std": float(v[ok].std()) if ok.any() else float("nan"),
+            "n": int(len(v)), "n_nan": int((~ok).sum()), "values": [float(x) for x in v]}
 
 
-def _blank(ax: plt.Axes, text: str | None = None) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if text:
-        ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=8, color="0.4")
+def bootstrap_scores(y_true: np.ndarray, y_pred: np.ndarray, macro_classes: list[int], n_boot: int = 200,
+                     seed: int = 0) -> dict[str, float]:
+    """Bootstrap spread of the macro scores over the images (resampled with replacement,
+    ``n_boot`` times): the uncertainty of a score measured on few images. Returns
+    ``macro_f1_std``, ``macro_precision_std``, ``macro_recall_std`` and ``n_boot``."""
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    runs = []
+    for _ in range(int(n_boot)):
+        i = rng.integers(0, n, n)
+        runs.append(classification_scores(y_true[i], y_pred[i], macro_classes=macro_classes))
+    out = {f"{k}_std": float(np.std([r[k] for r in runs])) for k in ("macro_f1", "macro_precision", "macro_recall")}
+    out["n_boot"] = int(n_boot)
+    return out
 
 
-def plot_std_maps(real_maps: np.ndarray, gen_maps: np.ndarray, class_names: Sequence[str],
-                  path: str | os.PathLike) -> Path:
-    """Figure like Ramunno et al. (2024) Fig. 4: per-class std maps, real left, generated right.
-
-    One row per class; both panels of a row share one colour scale (0 to the larger maximum)
-    with a colour bar; a panel whose map is all NaN (fewer than two images) says "no images".
-    Written atomically as PNG.
-
-    Parameters
-    ----------
-    real_maps, gen_maps : (n_classes, N, N) maps from :func:`std_maps`.
-    class_names : n_classes labels (e.g. "A", "B", "C", "M", "X").
-    path : output PNG.
-
-    Returns the path. Raises ``ValueError`` for mismatched shapes or names.
-    """
-    real, gen = np.asarray(real_maps, dtype=float), np.asarray(gen_maps, dtype=float)
-    if real.ndim != 3 or real.shape != gen.shape:
-        raise ValueError(f"real_maps and gen_maps must both be (n_classes, N, N), got {real.shape} and {gen.shape}")
-    if len(class_names) != len(real):
-        raise ValueError(f"{len(class_names)} class names for {len(real)} classes")
-    n = len(real)
-    fig, axes = plt.subplots(n, 2, figsize=(4.6, 2.2 * n), squeeze=False)
-    for c in range(n):
-        finite = [m for m in (real[c], gen[c]) if np.isfinite(m).any()]
-        vmax = max(float(np.nanmax(m)) for m in finite) if finite else 1.0
-        vmax = vmax if vmax > 0 else 1.0
-        im = None
-        for j, (m, title) in enumerate(((real[c], "real"), (gen[c], "generated"))):
-            ax = axes[c, j]
-            if np.isfinite(m).any():
-                im = ax.imshow(m, cmap=STD_CMAP, vmin=0.0, vmax=vmax, origin="lower", interpolation="nearest")
-                _blank(ax)
-            else:
-                _blank(ax, "no images")
-            ax.set_title(f"{class_names[c]} — {title}", fontsize=8)
-        if im is not None:
-            fig.colorbar(im, ax=list(axes[c]), fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
-    return _save(fig, path)
+def brightness_index(images: np.ndarray) -> np.ndarray:
+    """Per-image activity proxy: the 99.5th percentile of the scaled intensity (n,) — bright
+    active regions and flares raise it; a quiet Sun keeps it near the disk level."""
+    return np.percentile(np.asarray(images).reshape(len(images), -1), 99.5, axis=1)
 
 
-def plot_sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], path: str | os.PathLike,
-                     per_class: int = 5, wavelength: int | None = None) -> Path:
-    """Figure like Ramunno et al. (2024) Fig. 5: one column per flare class, ``per_class`` rows.
-
-    ``wavelength`` (Å) picks sunpy's AIA colormap of that channel (default: 171 Å, the paper's).
-
-    The first ``per_class`` images of each class (in input order) are shown with the AIA 171 Å
-    colormap on the fixed [-1, 1] scale; a column with no image says "no images", missing
-    cells stay blank. Written atomically as PNG.
-
-    Parameters
-    ----------
-    images : (n, 1, N, N) images in [-1, 1].
-    labels : (n,) integer classes in [0, len(class_names)).
-    class_names : column titles.
-    path : output PNG.
-    per_class : rows.
-
-    Returns the path. Raises ``ValueError`` for bad shapes or labels.
-    """
-    cmap = cmlist.get(f"sdoaia{int(wavelength)}", IMAGE_CMAP) if wavelength else IMAGE_CMAP
-    if per_class < 1:
-        raise ValueError(f"per_class must be >= 1, got {per_class}")
-    n_classes = len(class_names)
-    x, y = _images_labels(images, labels, n_classes)
-    fig, axes = plt.subplots(per_class, n_classes, figsize=(1.3 * n_classes, 1.3 * per_class), squeeze=False)
-    for c in range(n_classes):
-        idx = np.flatnonzero(y == c)[:per_class]
-        for r in range(per_class):
-            ax = axes[r, c]
-            if r < len(idx):
-                ax.imshow(x[idx[r], 0], cmap=cmap, vmin=-1, vmax=1, origin="lower", interpolation="nearest")
-                _blank(ax)
-            else:
-                _blank(ax, "no images" if r == 0 and len(idx) == 0 else None)
-            ax.axis("on")
-        axes[0, c].set_title(class_names[c], fontsize=9)
-    fig.subplots_adjust(wspace=0.05, hspace=0.05)
-    return _save(fig, path)
+def pixel_gaussian_images(images: np.ndarray, labels: np.ndarray, classes: np.ndarray,
+                          rng: np.random.Generator) -> np.ndarray:
+    """Trivial class-conditional generator, the yardstick of the generated-set metrics: every
+    pixel drawn independently from a normal distribution with the per-pixel mean and std of
+    the real training images of the requested class (no spatial structure beyond the class's
+    mean image). ``images`` (n, 1, N, N) in [-1, 1], ``labels`` (n,), ``classes`` (m,) the class
+    of each image to draw; returns (m, 1, N, N) float32 clipped to [-1, 1]."""
+    out = np.empty((len(classes), *images.shape[1:]), dtype=np.float32)
+    for c in np.unique(classes):
+        real = images[labels == c]
+        mu, sd = real.mean(0), real.std(0)
+        pick = classes == c
+        out[pick] = mu + sd * rng.standard_normal((int(pick.sum()), *images.shape[1:]))
+    return np.clip(out, -1.0, 1.0).astype(np.float32)

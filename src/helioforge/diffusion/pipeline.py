@@ -1,68 +1,68 @@
-"""The diffusion job, step by step: label → train → sample → evaluate (→ augmentation experiment).
+"""The diffusion job as one pipeline of stages on a work folder: label → train → sample →
+evaluate (→ augmentation experiment).
 
-Data flow (Ramunno et al. 2024):
+Stages (Ramunno et al. 2024) and the module that does each:
 
-1. :func:`label_dataset` reads the AIA images of one channel, labels them with GOES classes and
-   log10 X-ray flux (§2.2–2.4), preprocesses them to N×N in [-1, 1], splits whole days into a
-   training and a held-out real test set, and writes ``dataset.fits`` (cube + label table),
-   ``labels.ecsv`` (every image, labelled or not), ``labels.json`` and the class histogram
-   (Fig. 1).
-2. :func:`train_model` trains the class- or flux-conditioned DDPM on the training split.
-3. :func:`sample_to_files` samples images of a class or a flux and writes FITS + a PNG grid.
-4. :func:`evaluate` (§5–7) and :func:`augment_experiment` (§8.1) write report folders.
+1. :func:`label_dataset` — :mod:`helioforge.diffusion.data` reads, labels, preprocesses and
+   splits the AIA images (§2.2–2.4); this writes ``dataset.fits`` (cube + label table),
+   ``labels.ecsv`` (every image, labelled or not), ``labels.json`` and the class histogram (Fig. 1).
+2. :func:`train_model` — :mod:`helioforge.diffusion.train` trains the class- or flux-conditioned
+   DDPM on the training split.
+3. :func:`sample_from_workdir` — :mod:`helioforge.diffusion.infer` samples images of a class or
+   a flux and writes FITS + a PNG grid.
+4. :func:`helioforge.diffusion.evaluate.evaluate` (§5–7) and
+   :func:`helioforge.diffusion.evaluate.augment_experiment` (§8.1) write report folders.
 
-Products are reused when the configuration that made them has not changed (see
-:class:`helioforge.workspace.StepState`); ``force=True`` rebuilds. Labelling and training hold the
-work folder's lock (a second command on the same folder stops with
-:class:`~helioforge.errors.FolderInUse`); loading a product checks that its step finished and
-that its files are those written (:meth:`DiffusionWorkspace.require_dataset`,
+Every product goes through the one step protocol (:meth:`helioforge.workspace.StepState.run_step`):
+reused while the configuration that made it has not changed, rebuilt otherwise or with
+``force=True``, training resumed from its checkpoint when only the number of epochs grew.
+Labelling and training hold the work folder's lock (a second command on the same folder stops
+with :class:`~helioforge.errors.FolderInUse`); loading a product checks that its step finished
+and that its files are those written (:meth:`DiffusionWorkspace.require_dataset`,
 :meth:`DiffusionWorkspace.require_model`), and refuses an unfinished or damaged one with the
 command that rebuilds it.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
-import time
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from astropy.io import fits
-from astropy.table import Table
 
-from helioforge import __version__
-from helioforge.data.aia import MIN_AIA_SIDE, AIAScaling, preprocess_aia, read_aia_folder
-from helioforge.data.goes import FLARE_CLASSES, class_histogram, plot_class_histogram, read_event_list, read_xrs_flux, label_images
-from helioforge.diffusion.config import DiffusionProfile, dataclass_from_dict
-from helioforge.diffusion.sampling import sample
-from helioforge.diffusion.training import DIFFUSION_STEM, load_diffusion, train_diffusion
-from helioforge.errors import InputError, ProductError, check_count, check_finite, check_output
-from helioforge.io import atomic_path, write_fits, write_json
-from helioforge.nn.training import inference_device
-from helioforge.workspace import StepState, content_digest
+from helioforge.config import dataclass_from_dict
+from helioforge.data.goes import FLARE_CLASSES
+from helioforge.diffusion.config import DiffusionProfile, get_diffusion_profile
+from helioforge.diffusion.data import (
+    LabelledSet,
+    build_labelled_set,
+    check_data_config,
+    dataset_digest,
+    load_dataset,
+    write_dataset,
+)
+from helioforge.diffusion.infer import check_sample_args, sample_to_files
+from helioforge.diffusion.report import plot_class_histogram
+from helioforge.diffusion.train import DIFFUSION_STEM, train_diffusion
+from helioforge.errors import InputError, ProductError, check_count, check_output
+from helioforge.io import atomic_path, write_json
+from helioforge.locking import LOCK_NAME
+from helioforge.workspace import StepState
 
 __all__ = [
     "DiffusionWorkspace",
-    "LabelledSet",
     "label_dataset",
-    "load_dataset",
     "train_model",
-    "sample_to_files",
-    "class_conditions",
-    "AIA_CHANNELS",
-    "MAX_IMAGE_SIZE",
+    "sample_from_workdir",
+    "open_workdir",
 ]
 
 log = logging.getLogger(__name__)
-
-#: The AIA channels (Å) a dataset can be made of (EUV, UV and visible).
-AIA_CHANNELS = (94, 131, 171, 193, 211, 304, 335, 1600, 1700, 4500)
-#: Largest image side N of a dataset (the AIA detector is 4096²).
-MAX_IMAGE_SIZE = 4096
 
 
 @dataclass
@@ -166,75 +166,23 @@ class DiffusionWorkspace(StepState):
         return rep
 
 
-@dataclass
-class LabelledSet:
-    """Labelled, preprocessed images.
+def open_workdir(root: str | Path, profile: str | None = None) -> tuple[DiffusionWorkspace, DiffusionProfile]:
+    """A work folder (not created: writing stages create it when they take its lock) and the
+    profile to run it with: ``profile`` by name, else the folder's stored one, else ``cpu``.
 
-    images : (n, 1, N, N) float32 in [-1, 1].
-    table : one row per image: file, time, flare_class, class_index (0..4), log10_flux (W m⁻²),
-        label_source, event_delay_min, split (``train``/``test``).
-    meta : wavelength, units, scaling, label source, digest.
+    Raises
+    ------
+    ValueError : an unknown profile name. ProductError : an unreadable stored profile.
     """
-
-    images: np.ndarray
-    table: pd.DataFrame
-    meta: dict[str, Any]
-
-    def split(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(images, class_index, log10_flux) of the ``train`` or ``test`` split."""
-        sel = (self.table["split"] == name).to_numpy()
-        return self.images[sel], self.table["class_index"].to_numpy()[sel].astype(np.int64), \
-            self.table["log10_flux"].to_numpy()[sel].astype(np.float64)
-
-    def class_counts(self, name: str | None = None) -> dict[str, int]:
-        """Images per class (all five) in a split, or overall."""
-        t = self.table if name is None else self.table[self.table["split"] == name]
-        idx = t["class_index"].to_numpy()
-        return {c: int((idx == i).sum()) for i, c in enumerate(FLARE_CLASSES)}
-
-
-def _split_by_day(times: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """``True`` for the held-out days: whole UTC days drawn at random until ``fraction`` of the
-    images is reached, so consecutive (near-identical) images never sit on both sides."""
-    days = times.astype("datetime64[D]")
-    uniq = np.unique(days)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(uniq))
-    test = np.zeros(len(times), bool)
-    target = fraction * len(times)
-    for i in order:
-        if test.sum() >= target:
-            break
-        test |= days == uniq[i]
-    return test
-
-
-def _check_data_config(profile: DiffusionProfile) -> None:
-    """Refuse data settings that cannot make a training set (:class:`~helioforge.errors.InputError`
-    naming the command-line option)."""
-    cfg = profile.data
-    check_count("--wavelength", cfg.wavelength, 1, 10_000)
-    if int(cfg.wavelength) not in AIA_CHANNELS:
-        raise InputError(f"--wavelength {cfg.wavelength} is not an AIA channel (one of {', '.join(map(str, AIA_CHANNELS))} Å)")
-    check_count("--size", cfg.image_size, MIN_AIA_SIDE, MAX_IMAGE_SIZE)
-    levels = len(profile.unet.block_out_channels)
-    factor = 2 ** (levels - 1)
-    if cfg.image_size % factor:
-        raise InputError(f"--size {cfg.image_size} must be a multiple of {factor} for the {profile.name} profile's "
-                         f"U-Net ({levels} resolution levels)")
-    check_finite("--tolerance-min", cfg.tolerance_min, minimum=0)
-    f = check_finite("test_fraction", cfg.test_fraction)
-    if not 0 < f < 1:
-        raise InputError(f"test_fraction of the profile must lie between 0 and 1, got {f}")
-    if cfg.label_source not in ("events", "flux", "events+flux"):
-        raise InputError(f"--source must be events, flux or events+flux, got {cfg.label_source!r}")
+    ws = DiffusionWorkspace(Path(root), create=False)
+    if profile is None and ws.profile_file.is_file():
+        return ws, ws.load_profile()
+    return ws, get_diffusion_profile(profile or "cpu")
 
 
 def _remove_if_only_lock(folder: Path) -> None:
     """Remove ``folder`` when it holds nothing but the lock files (a failed first command in a
     new work folder leaves nothing behind)."""
-    from helioforge.locking import LOCK_NAME
-
     try:
         names = {p.name for p in folder.iterdir()}
         if names <= {LOCK_NAME, LOCK_NAME + ".json"}:
@@ -262,7 +210,7 @@ def label_dataset(profile: DiffusionProfile, ws: DiffusionWorkspace, *, force: b
     or the training split would hold less than one batch.
     """
     cfg = profile.data
-    _check_data_config(profile)
+    check_data_config(profile)
     folder = cfg.images_path()
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: AIA image folder not found (set HELIOFORGE_DATA or --images)")
@@ -279,169 +227,27 @@ def label_dataset(profile: DiffusionProfile, ws: DiffusionWorkspace, *, force: b
 def _label_locked(profile: DiffusionProfile, ws: DiffusionWorkspace, folder: Path, *, force: bool,
                   progress: bool) -> LabelledSet:
     cfg = profile.data
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    goes_files = [p for p in (cfg.events_path(), cfg.flux_path()) if p.is_file()]
-    # content, not names, sizes or times: copying the same data elsewhere keeps the dataset current
-    digest = profile.digest("data", extra=[content_digest(files), content_digest(goes_files)],
-                            drop=("data.images", "data.events", "data.flux"))
+    digest = dataset_digest(profile, folder)
     if not force and ws.is_current("label", digest, *ws.label_products):
         log.info("reusing labelled dataset %s", ws.dataset)
         return load_dataset(ws.dataset)
-    images, skipped = read_aia_folder(folder, wavelength=cfg.wavelength, progress=progress,
-                                      min_size=max(MIN_AIA_SIDE, cfg.image_size))
-    if not images:
-        raise ValueError(f"{folder}: no usable {cfg.wavelength} Å image ({len(skipped)} skipped"
-                         + (f", e.g. {skipped[0].path.name}: {skipped[0].reason}" if skipped else "") + ")")
-    times = np.array([im.time for im in images], dtype="datetime64[ns]")
-    events = flux = None
-    if "events" in cfg.label_source:
-        if not cfg.events_path().is_file():
-            raise FileNotFoundError(f"{cfg.events_path()}: event list not found")
-        events = read_event_list(cfg.events_path())
-    if cfg.flux_path().is_file():
-        flux = read_xrs_flux(cfg.flux_path())
-    elif "flux" in cfg.label_source:
-        raise FileNotFoundError(f"{cfg.flux_path()}: GOES X-ray flux file not found")
-    labels = label_images(times, events=events, flux=flux, source=cfg.label_source,
-                          tolerance=np.timedelta64(int(round(cfg.tolerance_min * 60)), "s"))
-    labels.insert(0, "file", [im.path.name for im in images])
-    labelled = (labels["class_index"] >= 0).to_numpy()
-    labels["split"] = ""
-    if not labelled.any():
-        raise ValueError(f"{folder}: none of the {len(images)} images could be labelled with source={cfg.label_source!r}")
-    test = _split_by_day(times[labelled], cfg.test_fraction, cfg.seed)
-    n_train, n_test = int((~test).sum()), int(test.sum())
-    batch = int(profile.train.batch_size)
-    if n_train < max(2, batch):
-        days = len(np.unique(times[labelled].astype("datetime64[D]")))
-        raise ValueError(
-            f"{folder}: only {n_train} training and {n_test} test images ({int(labelled.sum())} labelled on {days} "
-            f"day(s) of {len(images)} read, {len(skipped)} skipped): fewer than one training batch ({batch}); "
-            "add images from more days" + ("" if cfg.label_source == "flux" else ", or label by flux (--source flux)"))
-    labels.loc[labelled, "split"] = np.where(test, "test", "train")
-    units = images[0].units
-    mixed = sorted({im.units for im in images})
-    if len(mixed) > 1:
-        other = next(im for im in images if im.units != units)
-        raise InputError(f"{folder}: mixes images in {' and '.join(mixed)} units (e.g. {images[0].path.name} and "
-                         f"{other.path.name}); one dataset needs one kind (browse images or FITS in DN/s)")
-    try:
-        scaling = None if units == "display" else AIAScaling.for_channel(cfg.wavelength)
-    except KeyError as exc:
-        raise InputError(f"{folder}: {exc.args[0]}") from None
-    arrays = np.stack([preprocess_aia(im, cfg.image_size, scaling) for im, ok in zip(images, labelled) if ok])[:, None]
-    meta = {
-        "wavelength": cfg.wavelength,
-        "units": units,
-        "scaling": None if scaling is None else {"log10_min": scaling.log10_min, "log10_max": scaling.log10_max},
-        "label_source": cfg.label_source,
-        "images_folder": str(folder),
-        "digest": digest,
-    }
-    # every image (labelled or not) for the user; the cube holds the labelled ones
-    keep = ["file", "time", "flare_class", "class_index", "log10_flux", "label_source", "event_delay_min", "goes_class", "split"]
-    every = keep + ["xrs_log10_flux", "unlabelled_reason"]
-    table_all = Table.from_pandas(labels[every].assign(time=labels["time"].astype(str)))
-    table_all.meta.update({"helioforge": __version__, **{k: v for k, v in meta.items() if k != "scaling"}})
-    sub = labels.loc[labelled, keep].reset_index(drop=True)
-    hist_all = class_histogram(labels["class_index"].to_numpy())
-    report = {
-        "images_read": len(images),
-        "skipped": [{"file": str(s.path), "reason": s.reason} for s in skipped],
-        "labelled": int(labelled.sum()),
-        "unlabelled": int((~labelled).sum()),
-        "histogram": hist_all,
-        "train": {c: int(((sub["split"] == "train") & (sub["class_index"] == i)).sum()) for i, c in enumerate(FLARE_CLASSES)},
-        "test": {c: int(((sub["split"] == "test") & (sub["class_index"] == i)).sum()) for i, c in enumerate(FLARE_CLASSES)},
-        "event_linked": int((labels["label_source"] == "events").sum()),
-        "flux_labelled": int((labels["label_source"] == "flux").sum()),
-        "histogram_by_source": {src: class_histogram(labels.loc[labels["label_source"] == src, "class_index"].to_numpy())
-                                for src in ("events", "flux") if (labels["label_source"] == src).any()},
-        "skipped_by_reason": _count_reasons(s.reason for s in skipped),
-        "unlabelled_by_reason": _count_reasons(labels.loc[~labelled, "unlabelled_reason"]),
-        "events": labels.attrs.get("events"),
-        "tolerance_min": cfg.tolerance_min,
-        "events_file": str(cfg.events_path()) if events is not None else None,
-        "flux_file": str(cfg.flux_path()) if flux is not None else None,
-        **meta,
-    }
-    # everything is checked: from here on the old products are replaced
-    ws.unmark("label")
-    with atomic_path(ws.labels, suffix=".ecsv") as tmp:
-        table_all.write(tmp, format="ascii.ecsv", overwrite=True)
-    _write_dataset(ws.dataset, arrays, sub, meta, profile)
-    plot_class_histogram(hist_all, ws.histogram, title=f"AIA {cfg.wavelength} Å images by GOES class ({cfg.label_source})")
-    write_json(ws.labels_report, report)
-    ws.save_profile(profile)
-    ws.mark("label", digest, *ws.label_products)
-    log.info("labelled %d of %d images (%s); %d skipped", labelled.sum(), len(images), hist_all, len(skipped))
-    return LabelledSet(arrays.astype(np.float32), sub, meta)
+    # every check runs before the step is un-marked: a failed relabelling leaves the old products current
+    made = build_labelled_set(profile, folder, digest, progress=progress)
 
+    def write() -> None:
+        with atomic_path(ws.labels, suffix=".ecsv") as tmp:
+            made.table_all.write(tmp, format="ascii.ecsv", overwrite=True)
+        write_dataset(ws.dataset, made.labelled.images, made.labelled.table, made.labelled.meta, profile)
+        plot_class_histogram(made.histogram, ws.histogram,
+                             title=f"AIA {cfg.wavelength} Å images by GOES class ({cfg.label_source})")
+        write_json(ws.labels_report, made.report)
+        ws.save_profile(profile)
 
-def _count_reasons(reasons: Any) -> dict[str, int]:
-    """Counts per reason, most frequent first (file-specific details after a colon dropped)."""
-    out: dict[str, int] = {}
-    for r in reasons:
-        key = str(r).split(": ", 1)[0] if str(r).count(":") and not str(r).startswith(("outside", "in a gap")) else str(r)
-        out[key] = out.get(key, 0) + 1
-    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
-
-
-def _write_dataset(path: Path, arrays: np.ndarray, table: pd.DataFrame, meta: dict[str, Any],
-                   profile: DiffusionProfile) -> None:
-    hdr = fits.Header()
-    hdr["WAVELNTH"] = (int(meta["wavelength"]), "AIA channel, Angstrom")
-    hdr["BUNIT"] = ("scaled", "network units in [-1, 1]; see HF SCALING")
-    tab = fits.BinTableHDU(Table.from_pandas(table.assign(time=table["time"].astype(str))), name="LABELS")
-    sc = meta.get("scaling") or {}
-    params = {"profile": profile.name, "units": meta["units"], "label_source": meta["label_source"],
-              "digest": meta["digest"], "scale_log10_min": sc.get("log10_min", ""),
-              "scale_log10_max": sc.get("log10_max", "")}
-    tab.header["IMAGES"] = (str(meta["images_folder"])[-68:], "source folder (tail)")
-    write_fits(path, arrays[:, 0].astype(np.float32), model="diffusion-dataset", params=params, header=hdr,
-               extra_hdus=[tab])
-
-
-def load_dataset(path: str | Path) -> LabelledSet:
-    """Read ``dataset.fits`` written by :func:`label_dataset`.
-
-    Raises ``FileNotFoundError`` for a missing file and :class:`~helioforge.errors.ProductError`
-    (naming the file and ``diffusion label --force``) for one that is unreadable, truncated or
-    not a labelled dataset.
-    """
-    import warnings
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no labelled dataset (run `helioforge diffusion label`)")
-    remedy = f"run `helioforge diffusion label -w {path.parent} --force` to rebuild it"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # astropy's truncation warnings: the error below says it
-            with fits.open(path) as hdul:
-                if hdul[0].data is None or hdul[0].data.ndim != 3:
-                    raise ValueError("no (n, N, N) image cube in the primary HDU")
-                arrays = np.asarray(hdul[0].data, dtype=np.float32)[:, None]
-                h = hdul[0].header
-                lo, hi = h.get("HIERARCH HF scale_log10_min", ""), h.get("HIERARCH HF scale_log10_max", "")
-                meta = {"wavelength": int(h["WAVELNTH"]), "units": h.get("HIERARCH HF units", ""),
-                        "scaling": {"log10_min": float(lo), "log10_max": float(hi)} if lo != "" else None,
-                        "label_source": h.get("HIERARCH HF label_source", ""),
-                        "images_folder": hdul["LABELS"].header.get("IMAGES", ""),
-                        "digest": h.get("HIERARCH HF digest", "")}
-                table = Table(hdul["LABELS"].data).to_pandas()
-    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, EOFError) as exc:
-        raise ProductError(path, f"unreadable labelled dataset ({type(exc).__name__}: {exc})", remedy) from None
-    missing = [c for c in ("class_index", "log10_flux", "split") if c not in table.columns]
-    if missing or len(table) != len(arrays):
-        problem = f"label table lacks {missing}" if missing else f"{len(arrays)} images but {len(table)} label rows"
-        raise ProductError(path, f"not a labelled dataset of this helioforge version ({problem})", remedy)
-    if not np.isfinite(arrays).all() or arrays.size and (arrays.min() < -1 or arrays.max() > 1):
-        raise ProductError(path, "damaged labelled dataset (image values outside [-1, 1] or not finite)", remedy)
-    for col in table.columns:
-        if table[col].dtype == object:
-            table[col] = table[col].map(lambda v: v.decode() if isinstance(v, bytes) else v)
-    return LabelledSet(arrays, table, meta)
+    ws.run_step("label", digest, ws.label_products, write, force=True)
+    rep = made.report
+    log.info("labelled %d of %d images (%s); %d skipped", rep["labelled"], rep["images_read"], made.histogram,
+             len(rep["skipped"]))
+    return made.labelled
 
 
 def train_model(profile: DiffusionProfile, ws: DiffusionWorkspace, condition: str | None = None, *,
@@ -472,9 +278,6 @@ def train_model(profile: DiffusionProfile, ws: DiffusionWorkspace, condition: st
 
 def _train_locked(profile: DiffusionProfile, ws: DiffusionWorkspace, condition: str, *, force: bool,
                   accelerator: str, devices: int | str, progress: bool) -> Path:
-    import copy
-    import shutil
-
     ws.require_dataset()
     profile = copy.deepcopy(profile)  # the work folder's profile is left as it is
     profile.train.condition = condition
@@ -493,129 +296,78 @@ def _train_locked(profile: DiffusionProfile, ws: DiffusionWorkspace, condition: 
     step = f"model_{condition}"
     digest = profile.digest("unet", "train", extra=data.meta["digest"])
     stem = ws.model_stem(condition)
-    products = ws.model_files(condition)
-    if not force and ws.is_current(step, digest, *products):
-        log.info("reusing %s model %s", condition, stem)
-        return stem
-    ws.unmark(step)
     resumable = copy.deepcopy(profile)
     resumable.train.epochs = 0  # a longer run may resume a shorter one with the same settings
-    run_digest = resumable.digest("unet", "train", extra=data.meta["digest"])
-    if force or ws.state().get(f"{step}_config") != run_digest:
-        # a changed configuration must not resume the old run's checkpoint
-        shutil.rmtree(ws.model_dir(condition), ignore_errors=True)
-    state = ws.state()
-    state[f"{step}_config"] = run_digest
-    write_json(ws.state_file, state)
-    t0 = time.perf_counter()
+    resume_digest = resumable.digest("unet", "train", extra=data.meta["digest"])
     extra = {
         "class_counts": {c: int((cls == i).sum()) for i, c in enumerate(FLARE_CLASSES)},
         "log10_flux_range": [float(np.nanmin(flux)), float(np.nanmax(flux))] if np.isfinite(flux).any() else None,
         "data": data.meta,
     }
-    stem = train_diffusion(images, cond, profile.unet, profile.train, ws.model_dir(condition), extra_config=extra,
-                           accelerator=accelerator, devices=devices, progress=progress)
-    ws.record_time(step, time.perf_counter() - t0)
-    ws.mark(step, digest, *products)
+
+    def reset() -> None:
+        # a changed configuration must not resume the old run's checkpoint (folders written before
+        # the step protocol recorded the resume digest under "<step>_config")
+        if force or ws.state().get(f"{step}_config") != resume_digest:
+            shutil.rmtree(ws.model_dir(condition), ignore_errors=True)
+
+    def build() -> None:
+        train_diffusion(images, cond, profile.unet, profile.train, ws.model_dir(condition), extra_config=extra,
+                        accelerator=accelerator, devices=devices, progress=progress)
+
+    if not ws.run_step(step, digest, ws.model_files(condition), build, force=force, resume_digest=resume_digest,
+                       reset=reset):
+        log.info("reusing %s model %s", condition, stem)
     return stem
 
 
-def class_conditions(counts: dict[str, int], n: int, rng: np.random.Generator | None = None) -> np.ndarray:
-    """``n`` class indices in the proportions of ``counts`` (largest-remainder rounding),
-    shuffled. Classes with a zero count get none."""
-    c = np.array([counts.get(k, 0) for k in FLARE_CLASSES], float)
-    if c.sum() <= 0:
-        raise ValueError("no class has any image")
-    exact = c / c.sum() * n
-    k = np.floor(exact).astype(int)
-    k[np.argsort(exact - k)[::-1][: n - k.sum()]] += 1
-    out = np.repeat(np.arange(len(FLARE_CLASSES)), k)
-    return (rng or np.random.default_rng(0)).permutation(out)
-
-
-def sample_to_files(
-    stem: str | Path,
-    out: str | Path,
+def sample_from_workdir(
+    ws: DiffusionWorkspace,
     *,
+    condition: str = "class",
     flare_class: str | None = None,
     flux: float | None = None,
     n: int = 16,
-    cfg_scale: float = 1.0,
-    eta: float = 1.0,
-    sampler: str = "dpm",
+    cfg_scale: float | None = None,
+    sampler: str | None = None,
     steps: int | None = None,
+    eta: float | None = None,
     seed: int = 0,
-    device: str | None = None,
+    output: str | Path | None = None,
     progress: bool = True,
 ) -> tuple[Path, Path]:
-    """Sample ``n`` images of a GOES class (class model) or an X-ray flux in W m⁻² (flux model)
-    and write ``<out>.fits`` (cube (n, N, N) in network units [-1, 1], with the scaling to
-    intensity, condition, sampler and provenance in the header) and ``<out>.png`` (grid).
+    """Sample from a work folder's trained ``condition`` model (:func:`~helioforge.diffusion.infer.sample_to_files`).
 
-    Every argument is checked before the model is loaded, and both files are written only when
-    the sampling succeeded (atomically: a failure leaves nothing behind).
+    Every sampler option left ``None`` comes from the work folder's profile (``sampler``,
+    ``cfg_scale``, ``eta``; ``steps`` too when ``sampler`` is not given), else DPM-Solver with
+    w = 1 and η = 1. ``output`` defaults to ``<work folder>/samples/<condition>_<class or flux>``.
+    The folder is only read (a missing one is not created).
 
-    Raises :class:`~helioforge.errors.InputError` for ``n`` or ``steps`` < 1, a ``cfg_scale``
-    that is not a finite number ≥ 0, an ``eta`` outside [0, 1], a flux that is not a finite
-    number > 0, or an output that would overwrite the model or a FITS file helioforge did not
-    write; ``ValueError`` when the condition does not suit the model (a class for a flux model
-    or the reverse, a class absent from the model's training set);
-    :class:`~helioforge.errors.ProductError` for a damaged model.
+    Returns
+    -------
+    (fits_path, png_path) : the files written.
+
+    Raises
+    ------
+    ProductError : the model is missing, unfinished or damaged, or the output would overwrite a
+        product of the folder. InputError, ValueError : as :func:`~helioforge.diffusion.infer.sample_to_files`.
     """
-    from helioforge.diffusion.report import save_grid
-
-    stem = Path(stem)
-    n = check_count("-n", n)
-    check_count("--steps", steps)
-    cfg_scale = check_finite("--cfg-scale", cfg_scale, minimum=0)
-    eta = check_finite("--eta", eta, minimum=0)
-    if eta > 1:
-        raise InputError(f"--eta must lie between 0 and 1, got {eta:g}")
-    if flux is not None:
-        check_finite("--flux", flux)
-        if not flux > 0:
-            raise InputError(f"--flux must be a GOES 1–8 Å flux > 0 W m^-2 (e.g. 3e-5), got {flux:g}")
-    out = Path(out)
-    fits_out, png_out = out.with_suffix(".fits"), out.with_suffix(".png")
-    inputs = (stem.with_suffix(".safetensors"), stem.with_suffix(".json"))
-    check_output(fits_out, inputs, protect_foreign_fits=True)
-    check_output(png_out, inputs)
-    device = device or inference_device()
-    net, config = load_diffusion(stem, device)
-    counts = config.get("class_counts", {})
-    if net.condition == "class":
-        if flare_class is None:
-            raise ValueError(f"{stem}: a class-conditioned model needs --flare-class (one of {', '.join(FLARE_CLASSES)})")
-        letter = flare_class.strip().upper()[:1]
-        if letter not in FLARE_CLASSES:
-            raise ValueError(f"flare class {flare_class!r} is not one of {', '.join(FLARE_CLASSES)}")
-        if counts and counts.get(letter, 0) == 0:
-            raise ValueError(f"{stem}: the model saw no {letter}-class image in training ({counts}); it cannot generate that class")
-        cond = np.full(n, FLARE_CLASSES.index(letter))
-        label = f"GOES class {letter}"
-    else:
-        if flux is None:
-            raise ValueError(f"{stem}: a flux-conditioned model needs --flux > 0 (W m^-2)")
-        lo_hi = config.get("log10_flux_range")
-        if lo_hi and not lo_hi[0] <= np.log10(flux) <= lo_hi[1]:
-            log.warning("flux %.2g W/m² lies outside the training range 1e%.1f–1e%.1f: extrapolation", flux, *lo_hi)
-        cond = np.full(n, np.log10(flux))
-        label = f"GOES flux {flux:.2g} W/m²"
-    res = sample(net, config["train"], cond, sampler=sampler, steps=steps, cfg_scale=cfg_scale, eta=eta, seed=seed,
-                 device=device, progress=progress)
-    if not np.isfinite(res.images).all():
-        raise ValueError(f"{stem}: sampling gave non-finite pixels; nothing written (retrain the model with "
-                         "`helioforge diffusion train --force`)")
-    data_meta = config.get("data", {})
-    hdr = fits.Header()
-    hdr["WAVELNTH"] = (int(data_meta.get("wavelength", 0)), "AIA channel, Angstrom")
-    hdr["BUNIT"] = ("scaled", "network units [-1,1]; helioforge.data.aia.to_intensity")
-    params = {"condition": net.condition, "flare_class": flare_class or "", "flux_Wm2": flux if flux else "",
-              "cfg_scale": cfg_scale, "eta": eta, "sampler": sampler, "steps": res.nfe_per_image // (2 if cfg_scale else 1),
-              "seed": seed, "model": str(stem), "units": data_meta.get("units", ""),
-              "scaling": data_meta.get("scaling") or ""}
-    # both files or neither: each is renamed into place only when both are complete
-    with atomic_path(fits_out) as tmp_fits, atomic_path(png_out) as tmp_png:
-        write_fits(tmp_fits, res.images[:, 0], model="diffusion", params=params, header=hdr)
-        save_grid(res.images, tmp_png, title=f"{label}, w={cfg_scale:g}, {sampler}")
-    return fits_out, png_out
+    check_sample_args(n=n, steps=steps, cfg_scale=cfg_scale, eta=eta, flux=flux)
+    stem = ws.require_model(condition)
+    sc = ws.load_profile().sample if ws.profile_file.is_file() else None
+    if sc is not None:
+        if sampler is None:
+            steps = sc.steps if steps is None else steps
+        sampler = sampler or sc.sampler
+        cfg_scale = sc.cfg_scale if cfg_scale is None else cfg_scale
+        eta = sc.eta if eta is None else eta
+    sampler = sampler or "dpm"
+    cfg_scale = 1.0 if cfg_scale is None else cfg_scale
+    eta = 1.0 if eta is None else eta
+    tag = (flare_class or (f"{flux:.1e}" if flux else "x")).replace("+", "")
+    dest = Path(output) if output is not None else ws.root / "samples" / f"{condition}_{tag}"
+    products = (ws.dataset, ws.histogram, *ws.model_files(condition))
+    check_output(dest.with_suffix(".fits"), products, protect_foreign_fits=True)
+    check_output(dest.with_suffix(".png"), products)
+    return sample_to_files(stem, dest, flare_class=flare_class, flux=flux, n=n, cfg_scale=cfg_scale, eta=eta,
+                           sampler=sampler, steps=steps, seed=seed, progress=progress)

@@ -1,21 +1,43 @@
-"""Figures and HTML pages of the diffusion job (Ramunno et al. 2024, Table 1, Figs. 1, 4–8)."""
+"""Figures, report text and HTML pages of the diffusion job (Ramunno et al. 2024, Table 1, Figs. 1, 4–8).
+
+Everything is written through the report toolkit (:mod:`helioforge.reporting`): figures with
+:func:`~helioforge.reporting.save_figure` (atomic), pages from the templates
+``templates/diffusion_evaluate.html.j2`` and ``templates/diffusion_augment.html.j2``.
+
+* :func:`plot_class_histogram` — images per GOES class (Fig. 1);
+* :func:`plot_std_maps`, :func:`plot_sample_grid` — per-class std maps (Fig. 4) and samples (Fig. 5);
+* :func:`plot_augmentation` — the augmentation experiment (Figs. 6–8);
+* :func:`save_grid` — the PNG grid beside a sampled FITS;
+* :func:`conclusions` — what the sample sizes allow one to conclude (report sentences);
+* :func:`write_evaluation_html`, :func:`write_augmentation_html` — the two pages;
+* :func:`labels_summary_lines`, :func:`evaluation_summary_lines` — what the command line prints.
+"""
 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sunpy.visualization.colormaps import cmlist
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from jinja2 import Template  # noqa: E402
+from helioforge.data.goes import FLARE_CLASSES
+from helioforge.diffusion.augment import METHODS, summarize_augmentation
+from helioforge.diffusion.metrics import images_labels
+from helioforge.reporting import save_figure, write_html
 
-from helioforge.io import atomic_path, write_text  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402,I001  (helioforge.reporting has chosen the Agg backend)
 
-__all__ = ["save_grid", "write_evaluation_html", "write_augmentation_html", "PAPER_TABLE1"]
+__all__ = ["save_grid", "plot_class_histogram", "plot_std_maps", "plot_sample_grid", "plot_augmentation", "conclusions",
+           "augmentation_pivot", "write_evaluation_html", "write_augmentation_html", "labels_summary_lines",
+           "evaluation_summary_lines", "PAPER_TABLE1"]
+
+IMAGE_CMAP = cmlist["sdoaia171"]  # sunpy's AIA 171 Å colormap
+STD_CMAP = "inferno"
 
 #: Ramunno et al. (2024) Table 1, discrete-label model (ours: class condition) and X-ray model.
 PAPER_TABLE1 = {
@@ -27,8 +49,15 @@ PAPER_TABLE1 = {
 }
 
 
+#: Ramunno et al. (2024) App. D: per-class F1 of the classifier on real data (Table D.1) and on
+#: images of the discrete-label model (Table D.2).
+PAPER_D1_F1 = {"A": 0.80, "B": 0.26, "C": 0.55, "M": 0.70, "X": 0.42}
+PAPER_D2_F1 = {"A": 0.77, "B": 0.24, "C": 0.28, "M": 0.37, "X": 0.26}
+
+
 def save_grid(images: np.ndarray, path: str | Path, *, title: str = "", cols: int | None = None) -> Path:
-    """PNG grid of images (n, 1, N, N) in [-1, 1] on a fixed grey scale; written atomically."""
+    """PNG grid of images (n, 1, N, N) in [-1, 1] on a fixed grey scale, ``cols`` per row
+    (default ≈ √n, at most 8); written atomically (110 dpi). Returns ``path``."""
     n = len(images)
     cols = cols or min(8, max(1, math.ceil(math.sqrt(n))))
     rows = math.ceil(n / cols)
@@ -40,10 +69,315 @@ def save_grid(images: np.ndarray, path: str | Path, *, title: str = "", cols: in
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=110)
+
+
+def plot_class_histogram(counts: dict[str, int], path: str | Path, title: str = "GOES flare classes of the images") -> Path:
+    """Bar chart of images per GOES class (like Ramunno et al. 2024, Fig. 1) as a PNG.
+
+    Parameters
+    ----------
+    counts : as from :func:`helioforge.data.goes.class_histogram` (missing classes count 0;
+        ``unlabelled`` is shown in the axis label, not as a bar).
+    path : the PNG to write (atomically, :func:`helioforge.reporting.save_figure`, 120 dpi).
+    title : figure title.
+
+    Returns
+    -------
+    Path : the path written.
+    """
+    values = [int(counts.get(c, 0)) for c in FLARE_CLASSES]
+    fig = Figure(figsize=(5.0, 3.6), dpi=120)
+    ax = fig.add_subplot(1, 1, 1)
+    bars = ax.bar(FLARE_CLASSES, values, color=["#4c72b0", "#55a868", "#c4a000", "#dd8452", "#c44e52"])
+    for bar, v in zip(bars, values):
+        ax.annotate(str(v), (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=9)
+    unl = int(counts.get("unlabelled", 0))
+    ax.set_xlabel("GOES flare class" + (f"   ({unl} unlabelled images not shown)" if unl else ""))
+    ax.set_ylabel("images")
+    ax.set_title(title)
+    ax.set_ylim(0, max(values + [1]) * 1.15)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=120)
+
+
+def _blank(ax: plt.Axes, text: str | None = None) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if text:
+        ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=8, color="0.4")
+
+
+def plot_std_maps(real_maps: np.ndarray, gen_maps: np.ndarray, class_names: Sequence[str],
+                  path: str | os.PathLike) -> Path:
+    """Figure like Ramunno et al. (2024) Fig. 4: per-class std maps, real left, generated right.
+
+    One row per class; both panels of a row share one colour scale (0 to the larger maximum)
+    with a colour bar; a panel whose map is all NaN (fewer than two images) says "no images".
+    Written atomically as PNG.
+
+    Parameters
+    ----------
+    real_maps, gen_maps : (n_classes, N, N) maps from :func:`std_maps`.
+    class_names : n_classes labels (e.g. "A", "B", "C", "M", "X").
+    path : output PNG.
+
+    Returns the path. Raises ``ValueError`` for mismatched shapes or names.
+    """
+    real, gen = np.asarray(real_maps, dtype=float), np.asarray(gen_maps, dtype=float)
+    if real.ndim != 3 or real.shape != gen.shape:
+        raise ValueError(f"real_maps and gen_maps must both be (n_classes, N, N), got {real.shape} and {gen.shape}")
+    if len(class_names) != len(real):
+        raise ValueError(f"{len(class_names)} class names for {len(real)} classes")
+    n = len(real)
+    fig, axes = plt.subplots(n, 2, figsize=(4.6, 2.2 * n), squeeze=False)
+    for c in range(n):
+        finite = [m for m in (real[c], gen[c]) if np.isfinite(m).any()]
+        vmax = max(float(np.nanmax(m)) for m in finite) if finite else 1.0
+        vmax = vmax if vmax > 0 else 1.0
+        im = None
+        for j, (m, title) in enumerate(((real[c], "real"), (gen[c], "generated"))):
+            ax = axes[c, j]
+            if np.isfinite(m).any():
+                im = ax.imshow(m, cmap=STD_CMAP, vmin=0.0, vmax=vmax, origin="lower", interpolation="nearest")
+                _blank(ax)
+            else:
+                _blank(ax, "no images")
+            ax.set_title(f"{class_names[c]} — {title}", fontsize=8)
+        if im is not None:
+            fig.colorbar(im, ax=list(axes[c]), fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+    return save_figure(fig, path, dpi=110)
+
+
+def plot_sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], path: str | os.PathLike,
+                     per_class: int = 5, wavelength: int | None = None) -> Path:
+    """Figure like Ramunno et al. (2024) Fig. 5: one column per flare class, ``per_class`` rows.
+
+    ``wavelength`` (Å) picks sunpy's AIA colormap of that channel (default: 171 Å, the paper's).
+
+    The first ``per_class`` images of each class (in input order) are shown with the AIA 171 Å
+    colormap on the fixed [-1, 1] scale; a column with no image says "no images", missing
+    cells stay blank. Written atomically as PNG.
+
+    Parameters
+    ----------
+    images : (n, 1, N, N) images in [-1, 1].
+    labels : (n,) integer classes in [0, len(class_names)).
+    class_names : column titles.
+    path : output PNG.
+    per_class : rows.
+
+    Returns the path. Raises ``ValueError`` for bad shapes or labels.
+    """
+    cmap = cmlist.get(f"sdoaia{int(wavelength)}", IMAGE_CMAP) if wavelength else IMAGE_CMAP
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    n_classes = len(class_names)
+    x, y = images_labels(images, labels, n_classes)
+    fig, axes = plt.subplots(per_class, n_classes, figsize=(1.3 * n_classes, 1.3 * per_class), squeeze=False)
+    for c in range(n_classes):
+        idx = np.flatnonzero(y == c)[:per_class]
+        for r in range(per_class):
+            ax = axes[r, c]
+            if r < len(idx):
+                ax.imshow(x[idx[r], 0], cmap=cmap, vmin=-1, vmax=1, origin="lower", interpolation="nearest")
+                _blank(ax)
+            else:
+                _blank(ax, "no images" if r == 0 and len(idx) == 0 else None)
+            ax.axis("on")
+        axes[0, c].set_title(class_names[c], fontsize=9)
+    fig.subplots_adjust(wspace=0.05, hspace=0.05)
+    return save_figure(fig, path, dpi=110)
+
+
+def _curve_figure(summary: pd.DataFrame, method: str, classes: Sequence[str], title: str) -> Any:
+    fig = Figure(figsize=(4 * len(classes), 3.4))
+    axes = fig.subplots(1, len(classes), squeeze=False)[0]
+    base = summary[summary["method"] == "none"]
+    cur = summary[summary["method"] == method]
+    for panel, (ax, cls) in enumerate(zip(axes, classes)):
+        pts = pd.concat([base[base["class"] == cls], cur[cur["class"] == cls]]).sort_values("n_added")
+        x = pts["n_added"].to_numpy(float)
+        m = pts["accuracy_mean"].to_numpy(float)
+        s = np.nan_to_num(pts["accuracy_std"].to_numpy(float))
+        if len(pts):
+            ax.plot(x, m, "o-", color="C0" if method == "generated" else "C1", label=f"{method} (mean)")
+            ax.fill_between(x, np.clip(m - s, 0, 1), np.clip(m + s, 0, 1), color="0.6", alpha=0.35, linewidth=0, label="±1 std over repeats")
+        if cur[cur["class"] == cls].empty:
+            ax.text(0.5, 0.5, f"no {method} runs\nfor class {cls}", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(f"{'abc'[panel] if panel < 3 else panel}) class {cls}")
+        ax.set_xlabel(f"{method} images added per minority class")
+        ax.set_ylabel("accuracy (recall) on real test set")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="best")
+    fig.suptitle(title)
+    return fig
+
+
+def plot_augmentation(df: pd.DataFrame, path_prefix: str | Path) -> list[Path]:
+    """Figures 6–8 of Ramunno et al. (2024, §8.1) from an augmentation table.
+
+    Written (PNG, atomically) to ``<path_prefix>_generated.png`` (Fig. 6: accuracy vs images
+    added per minority class with generated images, the ``none`` runs at 0, shaded ±1 std over
+    repeats), ``<path_prefix>_classical.png`` (Fig. 7: the same with classical augmentation) and
+    ``<path_prefix>_comparison.png`` (Fig. 8: bars of mean ± std accuracy per minority class for
+    none, classical and generated at the largest addition).
+
+    Parameters
+    ----------
+    df : the table of :func:`augmentation_experiment` (its ``attrs["minority_classes"]`` picks the
+        panels; without it, every class that received additions).
+    path_prefix : file prefix, e.g. ``runs/exp/fig_augmentation``; folders are created.
+
+    Returns
+    -------
+    list[Path]
+        The three PNG paths.
+
+    Raises
+    ------
+    ValueError
+        Missing columns (see :func:`summarize_augmentation`) or an empty table.
+    """
+    if len(df) == 0:
+        raise ValueError("augmentation table is empty: nothing to plot")
+    summary = summarize_augmentation(df)
+    classes = list(df.attrs.get("minority_classes") or [])
+    if not classes and "added" in df.columns:
+        classes = list(dict.fromkeys(df.loc[df["added"].astype(bool) & (df["method"] != "none"), "class"]))
+    if not classes:
+        classes = list(dict.fromkeys(df["class"]))
+    prefix = str(path_prefix)
+    paths = [
+        save_figure(_curve_figure(summary, "generated", classes, "Accuracy with generated images added (cf. Fig. 6)"),
+              Path(prefix + "_generated.png"), dpi=120),
+        save_figure(_curve_figure(summary, "classical", classes, "Accuracy with classical augmentation (cf. Fig. 7)"),
+              Path(prefix + "_classical.png"), dpi=120),
+    ]
+    fig = Figure(figsize=(1.8 * len(classes) + 3, 3.6))
+    ax = fig.subplots()
+    width = 0.26
+    n_top = {m: summary.loc[summary["method"] == m, "n_added"].max() for m in METHODS}
+    for j, method in enumerate(METHODS):
+        sub = summary[(summary["method"] == method) & (summary["n_added"] == n_top[method])]
+        vals = [sub.loc[sub["class"] == c, ["accuracy_mean", "accuracy_std"]] for c in classes]
+        mean = [float(v["accuracy_mean"].iloc[0]) if len(v) else np.nan for v in vals]
+        std = [float(np.nan_to_num(v["accuracy_std"].iloc[0])) if len(v) else 0.0 for v in vals]
+        label = "only real images" if method == "none" else \
+            (f"{method} +{int(n_top[method])}" if np.isfinite(n_top[method]) else f"{method} (no runs)")
+        ax.bar(np.arange(len(classes)) + (j - 1) * width, mean, width, yerr=std, capsize=3, label=label,
+               color=("0.6", "C1", "C0")[j])
+    ax.set_xticks(np.arange(len(classes)))
+    ax.set_xticklabels([f"class {c}" for c in classes])
+    ax.set_ylabel("accuracy (recall) on real test set")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    ax.set_title("Least represented classes: none / classical / generated (cf. Fig. 8)")
+    paths.append(save_figure(fig, Path(prefix + "_comparison.png"), dpi=120))
+    return paths
+
+
+def conclusions(m: dict[str, Any]) -> dict[str, str]:
+    """One sentence per metric on what the sample sizes allow one to conclude (report text).
+
+    Compares each generated-set value (mean ± std over repeats) with its yardsticks measured in
+    the same run: the held-out real row (the floor a generator of new real-like images can
+    reach at this size), the trivial per-pixel Gaussian generator, and, for F1, chance.
+    """
+    g, cl, clf = m["generated"], m["cluster"], m["classifier"]
+    n_te, reps = m["data"]["n_test"], g["repeats"]
+    out: dict[str, str] = {}
+
+    def between(value: dict, floor: float, ceiling: dict, lower_is_better: bool = True) -> str:
+        d = value["mean"] - ceiling["mean"]
+        spread = 2 * max(value["std"], ceiling["std"], 1e-12)
+        if abs(d) <= spread:
+            verdict = "not distinguishable from the trivial generator"
+        else:
+            better = (d < 0) == lower_is_better
+            verdict = "better than the trivial generator" if better else "worse than the trivial generator"
+        near = abs(value["mean"] - floor) <= 2 * max(value["std"], 1e-12)
+        return f"{verdict}; {'within' if near else 'not within'} two std of the held-out real value"
+
+    ce = cl["generated"]["cluster_error"]
+    out["cluster_error"] = (f"Cluster error {ce['mean']:.2f} ± {ce['std']:.2f} over {reps} sets of {g['n_proportional']}: "
+                            f"{between(ce, cl['real_test']['cluster_error'], cl['baseline']['cluster_error'])} "
+                            f"({cl['real_test']['cluster_error']:.2f} on {n_te} images).")
+    for key, label in (("cluster_distance", "Cluster distance"), ("cluster_std", "Cluster std")):
+        v = cl["generated"][key]
+        out[key] = (f"{label} {v['mean']:.2f} ± {v['std']:.2f} (target: the held-out {cl['real_test'][key]:.2f}; "
+                    f"trivial generator {cl['baseline'][key]['mean']:.2f}): "
+                    + ("within two std of the held-out value." if abs(v["mean"] - cl["real_test"][key]) <= 2 * v["std"]
+                       else "off the held-out value by more than two std."))
+    fd = m["frechet"]["generated_vs_train"]
+    out["frechet"] = (f"Fréchet distance {fd['mean']:.2f} ± {fd['std']:.2f}: "
+                      f"{between(fd, m['frechet']['real_test_vs_train'], m['frechet']['baseline_vs_train'])} "
+                      f"({m['frechet']['real_test_vs_train']:.2f}).")
+    f1, ch = clf["generated_uniform"]["macro_f1"], clf["generated_chance"]["macro_f1"]
+    sig = f1["mean"] - 2 * f1["std"] > ch["mean"] + 2 * ch["std"]
+    out["f1"] = (f"Generated macro F1 over {', '.join(clf['classes'])}: {f1['mean']:.2f} ± {f1['std']:.2f} "
+                 f"({reps} sets of {g['n_per_class']} per class), chance {ch['mean']:.2f}: "
+                 + ("the generated classes are recognised above chance." if sig
+                    else "not distinguishable from chance at this size."))
+    real, rch = clf["real_test"], clf["real_test_chance"]
+    boot = clf.get("real_test_bootstrap", {})
+    n_cls = {c: real["per_class"][c]["support"] for c in clf["classes"]}
+    out["real_f1"] = (f"Real held-out macro F1 {real['macro_f1']:.2f} on {real['n']} images ({n_cls}; bootstrap std "
+                      f"{boot.get('macro_f1_std', float('nan')):.2f}), chance {rch['macro_f1']:.2f} ± "
+                      f"{rch['macro_f1_std']:.2f}: "
+                      + ("above chance" if real["macro_f1"] > rch["macro_f1"] + 2 * rch["macro_f1_std"]
+                         else "not distinguishable from chance")
+                      + "; the bootstrap std over the held-out images is the uncertainty of every ratio's "
+                        "denominator.")
+    for key, label in (("macro_precision", "Precision"), ("macro_recall", "Recall")):
+        v, b = clf["ratio"][key], clf["baseline_ratio"][key]
+        out[key] = (f"{label} ratio {v['mean']:.2f} ± {v['std']:.2f} (trivial generator {b['mean']:.2f} ± {b['std']:.2f}; "
+                    f"paper {0.73 if key == 'macro_precision' else 0.74} for the discrete model).")
+    ra, rb = clf["ratio"]["macro_f1"], clf["baseline_ratio"]["macro_f1"]
+    spread = 2 * max(ra["std"], rb["std"], 1e-12)
+    verdict = ("above the trivial generator's" if ra["mean"] - rb["mean"] > spread else
+               "below the trivial generator's" if rb["mean"] - ra["mean"] > spread else
+               "not distinguishable from the trivial generator's")
+    out["ratio"] = (f"F1 ratio {ra['mean']:.2f} ± {ra['std']:.2f}, {verdict} {rb['mean']:.2f} ± {rb['std']:.2f} "
+                    "(a generator that paints each class's mean image with pixel noise); paper 0.70 on 20,420 images.")
+    return out
+
+
+def augmentation_pivot(summary, cfg, test_counts: dict[str, int]):
+    """Rows (method, n_added) × classes of "mean ± std" recall, and one sentence per minority
+    class comparing the largest generated and classical additions with none (±2 std rule)."""
+    classes = [c for c in FLARE_CLASSES if test_counts.get(c, 0) > 0]
+    rows = []
+    for (method, n_added), grp in summary.groupby(["method", "n_added"], sort=False):
+        row: dict[str, Any] = {"method": method, "n_added": int(n_added)}
+        for c in classes:
+            r = grp[grp["class"] == c]
+            row[c] = "–" if r.empty or not np.isfinite(r["accuracy_mean"].iloc[0]) else \
+                f"{r['accuracy_mean'].iloc[0]:.2f} ± {np.nan_to_num(r['accuracy_std'].iloc[0]):.2f}"
+        row["macro_f1"] = f"{grp['macro_f1_mean'].iloc[0]:.2f} ± {np.nan_to_num(grp['macro_f1_std'].iloc[0]):.2f}"
+        rows.append(row)
+    texts = []
+    for c in cfg.minority_classes:
+        if test_counts.get(c, 0) == 0:
+            texts.append(f"Class {c}: no held-out test image, its recall cannot be measured.")
+            continue
+        def get(method: str, n: int) -> pd.Series | None:
+            r = summary[(summary["method"] == method) & (summary["n_added"] == n) & (summary["class"] == c)]
+            return None if r.empty else r.iloc[0]
+        base, n_max = get("none", 0), max(cfg.additions)
+        parts = []
+        for method in ("generated", "classical"):
+            r = get(method, n_max)
+            if r is None or base is None:
+                continue
+            d = r["accuracy_mean"] - base["accuracy_mean"]
+            spread = 2 * max(np.nan_to_num(r["accuracy_std"]), np.nan_to_num(base["accuracy_std"]), 1e-9)
+            verdict = "a gain" if d > spread else ("a loss" if d < -spread else "no change beyond the spread")
+            parts.append(f"+{n_max} {method}: {r['accuracy_mean']:.2f} vs {base['accuracy_mean']:.2f} without, {verdict}")
+        texts.append(f"Class {c} ({test_counts[c]} test images, so one image moves recall by "
+                     f"{1 / test_counts[c]:.2f}): " + "; ".join(parts) + ".")
+    return rows, classes, texts
 
 
 def _fmt(v: Any, nd: int = 3) -> str:
@@ -56,132 +390,54 @@ def _fmt(v: Any, nd: int = 3) -> str:
     return str(v)
 
 
-EVAL_HTML = Template("""<!doctype html>
-<html><head><meta charset="utf-8"><title>helioforge diffusion evaluation</title>
-<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}
-th{background:#eee}td:first-child{text-align:left}img{max-width:100%}.note{color:#555;font-size:90%}</style></head><body>
-<h1>Flare-class-conditioned diffusion: evaluation</h1>
-<p>Model: <code>{{ m.model }}</code> ({{ m.condition }} condition, profile <b>{{ m.profile }}</b>).
-AIA {{ m.data.wavelength }} Å ({{ m.data.units }}), labels from <b>{{ m.data.label_source }}</b>;
-{{ m.data.n_train }} real training and {{ m.data.n_test }} held-out real test images (whole days held out).</p>
-<p><b>Every generated number below was made by {{ m.generated.sampler_label }}</b>
-({{ m.generated.nfe_per_image }} network evaluations per image, {{ '%.2f' % m.generated.seconds_per_image }} s per image),
-over <b>{{ m.generated.repeats }}</b> independent sets of each kind: proportional sets of {{ m.generated.n_proportional }}
-images (training class proportions; cluster metrics, Fréchet distance) and uniform sets of {{ m.generated.n_per_class }}
-images per class (classifier scores). Paper: 10 sets of 1000 and 10 sets of 200 per class, DDPM with T = 1000. Values are
-mean ± std over the sets.</p>
-{% if m.generated.left_out %}<p class="note">Not generated (fewer than the minimum training images):
-{{ m.generated.left_out | join(', ') }}.</p>{% endif %}
-
-<h2>Data (Fig. 1)</h2>
-{% if m.labels %}<p>{{ m.labels.images_read }} images read; {{ m.labels.labelled }} labelled —
-<b>{{ m.labels.event_linked }}</b> linked to a flare peak by the paper's event rule (image ≤ 7 min after the peak),
-{{ m.labels.flux_labelled or 0 }} by the GOES flux at the image time; {{ m.labels.unlabelled }} unlabelled.</p>
-{% if m.labels.events %}<p class="note">Event list: {{ m.labels.events.listed }} events, {{ m.labels.events.used }} with a class
-({{ m.labels.events.classless_filled }} of {{ m.labels.events.classless }} listed without one given the XRS-B flux ≤ 6 s after
-the peak){% for why, n in m.labels.events.skipped.items() %}; {{ n }} skipped: {{ why }}{% endfor %}.</p>{% endif %}
-{% if m.labels.skipped_by_reason %}<p class="note">Images skipped: {% for why, n in m.labels.skipped_by_reason.items() %}{{ n }} {{ why }}; {% endfor %}</p>{% endif %}
-{% if m.labels.unlabelled_by_reason %}<p class="note">Images unlabelled: {% for why, n in m.labels.unlabelled_by_reason.items() %}{{ n }} {{ why }}; {% endfor %}</p>{% endif %}{% endif %}
-<table><tr><th>split</th>{% for c in classes %}<th>{{ c }}</th>{% endfor %}</tr>
-<tr><td>train</td>{% for c in classes %}<td>{{ m.data.train[c] }}</td>{% endfor %}</tr>
-<tr><td>test</td>{% for c in classes %}<td>{{ m.data.test[c] }}</td>{% endfor %}</tr></table>
-<img src="{{ m.figures.histogram }}" style="max-width:480px">
-
-<h2>Table 1, beside the paper</h2>
-<p class="note">Feature space: {{ m.feature_space.encoder }} ({{ m.feature_space.latent_dim }}-d). Cluster metrics:
-k-means, k = {{ k }}, fitted on the real training features (definitions in docs/diffusion.md).
-Yardsticks measured in this run: <b>GT</b>, random halves of the real training set; <b>held-out real</b>, the test images
-(what a generator of new real-like images can reach at this size); <b>trivial generator</b>, {{ m.baseline.name }}
-({{ m.baseline.description }}); for F1, <b>chance</b>: the same predictions against permuted labels.
-The paper's values are in its ceVAE/DeiT spaces at 20,420 images: compare ours with our own yardsticks.</p>
-<table><tr><th>metric</th><th>GT: real halves</th><th>held-out real</th><th>generated</th><th>trivial generator</th><th>paper GT</th><th>paper {{ 'discrete' if m.condition == 'class' else 'X-ray' }}</th></tr>
-{% for key, label in [('cluster_error','cluster error ↓'),('cluster_distance','cluster distance'),('cluster_std','cluster std')] %}
-<tr><td>{{ label }}</td><td>{{ fmt(m.cluster.gt_real_halves[key]) }}</td><td>{{ fmt(m.cluster.real_test[key]) }}</td>
-<td><b>{{ fmt(m.cluster.generated[key]) }}</b></td><td>{{ fmt(m.cluster.baseline[key]) }}</td><td>{{ paper[key].gt }}</td><td>{{ paper[key][m.condition] }}</td></tr>{% endfor %}
-<tr><td>Fréchet distance (domain features) ↓</td><td>–</td><td>{{ fmt(m.frechet.real_test_vs_train) }}</td><td><b>{{ fmt(m.frechet.generated_vs_train) }}</b></td><td>{{ fmt(m.frechet.baseline_vs_train) }}</td><td>–</td><td>–</td></tr>
-{% if m.inception_fid %}<tr><td>FID InceptionV3 ↓ (proportional sets)</td><td>–</td><td>{{ fmt(m.inception_fid.real_test_vs_train, 2) }}</td><td><b>{{ fmt(m.inception_fid.generated_vs_train, 2) }}</b></td><td>–</td><td>–</td><td>{{ 3.693 if m.condition == 'class' else 2.703 }}</td></tr>
-{% else %}<tr><td>FID InceptionV3</td><td colspan="6" class="note">not computed: pass --inception-weights PATH (local TorchScript inception-2015-12-05.pt)</td></tr>{% endif %}
-</table>
-<p class="note">Classifier scores over the same classes on both sides of every ratio: <b>{{ m.classifier.classes | join(', ') }}</b>
-(the classes that are both generated and in the held-out real set).</p>
-<table><tr><th>classifier score</th><th>real held-out</th><th>chance (real)</th><th>majority class ({{ m.classifier.majority_class }})</th><th>generated (uniform)</th><th>chance (generated)</th><th>trivial generator</th><th>paper real</th><th>paper generated / ratio</th></tr>
-{% for key, label, pr, pg in [('macro_f1','macro F1', 0.55, 0.38),('macro_precision','macro precision', 0.57, None),('macro_recall','macro recall', 0.54, None)] %}
-<tr><td>{{ label }}</td><td>{{ fmt(m.classifier.real_test[key]) }}</td><td>{{ fmt(m.classifier.real_test_chance[key]) }}</td>
-<td>{{ fmt(m.classifier.real_test_majority[key]) }}</td><td><b>{{ fmt(m.classifier.generated_uniform[key]) }}</b></td>
-<td>{{ fmt(m.classifier.generated_chance[key]) }}</td><td>{{ fmt(m.classifier.baseline_uniform[key]) }}</td><td>{{ pr }}</td><td>{{ pg if pg else '–' }}</td></tr>{% endfor %}
-{% for key, label, pv in [('macro_f1','F1 ratio generated / real ↑', paper.macro_f1_ratio[m.condition]),('macro_precision','precision ratio', 0.73),('macro_recall','recall ratio', 0.74)] %}
-<tr><td>{{ label }}</td><td colspan="3">–</td><td><b>{{ fmt(m.classifier.ratio[key]) }}</b></td><td>–</td><td>{{ fmt(m.classifier.baseline_ratio[key]) }}</td><td>–</td><td>{{ pv if m.condition == 'class' else '–' }}</td></tr>{% endfor %}
-</table>
-
-<h2>What this sample allows one to conclude</h2>
-<ul>{% for key, text in m.conclusions.items() %}<li>{{ text }}</li>{% endfor %}</ul>
-
-<h2>Per class (App. D)</h2>
-<table><tr><th>class</th><th>real test support</th><th>real F1</th><th>generated F1</th><th>paper real F1</th><th>paper generated F1</th><th>brightness index real</th><th>brightness index generated</th></tr>
-{% for c in classes %}<tr><td>{{ c }}</td><td>{{ m.classifier.real_test.per_class[c].support }}</td><td>{{ fmt(m.classifier.real_test.per_class[c].f1) }}</td>
-<td>{{ fmt(m.classifier.generated_uniform.per_class_f1[c]) if c in m.classifier.generated_uniform.per_class_f1 else '–' }}</td>
-<td>{{ paper_d1[c] }}</td><td>{{ paper_d2[c] }}</td>
-<td>{{ fmt(m.brightness_index[c].real_mean) }}</td><td>{{ fmt(m.brightness_index[c].generated_mean) }}</td></tr>{% endfor %}
-</table>
-<p class="note">Brightness index: mean over images of the 99.5th percentile of the scaled intensity, a proxy of
-active-region and flare brightness; a guided model should order it with the class as the real images do.</p>
-
-<h2>Standard-deviation maps (Fig. 4)</h2><img src="{{ m.figures.std_maps }}">
-<h2>Generated images per class (Fig. 5)</h2><img src="{{ m.figures.samples }}">
-<h2>Real images per class</h2><img src="{{ m.figures.real }}">
-<p class="note">Training times (s): {{ m.training_s }}; evaluation {{ m.evaluate_s }} s.</p>
-</body></html>
-""")
-
-#: Ramunno et al. (2024) App. D: per-class F1 of the classifier on real data (Table D.1) and on
-#: images of the discrete-label model (Table D.2).
-PAPER_D1_F1 = {"A": 0.80, "B": 0.26, "C": 0.55, "M": 0.70, "X": 0.42}
-PAPER_D2_F1 = {"A": 0.77, "B": 0.24, "C": 0.28, "M": 0.37, "X": 0.26}
-
-
 def write_evaluation_html(report_dir: str | Path, metrics: dict[str, Any]) -> Path:
     """Render ``index.html`` of an evaluation from its metrics dictionary."""
-    from helioforge.data.goes import FLARE_CLASSES
-
-    text = EVAL_HTML.render(m=metrics, classes=FLARE_CLASSES, paper=PAPER_TABLE1, fmt=_fmt, paper_d1=PAPER_D1_F1,
-                            paper_d2=PAPER_D2_F1,
-                            k=metrics["cluster"]["gt_real_halves"].get("k", 5))
-    return write_text(Path(report_dir) / "index.html", text)
-
-
-AUG_HTML = Template("""<!doctype html>
-<html><head><meta charset="utf-8"><title>helioforge augmentation experiment</title>
-<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}
-td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:#eee}img{max-width:100%}.note{color:#555}</style></head><body>
-<h1>Augmentation experiment (paper §8.1, Figs. 6–8)</h1>
-<p>A flare-class classifier is trained on the real training images with nothing added, with classical augmentations
-(flips, rotations, affine) of real minority-class images, or with images generated by the {{ r.condition }}-conditioned
-diffusion model, {{ r.additions | join('/') }} images per minority class ({{ r.minority_classes | join(', ') }}),
-{{ r.repeats }} repeats each; accuracy = recall of the class on the same held-out real test set.</p>
-{% if not r.paper_scale %}<p class="note"><b>CPU run:</b> fewer added images ({{ r.additions | join('/') }} instead of the
-paper's 200/400/600) and {{ r.classifier_epochs }} classifier epochs, so that it runs in minutes on a laptop.</p>{% endif %}
-{% if r.dropped_classes %}<p class="note">Minority classes left out (no training images, the model cannot generate them):
-{{ r.dropped_classes | join(', ') }}.</p>{% endif %}
-{% for n in r.notes %}<p class="note">{{ n }}</p>{% endfor %}
-<p>Real training images per class: {{ r.train_counts }}; test: {{ r.test_counts }}. Generated images by
-{{ r.sampler_label }}. Every arm trains the same classifier with the same loss — {{ r.loss_weights_text }} — and
-no random flips, so arms differ only by the added images.</p>
-<h2>Recall per class, mean ± std over {{ r.repeats }} repeats</h2>
-<table><tr><th>method</th><th>added per class</th>{% for c in r.pivot_classes %}<th>{{ c }}{% if c in r.minority_classes %} *{% endif %}</th>{% endfor %}<th>macro F1</th></tr>
-{% for row in r.pivot %}<tr><td>{{ row.method }}</td><td>{{ row.n_added }}</td>{% for c in r.pivot_classes %}<td>{{ row[c] }}</td>{% endfor %}<td>{{ row.macro_f1 }}</td></tr>{% endfor %}
-</table><p class="note">* receives the added images. Test images per class: {{ r.test_counts }}.</p>
-{% for text in r.conclusions %}<p>{{ text }}</p>{% endfor %}
-<h2>All rows</h2>
-<table><tr>{% for k in cols %}<th>{{ k }}</th>{% endfor %}</tr>
-{% for row in r.summary %}<tr>{% for k in cols %}<td>{{ fmt(row[k]) }}</td>{% endfor %}</tr>{% endfor %}</table>
-{% for f in r.figures %}<p><img src="{{ f }}"></p>{% endfor %}
-<p class="note">Run time {{ r.seconds }} s.</p>
-</body></html>
-""")
+    return write_html(Path(report_dir) / "index.html", "diffusion_evaluate.html.j2", m=metrics, classes=FLARE_CLASSES, paper=PAPER_TABLE1, fmt=_fmt, paper_d1=PAPER_D1_F1,
+                      paper_d2=PAPER_D2_F1,
+                      k=metrics["cluster"]["gt_real_halves"].get("k", 5))
 
 
 def write_augmentation_html(report_dir: str | Path, result: dict[str, Any]) -> Path:
     """Render ``augmentation.html`` from the experiment's result dictionary."""
     cols = list(result["summary"][0].keys()) if result["summary"] else []
-    return write_text(Path(report_dir) / "augmentation.html", AUG_HTML.render(r=result, cols=cols, fmt=_fmt))
+    return write_html(Path(report_dir) / "augmentation.html", "diffusion_augment.html.j2", r=result, cols=cols, fmt=_fmt)
+
+
+def labels_summary_lines(rep: dict[str, Any], label_source: str, tolerance_min: float) -> list[str]:
+    """The lines ``helioforge diffusion label`` prints from ``labels.json`` (``rep``)."""
+    out = [f"labelled {rep['labelled']} of {rep['images_read']} images ({label_source}): "
+           f"{rep.get('event_linked', 0)} linked to a flare peak by the event rule (≤ {tolerance_min:g} min after "
+           f"the peak), {rep.get('flux_labelled', 0)} by the GOES flux sample nearest the image; "
+           f"unlabelled {rep['unlabelled']}; skipped {len(rep['skipped'])}",
+           "classes: " + ", ".join(f"{k} {v}" for k, v in rep["histogram"].items())]
+    for src, hist in (rep.get("histogram_by_source") or {}).items():
+        out.append(f"  by {src}: " + ", ".join(f"{k} {v}" for k, v in hist.items() if k != "unlabelled"))
+    ev = rep.get("events") or {}
+    if ev:
+        out.append(f"events: {ev['listed']} in the list, {ev['used']} with a class ({ev['classless_filled']} of "
+                   f"{ev['classless']} without one given the XRS-B flux ≤ 6 s after the peak)"
+                   + "".join(f"; {n} skipped: {why}" for why, n in ev.get("skipped", {}).items()))
+    for what in ("skipped_by_reason", "unlabelled_by_reason"):
+        for why, n in (rep.get(what) or {}).items():
+            out.append(f"{what.split('_')[0]} {n}: {why}")
+    return out
+
+
+def evaluation_summary_lines(m: dict[str, Any]) -> list[str]:
+    """The lines ``helioforge diffusion evaluate`` prints from the metrics of :func:`~helioforge.diffusion.evaluate.evaluate`."""
+    c, g, k = m["cluster"], m["generated"], m["classifier"]
+
+    def pm(v: dict) -> str:
+        return f"{v['mean']:.3f} ± {v['std']:.3f}"
+
+    return [
+        f"generated by {g['sampler_label']}, {g['repeats']} sets of {g['n_proportional']} proportional and "
+        f"{g['n_per_class']} per class ({', '.join(g['classes'])})",
+        f"cluster error GT {pm(c['gt_real_halves']['cluster_error'])} | held-out {c['real_test']['cluster_error']:.3f} | "
+        f"generated {pm(c['generated']['cluster_error'])} | trivial {pm(c['baseline']['cluster_error'])}",
+        f"Fréchet (domain): held-out {m['frechet']['real_test_vs_train']:.3f} | generated "
+        f"{pm(m['frechet']['generated_vs_train'])} | trivial {pm(m['frechet']['baseline_vs_train'])}",
+        f"macro F1 over {', '.join(k['classes'])}: real {k['real_test']['macro_f1']:.2f} (chance "
+        f"{k['real_test_chance']['macro_f1']:.2f}) | generated {pm(k['generated_uniform']['macro_f1'])} (chance "
+        f"{k['generated_chance']['macro_f1']['mean']:.2f}) | ratio {pm(k['ratio']['macro_f1'])} (paper 0.70)",
+    ]

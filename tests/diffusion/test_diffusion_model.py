@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from helioforge.diffusion.config import DiffusionProfile, dataclass_from_dict, get_diffusion_profile
-from helioforge.diffusion.pipeline import _split_by_day, class_conditions
-from helioforge.diffusion.sampling import guided_noise, make_sampler, sample
-from helioforge.diffusion.training import DiffusionModule, build_unet, load_diffusion, train_diffusion
+from helioforge.diffusion.data import _split_by_day, class_conditions
+from helioforge.diffusion.infer import guided_noise, make_sampler, sample
+from helioforge.diffusion.train import DiffusionModule, build_unet, load_diffusion, train_diffusion
 
 
 @pytest.fixture
@@ -163,7 +163,7 @@ def test_paper_network_builds_and_runs():
 def test_ema_forgets_the_initial_weights():
     """Defect: a fixed EMA decay kept 0.998^n of the random initial weights after n updates
     (11 % after the CPU demo's 1,120 steps: noisy samples). With the warm-up they are gone."""
-    from helioforge.diffusion.training import ema_decay_at, make_ema
+    from helioforge.diffusion.train import ema_decay_at, make_ema
 
     assert ema_decay_at(0, 0.998) == pytest.approx(0.1) and ema_decay_at(10_000, 0.998) == 0.998
     net = torch.nn.Linear(1, 1, bias=False)

@@ -10,13 +10,13 @@ import torch
 
 from helioforge.diffusion.classifier import (
     FLARE_CLASSES,
-    ClassifierConfig,
     TrainedClassifier,
     class_weights,
     classification_scores,
     score_ratio,
     train_classifier,
 )
+from helioforge.diffusion.config import ClassifierConfig
 from helioforge.nn.classifier import FlareClassifier
 
 

@@ -20,7 +20,6 @@ from helioforge.data.goes import (
     goes_class_flux,
     label_images,
     link_events,
-    plot_class_histogram,
     read_event_list,
     read_xrs_flux,
 )
@@ -257,12 +256,6 @@ def test_real_x22_flare_gets_its_peak_flux(goes_dir: Path) -> None:
     assert lab["goes_class"][0] == "X2.2" and lab["flare_class"][0] == "X"
     assert lab["log10_flux"][0] == pytest.approx(np.log10(2.2e-4))
     assert lab["xrs_log10_flux"][0] < np.log10(1e-4)  # what the old code used: not an X-class flux
-
-
-def test_plot_class_histogram(tmp_path: Path) -> None:
-    path = plot_class_histogram({"A": 3, "B": 10, "C": 4, "M": 1, "X": 0, "unlabelled": 2}, tmp_path / "fig" / "classes.png")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert [p.name for p in path.parent.iterdir()] == ["classes.png"]  # no temporary left
 
 
 # --------------------------------------------------------------------------- real files

@@ -1,5 +1,8 @@
 """Tiny end-to-end run on the real AIA + GOES sample: label → train → sample → evaluate
-(→ augmentation experiment), through the command line, in a few minutes on 2 cores."""
+(→ augmentation experiment), through the command line, in a few minutes on 2 cores.
+
+The run is pinned to one torch thread and reproduces, to 1e-6, the numbers the code before the
+architecture change (commit 20472ee) gave on the same inputs (``GOLDEN``)."""
 
 from __future__ import annotations
 
@@ -8,10 +11,42 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from astropy.io import fits
 from typer.testing import CliRunner
 
 from helioforge.cli import app
+
+#: The tiny pipeline on this module's inputs (every 6th 193 Å browse image + one empty file,
+#: profile ``tiny``, one torch thread), run on commit 20472ee (before issue 14's restructuring)
+#: with the same commands: label, train, ``sample --flare-class B -n 3 --steps 3 --cfg-scale 2``,
+#: evaluate. The restructured code gave the same values bit for bit.
+GOLDEN = {
+    "labelled": 71,
+    "histogram": {"A": 11, "B": 54, "C": 5, "M": 1, "X": 0, "unlabelled": 0},
+    "train": {"A": 7, "B": 43, "C": 3, "M": 0, "X": 0},
+    "test": {"A": 4, "B": 11, "C": 2, "M": 1, "X": 0},
+    "dataset_sum": -17309.130579360528,
+    "sample_b": (0.07600308269291152, 0.7144720686328239),  # mean, std of the 3 B-class images
+    "frechet_generated": [5.845011865581471, 5.486219275438577],
+    "frechet_real_test": 0.053729171122420816,
+    "frechet_baseline_mean": 0.4029297083898373,
+    "cluster_real_test": {"cluster_error": 2.0761051190888016, "cluster_distance": 1.1907026897764355,
+                          "cluster_std": 0.9940702465023354},
+    "cluster_generated_error": [16.397494260789713, 14.674460059171592],
+    "gt_cluster_error_mean": 1.2649329963466864,
+    "state_digests": {"label": "1fa65cab8b9f", "model_class": "4417d13fd615", "feature_encoder": "80f9d45f5a27",
+                      "classifier": "99c69fc2947a"},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread for the whole module: the golden numbers were made so."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +95,8 @@ def test_sample_writes_fits_and_png(run):
     with fits.open(out.with_suffix(".fits")) as h:
         assert h[0].data.shape == (3, 32, 32)
         assert h[0].header["HIERARCH HF cfg_scale"] == 2 and h[0].header["HIERARCH HF flare_class"] == "B"
+        # world coordinates of the downsampled full disk: 0.6" x 4096 / 32 per pixel
+        assert h[0].header["CTYPE1"] == "HPLN-TAN" and h[0].header["CDELT1"] == pytest.approx(76.8)
     assert out.with_suffix(".png").stat().st_size > 0
     # no sampler option: the work folder's profile decides (tiny: DDIM, 5 steps)
     out2 = work / "s" / "profile_default"
@@ -103,6 +140,35 @@ def test_evaluate_report(run):
         assert (rep / f).stat().st_size > 0
     assert "Table 1" in html
     assert m["labels"]["labelled"] > 0 and "unlabelled_by_reason" in m["labels"]
+    # the report's numbers are the metrics' numbers
+    fd = m["frechet"]["generated_vs_train"]
+    assert f"{fd['mean']:.3f} ± {fd['std']:.3f}" in html
+    assert f"{m['cluster']['real_test']['cluster_error']:.3f}" in html
+    assert f"{m['frechet']['real_test_vs_train']:.3f}" in " ".join(r.output.split())
+
+
+def test_pipeline_reproduces_the_golden_numbers(run):
+    """Values, not only finiteness: the dataset, a sample and the evaluation on a fixed seed equal
+    those of the code before the restructuring (``GOLDEN``)."""
+    work, _ = run
+    rep = json.loads((work / "labels.json").read_text())
+    assert rep["labelled"] == GOLDEN["labelled"] and rep["histogram"] == GOLDEN["histogram"]
+    assert (rep["train"], rep["test"]) == (GOLDEN["train"], GOLDEN["test"])
+    with fits.open(work / "dataset.fits") as h:
+        assert float(h[0].data.astype(np.float64).sum()) == pytest.approx(GOLDEN["dataset_sum"], rel=1e-9)
+    with fits.open(work / "s" / "b.fits") as h:
+        d = h[0].data.astype(np.float64)
+        assert (d.mean(), d.std()) == pytest.approx(GOLDEN["sample_b"], abs=1e-6)
+    m = json.loads((work / "rep" / "metrics.json").read_text())
+    assert m["frechet"]["generated_vs_train"]["values"] == pytest.approx(GOLDEN["frechet_generated"], abs=1e-6)
+    assert m["frechet"]["real_test_vs_train"] == pytest.approx(GOLDEN["frechet_real_test"], abs=1e-6)
+    assert m["frechet"]["baseline_vs_train"]["mean"] == pytest.approx(GOLDEN["frechet_baseline_mean"], abs=1e-6)
+    for key, value in GOLDEN["cluster_real_test"].items():
+        assert m["cluster"]["real_test"][key] == pytest.approx(value, abs=1e-6)
+    assert m["cluster"]["generated"]["cluster_error"]["values"] == pytest.approx(GOLDEN["cluster_generated_error"], abs=1e-6)
+    assert m["cluster"]["gt_real_halves"]["cluster_error"]["mean"] == pytest.approx(GOLDEN["gt_cluster_error_mean"], abs=1e-6)
+    state = json.loads((work / "state.json").read_text())
+    assert {k: state[k]["digest"] for k in GOLDEN["state_digests"]} == GOLDEN["state_digests"]
 
 
 def test_augment_experiment(run):
@@ -178,6 +244,11 @@ def test_evaluate_and_augment_sample_with_the_profile_sampler(run, monkeypatch, 
     monkeypatch.setattr(ev_mod, "sample", spy)
     m = ev_mod.evaluate(prof, ws, tmp_path / "rep", accelerator="cpu", progress=False)
     assert set(seen) == {("ddpm", None, 1.5)} and m["generated"]["sampler"] == "ddpm"
+    # the report's metrics are the returned metrics
+    from helioforge.io import write_json
+
+    write_json(tmp_path / "returned.json", m)  # the same JSON conventions (NaN → null)
+    assert json.loads((tmp_path / "rep" / "metrics.json").read_text()) == json.loads((tmp_path / "returned.json").read_text())
     assert "ddpm (100 steps, w = 1.5)" in (tmp_path / "rep" / "index.html").read_text()  # T of the tiny model
     seen.clear()
     prof.augment.additions, prof.augment.repeats = (2,), 1

@@ -24,8 +24,9 @@ from typer.testing import CliRunner
 
 from helioforge.cli import app
 from helioforge.data.aia import aia_image_problem, read_aia_fits, read_aia_folder
-from helioforge.diffusion.pipeline import DiffusionWorkspace, load_dataset, train_model
-from helioforge.diffusion.training import load_diffusion
+from helioforge.diffusion.data import load_dataset
+from helioforge.diffusion.pipeline import DiffusionWorkspace, train_model
+from helioforge.diffusion.train import load_diffusion
 from helioforge.errors import InputError, ProductError
 from helioforge.locking import LOCK_NAME
 from helioforge.nn.checkpoint import load_weights
@@ -217,7 +218,7 @@ def test_sample_bad_flux_refused(work, tmp_path, flux):
 
 
 def test_sample_api_refuses_nan_guidance(work, tmp_path):
-    from helioforge.diffusion.pipeline import sample_to_files
+    from helioforge.diffusion.infer import sample_to_files
 
     stem = DiffusionWorkspace(work).model_stem("class")
     for kw, name in ((dict(cfg_scale=float("nan")), "--cfg-scale"), (dict(n=0), "-n"), (dict(eta=float("nan")), "--eta"),
@@ -230,12 +231,12 @@ def test_sample_api_refuses_nan_guidance(work, tmp_path):
 
 def test_sample_failing_late_leaves_nothing(work, tmp_path, monkeypatch):
     """A failure after sampling (here: the PNG grid) must not leave the FITS behind."""
-    import helioforge.diffusion.report as report
+    import helioforge.diffusion.infer as infer
 
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(report, "save_grid", boom)
+    monkeypatch.setattr(infer, "save_grid", boom)
     out = tmp_path / "o" / "s"
     r = invoke("diffusion", "sample", "-w", work, "-c", "C", "-n", "1", "--sampler", "ddim", "--steps", "1", "-o", out)
     assert_clear_error(r, "disk full")

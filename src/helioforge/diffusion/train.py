@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from helioforge.diffusion.config import DiffusionTrainConfig, UNetConfig
 from helioforge.errors import check_count
+from helioforge.nn.checkpoint import build_from_weights
 from helioforge.nn.flare_unet import FlareUNet
 from helioforge.nn.training import check_images, fit_and_save, seed_per_rank
 
@@ -207,8 +208,6 @@ def load_diffusion(stem: str | Path, device: str | torch.device = "cpu", *,
     weights file, a sidecar that is not a diffusion model's or does not match the weights, and
     NaN/inf weights.
     """
-    from helioforge.nn.checkpoint import build_from_weights
-
     stem = Path(stem)
 
     def factory(config: dict[str, Any]) -> FlareUNet:

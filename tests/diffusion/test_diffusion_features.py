@@ -11,8 +11,8 @@ import torch
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
+from helioforge.diffusion.config import FeatureConfig
 from helioforge.diffusion.features import (
-    FeatureConfig,
     FeatureEncoder,
     random_box_mask,
     train_feature_encoder,

@@ -13,11 +13,10 @@ from helioforge.diffusion.metrics import (
     cluster_metrics,
     frechet_distance,
     inception_fid,
-    plot_sample_grid,
-    plot_std_maps,
     real_vs_real_cluster_metrics,
     std_maps,
 )
+from helioforge.diffusion.report import plot_sample_grid, plot_std_maps
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -11,20 +11,16 @@ from astropy.io import fits
 from helioforge.data.aia import (
     BROWSE_FILL_VALUE,
     AIAImage,
-    AIAScaling,
-    DEFAULT_SCALINGS,
     browse_colour_table,
     parse_browse_name,
-    preprocess_aia,
     read_aia,
     read_aia_browse,
     read_aia_fits,
     read_aia_folder,
     read_sdoml_zarr,
-    scale_aia,
     timestamp_mask,
-    to_intensity,
 )
+from helioforge.data.aia_preprocess import DEFAULT_SCALINGS, AIAScaling, preprocess_aia, scale_aia, to_intensity
 from helioforge.data.fits import FitsReadError
 
 SDOML_FILE = "aia.0131A.20140104_190200.256px.fits"

@@ -7,14 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from helioforge.diffusion.augment import (
-    AugmentConfig,
-    augmentation_experiment,
-    classical_augment,
-    plot_augmentation,
-    summarize_augmentation,
-)
-from helioforge.diffusion.classifier import ClassifierConfig
+from helioforge.diffusion.augment import augmentation_experiment, classical_augment, summarize_augmentation
+from helioforge.diffusion.config import AugmentConfig, ClassifierConfig
+from helioforge.diffusion.evaluate import minority_classes
+from helioforge.diffusion.report import plot_augmentation
 
 SIZE = 16
 
@@ -214,7 +210,6 @@ def test_every_arm_trains_with_the_original_weights_and_no_flips(monkeypatch):
 
 
 def test_minority_classes_auto():
-    from helioforge.diffusion.evaluate import minority_classes
 
     # the paper's Fig. 1 shape: B and C dominate, A, M and X are rare
     paper_like = {"A": 500, "B": 8000, "C": 9000, "M": 900, "X": 48}
