@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-import math
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -16,6 +15,9 @@ from rich.table import Table as RichTable
 
 from helioforge.cli.app import app
 from helioforge.cli.common import ACCEL, DATA, DEVICES, console, deprecated, fail, out, trainer_kw, use_data
+from helioforge.data.fits import FitsReadError
+from helioforge.errors import InputError, check_finite, check_output
+from helioforge.interrogate.config import get_profile
 
 fetch_app = typer.Typer(help="Download data from the archives.", no_args_is_help=True)
 train_app = typer.Typer(help="Train the interrogator's models.", no_args_is_help=True)
@@ -25,7 +27,6 @@ app.add_typer(fetch_app, name="fetch")
 app.add_typer(train_app, name="train")
 app.add_typer(directions_app, name="directions")
 app.add_typer(index_app, name="index")
-
 
 
 #: The interrogator's one work folder default: the folder `make demo` fills.
@@ -49,8 +50,6 @@ class Units(str, Enum):
 
 
 def _profile(name: str):
-    from helioforge.interrogate.config import get_profile
-
     try:
         return get_profile(name)
     except ValueError as e:
@@ -92,46 +91,18 @@ def params(
     threshold: float = typer.Option(150.0, "--threshold", help="Polarity threshold, G (finite, ≥ 0)."),
 ) -> None:
     """Physical parameters (TUF, TPF, TNF, PSEP, R, tilt) of each file. Bad files are reported and skipped."""
-    from helioforge.interrogate.config import ParamConfig
-    from helioforge.data.preprocess import preprocess_br
-    from helioforge.data.fits import FitsReadError
-    from helioforge.data.sharp import harp_region_mask, read_sharp
-    from helioforge.physics.params import compute_params, physical_params
-
-    import numpy as np
-
-    from helioforge.errors import check_finite
+    from helioforge.interrogate.infer import magnetogram_params
 
     check_finite("--threshold", threshold, minimum=0.0)
-    pcfg = ParamConfig(threshold_gauss=threshold)
     records, skipped = [], []
     for f in files:
         try:
-            patch = read_sharp(f, with_companions=units is Units.physical)
+            rec = magnetogram_params(f, units=units.value, size=size, threshold=threshold)
         except (FitsReadError, FileNotFoundError) as e:
             skipped.append({"file": str(f), "reason": str(e)})
             continue
-        for w in patch.warnings:
+        for w in rec.pop("warnings"):
             console.print(f"[yellow]warning:[/yellow] {w}")
-        region = None
-        if units is Units.physical:
-            mask, region = harp_region_mask(patch, threshold)
-            p = physical_params(patch.Br, patch.pixel_size_mm, threshold_gauss=threshold, r_kernel_mm=pcfg.r_kernel_mm, mask=mask)
-        else:
-            img = preprocess_br(patch.Br, size)
-            t = compute_params(img[None, None], threshold=threshold / 1000.0, dilation_px=pcfg.dilation_px(size))
-            p = {k: float(v[0]) for k, v in t.items()}
-        rec = {"file": str(f), **{k: float(p[k]) for k in ("TUF", "TPF", "TNF", "PSEP", "R", "tilt")},
-               "leading_sign": int(p["leading_sign"]), "units": "Mx, Mm, deg" if units is Units.physical else f"kG px, px ({size}x{size}), deg"}
-        if region is not None:
-            from helioforge.physics.params import schrijver_r
-
-            rec["region"] = region
-            rec["USFLUX"] = patch.usflux
-            # Schrijver's R over the whole patch, as SHARP computes R_VALUE (log10 Mx; -inf: no PIL)
-            r = schrijver_r(patch.Br, patch.pixel_size_mm, threshold)
-            rec["R_schrijver"] = float(r["R_schrijver"]) if np.isfinite(r["R_schrijver"]) else None
-            rec["R_VALUE"] = patch.r_value
         records.append(rec)
     if format is Fmt.json:
         typer.echo(json.dumps([{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in records], indent=2))
@@ -191,23 +162,18 @@ FORCE = typer.Option(False, help="Retrain even if a matching model exists.")
 
 def _train(model: str, workdir: Path, profile: str | None, epochs: int | None, force: bool, accelerator: str, devices: str,
            data: Path | None = None) -> None:
-    from helioforge.interrogate.pipeline import ensure_gan, ensure_simsiam, prepare_corpus
+    from helioforge.interrogate.pipeline import train_model
 
     use_data(data, announce=True)
     ws, prof = _workspace_profile(workdir, profile)
     if epochs is not None:
         getattr(prof, model).epochs = epochs
-    prof.data.pin_folders()
-    with ws.lock():
-        try:
-            corpus, report = prepare_corpus(prof, ws)
-        except RuntimeError as e:
-            fail(str(e))
-        for s in report["skipped"]:
-            console.print(f"[yellow]skipped[/yellow] {s['file']}: {s['reason']}")
-        ensure = ensure_gan if model == "gan" else ensure_simsiam
-        ensure(prof, ws, corpus, force, **trainer_kw(accelerator, devices))
-        ws.save_profile(prof)
+    try:
+        report = train_model(prof, ws, model, force, **trainer_kw(accelerator, devices))
+    except RuntimeError as e:
+        fail(str(e))
+    for s in report["skipped"]:
+        console.print(f"[yellow]skipped[/yellow] {s['file']}: {s['reason']}")
     console.print(f"{model}: {ws.generator if model == 'gan' else ws.simsiam}.safetensors")
 
 
@@ -230,17 +196,12 @@ def directions_fit_cmd(workdir: Path = WORKDIR, samples: Optional[int] = typer.O
                                                                                      help="M generated samples (paper 10,000)."),
                        force: bool = typer.Option(False)) -> None:
     """Fit linear SVMs for TUF, PSEP, R and polarity on generated samples; print accuracies."""
-    from helioforge.interrogate.gan import load_generator
-    from helioforge.interrogate.pipeline import ensure_directions, require_product
+    from helioforge.interrogate.pipeline import refit_directions
 
     ws, prof = _existing_workspace(workdir)
     if samples is not None:
         prof.directions.n_samples = samples
-    with ws.lock():
-        require_product(prof, ws, "gan")  # never fit directions on a half-trained generator
-        generator = load_generator(ws.generator)
-        d = ensure_directions(prof, ws, generator, force)
-        ws.save_profile(prof)
+    d = refit_directions(prof, ws, force)
     tab = RichTable(title=f"SVM latent directions ({prof.directions.n_samples} samples, 70/30)")
     tab.add_column("direction")
     tab.add_column("validation accuracy", justify="right")
@@ -254,35 +215,14 @@ def directions_fit_cmd(workdir: Path = WORKDIR, samples: Optional[int] = typer.O
 @index_app.command("build")
 def index_build_cmd(workdir: Path = WORKDIR, force: bool = typer.Option(False)) -> None:
     """Embed the real corpus with SimSiam into a FAISS inner-product index (+ look-up table)."""
-    from helioforge.interrogate.pipeline import ensure_index, prepare_corpus, require_product
-    from helioforge.interrogate.simsiam import load_simsiam
+    from helioforge.interrogate.pipeline import rebuild_index
 
     ws, prof = _existing_workspace(workdir)
-    with ws.lock():
-        corpus, _ = prepare_corpus(prof, ws)
-        require_product(prof, ws, "simsiam")
-        model, _ = load_simsiam(ws.simsiam)
-        idx = ensure_index(prof, ws, corpus, model, force)
+    idx = rebuild_index(prof, ws, force)
     console.print(f"index: {len(idx)} vectors of dimension {idx.dim} in {ws.index_dir}")
 
 
 # ----------------------------------------------------------------------------- generate
-def _parse_moves(move: list[str]) -> list[tuple[str, float]]:
-    moves = []
-    for m in move:
-        if "=" not in m:
-            fail(f"--move expects NAME=EPS (e.g. tuf=+2), got {m!r}")
-        name, val = m.split("=", 1)
-        try:
-            eps = float(val)
-        except ValueError:
-            fail(f"--move {m!r}: {val!r} is not a number")
-        if not math.isfinite(eps):
-            fail(f"--move {m!r}: the shift must be a finite number")
-        moves.append((name.strip(), eps))
-    return moves
-
-
 @app.command()
 def generate(
     workdir: Path = WORKDIR,
@@ -293,27 +233,13 @@ def generate(
     output: Path = typer.Option(Path("generated.fits"), "-o", "--output", help="Output FITS (a PNG is written beside it)."),
 ) -> None:
     """Generate magnetograms z + Σ ε n̂ (n̂ conditioned on --keep) and write FITS (+ PNG) with their parameters."""
-    import numpy as np
-
-    from helioforge.errors import check_output
-    from helioforge.interrogate.directions import conditional_direction
-    from helioforge.interrogate.generate import write_generated
-
     check_output(output, protect_foreign_fits=True)
     check_output(output.with_suffix(".png"), protect_foreign_fits=True)
     itg = _load_interrogator(workdir, need_index=False)
-    moves = _parse_moves(move)
-    keeps = [k.strip() for k in keep.split(",") if k.strip()]
-    if (moves or keeps) and itg.directions is None:
-        fail(itg.directions_problem or f"{workdir}: no latent directions yet (run `helioforge directions fit`)")
-    z = np.random.default_rng(seed).standard_normal((n, itg.generator.latent_dim))
     try:
-        for name, eps in moves:
-            vec = conditional_direction(itg.directions.get(name), [itg.directions.get(k) for k in keeps])
-            z = z + eps * vec
-    except (KeyError, ValueError) as e:
-        fail(str(e).strip("'\""))
-    fits_path, png_path, table = write_generated(itg, z, output, {"seed": seed, "move": ",".join(move), "keep": keep})
+        fits_path, png_path, table = itg.generate(output, seed=seed, n=n, move=move, keep=keep)
+    except InputError as e:
+        fail(str(e))
     console.print(f"wrote {fits_path} and {png_path}")
     _print_param_table(table)
 
@@ -328,7 +254,7 @@ def _print_param_table(rows: list[dict]) -> None:
 
 
 def _load_interrogator(workdir: Path, need_index: bool = True):
-    from helioforge.interrogate.pipeline import Interrogator
+    from helioforge.interrogate.infer import Interrogator
 
     try:
         return Interrogator.from_workspace(workdir, with_index=need_index)
@@ -348,20 +274,16 @@ def search(
     format: Fmt = typer.Option(Fmt.table, "--format", "-f"),
 ) -> None:
     """Top-k real patches nearest to the query in SimSiam space (cosine score)."""
-    import numpy as np
-
     itg = _load_interrogator(workdir)
     if query is None and seed is None:
         fail("give a query FITS file or --seed")
     if query is not None:
-        from helioforge.data.fits import FitsReadError
-
         try:
-            matches = itg.search_fits(query, k)[0]
+            matches = itg.search(query, k)[0]
         except (FitsReadError, FileNotFoundError, ValueError) as e:
             fail(str(e))
     else:
-        matches = itg.search_latent(np.random.default_rng(seed).standard_normal((1, itg.generator.latent_dim)), k)[0]
+        matches = itg.search_latent(itg.latent(seed), k)[0]
     rows = [{"rank": m.rank, "score": m.score, "file": m.file, "HARPNUM": m.HARPNUM, "T_REC": m.T_REC, "crop": m.crop} for m in matches]
     if format is Fmt.json:
         typer.echo(json.dumps(rows, indent=2))

@@ -17,14 +17,17 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from helioforge.interrogate.config import DataConfig
+from helioforge.config import SAMPLE_DIR
+from helioforge.data.fits import FitsReadError, Skipped
 from helioforge.data.fulldisk import tiles_from_fulldisk
 from helioforge.data.preprocess import preprocess_br
-from helioforge.data.fits import FitsReadError, Skipped
 from helioforge.data.sharp import read_sharp_folder
+from helioforge.interrogate.config import DataConfig, Profile
 from helioforge.io import write_fits
+from helioforge.progress import track
 
-__all__ = ["Corpus", "build_corpus", "COLUMNS", "SOURCE_SHARP", "SOURCE_TILE", "CORPUS_FORMAT"]
+__all__ = ["Corpus", "build_corpus", "holdout_harps", "training_mask", "COLUMNS", "SOURCE_SHARP", "SOURCE_TILE",
+           "CORPUS_FORMAT"]
 
 #: Values of the ``source`` column.
 SOURCE_SHARP, SOURCE_TILE = "sharp", "fulldisk_tile"
@@ -148,8 +151,6 @@ def _finite_or_nan(x: float | None) -> float:
 
 
 def _in_sample(folder: Path) -> bool:
-    from helioforge.config import SAMPLE_DIR
-
     return Path(folder).resolve().is_relative_to(SAMPLE_DIR)
 
 
@@ -173,8 +174,6 @@ def build_corpus(cfg: DataConfig, sharp: bool = True, fulldisk: bool = True) -> 
     """
     if not (sharp or fulldisk):
         raise ValueError("build_corpus: select at least one of sharp=True / fulldisk=True")
-    from helioforge.progress import track
-
     size, clip = int(cfg.image_size), float(cfg.clip_gauss)
     images: list[np.ndarray] = []
     rows: list[tuple] = []
@@ -246,3 +245,35 @@ def build_corpus(cfg: DataConfig, sharp: bool = True, fulldisk: bool = True) -> 
     table = Table(rows=rows, names=[c for c, _ in COLUMNS], dtype=[d for _, d in COLUMNS])
     cube = np.stack(images)[:, None, :, :].astype(np.float32, copy=False)
     return Corpus(images=cube, table=table, clip_gauss=clip, warnings=notes), skipped
+
+
+def holdout_harps(corpus: Corpus, profile: Profile) -> list[int]:
+    """HARPs held out of GAN and SimSiam training.
+
+    Up to ``profile.data.holdout_harps`` of the corpus's HARPs, drawn with
+    ``profile.data.holdout_seed``, taken in the drawn order only while the rest of the corpus
+    keeps at least one GAN batch (``profile.gan.batch_size``) to train on and two HARPs (on a
+    small corpus such as the embedded sample fewer are held out).
+
+    Returns
+    -------
+    list[int] : sorted HARP numbers; ``[]`` when none can be held out.
+    """
+    harps_all = np.asarray(corpus.table["HARPNUM"], int)
+    harps = sorted({int(h) for h in harps_all if int(h) > 0})
+    if int(profile.data.holdout_harps) <= 0 or len(harps) < 3:
+        return []
+    rng = np.random.default_rng(profile.data.holdout_seed)
+    chosen: list[int] = []
+    for h in rng.permutation(harps):
+        if len(chosen) >= int(profile.data.holdout_harps) or len(chosen) >= len(harps) - 2:
+            break
+        left = int((~np.isin(harps_all, [*chosen, int(h)])).sum())
+        if left >= int(profile.gan.batch_size):
+            chosen.append(int(h))
+    return sorted(chosen)
+
+
+def training_mask(corpus: Corpus, profile: Profile) -> np.ndarray:
+    """(n,) bool: corpus rows the GAN and SimSiam train on (all but :func:`holdout_harps`)."""
+    return ~np.isin(np.asarray(corpus.table["HARPNUM"], int), holdout_harps(corpus, profile))

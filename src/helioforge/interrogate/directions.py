@@ -21,8 +21,10 @@ from scipy.stats import spearmanr
 from sklearn.model_selection import train_test_split
 from sklearn.svm import LinearSVC
 
+from helioforge.errors import ProductError
 from helioforge.interrogate.config import DirectionsConfig
 from helioforge.io import write_json
+from helioforge.nn.checkpoint import read_json_product
 
 __all__ = [
     "DIRECTION_PARAMS",
@@ -88,9 +90,6 @@ class LatentDirections:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: latent directions not found (run `helioforge directions fit`)")
-        from helioforge.errors import ProductError
-        from helioforge.nn.checkpoint import read_json_product
-
         d = read_json_product(path, "latent directions")
         try:
             d["normals"] = {k: np.asarray(v, dtype=np.float64) for k, v in d["normals"].items()}

@@ -25,10 +25,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from helioforge.interrogate.config import GANConfig
-from helioforge.nn.training import check_images, fit_resumable, seed_per_rank
 from helioforge.io import write_json
-from helioforge.nn.checkpoint import save_weights
+from helioforge.nn.checkpoint import build_from_weights, save_weights
 from helioforge.nn.gan import Discriminator, Generator
+from helioforge.nn.training import check_images, fit_resumable, seed_per_rank
+from helioforge.progress import track
 
 __all__ = ["GANModule", "train_gan", "load_generator", "generate"]
 
@@ -196,8 +197,6 @@ def train_gan(
 def load_generator(path_stem: str | Path, device: str | torch.device = "cpu") -> Generator:
     """Load a generator saved by :func:`train_gan` (eval mode). Raises ``FileNotFoundError`` or
     ``ProductError`` (unreadable, non-finite or mismatched weights; names the file)."""
-    from helioforge.nn.checkpoint import build_from_weights
-
     gen, _ = build_from_weights(path_stem, lambda c: Generator(c["latent_dim"], c["image_size"], c["base_channels"]), device)
     return gen
 
@@ -220,8 +219,6 @@ def generate(generator: Generator, z: np.ndarray | torch.Tensor, batch_size: int
         batch_size = 8 if device.type == "cpu" else 256
     chunks = z.split(batch_size)
     if progress or (progress is None and len(z) >= 2000):
-        from helioforge.progress import track
-
         chunks = track(chunks, f"generating {len(z)} images", unit="batch", leave=False)
     out = [generator(chunk.to(device)).cpu() for chunk in chunks]
     return torch.cat(out).numpy() if out else np.zeros((0, 1, generator.image_size, generator.image_size), np.float32)

@@ -1,11 +1,19 @@
-"""The generative interrogator end to end (Chatterjee et al. 2025, Fig. 1).
+"""The interrogator's pipeline (Chatterjee et al. 2025, Fig. 1): the work folder and the chain
+of stages, nothing else.
 
-read SHARP + full-disk tiles → corpus → GAN → SVM latent directions → SimSiam → FAISS index →
-Q generated queries → nearest real match → physical parameters of both → metrics and report.
+config → data (SHARP + full-disk tiles → corpus) → train (GAN, SVM latent directions, SimSiam,
+FAISS index) → evaluate (Q generated queries → nearest real match → physical parameters of
+both → metrics) → report. The stages live in :mod:`~helioforge.interrogate.config`,
+:mod:`~helioforge.interrogate.data`, :mod:`~helioforge.interrogate.train` (with the models in
+:mod:`~helioforge.interrogate.gan`, :mod:`~helioforge.interrogate.directions`,
+:mod:`~helioforge.interrogate.simsiam`, :mod:`~helioforge.interrogate.retrieval`),
+:mod:`~helioforge.interrogate.evaluate` and :mod:`~helioforge.interrogate.report`; the API a
+user calls on a finished work folder is :class:`helioforge.interrogate.infer.Interrogator`.
 
-All products live in one work folder (:class:`Workspace`). Every step records a digest of the
-configuration it was made with; a later run reuses a product whose digest still matches and
-redoes (or resumes) the ones that do not.
+All products live in one work folder (:class:`Workspace`). Every step goes through
+:meth:`helioforge.workspace.StepState.run_step`: it records a digest of what the product was
+made from; a later run reuses a product whose digest still matches and redoes (or resumes) the
+ones that do not.
 """
 
 from __future__ import annotations
@@ -18,48 +26,42 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
-from helioforge import __version__
+from helioforge.errors import HelioforgeError, check_count
+from helioforge.interrogate import evaluate, train
 from helioforge.interrogate.config import Profile
-from helioforge.interrogate.data import CORPUS_FORMAT, SOURCE_SHARP, SOURCE_TILE, Corpus, build_corpus
-from helioforge.interrogate.directions import LatentDirections, conditioning_effect, fit_directions, monotonicity
-from helioforge.interrogate.gan import Generator, generate, load_generator, train_gan
+from helioforge.interrogate.data import CORPUS_FORMAT, Corpus, build_corpus, training_mask
+from helioforge.interrogate.directions import LatentDirections
+from helioforge.interrogate.gan import Generator, load_generator
+from helioforge.interrogate.report import ReportInputs, write_html, write_report
 from helioforge.interrogate.retrieval import RetrievalIndex
-from helioforge.interrogate.simsiam import embed, load_simsiam, train_simsiam
+from helioforge.interrogate.simsiam import load_simsiam
 from helioforge.io import atomic_path, write_json
 from helioforge.nn.training import inference_device
-from helioforge.physics.params import compute_params, is_active
-from helioforge.errors import HelioforgeError as HelioforgeErrorBase
-from helioforge.errors import ProductError
-from helioforge.interrogate.evaluation import like_for_like, real_query_check, retrieval_table
 from helioforge.workspace import StepState
 
 __all__ = [
     "Workspace",
-    "PAPER_CORRELATIONS",
-    "image_params",
+    "ModelHealthError",
+    "REBUILD",
+    "require_product",
     "prepare_corpus",
     "ensure_gan",
     "ensure_directions",
     "ensure_simsiam",
     "ensure_index",
-    "Interrogator",
+    "train_model",
+    "refit_directions",
+    "rebuild_index",
     "interrogate",
+    "interrogate_seeds",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Pearson / Spearman correlations between generated queries and their real matches
-#: (paper §Querying: TUF 0.78/0.79, PSEP 0.28/0.31, R 0.73/0.76 in the text, TPF 0.69/0.70, TNF 0.72/0.72).
-PAPER_CORRELATIONS = {
-    "TUF": (0.78, 0.79),
-    "PSEP": (0.28, 0.31),
-    "R": (0.73, 0.76),
-    "TPF": (0.69, 0.70),
-    "TNF": (0.72, 0.72),
-}
-CORRELATED_PARAMS = tuple(PAPER_CORRELATIONS)
+
+class ModelHealthError(HelioforgeError):
+    """A trained model is unusable (mode collapse, embedding collapse, directions at chance)."""
 
 
 @dataclass
@@ -91,18 +93,6 @@ class Workspace(StepState):
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{self.profile_file}: not a profile of this helioforge version ({exc}); "
                              "pass --profile to start the folder afresh") from None
-
-
-def image_params(images: np.ndarray | torch.Tensor, profile: Profile) -> dict[str, np.ndarray]:
-    """Physical parameters of preprocessed images (n, 1, N, N) with the profile's threshold
-    (150 G / clip) and dilation kernel, as NumPy arrays (units: 1000 G × pixels of the N×N grid)."""
-    n = int(np.asarray(images.shape)[-1])
-    out = compute_params(
-        images,
-        threshold=profile.params.threshold_gauss / profile.data.clip_gauss,
-        dilation_px=profile.params.dilation_px(n),
-    )
-    return {k: v.cpu().numpy() for k, v in out.items()}
 
 
 def _digests(profile: Profile, ws: "Workspace") -> dict[str, str]:
@@ -156,138 +146,15 @@ def require_product(profile: Profile, ws: "Workspace", step: str) -> None:
     ws.require(step, _digests(profile, ws)[step], *_products(ws, step), rebuild=REBUILD[step].format(w=ws.root))
 
 
-def _train_step(ws: Workspace, step: str, folder: Path, force: bool, profile: Profile, train: Callable[[], Any]) -> None:
-    """Run ``train`` for ``step``: keep a resumable checkpoint only when it was made with the
-    same configuration (up to the epoch count) and ``force`` is off; the product is marked
-    current only once training has finished."""
+def _train_step(ws: Workspace, step: str, folder: Path, force: bool, profile: Profile, train: Callable[[], Any]) -> bool:
+    """Reuse, resume or (re)train ``step`` (``"gan"`` or ``"simsiam"``) through
+    :meth:`~helioforge.workspace.StepState.run_step`: a resumable checkpoint in ``folder`` is kept
+    only when it was made with the same configuration up to the epoch count (the ``*_resume``
+    digest) and ``force`` is off; the product is marked current only once ``train`` has
+    finished. Returns ``True`` when ``train`` ran."""
     d = _digests(profile, ws)
-    resume = ws.state().get(f"{step}_resume")
-    resume = resume.get("digest") if isinstance(resume, dict) else resume
-    if force or resume != d[f"{step}_resume"]:
-        _reset_training(folder)
-    ws.unmark(step)
-    ws.mark(f"{step}_resume", d[f"{step}_resume"])
-    t0 = time.perf_counter()
-    train()
-    ws.record_time(step, time.perf_counter() - t0)
-    ws.mark(step, d[step], *_products(ws, step))
-
-
-def usflux_check(profile: Profile) -> dict[str, Any]:
-    """Spearman ρ between TUF (Mx, over the HARP region) and the header USFLUX on the SHARP
-    frames of the profile's folders (issue requirement; expected ≥ 0.9). Also gives ρ for TUF
-    over all pixels and how the HARP region was found for each frame."""
-    from scipy.stats import spearmanr
-
-    from helioforge.data.sharp import harp_region_mask, read_sharp_folder
-    from helioforge.interrogate.evaluation import correlation_ci
-    from helioforge.physics.params import physical_params, schrijver_r
-
-    sharp_log = logging.getLogger("helioforge.data.sharp")
-    level = sharp_log.level
-    sharp_log.setLevel(logging.ERROR)  # the corpus step has already reported these files
-    try:
-        patches = [p for folder in profile.data.sharp_paths() if folder.is_dir() for p in read_sharp_folder(folder)[0]]
-    finally:
-        sharp_log.setLevel(level)
-    r_ours, r_header, flux_baseline = [], [], []
-    for p in patches:  # Schrijver's R on the whole patch (as SHARP computes R_VALUE) vs the header
-        if p.r_value is not None and np.isfinite(p.r_value):
-            r_ours.append(schrijver_r(p.Br, p.pixel_size_mm, profile.params.threshold_gauss)["R_schrijver_sharp"])
-            r_header.append(p.r_value)
-            flux_baseline.append(np.log10(p.usflux) if p.usflux else float("nan"))
-    us, region, every, sources = [], [], [], []
-    for p in patches:
-        if p.usflux is None or not np.isfinite(p.usflux):
-            continue
-        mask, source = harp_region_mask(p, profile.params.threshold_gauss)
-        kw = dict(threshold_gauss=profile.params.threshold_gauss, r_kernel_mm=profile.params.r_kernel_mm)
-        region.append(physical_params(p.Br, p.pixel_size_mm, mask=mask, schrijver=False, **kw)["TUF"])
-        every.append(physical_params(p.Br, p.pixel_size_mm, schrijver=False, **kw)["TUF"])
-        us.append(p.usflux)
-        sources.append(source.split(" ")[0])
-    if len(us) < 3:
-        return {"n": len(us), "spearman": float("nan"), "note": "fewer than 3 SHARP frames with USFLUX"}
-    return {
-        "n": len(us),
-        "spearman": float(spearmanr(region, us).statistic),
-        "spearman_all_pixels": float(spearmanr(every, us).statistic),
-        "region_from": {k: sources.count(k) for k in sorted(set(sources))},
-        "R_schrijver_vs_R_VALUE": correlation_ci(np.asarray(r_ours, float), np.asarray(r_header, float), 2000),
-        "log_USFLUX_vs_R_VALUE": correlation_ci(np.asarray(flux_baseline, float), np.asarray(r_header, float), 2000),
-    }
-
-
-def prepare_corpus(profile: Profile, ws: Workspace, force: bool = False) -> tuple[Corpus, dict[str, Any]]:
-    """Build (or reuse) the real corpus: SHARP Br patches + on-disk full-disk tiles.
-
-    Returns ``(corpus, corpus_report)`` where the report lists the skipped files with their
-    problem, the reader warnings (repaired headers) and the TUF–USFLUX check. Raises
-    ``RuntimeError`` when no patch at all could be read.
-    """
-    digest = _digests(profile, ws)["corpus"]
-    if not force and ws.is_current("corpus", digest, *_products(ws, "corpus")):
-        log.info("reusing corpus %s", ws.corpus)
-        return Corpus.load(ws.corpus), json.loads(ws.corpus_report.read_text())
-    t0 = time.perf_counter()
-    ws.unmark("corpus")
-    try:
-        corpus, skipped = build_corpus(profile.data, fulldisk=profile.data.use_fulldisk)
-    except ValueError as exc:
-        raise RuntimeError(str(exc)) from None
-    corpus.save(ws.corpus)
-    report = {
-        "skipped": [{"file": str(s.path), "reason": s.reason} for s in skipped],
-        "warnings": list(corpus.warnings),
-        "usflux_check": usflux_check(profile),
-    }
-    write_json(ws.corpus_report, report)
-    ws.record_time("corpus", time.perf_counter() - t0)
-    ws.mark("corpus", digest, *_products(ws, "corpus"))
-    return corpus, report
-
-
-class ModelHealthError(HelioforgeErrorBase):
-    """A trained model is unusable (mode collapse, embedding collapse, directions at chance)."""
-
-
-def holdout_harps(corpus: Corpus, profile: Profile) -> list[int]:
-    """HARPs held out of GAN and SimSiam training: up to ``profile.data.holdout_harps`` of the
-    corpus's HARPs, drawn with ``profile.data.holdout_seed``, taken in the drawn order only while
-    the rest of the corpus keeps at least one GAN batch to train on and two HARPs (on a small
-    corpus such as the embedded sample fewer are held out); ``[]`` when none can be."""
-    harps_all = np.asarray(corpus.table["HARPNUM"], int)
-    harps = sorted({int(h) for h in harps_all if int(h) > 0})
-    if int(profile.data.holdout_harps) <= 0 or len(harps) < 3:
-        return []
-    rng = np.random.default_rng(profile.data.holdout_seed)
-    chosen: list[int] = []
-    for h in rng.permutation(harps):
-        if len(chosen) >= int(profile.data.holdout_harps) or len(chosen) >= len(harps) - 2:
-            break
-        left = int((~np.isin(harps_all, [*chosen, int(h)])).sum())
-        if left >= int(profile.gan.batch_size):
-            chosen.append(int(h))
-    return sorted(chosen)
-
-
-def training_mask(corpus: Corpus, profile: Profile) -> np.ndarray:
-    """(n,) bool: corpus rows the GAN and SimSiam train on (all but the held-out HARPs)."""
-    return ~np.isin(np.asarray(corpus.table["HARPNUM"], int), holdout_harps(corpus, profile))
-
-
-def ensure_gan(profile: Profile, ws: Workspace, corpus: Corpus, force: bool = False, device: str = "cpu",
-               **trainer_kw: Any) -> Generator:
-    """Train (or reuse, or resume) the GAN on the corpus; return the selected generator on ``device``."""
-    if force or not ws.is_current("gan", _digests(profile, ws)["gan"], *_products(ws, "gan")):
-        threshold = profile.params.threshold_gauss / profile.data.clip_gauss
-        keep = training_mask(corpus, profile)
-        active = is_active(corpus.images[keep], threshold, profile.gan.active_min_area)
-        _train_step(ws, "gan", ws.gan_dir, force, profile,
-                    lambda: train_gan(corpus.images[keep], profile.gan, ws.gan_dir, active=active, **trainer_kw))
-    else:
-        log.info("reusing generator %s", ws.generator)
-    return load_generator(ws.generator, device)
+    return ws.run_step(step, d[step], _products(ws, step), train, force=force,
+                       resume_digest=d[f"{step}_resume"], reset=lambda: _reset_training(folder))
 
 
 def _reset_training(folder: Path) -> None:
@@ -298,222 +165,140 @@ def _reset_training(folder: Path) -> None:
         stale.unlink()
 
 
-def params_of_latent(generator: Generator, profile: Profile, chunk: int = 1000) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-    """z (M, latent_dim) → parameters of G(z), generated and measured ``chunk`` images at a time
-    (M = 10⁴ images of 128² would otherwise hold ~650 MB at once)."""
-    from helioforge.progress import track
+def prepare_corpus(profile: Profile, ws: Workspace, force: bool = False) -> tuple[Corpus, dict[str, Any]]:
+    """Build (or reuse) the real corpus: SHARP Br patches + on-disk full-disk tiles.
 
-    def fn(z: np.ndarray) -> dict[str, np.ndarray]:
-        z = np.asarray(z, dtype=np.float32)
-        starts = range(0, len(z), chunk)
-        if len(z) > chunk:
-            starts = track(starts, f"generating + measuring {len(z)} images", unit="chunk", leave=False)
-        parts = [image_params(generate(generator, z[i : i + chunk], progress=False), profile) for i in starts]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    Returns
+    -------
+    (corpus, corpus_report) : the report lists the skipped files with their problem, the reader
+        warnings (repaired headers) and the TUF–USFLUX check (:func:`~helioforge.interrogate.evaluate.usflux_check`).
 
-    return fn
+    Raises
+    ------
+    RuntimeError : no patch at all could be read.
+    """
+    made: dict[str, Any] = {}
+
+    def build() -> None:
+        try:
+            corpus, skipped = build_corpus(profile.data, fulldisk=profile.data.use_fulldisk)
+        except ValueError as exc:
+            raise RuntimeError(str(exc)) from None
+        corpus.save(ws.corpus)
+        report = {
+            "skipped": [{"file": str(s.path), "reason": s.reason} for s in skipped],
+            "warnings": list(corpus.warnings),
+            "usflux_check": evaluate.usflux_check(profile),
+        }
+        write_json(ws.corpus_report, report)
+        made.update(corpus=corpus, report=report)
+
+    if not ws.run_step("corpus", _digests(profile, ws)["corpus"], _products(ws, "corpus"), build, force=force):
+        log.info("reusing corpus %s", ws.corpus)
+        return Corpus.load(ws.corpus), json.loads(ws.corpus_report.read_text())
+    return made["corpus"], made["report"]
+
+
+def ensure_gan(profile: Profile, ws: Workspace, corpus: Corpus, force: bool = False, device: str = "cpu",
+               **trainer_kw: Any) -> Generator:
+    """Train (or reuse, or resume) the GAN on the corpus rows of
+    :func:`~helioforge.interrogate.data.training_mask`; return the selected generator on ``device``."""
+
+    if not _train_step(ws, "gan", ws.gan_dir, force, profile,
+                       lambda: train.train_generator(corpus, profile, ws.gan_dir, **trainer_kw)):
+        log.info("reusing generator %s", ws.generator)
+    return load_generator(ws.generator, device)
 
 
 def ensure_directions(profile: Profile, ws: Workspace, generator: Generator, force: bool = False) -> LatentDirections:
-    """Fit (or reuse) the SVM latent directions on M generated samples."""
-    digest = _digests(profile, ws)["directions"]
-    if not force and ws.is_current("directions", digest, *_products(ws, "directions")):
+    """Fit (or reuse) the SVM latent directions on ``directions.n_samples`` generated samples
+    (z drawn with ``directions.seed``); the samples and their parameters are kept in
+    ``direction_samples.npz`` for the report."""
+    made: dict[str, LatentDirections] = {}
+
+    def build() -> None:
+        made["directions"], z, params = train.fit_latent_directions(generator, profile)
+        made["directions"].save(ws.directions)
+        with atomic_path(ws.samples) as tmp:
+            np.savez_compressed(tmp, z=z, **{k: v for k, v in params.items()})
+
+    if not ws.run_step("directions", _digests(profile, ws)["directions"], _products(ws, "directions"), build, force=force):
         return LatentDirections.load(ws.directions)
-    ws.unmark("directions")
-    cfg = profile.directions
-    t0 = time.perf_counter()
-    rng = np.random.default_rng(cfg.seed)
-    z = rng.standard_normal((cfg.n_samples, generator.latent_dim)).astype(np.float32)
-    params = params_of_latent(generator, profile)(z)
-    directions = fit_directions(z, params, cfg)
-    directions.save(ws.directions)
-    with atomic_path(ws.samples) as tmp:
-        np.savez_compressed(tmp, z=z, **{k: v for k, v in params.items()})
-    ws.record_time("directions", time.perf_counter() - t0)
-    ws.mark("directions", digest, *_products(ws, "directions"))
-    return directions
+    return made["directions"]
 
 
 def ensure_simsiam(profile: Profile, ws: Workspace, corpus: Corpus, force: bool = False, device: str = "cpu",
                    **trainer_kw: Any):
     """Train (or reuse, or resume) SimSiam on the real corpus; returns ``(model, config)``."""
-    if force or not ws.is_current("simsiam", _digests(profile, ws)["simsiam"], *_products(ws, "simsiam")):
-        _train_step(ws, "simsiam", ws.simsiam_dir, force, profile,
-                    lambda: train_simsiam(corpus.images[training_mask(corpus, profile)], profile.simsiam, ws.simsiam_dir,
-                                          **trainer_kw))
+    _train_step(ws, "simsiam", ws.simsiam_dir, force, profile,
+                lambda: train.train_embedding(corpus, profile, ws.simsiam_dir, **trainer_kw))
     return load_simsiam(ws.simsiam, device)
 
 
 def ensure_index(profile: Profile, ws: Workspace, corpus: Corpus, model, force: bool = False) -> RetrievalIndex:
-    """Embed the corpus and build (or reuse) the FAISS index with its look-up table."""
+    """Embed the corpus with the SimSiam ``model`` and build (or reuse) the FAISS index with its
+    look-up table."""
     digest = _digests(profile, ws)["index"]
-    if not force and ws.is_current("index", digest, *_products(ws, "index")):
+    made: dict[str, RetrievalIndex] = {}
+
+    def build() -> None:
+        made["index"] = train.build_index(corpus, model)
+        made["index"].save(ws.index_dir, meta={"corpus": str(ws.corpus), "model": str(ws.simsiam), "digest": digest})
+
+    if not ws.run_step("index", digest, _products(ws, "index"), build, force=force):
         return RetrievalIndex.load(ws.index_dir)
-    ws.unmark("index")
-    vectors = embed(model, corpus.images)
-    index = RetrievalIndex.build(vectors, corpus.table)
-    index.save(ws.index_dir, meta={"corpus": str(ws.corpus), "model": str(ws.simsiam), "digest": digest})
-    ws.mark("index", digest, *_products(ws, "index"))
-    return index
+    return made["index"]
 
 
-class Interrogator:
-    """Trained models of a work folder, ready to generate and search.
+def train_model(profile: Profile, ws: Workspace, model: str, force: bool = False, **trainer_kw: Any) -> dict[str, Any]:
+    """One training stage on its own (``helioforge train gan|simsiam``): build (or reuse) the
+    corpus, train (or reuse, or resume) ``model`` (``"gan"`` or ``"simsiam"``) and record the
+    profile, holding the work folder's lock. Returns the corpus report (skipped files ...).
 
-    Built by :meth:`from_workspace`; ``generator``, ``directions``, ``simsiam``, ``index`` and
-    ``corpus`` are loaded once. Queries may be latent vectors, arrays or FITS files.
+    Raises
+    ------
+    ValueError : an unknown ``model``. RuntimeError : no input patch could be read.
+    FolderInUse : another process is working in the folder.
     """
+    if model not in ("gan", "simsiam"):
+        raise ValueError(f"model must be 'gan' or 'simsiam', got {model!r}")
+    profile.data.pin_folders()
+    with ws.lock():
+        corpus, report = prepare_corpus(profile, ws)
+        ensure = ensure_gan if model == "gan" else ensure_simsiam
+        ensure(profile, ws, corpus, force, **trainer_kw)
+        ws.save_profile(profile)
+    return report
 
-    def __init__(self, profile: Profile, generator: Generator, directions: LatentDirections | None,
-                 simsiam, index: RetrievalIndex, corpus: Corpus | None = None):
-        self.profile = profile
-        self.generator = generator
-        self.directions = directions
-        self.simsiam = simsiam
-        self.index = index
-        self.corpus = corpus
-        #: why ``directions`` is None (not fitted, stale ...), for the message of a move
-        self.directions_problem: str | None = None
 
-    @classmethod
-    def from_workspace(cls, root: str | Path, with_index: bool = True) -> "Interrogator":
-        """Load what a previous ``interrogate`` (or the train steps) wrote in ``root``; with
-        ``with_index=False`` only the generator and directions (enough to generate).
-        Every product is checked first (:func:`require_product`): a half-trained generator, an
-        index of another corpus or a file changed since it was written is refused. Directions
-        that were never fitted give ``directions=None``. Read-only: the folder is not created.
+def refit_directions(profile: Profile, ws: Workspace, force: bool = False) -> LatentDirections:
+    """The directions stage on its own (``helioforge directions fit``): fit (or reuse) the SVM
+    directions on the folder's finished generator and record the profile.
 
-        Raises
-        ------
-        FileNotFoundError : no such work folder, or no profile in it (nothing was finished).
-        ProductError : a product is unfinished, stale, changed or unreadable (names the file
-            and the command that rebuilds it).
-        """
-        ws = Workspace(Path(root), create=False)
-        if not ws.root.is_dir():
-            raise FileNotFoundError(f"{ws.root}: no such work folder")
-        profile = ws.load_profile()
+    Raises
+    ------
+    ProductError : the generator is unfinished, stale or changed (never fit on a half-trained one).
+    """
+    with ws.lock():
         require_product(profile, ws, "gan")
-        generator = load_generator(ws.generator)
-        directions, why_none = None, "no latent directions yet (run `helioforge directions fit`)"
-        if ws.state().get("directions") is not None or ws.directions.exists():
-            try:
-                require_product(profile, ws, "directions")
-                directions = LatentDirections.load(ws.directions)
-            except ProductError as exc:  # generation without moves still works; moves say why not
-                why_none = str(exc)
-        if not with_index:
-            itg = cls(profile, generator, directions, None, None)
-            itg.directions_problem = why_none
-            return itg
-        for step in ("corpus", "simsiam", "index"):
-            require_product(profile, ws, step)
-        simsiam, _ = load_simsiam(ws.simsiam)
-        corpus = Corpus.load(ws.corpus)
-        itg = cls(profile, generator, directions, simsiam, RetrievalIndex.load(ws.index_dir), corpus)
-        itg.directions_problem = why_none
-        return itg
-
-    def images_from_latent(self, z: np.ndarray) -> np.ndarray:
-        """G(z): latent vectors (n, latent_dim) → images (n, 1, N, N) in [-1, 1]."""
-        return generate(self.generator, np.atleast_2d(z))
-
-    def search_images(self, images: np.ndarray, k: int = 5):
-        """Top-k real matches for preprocessed images (n, 1, N, N) in [-1, 1]."""
-        images = np.asarray(images, dtype=np.float32)
-        if images.ndim == 2:
-            images = images[None, None]
-        n = self.profile.data.image_size
-        if images.shape[-2:] != (n, n):
-            raise ValueError(f"query images must be {n}×{n} (preprocessed); got {images.shape[-2:]}")
-        return self.index.matches(embed(self.simsiam, images), k)
-
-    def search_latent(self, z: np.ndarray, k: int = 5):
-        """Top-k real matches for the images generated from latent vectors z (n, latent_dim)."""
-        return self.search_images(self.images_from_latent(z), k)
-
-    def search_array(self, Br_gauss: np.ndarray, k: int = 5):
-        """Top-k real matches for a native-resolution Br map in Gauss (any shape)."""
-        from helioforge.data.preprocess import preprocess_br
-
-        img = preprocess_br(Br_gauss, self.profile.data.image_size, self.profile.data.clip_gauss)
-        return self.search_images(img[None, None], k)
-
-    def search_fits(self, path: str | Path, k: int = 5):
-        """Top-k real matches for a FITS file: a SHARP Br patch (Gauss) or a helioforge-generated
-        image (``HF_MODEL`` card; values already in units of the clip field)."""
-        from astropy.io import fits
-
-        from helioforge.data.sharp import read_sharp
-
-        path = Path(path)
-        try:
-            with fits.open(path) as hdul:
-                if "HF_MODEL" in hdul[0].header:  # one image (N, N) or a cube (n, N, N)
-                    img = np.array(hdul[0].data, dtype=np.float32)
-                    if img.ndim < 2 or not np.isfinite(img).all() or not np.abs(img).max() > 0:
-                        from helioforge.errors import InputError
-
-                        raise InputError(f"{path}: generated image is empty, all zero or not finite; nothing to search for")
-                    return self.search_images(img.reshape(-1, 1, *img.shape[-2:]), k)
-        except OSError:
-            pass
-        return self.search_array(read_sharp(path, with_companions=False).Br, k)
+        directions = ensure_directions(profile, ws, load_generator(ws.generator), force)
+        ws.save_profile(profile)
+    return directions
 
 
-def _headline(like: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The paper-comparable correlations (like-for-like row: SHARP database, active queries)
-    with their interval, the three baselines' Spearman ρ and the paper's values."""
-    out = {}
-    sim = like.get("simsiam")
-    for name in CORRELATED_PARAMS:
-        r = sim[name] if sim else {"pearson": float("nan"), "spearman": float("nan"), "n": 0,
-                                   "pearson_ci": [float("nan")] * 2, "spearman_ci": [float("nan")] * 2}
-        out[name] = {**r, "paper_pearson": PAPER_CORRELATIONS[name][0], "paper_spearman": PAPER_CORRELATIONS[name][1],
-                     **{f"{m}_spearman": like[m][name]["spearman"] for m in ("shuffled", "activity", "oracle") if m in like},
-                     **{f"{m}_spearman_ci": like[m][name]["spearman_ci"] for m in ("shuffled", "activity", "oracle") if m in like}}
-    return out
+def rebuild_index(profile: Profile, ws: Workspace, force: bool = False) -> RetrievalIndex:
+    """The index stage on its own (``helioforge index build``): embed the corpus with the
+    folder's finished SimSiam and build (or reuse) the index.
 
-
-#: Health limits: below them a model is unusable and the run stops instead of reporting numbers.
-GAN_DIVERSITY_MIN = 0.2      # mean pairwise distance of generated images / that of real ones
-SIMSIAM_STD_MIN_FACTOR = 0.5  # embedding std per dimension / (1/sqrt(d)); 0 is total collapse
-SVM_CHANCE_MAX = 0.55        # validation accuracy at or below this is chance (two balanced classes)
-
-
-def _pairwise_spread(images: np.ndarray, n: int = 200, seed: int = 0) -> float:
-    rng = np.random.default_rng(seed)
-    x = np.asarray(images, np.float32).reshape(len(images), -1)
-    x = x[rng.choice(len(x), size=min(n, len(x)), replace=False)]
-    d = np.sqrt(np.maximum(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1), 0))
-    return float(d[np.triu_indices(len(x), 1)].mean()) if len(x) > 1 else 0.0
-
-
-def health_checks(q_images: np.ndarray, real_images: np.ndarray, sim_cfg: dict[str, Any], svm_accuracy: dict[str, float]) -> dict[str, Any]:
-    """Mode collapse of the GAN, embedding collapse of SimSiam, SVM directions at chance.
-
-    Returns ``{"checks": [{name, ok, value, limit, meaning}], "unusable": [names]}``: the GAN is
-    unusable when generated images are ``GAN_DIVERSITY_MIN`` times less spread than real ones,
-    SimSiam when its embedding std per dimension is below half of 1/√d, the directions when
-    every SVM is at chance.
+    Raises
+    ------
+    ProductError : SimSiam is unfinished, stale or changed.
     """
-    checks = []
-    ratio = _pairwise_spread(q_images) / max(_pairwise_spread(real_images), 1e-12)
-    checks.append({"name": "GAN diversity (generated / real pairwise distance)", "value": ratio, "limit": GAN_DIVERSITY_MIN,
-                   "ok": ratio >= GAN_DIVERSITY_MIN, "model": "GAN", "meaning": "mode collapse below the limit"})
-    z_std = float((sim_cfg.get("final_metrics") or {}).get("z_std", float("nan")))
-    ref = float(sim_cfg.get("collapse_reference_z_std") or (1.0 / np.sqrt(float(sim_cfg.get("out_dim", 100)))))
-    checks.append({"name": "SimSiam embedding std per dimension", "value": z_std, "limit": SIMSIAM_STD_MIN_FACTOR * ref,
-                   "ok": bool(z_std >= SIMSIAM_STD_MIN_FACTOR * ref), "model": "SimSiam",
-                   "meaning": f"collapse below the limit (1/sqrt(d) = {ref:.3f} for a healthy embedding)"})
-    for k, v in svm_accuracy.items():
-        checks.append({"name": f"SVM {k} validation accuracy", "value": float(v), "limit": SVM_CHANCE_MAX,
-                       "ok": float(v) > SVM_CHANCE_MAX, "model": "directions", "meaning": "at chance at or below the limit"})
-    unusable = sorted({c["model"] for c in checks if not c["ok"] and c["model"] != "directions"})
-    svm = [c for c in checks if c["model"] == "directions"]
-    if svm and not any(c["ok"] for c in svm):
-        unusable.append("directions")
-    return {"checks": checks, "unusable": unusable}
+    with ws.lock():
+        corpus, _ = prepare_corpus(profile, ws)
+        require_product(profile, ws, "simsiam")
+        model, _ = load_simsiam(ws.simsiam)
+        return ensure_index(profile, ws, corpus, model, force)
 
 
 def interrogate(
@@ -548,8 +333,6 @@ def _interrogate(profile: Profile, ws: "Workspace", report_dir: str | Path | Non
                  accelerator: str, devices: int | str) -> dict[str, Any]:
     """:func:`interrogate` inside the work folder's lock; the profile is recorded once the
     products it describes are all finished."""
-    from helioforge.interrogate.report import write_html, write_report
-
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     report_dir = Path(report_dir) if report_dir else ws.root / "report"
@@ -570,88 +353,15 @@ def _interrogate(profile: Profile, ws: "Workspace", report_dir: str | Path | Non
     index = step("index", lambda: ensure_index(profile, ws, corpus, simsiam, force))
     ws.save_profile(profile)  # every product is now the profile's: record it (not before)
 
-    def evaluate() -> dict[str, Any]:
-        params_fn = params_of_latent(generator, profile)
-        dcfg = profile.directions
-        rng = np.random.default_rng(dcfg.seed + 1000)
-        z_base = rng.standard_normal((dcfg.n_base, generator.latent_dim))
-        eps = np.linspace(-dcfg.eps_max, dcfg.eps_max, dcfg.n_eps)
-        mono = monotonicity(z_base, directions, params_fn, eps)
-        cond = conditioning_effect(z_base, directions, params_fn, dcfg.eps_max, "TUF", ("R",))
-        return {"monotonicity": mono, "conditioning_TUF_given_R": cond}
-
-    direction_metrics = step("direction metrics", evaluate)
-
-    def query() -> dict[str, Any]:
-        icfg = profile.interrogate
-        rng = np.random.default_rng(icfg.seed)
-        z = rng.standard_normal((icfg.n_queries, generator.latent_dim)).astype(np.float32)
-        q_images = generate(generator, z, progress=True)
-        scores, rows = index.search(embed(simsiam, q_images), icfg.top_k)
-        m_images = corpus.images[rows[:, 0]]
-        return {"z": z, "q_images": q_images, "scores": scores, "rows": rows, "m_images": m_images,
-                "q_params": image_params(q_images, profile), "m_params": image_params(m_images, profile),
-                "corpus_params": image_params(corpus.images, profile)}
-
-    res = step("queries", query)
-
-    def retrieval() -> dict[str, Any]:
-        icfg = profile.interrogate
-        threshold = profile.params.threshold_gauss / profile.data.clip_gauss
-        c_vec, q_vec = embed(simsiam, corpus.images), embed(simsiam, res["q_images"])
-        c_active = is_active(corpus.images, threshold, profile.gan.active_min_area)
-        q_active = is_active(res["q_images"], threshold, profile.gan.active_min_area)
-        src = np.asarray(corpus.table["source"])
-        held = holdout_harps(corpus, profile)
-        is_held = np.isin(np.asarray(corpus.table["HARPNUM"], int), held)
-        rows = np.arange(len(corpus))
-        databases = {"all": rows, "sharp": rows[src == SOURCE_SHARP], "fulldisk_tile": rows[src == SOURCE_TILE],
-                     "sharp_held_out": rows[is_held]}
-        table = retrieval_table(q_vec, c_vec, res["q_params"], res["corpus_params"], q_active, c_active, databases,
-                                icfg.n_bootstrap, icfg.seed)
-        real = real_query_check(c_vec[is_held], c_vec, np.asarray(res["corpus_params"]["TUF"])[is_held],
-                                res["corpus_params"], c_active, rows[~is_held], icfg.n_bootstrap, icfg.seed)
-        sharp_harps = sorted({int(h) for h in np.asarray(corpus.table["HARPNUM"])[src == SOURCE_SHARP]})
-        return {"table": table, "like_for_like": like_for_like(table), "held_out": like_for_like(table, "sharp_held_out"),
-                "real_held_out_queries": real, "held_out_harps": held, "n_sharp_regions": len(sharp_harps),
-                "n_active_queries": int(q_active.sum()), "corpus_active_fraction": float(c_active.mean())}
-
-    ret = step("retrieval metrics", retrieval)
-    correlations = _headline(ret["like_for_like"])
-    health = health_checks(res["q_images"], corpus.images[training_mask(corpus, profile)], sim_cfg, directions.accuracy)
-
-    gen_cfg = json.loads(ws.generator.with_suffix(".json").read_text())
-    n_sharp = int(np.sum(corpus.table["source"] == SOURCE_SHARP))
-    metrics: dict[str, Any] = {
-        "helioforge": __version__,
-        "profile": profile.name,
-        "image_size": profile.data.image_size,
-        "health": health,
-        "corpus": {"n_patches": len(corpus), "n_sharp": n_sharp, "n_fulldisk_tiles": len(corpus) - n_sharp,
-                   "n_sharp_regions": ret["n_sharp_regions"], "sources": "SHARP + full-disk tiles" if profile.data.use_fulldisk
-                   else "SHARP only (as the paper)", "held_out_harps": ret["held_out_harps"],
-                   "active_fraction": ret["corpus_active_fraction"],
-                   "n_skipped": len(corpus_report["skipped"]), **corpus_report},
-        "gan": {"selected_epoch": gen_cfg.get("selected_epoch"), "d_accuracy": gen_cfg.get("d_accuracy"),
-                "epochs": profile.gan.epochs},
-        "simsiam": {"final_metrics": sim_cfg.get("final_metrics", {}),
-                    "collapse_reference_z_std": sim_cfg.get("collapse_reference_z_std")},
-        "svm_accuracy": directions.accuracy,
-        "svm_train_accuracy": directions.train_accuracy,
-        "svm_skipped": directions.skipped,
-        "n_direction_samples": profile.directions.n_samples,
-        "eps_max": profile.directions.eps_max,
-        **direction_metrics,
-        "n_queries": profile.interrogate.n_queries,
-        "match_cosine": {"mean": float(res["scores"][:, 0].mean()), "min": float(res["scores"][:, 0].min())},
-        "n_unique_matches": int(len(np.unique(res["rows"][:, 0]))),
-        "n_active_queries": ret["n_active_queries"],
-        "correlations": correlations,
-        "like_for_like": "SHARP database, active generated queries (the paper searched SHARP patches)",
-        "held_out_correlations": _headline(ret["held_out"]),
-        "real_held_out_queries": ret["real_held_out_queries"],
-        "retrieval_table": ret["table"],
-    }
+    direction_metrics = step("direction metrics", lambda: evaluate.direction_metrics(generator, directions, profile))
+    queries = step("queries", lambda: evaluate.query_set(generator, simsiam, index, corpus, profile))
+    retrieval = step("retrieval metrics", lambda: evaluate.retrieval_metrics(simsiam, corpus, queries, profile))
+    health = evaluate.health_checks(queries["q_images"], corpus.images[training_mask(corpus, profile)], sim_cfg,
+                                    directions.accuracy)
+    metrics = evaluate.run_metrics(profile=profile, corpus=corpus, corpus_report=corpus_report,
+                                   gan_config=json.loads(ws.generator.with_suffix(".json").read_text()), simsiam_config=sim_cfg,
+                                   directions=directions, direction_metrics=direction_metrics, queries=queries,
+                                   retrieval=retrieval, health=health)
     if health["unusable"] and profile.interrogate.enforce_health:
         write_json(report_dir / "metrics.json", {k: metrics[k] for k in ("helioforge", "profile", "health", "corpus")})
         failed = "; ".join(f"{c['name']} = {c['value']:.3g} (limit {c['limit']:.3g}: {c['meaning']})"
@@ -659,7 +369,9 @@ def _interrogate(profile: Profile, ws: "Workspace", report_dir: str | Path | Non
         raise ModelHealthError(f"{ws.root}: unusable model(s) {', '.join(health['unusable'])}: {failed}; "
                                f"no numbers reported (health in {report_dir / 'metrics.json'}); retrain with other "
                                "settings or more data (`--force`)")
-    step("report figures", lambda: write_report(report_dir, metrics, res, corpus, generator, directions, profile, ws))
+    inputs = ReportInputs(metrics=metrics, queries=queries, corpus=corpus, generator=generator, directions=directions,
+                          profile=profile, direction_samples=ws.samples)
+    step("report figures", lambda: write_report(report_dir, inputs))
     timings["total"] = round(time.perf_counter() - t_start, 2)
     metrics["timings_s"] = timings
     metrics["training_s"] = ws.state().get("training_s", {})
@@ -704,8 +416,6 @@ def interrogate_seeds(profile: Profile, workdir: str | Path, seeds: int, **kw: A
 
     Raises ``InputError`` for fewer than 2 seeds.
     """
-    from helioforge.errors import check_count
-
     check_count("--seeds", seeds, minimum=2)
     root = Path(workdir)
     per_seed = []

@@ -1,4 +1,9 @@
-"""Report of an interrogator run: figures like the paper's and an HTML page.
+"""The report stage of the interrogator: figures like the paper's and an HTML page, written
+with the report toolkit (:mod:`helioforge.reporting`: figures saved by ``save_figure`` at
+110 dpi, the page from the template file ``templates/interrogate_report.html.j2``).
+
+:func:`write_report` takes the run's inputs as one :class:`ReportInputs`; :func:`write_html`
+renders ``index.html`` from the metrics once the run's timings are known.
 
 * ``fig2_zoo.png`` — 10×10 generated magnetograms (paper Fig. 2).
 * ``fig4_latent_projection.png`` — latent samples in the 2-D projection where the SVM boundary
@@ -13,21 +18,29 @@
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.colors
+import matplotlib.pyplot as plt
+import numpy as np
+from astropy.table import Table
+from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from astropy.table import Table  # noqa: E402
-from jinja2 import Template  # noqa: E402
+from helioforge import reporting
+from helioforge.interrogate.config import Profile
+from helioforge.interrogate.data import Corpus
+from helioforge.interrogate.directions import LatentDirections, conditional_direction, direction_labels, project_2d, traverse
+from helioforge.interrogate.evaluate import params_of_latent
+from helioforge.interrogate.gan import Generator, generate
+from helioforge.io import atomic_path
 
-from helioforge.io import atomic_path, write_text  # noqa: E402
+__all__ = ["ReportInputs", "write_report", "write_html", "fig_zoo", "fig_latent_projection", "fig_traversal",
+           "fig_retrieval", "fig_histograms", "TEMPLATE"]
 
-__all__ = ["write_report", "write_html", "fig_zoo", "fig_latent_projection", "fig_traversal",
-           "fig_retrieval", "fig_histograms"]
+#: The report page (``helioforge/templates``; extends ``base.html.j2``).
+TEMPLATE = "interrogate_report.html.j2"
 
 CMAP = "gray"
 TRAVERSAL_ROWS = (
@@ -37,13 +50,6 @@ TRAVERSAL_ROWS = (
     ("PSEP | polarity", "PSEP", ("polarity",)),
     ("PSEP | polarity, R", "PSEP", ("polarity", "R")),
 )
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def _show(ax: plt.Axes, img: np.ndarray, title: str | None = None) -> None:
@@ -61,16 +67,12 @@ def fig_zoo(images: np.ndarray, path: Path, rows: int = 10) -> Path:
         _show(ax, img)
     fig.suptitle("GAN-generated magnetograms (Br / 1000 G, gray: -1 … +1)", fontsize=10)
     fig.subplots_adjust(wspace=0.03, hspace=0.03)
-    return _save(fig, path)
+    return reporting.save_figure(fig, path, dpi=110)
 
 
 def fig_latent_projection(z: np.ndarray, params: dict[str, np.ndarray], directions, generate_fn, path: Path,
                           n_thumbs: int = 14) -> Path:
     """Paper Fig. 4: 2-D projection z'₁ = z₁, z'₂ = Σ_{i≥2} nᵢzᵢ/n₂ with the SVM line and thumbnails."""
-    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
-
-    from helioforge.interrogate.directions import direction_labels, project_2d
-
     labels = direction_labels(params)
     names = [n for n in ("TUF", "polarity") if directions.has(n)] or list(directions.normals)[:1]
     fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 6), squeeze=False)
@@ -94,7 +96,7 @@ def fig_latent_projection(z: np.ndarray, params: dict[str, np.ndarray], directio
         ax.set_ylabel("z'₂ = Σᵢ₌₂ nᵢ zᵢ / n₂")
         ax.set_title(f"{name}: validation accuracy {directions.accuracy[name]:.2f}")
         ax.legend(loc="upper right", fontsize=7, markerscale=3)
-    return _save(fig, path)
+    return reporting.save_figure(fig, path, dpi=110)
 
 
 def _spread(points: np.ndarray, n: int, rng: np.random.Generator, min_dist: float = 0.15) -> np.ndarray:
@@ -113,8 +115,6 @@ def _spread(points: np.ndarray, n: int, rng: np.random.Generator, min_dist: floa
 def fig_traversal(generator_fn, params_fn, directions, latent_dim: int, eps: np.ndarray, path: Path, seed: int = 3) -> Path:
     """Paper Fig. 5: one base z moved along plain and conditioned directions; each panel is
     annotated with the parameter being moved (and R)."""
-    from helioforge.interrogate.directions import conditional_direction, traverse
-
     z0 = np.random.default_rng(seed).standard_normal((1, latent_dim))
     rows = [row for row in TRAVERSAL_ROWS if directions.has(row[1], *row[2])]
     if not rows:
@@ -132,7 +132,7 @@ def fig_traversal(generator_fn, params_fn, directions, latent_dim: int, eps: np.
                 axes[0, c].set_title(f"ε={eps[c]:+.1f}\n{primal}={p[key][c]:.0f} R={p['R'][c]:.0f}", fontsize=7)
         axes[r, 0].set_ylabel(label, fontsize=8)
     fig.subplots_adjust(wspace=0.05, hspace=0.35)
-    return _save(fig, path)
+    return reporting.save_figure(fig, path, dpi=110)
 
 
 def _bipolar_pair(q_params: dict[str, np.ndarray]) -> list[int]:
@@ -157,7 +157,7 @@ def fig_retrieval(res: dict[str, Any], corpus_table: Table, path: Path) -> Path:
         t = corpus_table[row]
         where = f"HARP {t['HARPNUM']}" if t["HARPNUM"] >= 0 else f"tile {t['crop']}"
         _show(axes[r, 1], res["m_images"][i], f"match: {where}\n{str(t['T_REC'])[:16]}  cos={res['scores'][i, 0]:.3f}")
-    return _save(fig, path)
+    return reporting.save_figure(fig, path, dpi=110)
 
 
 def fig_histograms(q: dict[str, np.ndarray], m: dict[str, np.ndarray], corpus: dict[str, np.ndarray],
@@ -203,131 +203,65 @@ def fig_histograms(q: dict[str, np.ndarray], m: dict[str, np.ndarray], corpus: d
         axy.tick_params(labelleft=False, labelbottom=False)
         r = correlations[name]
         axx.set_title(f"{name}: Pearson {r['pearson']:.2f}, Spearman {r['spearman']:.2f}\n(paper {r['paper_pearson']:.2f} / {r['paper_spearman']:.2f})", fontsize=8)
-    return _save(fig, path)
+    return reporting.save_figure(fig, path, dpi=110)
 
 
-HTML = Template("""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>helioforge interrogator report</title>
-<style>
-body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 10px;text-align:right}
-th{background:#eee}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #ddd}
-.small{color:#666;font-size:90%}
-</style></head><body>
-<h1>Generative interrogator on real SHARP magnetograms</h1>
-<p class="small">helioforge {{ m.helioforge }} · profile <b>{{ m.profile }}</b> · images {{ m.image_size }}×{{ m.image_size }} ·
-method: Chatterjee, Muñoz-Jaramillo &amp; Malanushenko (2025), arXiv:2502.05351</p>
+@dataclass
+class ReportInputs:
+    """What the report's figures and query table are made from (one run of
+    :func:`helioforge.interrogate.pipeline.interrogate`).
 
-{% if m.health %}<h2>Health of the models</h2>
-<table><tr><th>check</th><th>value</th><th>limit</th><th>ok</th><th>meaning</th></tr>
-{% for c in m.health.checks %}<tr><td>{{ c.name }}</td><td>{{ "%.3f"|format(c.value) }}</td><td>{{ "%.3f"|format(c.limit) }}</td>
-<td>{{ "yes" if c.ok else "<b>NO</b>" }}</td><td>{{ c.meaning }}</td></tr>{% endfor %}</table>
-{% if m.health.unusable %}<p><b>Unusable: {{ m.health.unusable|join(", ") }}</b> — the numbers below do not measure retrieval.</p>{% endif %}{% endif %}
+    Attributes
+    ----------
+    metrics : the run's metrics (:func:`helioforge.interrogate.evaluate.run_metrics`); the
+        histogram titles quote its ``correlations``.
+    queries : the evaluation's queries (:func:`helioforge.interrogate.evaluate.query_set`):
+        ``z``, ``q_images``, ``scores``, ``rows``, ``m_images``, ``q_params``, ``m_params``,
+        ``corpus_params``.
+    corpus : the real corpus searched. generator : the trained generator.
+    directions : the fitted SVM latent directions. profile : the run's profile.
+    direction_samples : the ``direction_samples.npz`` the directions were fitted on (``z`` and
+        the parameters of G(z)), for the latent projection (paper Fig. 4).
+    """
 
-<h2>Real corpus</h2>
-<p><b>Database: {{ m.corpus.sources }}</b> — {{ m.corpus.n_patches }} real patches: {{ m.corpus.n_sharp }} SHARP Br frames of
-{{ m.corpus.n_sharp_regions }} regions (HARPs) and {{ m.corpus.n_fulldisk_tiles }} tiles of HMI full-disk
-magnetograms (within 60° of disk centre, B<sub>los</sub>/μ); {{ "%.0f%%"|format(100*m.corpus.active_fraction) }} of the patches are active.
-HARPs held out of GAN and SimSiam training: {{ m.corpus.held_out_harps|join(", ") or "none" }}.
-{{ m.corpus.n_skipped }} input file(s) skipped:</p>
-<ul>{% for s in m.corpus.skipped %}<li><code>{{ s.file }}</code>: {{ s.reason }}</li>{% endfor %}</ul>
-{% if m.corpus.warnings %}<p>Read with repairs:</p><ul>{% for w in m.corpus.warnings %}<li>{{ w }}</li>{% endfor %}</ul>{% endif %}
-{% set u = m.corpus.usflux_check %}{% if u and u.n %}
-<p>Check of the flux measure on the {{ u.n }} real SHARP Br frames: TUF in Mx over the HARP region tracks the header USFLUX with
-Spearman ρ = <b>{{ "%.3f"|format(u.spearman) }}</b> (region from {{ u.region_from }}; over all pixels of the box ρ = {{ "%.3f"|format(u.spearman_all_pixels) }}).</p>
-{% set r = u.get("R_schrijver_vs_R_VALUE") %}{% if r and r.n %}<p>Schrijver's (2007) R computed on each Br patch as SHARP computes <code>R_VALUE</code>
-(binned to ≈1.46 Mm, ±150 G masks, 3×3 dilation, 15 Mm FWHM Gaussian) against the header <code>R_VALUE</code> on {{ r.n }} frames: Spearman ρ =
-<b>{{ "%.2f"|format(r.spearman) }}</b> [{{ "%.2f"|format(r.spearman_ci[0]) }}, {{ "%.2f"|format(r.spearman_ci[1]) }}]; baseline log USFLUX vs R_VALUE
-ρ = {{ "%.2f"|format(u.log_USFLUX_vs_R_VALUE.spearman) }} [{{ "%.2f"|format(u.log_USFLUX_vs_R_VALUE.spearman_ci[0]) }}, {{ "%.2f"|format(u.log_USFLUX_vs_R_VALUE.spearman_ci[1]) }}].
-The <i>R</i> of the tables below is the paper's definition (on the N×N image, no Gaussian, no log), not <code>R_VALUE</code>.</p>{% endif %}{% endif %}
-
-<h2>Query ↔ real-match correlations, like for like with the paper</h2>
-<p>{{ m.like_for_like }}: {{ m.n_active_queries }} of {{ m.n_queries }} generated queries are active. Intervals: bootstrap 95 % over queries.
-Baselines on the same queries and database: <i>shuffled</i> (a random real patch), <i>activity</i> (a random patch of the
-query's activity class), <i>oracle</i> (the patch nearest in the five parameters: the ceiling).</p>
-<table><tr><th>parameter</th><th>Pearson [95 %]</th><th>Spearman [95 %]</th><th>paper P / S</th><th>shuffled S</th><th>activity S</th><th>oracle S</th><th>n</th></tr>
-{% for name, r in m.correlations.items() %}<tr><td>{{ name }}</td>
-<td>{{ "%.2f"|format(r.pearson) }} [{{ "%.2f"|format(r.pearson_ci[0]) }}, {{ "%.2f"|format(r.pearson_ci[1]) }}]</td>
-<td><b>{{ "%.2f"|format(r.spearman) }}</b> [{{ "%.2f"|format(r.spearman_ci[0]) }}, {{ "%.2f"|format(r.spearman_ci[1]) }}]</td>
-<td>{{ "%.2f"|format(r.paper_pearson) }} / {{ "%.2f"|format(r.paper_spearman) }}</td>
-<td>{{ "%.2f"|format(r.get("shuffled_spearman", 0)) }}</td><td>{{ "%.2f"|format(r.get("activity_spearman", 0)) }}</td>
-<td>{{ "%.2f"|format(r.get("oracle_spearman", 0)) }}</td><td>{{ r.n }}</td></tr>{% endfor %}</table>
-{% set h = m.held_out_correlations %}<p><b>Regions held out of training</b> (database: SHARP frames of HARPs {{ m.corpus.held_out_harps|join(", ") }};
-active queries): Spearman TUF {{ "%.2f"|format(h.TUF.spearman) }} [{{ "%.2f"|format(h.TUF.spearman_ci[0]) }}, {{ "%.2f"|format(h.TUF.spearman_ci[1]) }}]
-(shuffled {{ "%.2f"|format(h.TUF.get("shuffled_spearman", 0)) }}), R {{ "%.2f"|format(h.R.spearman) }}, PSEP {{ "%.2f"|format(h.PSEP.spearman) }}.</p>
-{% set q = m.real_held_out_queries %}{% if q.n_queries %}<p><b>Real queries from unseen regions</b>: the {{ q.n_queries }} SHARP frames of the held-out HARPs
-searched against the other {{ q.n_database }} patches: {{ "%.0f%%"|format(100*q.match_active_fraction) }} of their nearest matches are active
-(database {{ "%.0f%%"|format(100*q.database_active_fraction) }}); Spearman TUF query ↔ match {{ "%.2f"|format(q.TUF.spearman) }}
-[{{ "%.2f"|format(q.TUF.spearman_ci[0]) }}, {{ "%.2f"|format(q.TUF.spearman_ci[1]) }}] (shuffled {{ "%.2f"|format(q.TUF_shuffled.spearman) }}).
-With so few frames the interval is wide: read it as a check, not a measurement.</p>{% endif %}
-<h3>All splits (Spearman ρ [95 %])</h3>
-<table><tr><th>database</th><th>queries</th><th>method</th><th>n db</th><th>n q</th>{% for p in ["TUF","PSEP","R","TPF","TNF"] %}<th>{{ p }}</th>{% endfor %}</tr>
-{% for r in m.retrieval_table %}<tr><td>{{ r.database }}</td><td>{{ r.queries }}</td><td>{{ r.method }}</td><td>{{ r.n_database }}</td><td>{{ r.n_queries }}</td>
-{% for p in ["TUF","PSEP","R","TPF","TNF"] %}<td>{{ "%.2f"|format(r[p].spearman) }} [{{ "%.2f"|format(r[p].spearman_ci[0]) }}, {{ "%.2f"|format(r[p].spearman_ci[1]) }}]</td>{% endfor %}</tr>{% endfor %}</table>
-<p class="small">Mean cosine score of the best match {{ "%.3f"|format(m.match_cosine.mean) }}; {{ m.n_unique_matches }} distinct real patches retrieved.
-The paper's R Spearman (0.76) is quoted from its text.</p>
-
-<h2>Latent directions (linear SVMs on {{ m.n_direction_samples }} generated samples, 70/30 split)</h2>
-<table><tr><th>direction</th><th>validation accuracy</th><th>train accuracy</th><th>monotonicity: mean per-base Spearman ρ(ε, p)</th><th>pooled ρ</th><th>bases with ρ&gt;0</th></tr>
-{% for name, acc in m.svm_accuracy.items() %}<tr><td>{{ name }}</td><td>{{ "%.3f"|format(acc) }}</td><td>{{ "%.3f"|format(m.svm_train_accuracy[name]) }}</td>
-<td>{{ "%.2f"|format(m.monotonicity[name].mean_rho) }}</td><td>{{ "%.2f"|format(m.monotonicity[name].pooled_rho) }}</td><td>{{ "%.0f%%"|format(100*m.monotonicity[name].frac_positive) }}</td></tr>{% endfor %}</table>
-{% for name, why in m.svm_skipped.items() %}<p><b>{{ name }} direction not fitted</b>: {{ why }}.</p>{% endfor %}
-{% set c = m.conditioning_TUF_given_R %}
-{% if c.get("skipped") %}<p>Conditioning TUF on R not measured: {{ c.skipped }}.</p>{% else %}
-<p>Conditioning TUF on R (n̂<sub>TUF</sub> with n̂<sub>R</sub> projected out, cos = {{ "%.2f"|format(c.cosine_plain_conditioned) }}):
-the mean change of R between ε = −{{ eps }} and +{{ eps }} goes from {{ "%.1f"|format(c.dR_plain) }} to {{ "%.1f"|format(c.dR_conditioned) }} kG·px
-(<b>{{ "%.0f%%"|format(100*c.R_change_reduction) }} reduction</b>), while the change of TUF ({{ "%.0f"|format(c.dTUF_plain) }} → {{ "%.0f"|format(c.dTUF_conditioned) }} kG·px) keeps {{ "%.0f%%"|format(100*c.TUF_change_kept) }} of its size.</p>{% endif %}
-
-<h2>Figures</h2>
-<h3>Generated zoo (paper Fig. 2)</h3><img src="fig2_zoo.png" alt="zoo">
-<h3>Latent projection with the decision line (paper Fig. 4)</h3><img src="fig4_latent_projection.png" alt="projection">
-<h3>Traversals with and without conditioning (paper Fig. 5)</h3><img src="fig5_traversal.png" alt="traversal">
-<h3>Queries and real matches (paper Fig. 6)</h3><img src="fig6_retrieval.png" alt="retrieval" style="max-width:420px"><br>
-<img src="fig6_histograms.png" alt="histograms">
-
-<h2>Training</h2>
-<p>GAN: kept epoch {{ m.gan.selected_epoch }} of {{ m.gan.epochs }} (discriminator accuracy {{ "%.3f"|format(m.gan.d_accuracy) }}, closest to chance).
-SimSiam: {{ sim }}.</p>
-{% if m.get("training_s") %}<h2>Training time when the models were made (s)</h2><table><tr>{% for k in m.training_s %}<th>{{ k }}</th>{% endfor %}</tr>
-<tr>{% for v in m.training_s.values() %}<td>{{ v }}</td>{% endfor %}</tr></table>{% endif %}
-{% if m.get("timings_s") %}<h2>This run (s)</h2><table><tr>{% for k in m.timings_s %}<th>{{ k }}</th>{% endfor %}</tr>
-<tr>{% for v in m.timings_s.values() %}<td>{{ v }}</td>{% endfor %}</tr></table>{% endif %}
-<p class="small">Per-query parameters and matches: <a href="queries.ecsv">queries.ecsv</a>; all numbers: <a href="metrics.json">metrics.json</a>.
-Parameters are on the {{ m.image_size }}×{{ m.image_size }} preprocessed images (B/1000 G, ±150 G threshold): fluxes in kG·pixel, PSEP in pixels.</p>
-</body></html>
-""")
+    metrics: dict[str, Any]
+    queries: dict[str, Any]
+    corpus: Corpus
+    generator: Generator
+    directions: LatentDirections
+    profile: Profile
+    direction_samples: Path
 
 
-def write_html(report_dir: Path, metrics: dict[str, Any]) -> Path:
-    """Render ``index.html`` from the metrics dictionary."""
+def write_html(report_dir: str | Path, metrics: dict[str, Any]) -> Path:
+    """Render ``index.html`` (:data:`TEMPLATE`) in ``report_dir`` from the metrics dictionary;
+    returns its path. Raises ``jinja2.UndefinedError`` when ``metrics`` lacks a number the page shows."""
     fm = metrics["simsiam"].get("final_metrics", {})
     sim = ", ".join(f"{k} {v:.3f}" for k, v in fm.items() if isinstance(v, float)) or "n/a"
     if metrics["simsiam"].get("collapse_reference_z_std"):
         sim += f" (no collapse ⇔ z_std ≈ 1/√d = {metrics['simsiam']['collapse_reference_z_std']:.3f})"
-    text = HTML.render(m=metrics, eps=metrics.get("eps_max", 3), sim=html.escape(sim))
-    return write_text(Path(report_dir) / "index.html", text)
+    return reporting.write_html(Path(report_dir) / "index.html", TEMPLATE, m=metrics, eps=metrics.get("eps_max", 3),
+                                sim=html.escape(sim), version=metrics["helioforge"])
 
 
-def write_report(report_dir: str | Path, metrics: dict[str, Any], res: dict[str, Any], corpus, generator,
-                 directions, profile, ws) -> Path:
-    """Write the figures and ``queries.ecsv`` into ``report_dir`` (the HTML page is rendered
-    by :func:`write_html` once the run's timings are known)."""
-    from helioforge.interrogate.gan import generate
-    from helioforge.interrogate.pipeline import params_of_latent
-
+def write_report(report_dir: str | Path, inputs: ReportInputs) -> Path:
+    """Write the figures (paper Figs. 2, 4, 5, 6) and ``queries.ecsv`` into ``report_dir``; the
+    HTML page is rendered by :func:`write_html` once the run's timings are known. Returns
+    ``report_dir``."""
+    res, corpus, generator, directions, profile = inputs.queries, inputs.corpus, inputs.generator, inputs.directions, inputs.profile
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     gen_fn = lambda z: generate(generator, np.asarray(z, np.float32))  # noqa: E731
     params_fn = params_of_latent(generator, profile)
     rows = profile.interrogate.zoo_rows
     fig_zoo(res["q_images"][: rows * rows], report_dir / "fig2_zoo.png", rows)
-    with np.load(ws.samples) as samples:
+    with np.load(inputs.direction_samples) as samples:
         z, params = samples["z"], {k: samples[k] for k in samples.files if k != "z"}
     fig_latent_projection(z, params, directions, gen_fn, report_dir / "fig4_latent_projection.png")
     eps = np.linspace(-profile.directions.eps_max, profile.directions.eps_max, profile.directions.n_eps)
     fig_traversal(gen_fn, params_fn, directions, generator.latent_dim, eps, report_dir / "fig5_traversal.png")
     fig_retrieval(res, corpus.table, report_dir / "fig6_retrieval.png")
-    fig_histograms(res["q_params"], res["m_params"], res["corpus_params"], metrics["correlations"],
+    fig_histograms(res["q_params"], res["m_params"], res["corpus_params"], inputs.metrics["correlations"],
                    report_dir / "fig6_histograms.png")
 
     t = Table()

@@ -16,6 +16,7 @@ import faiss
 import numpy as np
 from astropy.table import Table
 
+from helioforge.errors import ProductError
 from helioforge.io import atomic_path, write_json
 
 __all__ = ["RetrievalIndex", "Match"]
@@ -120,8 +121,6 @@ class RetrievalIndex:
         for name in (cls.INDEX_FILE, cls.LUT_FILE):
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder / name}: retrieval index file not found (run `helioforge index build`)")
-        from helioforge.errors import ProductError
-
         remedy = "rebuild it with `helioforge index build --force`"
         try:
             index = faiss.read_index(str(folder / cls.INDEX_FILE))

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from helioforge.interrogate.config import SimSiamConfig
+from helioforge.nn.checkpoint import build_from_weights
 from helioforge.nn.training import check_images, fit_and_save, seed_per_rank
 from helioforge.nn.simsiam import SimSiam
 
@@ -121,8 +122,6 @@ def train_simsiam(
 def load_simsiam(path_stem: str | Path, device: str | torch.device = "cpu") -> tuple[SimSiam, dict[str, Any]]:
     """Load a SimSiam model saved by :func:`train_simsiam` (eval mode) and its config. Raises
     ``FileNotFoundError`` or ``ProductError`` (unreadable, non-finite or mismatched weights)."""
-    from helioforge.nn.checkpoint import build_from_weights
-
     return build_from_weights(path_stem, lambda c: SimSiam(c["out_dim"], c["proj_hidden"], c["pred_hidden"], c["width"]), device)
 
 

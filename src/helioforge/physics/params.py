@@ -77,6 +77,7 @@ __all__ = [
     "schrijver_r",
     "reference_params",
     "kernel_px_for_mm",
+    "as_value",
 ]
 
 PARAM_NAMES: tuple[str, ...] = ("TUF", "TPF", "TNF", "PSEP", "R", "tilt", "leading_sign")
@@ -575,6 +576,42 @@ def params_table(
 # --------------------------------------------------------------------------------------------
 # native-resolution patch in physical units
 # --------------------------------------------------------------------------------------------
+def as_value(value: Any, unit: str, name: str = "value") -> Any:
+    """``value`` in ``unit``: an astropy ``Quantity`` is converted, anything else (a plain
+    number or array, taken to be in ``unit`` already) is returned unchanged.
+
+    Parameters
+    ----------
+    value : number, array or ``astropy.units.Quantity`` (e.g. ``150 * u.G``, ``0.36 * u.Mm``,
+        a ``Mx/cm2`` map: 1 Mx/cm² = 1 G).
+    unit : the unit the caller computes in (``"G"``, ``"Mm"``).
+    name : the argument's name, for the message.
+
+    Returns
+    -------
+    float or numpy.ndarray in ``unit`` (``value`` itself when it carries no unit).
+
+    Raises
+    ------
+    ValueError : a Quantity whose unit does not convert to ``unit``.
+
+    Examples
+    --------
+    >>> import astropy.units as u
+    >>> as_value(0.015 * u.T, "G"), as_value(150.0, "G")
+    (150.0, 150.0)
+    """
+    if not (hasattr(value, "unit") and hasattr(value, "to_value")):
+        return value
+    import astropy.units as u
+
+    try:
+        out = value.to_value(u.Unit(unit))
+    except u.UnitConversionError:
+        raise ValueError(f"{name} must be in {unit} (or a unit convertible to it), got {value.unit}") from None
+    return float(out) if np.ndim(out) == 0 else np.asarray(out)
+
+
 def _clean_patch(Br_gauss: Any, mask: np.ndarray | None, name: str = "Br_gauss") -> np.ndarray:
     """2-D float64 copy with NaN/inf → 0 and pixels outside ``mask`` → 0 (ValueError otherwise)."""
     arr = np.asarray(Br_gauss)
@@ -642,15 +679,16 @@ def schrijver_r(
     Parameters
     ----------
     Br_gauss : numpy.ndarray, shape ``(H, W)``, floating, G. Radial field (SHARP ``Br``) or
-        the line-of-sight ``magnetogram`` segment (what SHARP's ``R_VALUE`` uses).
+        the line-of-sight ``magnetogram`` segment (what SHARP's ``R_VALUE`` uses). Every
+        argument with a unit may also be an astropy ``Quantity`` (:func:`as_value`).
     pixel_size_mm : float > 0, native pixel side, Mm (``SharpPatch.pixel_size_mm``).
-    threshold_gauss : float ≥ 0, strong-field threshold, G (Schrijver: 150 G).
+    threshold_gauss : float ≥ 0, strong-field threshold, G (Schrijver: 150 G; ``150 * u.G``).
     fwhm_mm : float > 0, FWHM of the Gaussian weighting, Mm (Schrijver: 15 Mm).
     bin_mm : float > 0 or None. Target pixel size for step 1, Mm (Schrijver's MDI pixels:
         1.44 Mm). ``None`` keeps the native pixels (no binning; the dilation kernel is then
         ``kernel_px_for_mm(dilation_mm, pixel_size_mm)``, 11 px on SHARP CEA). Binning matters
         with the noisy vector-field Br: on the sample frames the unbinned R tracks
-        ``R_VALUE`` far worse (see ``tests/test_physics_r_schrijver.py``).
+        ``R_VALUE`` far worse (see ``tests/interrogate/test_physics_r_schrijver.py``).
     dilation_mm : float > 0, dilation kernel side, Mm (4.3 Mm ≈ 3 × 1.44 Mm;
         ``ParamConfig.r_kernel_mm``).
     mask : optional bool ``(H, W)``; pixels outside are set to 0 first (SHARP computes
@@ -687,6 +725,10 @@ def schrijver_r(
     """
     from scipy import ndimage
 
+    Br_gauss, threshold_gauss = as_value(Br_gauss, "G", "Br_gauss"), as_value(threshold_gauss, "G", "threshold_gauss")
+    pixel_size_mm = as_value(pixel_size_mm, "Mm", "pixel_size_mm")
+    fwhm_mm, dilation_mm = as_value(fwhm_mm, "Mm", "fwhm_mm"), as_value(dilation_mm, "Mm", "dilation_mm")
+    bin_mm = as_value(bin_mm, "Mm", "bin_mm")
     px = _check_positive("pixel_size_mm", pixel_size_mm)
     fwhm = _check_positive("fwhm_mm", fwhm_mm)
     dil = _check_positive("dilation_mm", dilation_mm)
@@ -731,12 +773,12 @@ def physical_params(
     ----------
     Br_gauss : numpy.ndarray, shape ``(H, W)``
         Radial field in Gauss, rows = y (north), columns = x (west) (SHARP CEA layout).
-        NaN pixels (off-disk / missing) are set to 0.
-    pixel_size_mm : float
+        NaN pixels (off-disk / missing) are set to 0. May be a ``Quantity`` (G, Mx/cm², T).
+    pixel_size_mm : float or Quantity (length)
         Pixel side in Mm (for SHARP CEA: ``CDELT1[deg] · π/180 · RSUN_REF[m] / 1e6``).
-    threshold_gauss : float
-        Polarity threshold, G (paper: 150 G).
-    r_kernel_mm : float
+    threshold_gauss : float or Quantity
+        Polarity threshold, G (paper: 150 G; ``150 * u.G``). Plain numbers are gauss.
+    r_kernel_mm : float or Quantity (length)
         Side of the dilation kernel in Mm, for ``R`` and ``R_schrijver``. For ``R`` the
         kernel is the nearest odd integer number of native pixels to
         ``r_kernel_mm / pixel_size_mm`` and at least 3 (:func:`kernel_px_for_mm`); for
@@ -748,7 +790,7 @@ def physical_params(
         pixels only. On the 37 sample SHARP frames, all-pixel TUF tracks ``USFLUX`` with
         Spearman ρ = 0.76 only (the CEA patch includes much weak-field and noise flux around
         the region); with the bitmap mask ρ = 0.99 on the 26 frames that have a bitmap (see
-        ``tests/test_physics_params.py``). Masked TUF still exceeds ``USFLUX`` by ×1.1–4.4
+        ``tests/interrogate/test_physics_params.py``). Masked TUF still exceeds ``USFLUX`` by ×1.1–4.4
         because SHARP also drops pixels of low disambiguation confidence. SHARP computes
         ``R_VALUE`` over the whole patch: to compare ``R_schrijver`` with it, pass no mask.
     definition : ``"paper"`` (default; TPF / TNF in Mx, sums beyond ±threshold) or
@@ -778,6 +820,8 @@ def physical_params(
     ``pixel_size = 1`` and scaling, and :func:`schrijver_r`.
     """
     _check_definition(definition)
+    Br_gauss, threshold_gauss = as_value(Br_gauss, "G", "Br_gauss"), as_value(threshold_gauss, "G", "threshold_gauss")
+    pixel_size_mm, r_kernel_mm = as_value(pixel_size_mm, "Mm", "pixel_size_mm"), as_value(r_kernel_mm, "Mm", "r_kernel_mm")
     k = kernel_px_for_mm(float(r_kernel_mm), float(pixel_size_mm))
     arr = _clean_patch(Br_gauss, mask)
     with torch.no_grad():

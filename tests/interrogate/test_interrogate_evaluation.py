@@ -6,9 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helioforge.interrogate.evaluation import (baseline_rows, correlation_ci, like_for_like, nearest_rows,
-                                               real_query_check, retrieval_table)
-from helioforge.interrogate.pipeline import health_checks
+import json
+import shutil
+
+from astropy.io import fits
+
+from helioforge.config import SAMPLE_DIR
+from helioforge.interrogate.config import get_profile
+from helioforge.interrogate.data import SOURCE_SHARP, build_corpus, holdout_harps, training_mask
+from helioforge.interrogate.evaluate import (baseline_rows, correlation_ci, health_checks, like_for_like, nearest_rows,
+                                           real_query_check, retrieval_table)
+from helioforge.interrogate.pipeline import interrogate, interrogate_seeds
 
 PARAMS = ("TUF", "PSEP", "R", "TPF", "TNF")
 
@@ -95,9 +103,6 @@ def test_health_checks_flag_collapse():
 def test_runs_are_deterministic_and_seeds_report_spread(tmp_path):
     """The README's numbers moved between two runs of one commit: a run is now deterministic for
     a seed on one machine, and --seeds K reports the spread over seeds."""
-    from helioforge.config import SAMPLE_DIR
-    from helioforge.interrogate.config import get_profile
-    from helioforge.interrogate.pipeline import interrogate, interrogate_seeds
 
     def tiny():
         p = get_profile("tiny")
@@ -107,8 +112,6 @@ def test_runs_are_deterministic_and_seeds_report_spread(tmp_path):
 
     a = interrogate(tiny(), tmp_path / "a", progress=False, accelerator="cpu")
     b = interrogate(tiny(), tmp_path / "b", progress=False, accelerator="cpu")
-    import json
-
     same = lambda k: json.dumps(a[k], sort_keys=True) == json.dumps(b[k], sort_keys=True)  # noqa: E731 (NaN == NaN here)
     assert same("retrieval_table") and same("correlations") and same("svm_accuracy")
     assert any(np.isfinite(r["TUF"]["spearman"]) for r in a["retrieval_table"])
@@ -120,14 +123,6 @@ def test_runs_are_deterministic_and_seeds_report_spread(tmp_path):
 
 
 def test_corpus_rows_carry_source_and_region_and_bad_files_are_named(tmp_path):
-    import shutil
-
-    from astropy.io import fits
-
-    from helioforge.config import SAMPLE_DIR
-    from helioforge.interrogate.config import get_profile
-    from helioforge.interrogate.data import SOURCE_SHARP, build_corpus
-    from helioforge.interrogate.pipeline import holdout_harps, training_mask
 
     folder = tmp_path / "sharp"
     folder.mkdir()
@@ -156,10 +151,6 @@ def test_corpus_rows_carry_source_and_region_and_bad_files_are_named(tmp_path):
 def test_holdout_leaves_a_batch_to_train_on():
     """`make demo` on the embedded sample failed: holding out 3 HARPs left 29 images for a GAN
     batch of 32."""
-    from helioforge.config import SAMPLE_DIR
-    from helioforge.interrogate.config import get_profile
-    from helioforge.interrogate.data import build_corpus
-    from helioforge.interrogate.pipeline import holdout_harps, training_mask
 
     p = get_profile("cpu")
     p.data.sharp_dirs = (str(SAMPLE_DIR / "sharp"),)

@@ -586,9 +586,10 @@ def test_dilation_px_same_physical_area():
             assert all(abs(k * k - s * s) <= abs(j * j - s * s) for j in range(3, 2 * int(s) + 5, 2)), n
     legacy = ParamConfig(dilation_rule="legacy")
     assert legacy.dilation_px(64) == 5 and legacy.dilation_px(128) == 7
-    for bad in (ParamConfig(dilation_rule="round"), ParamConfig(dilation_px_at_128=0)):
-        with pytest.raises(ValueError):
-            bad.dilation_px(64)
+    with pytest.raises(ValueError, match="dilation_rule"):  # a Literal choice, checked on construction
+        ParamConfig(dilation_rule="round")
+    with pytest.raises(ValueError):
+        ParamConfig(dilation_px_at_128=0).dilation_px(64)
     with pytest.raises(ValueError):
         cfg.dilation_px(0)
 

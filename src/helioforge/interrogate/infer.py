@@ -1,0 +1,473 @@
+"""The infer stage of the interrogator: what a user calls on a trained work folder.
+
+* :class:`Interrogator` — the trained models of a work folder: generate magnetograms, move them
+  along the SVM latent directions (plain or conditioned), write them to FITS with a CEA world
+  coordinate system, and search the real corpus for the nearest patches (Chatterjee et al. 2025,
+  "Interpretable Generation" and "Querying Generated Image to Find Matches in Real Data").
+* :func:`magnetogram_params` — the physical parameters of one magnetogram (a SHARP FITS file, a
+  ``sunpy.map.Map`` or an array) on the paper's N×N image or in physical units.
+* :func:`write_generated` — the FITS (+ PNG) of generated images.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import sys
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from astropy.io import fits
+
+from helioforge import reporting
+from helioforge.data.preprocess import preprocess_br
+from helioforge.data.sharp import RSUN_REF_M, harp_region_mask, read_sharp
+from helioforge.errors import InputError, ProductError, check_finite
+from helioforge.interrogate.config import ParamConfig, Profile
+from helioforge.interrogate.data import Corpus
+from helioforge.interrogate.directions import LatentDirections, conditional_direction
+from helioforge.interrogate.evaluate import image_params
+from helioforge.interrogate.gan import Generator, generate, load_generator
+from helioforge.interrogate.pipeline import Workspace, require_product
+from helioforge.interrogate.retrieval import Match, RetrievalIndex
+from helioforge.interrogate.simsiam import embed, load_simsiam
+from helioforge.io import write_fits
+from helioforge.physics.params import as_value, compute_params, physical_params, schrijver_r
+
+__all__ = ["Interrogator", "magnetogram_params", "write_generated", "SHARP_CDELT_DEG", "parse_moves"]
+
+#: SHARP CEA pixel, heliographic degrees (``CDELT1`` of ``hmi.sharp_cea_720s``).
+SHARP_CDELT_DEG = 0.03
+
+
+# ----------------------------------------------------------------------------- inputs
+def _is_map(obj: Any) -> bool:
+    """Whether ``obj`` is a ``sunpy.map`` map (without importing sunpy when it is not loaded)."""
+    if "sunpy.map" not in sys.modules:
+        return False
+    from sunpy.map import GenericMap
+
+    return isinstance(obj, GenericMap)
+
+
+def _map_field(m: Any) -> np.ndarray:
+    """A sunpy map's data in gauss (its ``unit`` converted when it has one: Mx/cm², G, T)."""
+    data = np.asarray(m.data, dtype=np.float64)
+    unit = getattr(m, "unit", None)
+    return data if unit is None else np.asarray(as_value(data * unit, "G", "map data"), dtype=np.float64)
+
+
+def _map_pixel_mm(m: Any) -> float | None:
+    """Pixel side in Mm of a CEA (heliographic, degrees per pixel) sunpy map; ``None`` otherwise."""
+    ctype = str(m.meta.get("ctype1", "")).upper()
+    if not ctype.endswith("-CEA"):
+        return None
+    cdelt = float(as_value(m.scale.axis1, "deg/pix", "map scale"))
+    rsun = float(m.meta.get("rsun_ref") or RSUN_REF_M)
+    return abs(cdelt) * math.pi / 180.0 * rsun / 1e6
+
+
+def _finite_or_none(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def magnetogram_params(
+    source: str | Path | np.ndarray | Any,
+    units: Literal["paper", "physical"] = "paper",
+    size: int = 128,
+    threshold: float | Any = 150.0,
+    pixel_size: float | Any | None = None,
+) -> dict[str, Any]:
+    """Physical parameters (TUF, TPF, TNF, PSEP, R, tilt, leading polarity) of one magnetogram.
+
+    Parameters
+    ----------
+    source : a SHARP Br FITS path, a ``sunpy.map.Map`` (data in G or Mx/cm²), or a 2-D array
+        (or ``Quantity``) of the radial field in gauss.
+    units : ``"paper"``: the N×N preprocessed image (B / 1000 G clipped to [-1, 1], fluxes in
+        kG·px, PSEP in px; Chatterjee et al. 2025). ``"physical"``: the native-resolution patch
+        in Mx and Mm (:func:`helioforge.physics.params.physical_params`) over the HARP region
+        (bitmap ≥ 33, as SHARP's ``USFLUX``; without a bitmap the strong-field pixels
+        ``|Br| > threshold``), plus Schrijver's R over the whole patch.
+    size : N for ``units="paper"`` (paper: 128).
+    threshold : polarity threshold, G, or a ``Quantity`` (``150 * u.G``); finite and ≥ 0.
+    pixel_size : native pixel side for ``units="physical"`` when ``source`` is an array (Mm, or
+        a length ``Quantity``); a FITS file or a CEA map give their own.
+
+    Returns
+    -------
+    dict : ``file`` (the path, ``None`` for arrays and maps), the seven parameters as floats
+        (``leading_sign`` an int), ``units`` (in words), ``warnings`` (header repairs of the
+        reader); with ``units="physical"`` also ``region`` (how the HARP region was found),
+        ``USFLUX`` and ``R_VALUE`` (header, ``None`` when absent) and ``R_schrijver``
+        (log10 Mx, ``None`` without a polarity inversion line).
+
+    Raises
+    ------
+    FileNotFoundError, helioforge.data.fits.FitsReadError : an unreadable file.
+    InputError : a bad threshold, size or unit, or physical units for an array without
+        ``pixel_size`` (or a map that is not CEA).
+
+    Examples
+    --------
+    Parameters of a magnetogram given as an array in gauss (a bipole: TUF in kG·px on the 32×32
+    image, PSEP in pixels, the positive polarity leading):
+
+    >>> import numpy as np
+    >>> import astropy.units as u
+    >>> y, x = np.mgrid[0:64, 0:64]
+    >>> bipole = 800 * (np.exp(-((x - 40) ** 2 + (y - 32) ** 2) / 20) - np.exp(-((x - 24) ** 2 + (y - 32) ** 2) / 20))
+    >>> p = magnetogram_params(bipole, size=32, threshold=150 * u.G)
+    >>> round(p["PSEP"], 2), p["leading_sign"], p["units"]
+    (8.0, 1, 'kG px, px (32x32), deg')
+    >>> q = magnetogram_params(bipole * u.G, units="physical", pixel_size=0.364 * u.Mm)
+    >>> f"{q['TUF']:.3e} Mx", round(q["PSEP"], 2)
+    ('1.065e+20 Mx', 5.83)
+    """
+    if units not in ("paper", "physical"):
+        raise InputError(f"units must be 'paper' or 'physical', got {units!r}")
+    try:
+        threshold = float(as_value(threshold, "G", "threshold"))
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    check_finite("threshold", threshold, minimum=0.0)
+    pcfg = ParamConfig(threshold_gauss=threshold)  # the kernels of R (paper N×N image, native Mm)
+    physical = units == "physical"
+    name, patch, warnings = None, None, []
+    usflux = r_value = None
+    if isinstance(source, (str, Path)):
+        patch = read_sharp(source, with_companions=physical)
+        name, Br, px, warnings = str(source), patch.Br, patch.pixel_size_mm, list(patch.warnings)
+        usflux, r_value = patch.usflux, patch.r_value
+    elif _is_map(source):
+        Br, px = _map_field(source), _map_pixel_mm(source)
+        usflux, r_value = _finite_or_none(source.meta.get("usflux")), _finite_or_none(source.meta.get("r_value"))
+    else:
+        try:
+            Br = np.asarray(as_value(source, "G", "source"), dtype=np.float64)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        px = None
+    if pixel_size is not None:
+        px = float(as_value(pixel_size, "Mm", "pixel_size"))
+    if np.ndim(Br) != 2:
+        raise InputError(f"a magnetogram must be 2-D, got shape {np.shape(Br)}")
+    if not physical:
+        img = preprocess_br(Br, size)
+        t = compute_params(img[None, None], threshold=threshold / 1000.0, dilation_px=pcfg.dilation_px(size))
+        p = {k: float(v[0]) for k, v in t.items()}
+    else:
+        if px is None:
+            raise InputError("physical units need the pixel size: pass pixel_size (Mm) for an array or a non-CEA map")
+        if patch is not None:
+            mask, region = harp_region_mask(patch, threshold)
+        else:
+            mask, region = np.abs(np.nan_to_num(Br)) > threshold, f"strong field |Br| > {threshold:g} G"
+        p = physical_params(Br, px, threshold_gauss=threshold, r_kernel_mm=pcfg.r_kernel_mm, mask=mask)
+    rec: dict[str, Any] = {"file": name, **{k: float(p[k]) for k in ("TUF", "TPF", "TNF", "PSEP", "R", "tilt")},
+                           "leading_sign": int(p["leading_sign"]),
+                           "units": "Mx, Mm, deg" if physical else f"kG px, px ({size}x{size}), deg"}
+    if physical:
+        rec["region"] = region
+        rec["USFLUX"] = usflux
+        # Schrijver's R over the whole patch, as SHARP computes R_VALUE (log10 Mx; -inf: no PIL)
+        r = schrijver_r(Br, px, threshold)
+        rec["R_schrijver"] = float(r["R_schrijver"]) if np.isfinite(r["R_schrijver"]) else None
+        rec["R_VALUE"] = r_value
+    rec["warnings"] = warnings
+    return rec
+
+
+def parse_moves(specs: Sequence[str]) -> list[tuple[str, float]]:
+    """``["tuf=+2", "r=-1"]`` → ``[("tuf", 2.0), ("r", -1.0)]``.
+
+    Raises
+    ------
+    InputError : a spec without ``=``, a shift that is not a finite number.
+
+    Examples
+    --------
+    >>> parse_moves(["tuf=+2", "r = -1.5"])
+    [('tuf', 2.0), ('r', -1.5)]
+    """
+    moves = []
+    for m in specs:
+        if "=" not in m:
+            raise InputError(f"--move expects NAME=EPS (e.g. tuf=+2), got {m!r}")
+        name, val = m.split("=", 1)
+        try:
+            eps = float(val)
+        except ValueError:
+            raise InputError(f"--move {m!r}: {val!r} is not a number") from None
+        if not math.isfinite(eps):
+            raise InputError(f"--move {m!r}: the shift must be a finite number")
+        moves.append((name.strip(), eps))
+    return moves
+
+
+# ----------------------------------------------------------------------------- writing generated images
+def _cea_header(n: int, native_side_px: float) -> fits.Header:
+    """CEA world coordinates of an N×N generated image standing for a SHARP-like patch of
+    ``native_side_px`` native 0.03° pixels (centre at Carrington 0°, 0°; no real pointing)."""
+    cdelt = SHARP_CDELT_DEG * float(native_side_px) / n
+    hdr = fits.Header()
+    hdr["WCSNAME"] = ("Carrington Heliographic", "as SHARP CEA patches")
+    for ax, kind in ((1, "CRLN-CEA"), (2, "CRLT-CEA")):
+        hdr[f"CTYPE{ax}"] = (kind, "cylindrical equal area")
+        hdr[f"CUNIT{ax}"] = ("deg", "")
+        hdr[f"CDELT{ax}"] = (cdelt, f"deg/px: {SHARP_CDELT_DEG} x {native_side_px:g} / {n}")
+        hdr[f"CRPIX{ax}"] = ((n + 1) / 2.0, "image centre")
+        hdr[f"CRVAL{ax}"] = (0.0, "generated: no real position")
+    hdr["RSUN_REF"] = (RSUN_REF_M, "m, as JSOC")
+    hdr["DATE-OBS"] = (_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
+                       "time of generation (no observation)")
+    hdr["HGLN_OBS"], hdr["HGLT_OBS"] = (0.0, "deg, nominal observer"), (0.0, "deg, nominal observer")
+    hdr["DSUN_OBS"] = (1.495978707e11, "m, nominal observer at 1 au")
+    return hdr
+
+
+def write_generated(itg: "Interrogator", z: np.ndarray, output: str | Path, settings: dict[str, Any],
+                    native_side_px: float | None = None) -> tuple[Path, Path, list[dict]]:
+    """Generate G(z) for z (n, latent_dim) and write ``output`` (FITS) and ``output.png``.
+
+    The FITS primary HDU holds the images (n, N, N) (or (N, N) for n = 1) in units of
+    ``clip_gauss`` (BUNIT ``kG`` for the default 1000 G) with one ``HIERARCH HF`` card per
+    parameter of the first image and the provenance cards of :func:`helioforge.io.write_fits`;
+    a table ``LATENT`` holds z (column ``z``, one row per image) and a table ``PARAMS`` the
+    parameters of every image (tables, not images: ``sunpy.map.Map`` reads every image HDU as a
+    map, and the file holds one map).
+    The header carries a CEA world coordinate system (``CRLN-CEA``/``CRLT-CEA`` in degrees,
+    ``DATE-OBS``, a nominal observer) so that ``sunpy.map.Map(output)`` opens a single image
+    with its axes: a pixel is the SHARP 0.03° × ``native_side_px`` / N, where
+    ``native_side_px`` (default the profile's ``data.tile_px``, the native side of the
+    corpus's fixed-size tiles) is the native patch side the N×N image stands for.
+
+    Returns
+    -------
+    (fits_path, png_path, rows) : ``rows`` holds the parameters of each image.
+    """
+    z = np.atleast_2d(np.asarray(z, dtype=np.float32))
+    images = generate(itg.generator, z)
+    p = image_params(images, itg.profile)
+    rows = [{"image": i, **{k: float(v[i]) for k, v in p.items()}} for i in range(len(z))]
+    output = Path(output)
+    n_px = itg.profile.data.image_size
+    native = float(native_side_px if native_side_px is not None else itg.profile.data.tile_px)
+    hdr = _cea_header(n_px, native)
+    hdr["BUNIT"] = ("kG" if itg.profile.data.clip_gauss == 1000 else f"{itg.profile.data.clip_gauss:g} G", "Br / clip field")
+    params = {**settings, "image_size": n_px, "profile": itg.profile.name, "native_side_px": native}
+    params.update({k: float(v[0]) for k, v in p.items()})
+    table = fits.BinTableHDU.from_columns([fits.Column(name=k, format="D", array=np.asarray(v, float)) for k, v in p.items()], name="PARAMS")
+    data = images[:, 0] if len(z) > 1 else images[0, 0]
+    write_fits(output, data, model="helioforge GAN generator", params=params, header=hdr,
+               extra_hdus=[fits.BinTableHDU.from_columns([fits.Column(name="z", format=f"{z.shape[1]}E", array=z)],
+                                                         name="LATENT"), table])
+    png = output.with_suffix(".png")
+    ncol = min(len(z), 8)
+    nrow = int(np.ceil(len(z) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.2 * ncol, 2.4 * nrow), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, ax in enumerate(axes.ravel()[: len(z)]):
+        ax.imshow(images[i, 0], cmap="gray", vmin=-1, vmax=1, origin="lower")
+        ax.set_title(f"TUF {p['TUF'][i]:.0f}  R {p['R'][i]:.0f}\nPSEP {p['PSEP'][i]:.1f}  lead {int(p['leading_sign'][i]):+d}", fontsize=7)
+    reporting.save_figure(fig, png, dpi=110)
+    return output, png, rows
+
+
+# ----------------------------------------------------------------------------- the user's API
+class Interrogator:
+    """Trained models of a work folder, ready to generate, steer and search.
+
+    Built by :meth:`from_workspace`; ``generator``, ``directions``, ``simsiam``, ``index`` and
+    ``corpus`` are loaded once. Queries may be latent vectors, preprocessed images, native
+    magnetograms (arrays in gauss, ``Quantity``, ``sunpy.map.Map``) or FITS files.
+
+    Parameters
+    ----------
+    profile : the work folder's profile. generator : the trained generator.
+    directions : the SVM latent directions (``None`` when not fitted or stale).
+    simsiam, index, corpus : the embedding model, the FAISS index and the real corpus
+        (``None`` when loaded for generation only).
+    """
+
+    def __init__(self, profile: Profile, generator: Generator, directions: LatentDirections | None,
+                 simsiam, index: RetrievalIndex | None, corpus: Corpus | None = None):
+        self.profile = profile
+        self.generator = generator
+        self.directions = directions
+        self.simsiam = simsiam
+        self.index = index
+        self.corpus = corpus
+        #: why ``directions`` is None (not fitted, stale ...), for the message of a move
+        self.directions_problem: str | None = None
+
+    @classmethod
+    def from_workspace(cls, root: str | Path, with_index: bool = True) -> "Interrogator":
+        """Load what a previous ``interrogate`` (or the train steps) wrote in ``root``; with
+        ``with_index=False`` only the generator and directions (enough to generate).
+        Every product is checked first (:func:`~helioforge.interrogate.pipeline.require_product`):
+        a half-trained generator, an index of another corpus or a file changed since it was
+        written is refused. Directions that were never fitted give ``directions=None``.
+        Read-only: the folder is not created.
+
+        Raises
+        ------
+        FileNotFoundError : no such work folder, or no profile in it (nothing was finished).
+        ProductError : a product is unfinished, stale, changed or unreadable (names the file
+            and the command that rebuilds it).
+        """
+        ws = Workspace(Path(root), create=False)
+        if not ws.root.is_dir():
+            raise FileNotFoundError(f"{ws.root}: no such work folder")
+        profile = ws.load_profile()
+        require_product(profile, ws, "gan")
+        generator = load_generator(ws.generator)
+        directions, why_none = None, "no latent directions yet (run `helioforge directions fit`)"
+        if ws.state().get("directions") is not None or ws.directions.exists():
+            try:
+                require_product(profile, ws, "directions")
+                directions = LatentDirections.load(ws.directions)
+            except ProductError as exc:  # generation without moves still works; moves say why not
+                why_none = str(exc)
+        if not with_index:
+            itg = cls(profile, generator, directions, None, None)
+            itg.directions_problem = why_none
+            return itg
+        for step in ("corpus", "simsiam", "index"):
+            require_product(profile, ws, step)
+        simsiam, _ = load_simsiam(ws.simsiam)
+        corpus = Corpus.load(ws.corpus)
+        itg = cls(profile, generator, directions, simsiam, RetrievalIndex.load(ws.index_dir), corpus)
+        itg.directions_problem = why_none
+        return itg
+
+    # --------------------------------------------------------------- generate and steer
+    def latent(self, seed: int = 0, n: int = 1) -> np.ndarray:
+        """``n`` base latent vectors (n, latent_dim), float64, drawn from N(0, I) with ``seed``."""
+        return np.random.default_rng(seed).standard_normal((n, self.generator.latent_dim))
+
+    def move(self, z: np.ndarray, moves: Sequence[tuple[str, float]] | Sequence[str],
+             keep: Sequence[str] | str = ()) -> np.ndarray:
+        """z + Σ ε n̂: move latent vectors along the SVM directions (paper Fig. 5).
+
+        Parameters
+        ----------
+        z : (n, latent_dim) latent vectors.
+        moves : ``(name, ε)`` pairs or ``"name=ε"`` strings (:func:`parse_moves`); names are
+            case-insensitive ``tuf``, ``psep``, ``r``, ``polarity``.
+        keep : directions held fixed (conditional manipulation: each n̂ is made orthogonal to
+            them, after Shen et al. 2019), a sequence or a comma-separated string.
+
+        Raises
+        ------
+        InputError : a malformed move, no (or stale) directions in the work folder, or an
+            unknown or unfitted direction name.
+        """
+        moves = parse_moves(moves) if all(isinstance(m, str) for m in moves) else list(moves)
+        keeps = [k.strip() for k in (keep.split(",") if isinstance(keep, str) else keep) if k.strip()]
+        if (moves or keeps) and self.directions is None:
+            raise InputError(self.directions_problem or "no latent directions yet (run `helioforge directions fit`)")
+        try:
+            for name, eps in moves:
+                vec = conditional_direction(self.directions.get(name), [self.directions.get(k) for k in keeps])
+                z = z + eps * vec
+        except (KeyError, ValueError) as e:
+            raise InputError(str(e).strip("'\"")) from None
+        return z
+
+    def generate(self, output: str | Path, *, seed: int = 0, n: int = 1, move: Sequence[str] = (),
+                 keep: str = "", native_side_px: float | None = None) -> tuple[Path, Path, list[dict]]:
+        """Generate ``n`` magnetograms from the latent vectors of ``seed``, moved by ``move``
+        (``"name=ε"`` strings) with ``keep`` held fixed, and write them to ``output`` (FITS with
+        a CEA WCS, + PNG; :func:`write_generated`). Returns ``(fits_path, png_path, rows)``.
+
+        Raises
+        ------
+        InputError : see :meth:`move`.
+        """
+        z = self.move(self.latent(seed, n), parse_moves(move), keep)
+        return write_generated(self, z, output, {"seed": seed, "move": ",".join(move), "keep": keep},
+                               native_side_px=native_side_px)
+
+    def images_from_latent(self, z: np.ndarray) -> np.ndarray:
+        """G(z): latent vectors (n, latent_dim) → images (n, 1, N, N) in [-1, 1]."""
+        return generate(self.generator, np.atleast_2d(z))
+
+    # --------------------------------------------------------------- search
+    def search(self, query: str | Path | np.ndarray | Any, k: int = 5) -> list[list[Match]]:
+        """Top-k real matches of a magnetogram, whatever form it comes in.
+
+        Parameters
+        ----------
+        query : a FITS path (:meth:`search_fits`), a ``sunpy.map.Map`` or a 2-D array or
+            ``Quantity`` of the native-resolution field in gauss (:meth:`search_array`).
+            Latent vectors and preprocessed images have :meth:`search_latent` and
+            :meth:`search_images`.
+        k : number of matches per query.
+
+        Returns
+        -------
+        list (one per query image) of lists of :class:`~helioforge.interrogate.retrieval.Match`,
+        best first.
+
+        Raises
+        ------
+        FileNotFoundError, FitsReadError, InputError, ValueError : an unreadable or unusable query.
+        """
+        if isinstance(query, (str, Path)):
+            return self.search_fits(query, k)
+        if _is_map(query):
+            return self.search_array(_map_field(query), k)
+        try:
+            field = np.asarray(as_value(query, "G", "query"), dtype=np.float64)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        return self.search_array(field, k)
+
+    def search_images(self, images: np.ndarray, k: int = 5) -> list[list[Match]]:
+        """Top-k real matches for preprocessed images (n, 1, N, N) in [-1, 1]."""
+        images = np.asarray(images, dtype=np.float32)
+        if images.ndim == 2:
+            images = images[None, None]
+        n = self.profile.data.image_size
+        if images.shape[-2:] != (n, n):
+            raise ValueError(f"query images must be {n}×{n} (preprocessed); got {images.shape[-2:]}")
+        return self.index.matches(embed(self.simsiam, images), k)
+
+    def search_latent(self, z: np.ndarray, k: int = 5) -> list[list[Match]]:
+        """Top-k real matches for the images generated from latent vectors z (n, latent_dim)."""
+        return self.search_images(self.images_from_latent(z), k)
+
+    def search_array(self, Br_gauss: np.ndarray, k: int = 5) -> list[list[Match]]:
+        """Top-k real matches for a native-resolution Br map in Gauss (any 2-D shape)."""
+        img = preprocess_br(Br_gauss, self.profile.data.image_size, self.profile.data.clip_gauss)
+        return self.search_images(img[None, None], k)
+
+    def search_fits(self, path: str | Path, k: int = 5) -> list[list[Match]]:
+        """Top-k real matches for a FITS file: a SHARP Br patch (Gauss) or a helioforge-generated
+        image or cube (``HF_MODEL`` card; values already in units of the clip field).
+
+        Raises
+        ------
+        FileNotFoundError, FitsReadError : an unreadable file. InputError : a generated image
+            that is empty, all zero or not finite.
+        """
+        path = Path(path)
+        try:
+            with fits.open(path) as hdul:
+                if "HF_MODEL" in hdul[0].header:  # one image (N, N) or a cube (n, N, N)
+                    img = np.array(hdul[0].data, dtype=np.float32)
+                    if img.ndim < 2 or not np.isfinite(img).all() or not np.abs(img).max() > 0:
+                        raise InputError(f"{path}: generated image is empty, all zero or not finite; nothing to search for")
+                    return self.search_images(img.reshape(-1, 1, *img.shape[-2:]), k)
+        except OSError:
+            pass
+        return self.search_array(read_sharp(path, with_companions=False).Br, k)
+
