@@ -8,10 +8,10 @@ Usage::
 Issue 5, item 6, and issue 13 (defect 7: a fair classical baseline). The networks are built at
 the paper's width (32: 3.31 M and 0.99 M parameters) with their initial weights (the time does
 not depend on the weights) and run on a synthetic map of the requested size through
-:class:`helioforge.inversion.training.SiconInverter`'s preprocessing, padding and tiling
+:class:`helioforge.inversion.infer.SiconInverter`'s preprocessing, padding and tiling
 (``invert``), best of ``--repeat`` runs.
 
-The Milne-Eddington inversion (:func:`helioforge.inversion.me_inversion.invert_me`, 30 iterations
+The Milne-Eddington inversion (:func:`helioforge.inversion.me.invert_me`, 30 iterations
 at most) runs with the solvers of ``--me-methods`` on the **same** ``--me-pixels`` noisy pixels
 (σ = 10⁻³ I_c), one after the other in this process:
 
@@ -46,6 +46,7 @@ import torch
 
 from helioforge.data.hinode import hinode_wavelengths
 from helioforge.inversion.instrument import spectral_matrix
+from helioforge.inversion.me import invert_me
 from helioforge.physics.atomic import fe_lines
 from helioforge.physics.me import MEParameters, synth_me
 
@@ -82,7 +83,9 @@ def _errors(r, truth: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def _inverter(network: str, width: int):
-    from helioforge.inversion.training import SiconInverter, SiconModelConfig, TargetScaler, build_network
+    from helioforge.inversion.config import SiconModelConfig
+    from helioforge.inversion.infer import SiconInverter
+    from helioforge.inversion.model import TargetScaler, build_network
 
     model = SiconModelConfig(network=network, width=width)
     net = build_network(model)
@@ -129,8 +132,6 @@ def main(argv: list[str] | None = None) -> str:
                 inv.invert(stokes)
                 best = min(best, time.perf_counter() - t0)
             rows[network] = best
-    from helioforge.inversion.me_inversion import invert_me
-
     methods = [m.strip() for m in args.me_methods.split(",") if m.strip()]
     load_before = os.getloadavg()[0]
     truth = _me_truth(args.me_pixels, args.seed)

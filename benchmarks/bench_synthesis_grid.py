@@ -6,7 +6,7 @@ Usage::
         [--threads 1] [--patch-columns 16] [--no-check-reference]
 
 The training sets synthesise Fe I 6301.5/6302.5 Å on a fine grid
-(:func:`helioforge.inversion.trainset.synthesis_wavelengths`) and convolve the result with the
+(:func:`helioforge.inversion.forward.synthesis_wavelengths`) and convolve the result with the
 SP spectral profile onto the 112-point SP grid
 (:func:`helioforge.inversion.instrument.spectral_matrix`). For each scheme (grid × quadrature)
 this prints:
@@ -18,7 +18,7 @@ this prints:
   points) with the quintic quadrature. The reference's own convergence is checked against ×32
   (0.67 mÅ), with both the quintic and the trapezoid quadrature;
 - the time per profile of synthesis + SP profile (``synth_lte`` in float32, as
-  :class:`~helioforge.inversion.trainset.StokesChain`, then one matrix product), on a batch of
+  :class:`~helioforge.inversion.forward.StokesChain`, then one matrix product), on a batch of
   ``--columns`` columns of a quiet-Sun training patch: median of ``--repeats`` runs, the
   schemes interleaved in every repeat so that they share the machine's load.
 
@@ -45,7 +45,7 @@ from helioforge.data.sir import model_path, read_sir
 from helioforge.inversion.atmospheres import KINDS, load_model_set, make_patch_atmosphere
 from helioforge.inversion.config import get_trainset_profile
 from helioforge.inversion.instrument import HinodeSP, spectral_matrix
-from helioforge.inversion.trainset import synthesis_wavelengths
+from helioforge.inversion.forward import synthesis_wavelengths
 from helioforge.physics.lte import Atmosphere, synth_lte
 
 #: (label, SIR model, B [G], inclination [deg], azimuth [deg], v_LOS [km/s], v_mic [km/s] or None = the model's)

@@ -4,7 +4,7 @@ Usage::
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_trainset.py [--patches 4] [--threads 2]
 
-Times :func:`helioforge.inversion.trainset.make_patch` (atmosphere map → hydrostatic
+Times :func:`helioforge.inversion.dataset.make_patch` (atmosphere map → hydrostatic
 equilibrium → LTE synthesis → PSF, rebin, SP spectral profile → 49 targets) for two geometries
 and extrapolates to 1,000 patches:
 
@@ -27,7 +27,8 @@ import torch
 
 from helioforge.inversion.atmospheres import load_model_set
 from helioforge.inversion.config import get_trainset_profile
-from helioforge.inversion.trainset import StokesChain, make_patch, quiet_sun_reference
+from helioforge.inversion.dataset import make_patch, quiet_sun_reference
+from helioforge.inversion.forward import StokesChain
 
 
 def _time_profile(name: str, patches: int) -> dict[str, float]:

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import logging
 import traceback
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import NoReturn, Optional
 
+import numpy as np
 import typer
+from rich.markup import escape
 
-from helioforge.cli.common import DATA, fail, console, deprecated, out, use_data
-from helioforge.errors import HelioforgeError
+from helioforge.cli.common import ACCEL, DATA, DEVICES, console, deprecated, fail, out, trainer_kw, use_data
+from helioforge.config import data_root
+from helioforge.data.sir import model_path
+from helioforge.errors import HelioforgeError, InputError, check_finite, check_output
 
 #: What a subcommand turns into one ``error: …`` line (exit status 2): the errors helioforge
 #: raises (they name the file or argument) and the built-in ones its readers raise.
@@ -27,8 +32,6 @@ _ERRORS = (HelioforgeError, ValueError, FileNotFoundError, OSError)
 
 def _error(exc: BaseException) -> NoReturn:
     """Exit with ``error: <message>`` (status 2); with ``-v`` the traceback comes first."""
-    from rich.markup import escape
-
     if logging.getLogger().isEnabledFor(logging.DEBUG):
         console.print(traceback.format_exc(), markup=False, highlight=False)
     fail(escape(str(exc)))
@@ -36,8 +39,6 @@ def _error(exc: BaseException) -> NoReturn:
 
 def _check_device(device: str | None) -> None:
     """Refuse a ``--device`` torch cannot use here (one line, not a CUDA traceback)."""
-    from helioforge.errors import InputError
-
     if device is None or device == "cpu":
         return
     if not (device == "cuda" or device.startswith("cuda:")):
@@ -83,8 +84,6 @@ def synth(
     fmt: OutFormat = typer.Option(OutFormat.fits, "--format", help="fits or txt."),
 ) -> None:
     """LTE Stokes I, Q, U, V of Fe I 6301.5/6302.5 Å for one SIR model atmosphere."""
-    from helioforge.data.sir import model_path
-    from helioforge.errors import InputError, check_finite, check_output
     from helioforge.inversion.synthesis import synthesize_model, write_stokes
 
     path = model if model.is_file() else None
@@ -127,11 +126,9 @@ def make_trainset_cmd(
     training set's quiet-Sun reference (``inversion validate`` refuses one that does not): sets
     that differ only in ``--seed`` share it; otherwise pass ``--reference-from TRAINSET``.
     """
-    from dataclasses import replace
-
     use_data(data, announce=True)
     from helioforge.inversion.config import get_trainset_profile
-    from helioforge.inversion.trainset import make_trainset, target_ranges
+    from helioforge.inversion.dataset import make_trainset, target_ranges
 
     try:
         _check_device(device)
@@ -166,7 +163,6 @@ def kind_fractions(kinds: str) -> tuple[float, float, float]:
     ------
     helioforge.errors.InputError : an unknown or no kind (names the value and the choices).
     """
-    from helioforge.errors import InputError
     from helioforge.inversion.atmospheres import KINDS
 
     names = [k.strip().lower() for k in kinds.split(",") if k.strip()]
@@ -192,8 +188,8 @@ def train_cmd(
     workdir: Path = IWORKDIR,
     network: Network = typer.Option(Network.encdec, "--network", "-n", help="encdec or concat."),
     profile: str = typer.Option("cpu", "--profile", "-p", help="Training profile: cpu, paper or tiny."),
-    accelerator: str = typer.Option("auto", "--accelerator", help="Lightning accelerator: auto, cpu, gpu."),
-    devices: str = typer.Option("auto", "--devices", help="Number of devices (several GPUs use DDP)."),
+    accelerator: str = ACCEL,
+    devices: str = DEVICES,
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check every shard of the training set against its manifest first (--no-verify skips that pass over the set)."),
     force: bool = typer.Option(False, "--force", help="Start afresh: remove this network's checkpoint, weights and settings first."),
 ) -> None:
@@ -202,18 +198,11 @@ def train_cmd(
     The work folder is locked while the command runs; the weights count as trained only once
     the run has finished (``helioforge invert`` refuses those of an interrupted run).
     """
-    from helioforge.cli.common import trainer_kw
-    from helioforge.inversion.pipeline import training_dir
-    from helioforge.inversion.training import train_sicon
-    from helioforge.inversion.trainset import verify_trainset
-    from helioforge.locking import workdir_lock
+    from helioforge.inversion.pipeline import train_network
 
     try:
-        if verify:  # before the lock: a damaged set leaves no work folder behind
-            verify_trainset(trainset)
-        with workdir_lock(workdir):
-            stem = train_sicon(trainset, training_dir(workdir, network.value), network=network.value, profile=profile,
-                               progress=True, verify=False, force=force, **trainer_kw(accelerator, devices))
+        stem = train_network(trainset, workdir, network.value, profile, progress=True, verify=verify, force=force,
+                             **trainer_kw(accelerator, devices))
     except _ERRORS as e:
         _error(e)
     out.print(f"weights: {stem}.safetensors (+ .json)")
@@ -231,7 +220,6 @@ def validate_cmd(
     data: Optional[Path] = DATA,
 ) -> None:
     """Validation report: MAD per quantity and log τ, KDEs, ME baseline, SPINOR, re-synthesis."""
-    from helioforge.config import data_root
     from helioforge.inversion.pipeline import run_validation
 
     use_data(data, announce=True)
@@ -270,11 +258,9 @@ def invert_command(
     --pixel-scale). The wavelength axis is calibrated so that the mean quiet-Sun Fe I line
     cores are at --qs-velocity (Hinode spectra have no telluric lines). Reads the work folder only (nothing is created or changed in it).
     """
-    import numpy as np
-
-    from helioforge.errors import check_output
     from helioforge.inversion.atmos_cube import write_atmos_cube
-    from helioforge.inversion.pipeline import invert_map, weights_stem
+    from helioforge.inversion.infer import invert_map
+    from helioforge.inversion.pipeline import weights_stem
 
     stem = weights or weights_stem(workdir, network.value)
     files = [Path(str(stem) + ".safetensors"), Path(str(stem) + ".json")]
@@ -282,8 +268,6 @@ def invert_command(
     try:
         scale = None
         if pixel_scale is not None:
-            from helioforge.errors import InputError
-
             try:
                 parts = [float(v) for v in pixel_scale.split(",")]
             except ValueError:
@@ -311,8 +295,6 @@ def invert_command(
     for s in info["skipped"]:
         console.print(f"[yellow]skipped[/yellow] {s}")
     for msg in info.get("pixel_scale", {}).get("warnings", []):
-        from rich.markup import escape
-
         console.print(f"[yellow]pixel scale[/yellow] {escape(msg)}")
     cal = info.get("wavelength_calibration")
     if cal:
@@ -320,8 +302,6 @@ def invert_command(
                       f"(6301.5 {cal['line_velocities_kms'][0]:+.2f}, 6302.5 {cal['line_velocities_kms'][1]:+.2f}); "
                       f"axis shifted by {cal['shift_mA']:+.1f} mÅ to put them at {cal['qs_velocity_kms']:+.2f} km/s")
     if info.get("n_masked"):
-        from rich.markup import escape
-
         p = cube.params
         console.print(f"[yellow]masked[/yellow] {info['n_masked']} of {info['mask'].size} pixel(s) of {escape(str(sp_map))} "
                       f"(non-finite {p.get('bad_nonfinite', 0)}, negative counts {p.get('bad_negative', 0)}, "

@@ -1,10 +1,12 @@
-"""Inferred atmospheres: the FITS cube, the field vector, re-synthesis and the SPINOR reference.
+"""Inferred atmospheres: the FITS cube, re-synthesis and the SPINOR reference.
 
 The networks return 49 maps (7 quantities × 7 log τ surfaces, quantity-major, paper §2):
 T [K], v_z [km/s, positive down], z [km], log P_g [dyn cm⁻²], B_Q, B_U, B_V [G]. This module
 
-- writes them as a FITS cube (quantity, log τ, y, x) with units, the log τ axis and provenance,
-  plus (B_x, B_y, B_z) on an explicitly chosen azimuth branch (paper eq. 1 inverted);
+- writes them as a FITS cube (quantity, log τ, y, x) with units, the log τ axis, provenance and
+  helioprojective world coordinates of the map (``AtmosCube.wcs``; :meth:`AtmosCube.to_map`
+  gives a ``sunpy.map.Map`` of one surface), plus (B_x, B_y, B_z) on an explicitly chosen
+  azimuth branch (paper eq. 1 inverted, :func:`helioforge.inversion.targets.field_vector`);
 - builds a smooth depth-stratified atmosphere from the seven surfaces (anchored on the HSRA
   stratification, paper §4.4 "smooth model") and synthesises its Stokes profiles for the
   re-synthesis check;
@@ -24,16 +26,18 @@ import torch
 from astropy.io import fits
 
 from helioforge.data.fits import FitsReadError
-from helioforge.inversion.trainset import TARGET_QUANTITIES
+from helioforge.data.sir import model_path, read_sir
+from helioforge.inversion.atmospheres import interpolate_model
+from helioforge.inversion.config import DepthGridConfig
+from helioforge.inversion.forward import StokesChain
+from helioforge.inversion.instrument import spectral_degrade
 from helioforge.io import write_fits
+from helioforge.physics.lte import Atmosphere, electron_pressure, hydrostatic_equilibrium
+from helioforge.physics.sicon_targets import QUANTITIES, TARGET_LOG_TAU, UNITS, bxbyz_from_bqbubv
 
 __all__ = [
-    "QUANTITIES",
-    "UNITS",
-    "TARGET_LOG_TAU",
     "AtmosCube",
-    "split_targets",
-    "field_vector",
+    "WCS_KEYS",
     "write_atmos_cube",
     "read_atmos_cube",
     "targets_to_atmosphere",
@@ -43,10 +47,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-QUANTITIES = TARGET_QUANTITIES  # quantity-major order of the 49 maps (paper §2)
-UNITS = {"T": "K", "vz": "km/s", "z": "km", "logP": "log10(dyn/cm2)", "BQ": "G", "BU": "G", "BV": "G",
-         "Bx": "G", "By": "G", "Bz": "G"}
-TARGET_LOG_TAU = (0.0, -0.5, -1.0, -1.5, -2.0, -2.5, -3.0)
+#: The world-coordinate cards of the two spatial axes (FITS axes 1 = x, 2 = y) a cube carries.
+WCS_KEYS = ("CTYPE1", "CTYPE2", "CUNIT1", "CUNIT2", "CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CDELT1", "CDELT2",
+            "DATE-OBS", "RSUN_REF", "DSUN_OBS", "HGLN_OBS", "HGLT_OBS")
 
 
 @dataclass
@@ -63,6 +66,10 @@ class AtmosCube:
     branch : int or None
     params : dict
         Provenance (network, weights, input file, normalisation…), written to the header.
+    wcs : dict
+        World coordinates of the spatial axes (FITS cards of :data:`WCS_KEYS`: helioprojective
+        ``HPLN-TAN``/``HPLT-TAN`` in arcsec, ``DATE-OBS``), written to every image extension;
+        empty: plain pixel axes. Made from the SP map by :func:`helioforge.inversion.infer.sp_wcs`.
     """
 
     data: np.ndarray
@@ -70,6 +77,7 @@ class AtmosCube:
     bxyz: np.ndarray | None = None
     branch: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    wcs: dict[str, Any] = field(default_factory=dict)
 
     def quantity(self, name: str) -> np.ndarray:
         """Maps (n_tau, ny, nx) of one quantity by name (``T``, ``vz``, …, ``Bx``, ``By``, ``Bz``)."""
@@ -79,29 +87,27 @@ class AtmosCube:
             return self.bxyz[("Bx", "By", "Bz").index(name)]
         raise KeyError(f"no quantity {name!r} in this cube")
 
+    def to_map(self, name: str, log_tau: float = -1.0):
+        """One surface of one quantity as a ``sunpy.map.Map`` with the cube's world coordinates.
 
-def split_targets(targets: np.ndarray | torch.Tensor, n_tau: int = 7) -> np.ndarray:
-    """(…, 49, ny, nx) quantity-major maps → (…, 7, n_tau, ny, nx)."""
-    t = targets.detach().cpu().numpy() if isinstance(targets, torch.Tensor) else np.asarray(targets)
-    if t.shape[-3] != len(QUANTITIES) * n_tau:
-        raise ValueError(f"expected {len(QUANTITIES) * n_tau} target maps, got {t.shape[-3]}")
-    return t.reshape(*t.shape[:-3], len(QUANTITIES), n_tau, *t.shape[-2:])
+        Parameters
+        ----------
+        name : ``T``, ``vz``, …, ``Bx``, ``By``, ``Bz`` (:meth:`quantity`).
+        log_tau : the surface (one of :attr:`log_tau`).
 
+        Raises
+        ------
+        KeyError : no such quantity. ValueError : no such surface, or a cube without world
+            coordinates (``wcs`` empty).
+        """
+        import sunpy.map
 
-def field_vector(cube_data: np.ndarray, branch: int = 0) -> np.ndarray:
-    """(B_x, B_y, B_z) [G] from B_Q, B_U, B_V of a (7, n_tau, ny, nx) cube on one azimuth branch.
-
-    ``branch`` 0 takes the azimuth in (−90°, 90°] (B_x ≥ 0), 1 the solution rotated by 180°
-    (paper §2: the two compatible solutions of eq. 1; SICON's evaluation takes branch 0).
-
-    Returns
-    -------
-    np.ndarray (3, n_tau, ny, nx)
-    """
-    from helioforge.inversion.trainset import bxbyz_from_bqbubv
-
-    BQ, BU, BV = (torch.as_tensor(cube_data[QUANTITIES.index(q)]) for q in ("BQ", "BU", "BV"))
-    return torch.stack(bxbyz_from_bqbubv(BQ, BU, BV, branch)).numpy()
+        if not self.wcs:
+            raise ValueError("this cube has no world coordinates (wcs is empty)")
+        k = [float(x) for x in self.log_tau].index(float(log_tau))
+        meta = dict(self.wcs)
+        meta["BUNIT"] = UNITS.get(name, "")
+        return sunpy.map.Map(np.asarray(self.quantity(name)[k], dtype=np.float64), meta)
 
 
 def write_atmos_cube(path: str | Path, cube: AtmosCube, mask: np.ndarray | None = None) -> Path:
@@ -109,7 +115,8 @@ def write_atmos_cube(path: str | Path, cube: AtmosCube, mask: np.ndarray | None 
     and a ``MASK`` extension when ``mask`` is given.
 
     Header: ``QUANT1..7``/``QUNIT1..7`` (quantity and unit per plane of axis 4), ``CTYPE3 =
-    'LOGTAU'``, ``BRANCH`` (azimuth solution of ``BXYZ``) and provenance cards. ``mask`` (ny, nx)
+    'LOGTAU'``, the world coordinates of ``cube.wcs`` on axes 1 and 2 (in every image
+    extension; ``CTYPE1``/``CTYPE2`` = ``X``/``Y`` without them), ``BRANCH`` (azimuth solution of ``BXYZ``) and provenance cards. ``mask`` (ny, nx)
     bool/uint8, 1 = pixel not inverted (NaN in the cube); its header counts the flagged input
     pixels per kind from ``cube.params`` (``bad_nonfinite``, ``bad_negative``, ``bad_saturated``).
     Atomic: every extension is in the file when it appears under its name.
@@ -120,16 +127,17 @@ def write_atmos_cube(path: str | Path, cube: AtmosCube, mask: np.ndarray | None 
         hdr[f"QUNIT{i}"] = (UNITS[q], f"unit of {q}")
     hdr["CTYPE3"] = ("LOGTAU", "log10 optical depth at 500 nm, see LOGTAU ext")
     hdr["CTYPE1"], hdr["CTYPE2"] = "X", "Y"
+    hdr.update(cube.wcs)
     hdr["VZSIGN"] = ("positive down", "vz > 0: redshift / downflow")
     extra = [fits.ImageHDU(np.asarray(cube.log_tau, dtype=np.float64), name="LOGTAU")]
     if cube.bxyz is not None:
-        bh = fits.Header()
+        bh = fits.Header(cube.wcs)
         bh["BRANCH"] = (int(cube.branch or 0), "azimuth solution: 0 = Bx >= 0, 1 = opposite")
         bh["BUNIT"] = "G"
         bh["COMMENT"] = "planes: Bx, By, Bz; x = columns, y = rows, z = towards the observer"
         extra.append(fits.ImageHDU(cube.bxyz.astype(np.float32), header=bh, name="BXYZ"))
     if mask is not None:
-        mh = fits.Header()
+        mh = fits.Header(cube.wcs)
         mh["COMMENT"] = "1 = pixel not inverted (NaN in the cube): non-finite, negative or saturated counts, or no continuum"
         for key, card in (("bad_nonfinite", "NBADNAN"), ("bad_negative", "NBADNEG"), ("bad_saturated", "NBADSAT")):
             mh[card] = (int(cube.params.get(key, 0)), f"input pixels flagged: {key.removeprefix('bad_')}")
@@ -154,11 +162,13 @@ def read_atmos_cube(path: str | Path) -> AtmosCube:
             lt = tuple(float(x) for x in hdul["LOGTAU"].data)
             bxyz = np.asarray(hdul["BXYZ"].data, dtype=np.float64) if "BXYZ" in hdul else None
             branch = int(hdul["BXYZ"].header["BRANCH"]) if bxyz is not None else None
+            h = hdul[0].header
+            wcs = {k: h[k] for k in WCS_KEYS if k in h} if str(h.get("CTYPE1", "")).startswith("HPLN") else {}
     except (OSError, KeyError) as e:
         raise FitsReadError(path, f"not a helioforge atmosphere cube ({e})") from e
     if data.ndim != 4 or data.shape[0] != len(QUANTITIES):
         raise FitsReadError(path, f"primary HDU has shape {data.shape}, expected (7, n_tau, ny, nx)")
-    return AtmosCube(data=data, log_tau=lt, bxyz=bxyz, branch=branch)
+    return AtmosCube(data=data, log_tau=lt, bxyz=bxyz, branch=branch, wcs=wcs)
 
 
 def _extend(values: torch.Tensor, nodes: np.ndarray, grid: np.ndarray, mode: str) -> torch.Tensor:
@@ -197,11 +207,6 @@ def targets_to_atmosphere(cube_data: np.ndarray, log_tau_nodes=TARGET_LOG_TAU, g
     -------
     helioforge.physics.lte.Atmosphere with tensors (ny, nx, n), float64.
     """
-    from helioforge.data.sir import model_path, read_sir
-    from helioforge.inversion.atmospheres import interpolate_model
-    from helioforge.inversion.config import DepthGridConfig
-    from helioforge.physics.lte import Atmosphere, electron_pressure, hydrostatic_equilibrium
-
     grid = DepthGridConfig().log_tau() if grid is None else np.asarray(grid, dtype=np.float64)
     nodes = np.asarray(log_tau_nodes, dtype=np.float64)
     hsra = read_sir(model_path("hsra11"))
@@ -216,8 +221,6 @@ def targets_to_atmosphere(cube_data: np.ndarray, log_tau_nodes=TARGET_LOG_TAU, g
     T = T.clamp(2500.0, 20000.0)
     Pg = 10.0 ** logP
     Pe = electron_pressure(T, Pg)
-    from helioforge.inversion.trainset import bxbyz_from_bqbubv
-
     Bx, By, Bz = bxbyz_from_bqbubv(q["BQ"], q["BU"], q["BV"], 0)
     Bx, By, Bz = (_extend(b, nodes, grid, "constant") for b in (Bx, By, Bz))
     B = torch.sqrt(Bx ** 2 + By ** 2 + Bz ** 2)
@@ -242,9 +245,6 @@ def resynthesize(cube_data: np.ndarray, ic_quiet_sun: float, pixel_arcsec: float
     -------
     (with_psf, deconvolved) : np.ndarray (4, 112, ny, nx) each, quiet-Sun I_c units.
     """
-    from helioforge.inversion.instrument import spectral_degrade
-    from helioforge.inversion.trainset import StokesChain
-
     chain = StokesChain(mu=mu)
     raw, _ = chain.synthesize_map(targets_to_atmosphere(cube_data))
     with_psf = chain.degrade(raw, pixel_arcsec)

@@ -1,13 +1,15 @@
-"""Typed configuration of the SICON training-set generator (Asensio Ramos & Díaz Baso 2019, §2).
+"""Typed configuration of the SICON inversion (Asensio Ramos & Díaz Baso 2019): the
+training-set generator (§2, :class:`TrainsetProfile`) and the networks and their training
+(§3, :class:`SiconConfig`).
 
 No 3-D MHD snapshot is available here, so the (Stokes maps, atmosphere maps) pairs are made from
 the 1-D SIR model atmospheres in ``data_root()/stokes/atmospheres`` arranged into 2-D maps with
 spatially correlated structure (granulation, flux concentrations, sunspots; see
 :mod:`helioforge.inversion.atmospheres`), synthesised in LTE and degraded with the Hinode SP
-instrument model (:mod:`helioforge.inversion.trainset`).
+instrument model (:mod:`helioforge.inversion.forward`, :mod:`helioforge.inversion.dataset`).
 
-Profiles
---------
+Training-set profiles (:func:`get_trainset_profile`)
+----------------------------------------------------
 ``paper``  the paper's sizes: 50,000 patches of 32×32 Hinode pixels (0.16″), shards of 1,000.
            The atmospheres are built on a 0.08″ grid (64×64 columns per patch), degraded with
            the Hinode PSF for that pixel and rebinned 2×2 to 0.16″ (paper §2 steps 2–3: PSF then
@@ -18,20 +20,33 @@ Profiles
            synthesise; unresolved sub-pixel structure is then absent).
 ``tiny``   smoke tests (seconds): 4 patches of 8×8, a coarse depth grid (0.2 dex).
 
-Every section is a dataclass; :class:`TrainsetProfile` groups them, round-trips through JSON
+SICON profiles (:func:`get_sicon_profile`): see :class:`SiconConfig`.
+
+Every section is a :class:`~helioforge.config.Settings` dataclass (``Literal`` choices checked on
+construction); :class:`TrainsetProfile` and :class:`SiconConfig` group them, round-trips through JSON
 (:meth:`TrainsetProfile.to_dict` / :meth:`TrainsetProfile.from_dict`) and gives short digests
-(:meth:`TrainsetProfile.digest`) recorded in the manifest so that a resumed run can check that
-its existing shards were made with the same settings.
+(:meth:`TrainsetProfile.digest`) recorded in the manifest (training sets) and in the work
+folder's ``state.json`` (networks) so that a resumed run can check that its existing products
+were made with the same settings.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 
-from helioforge.config import ProfileBase, dataclass_from_dict, profile_from_registry
+from helioforge.config import ProfileBase, Settings, dataclass_from_dict, profile_from_registry
 from helioforge.errors import InputError, check_count, check_finite
+from helioforge.nn.sicon import AMPLITUDE_FLOOR, CONCAT_STOKES_SCALE, CONTINUUM_QUANTITIES
+
+#: Quadratures of the SP spectral profile (the keys of
+#: :data:`helioforge.inversion.instrument.SPECTRAL_QUADRATURES`, which maps them to spline degrees).
+Quadrature = Literal["trapezoid", "linear", "cubic", "quintic"]
+#: The two SICON networks: the encoder–decoder (§3.1) and the concatenate network (§3.2).
+Network = Literal["encdec", "concat"]
+NETWORKS: tuple[str, ...] = get_args(Network)
 
 __all__ = [
     "DepthGridConfig",
@@ -42,11 +57,17 @@ __all__ = [
     "get_trainset_profile",
     "TRAINSET_PROFILES",
     "dataclass_from_dict",
+    "SiconModelConfig",
+    "SiconTrainConfig",
+    "SiconConfig",
+    "SICON_PROFILES",
+    "get_sicon_profile",
+    "NETWORKS",
 ]
 
 
 @dataclass
-class DepthGridConfig:
+class DepthGridConfig(Settings):
     """The common log τ₅₀₀ grid of the synthesis (SIR ordering: deepest point first).
 
     log_tau_bottom, log_tau_top : first (deepest) and last (highest) point (+1.2 … −4.0: the
@@ -76,7 +97,7 @@ class DepthGridConfig:
 
 
 @dataclass
-class AtmosphereModelsConfig:
+class AtmosphereModelsConfig(Settings):
     """SIR model files (stems in ``stokes/atmospheres``) behind each kind of region.
 
     quiet : quiet-Sun models; the first one (HSRA, Gingerich et al. 1971) is also the reference
@@ -95,7 +116,7 @@ class AtmosphereModelsConfig:
 
 
 @dataclass
-class AtmosphereConfig:
+class AtmosphereConfig(Settings):
     """How the 2-D maps of atmospheres are built (see :mod:`helioforge.inversion.atmospheres`).
 
     kind_fractions : probability of each patch kind (quiet, plage, spot).
@@ -159,10 +180,11 @@ class AtmosphereConfig:
         self.granule_v_profile = tuple((float(a), float(b)) for a, b in self.granule_v_profile)
         if len(self.kind_fractions) != 3 or min(self.kind_fractions) < 0 or sum(self.kind_fractions) <= 0:
             raise ValueError(f"kind_fractions must be 3 non-negative weights (quiet, plage, spot), got {self.kind_fractions}")
+        super().__post_init__()
 
 
 @dataclass
-class TrainsetConfig:
+class TrainsetConfig(Settings):
     """Sizes, sampling and storage of the training set (paper §2).
 
     n_patches : patches to make (paper 50,000 for training, plus 2,000 for validation: make
@@ -183,7 +205,7 @@ class TrainsetConfig:
         reflecting padding at the edges (replicate when the patch is smaller than the PSF).
     wavelength_oversampling : synthesis grid step = SP step / this (the SP profile is ≈ 24 mÅ
         wide, the SP step 21.5 mÅ): 2 gives 238 points 10.7 mÅ apart
-        (:func:`~helioforge.inversion.trainset.synthesis_wavelengths`).
+        (:func:`~helioforge.inversion.forward.synthesis_wavelengths`).
     spectral_quadrature : how the SP profile is integrated over the synthesised samples
         (:func:`~helioforge.inversion.instrument.spectral_matrix`): ``"quintic"`` (default)
         integrates the quintic spline through them exactly against the piecewise-linear
@@ -215,7 +237,7 @@ class TrainsetConfig:
     noise_sigma: float = 1e-3
     margin_px: int = 4
     wavelength_oversampling: int = 2
-    spectral_quadrature: str = "quintic"
+    spectral_quadrature: Quadrature = "quintic"
     qs_reference_size: int = 64
     qs_reference_seed: int = 0
     seed: int = 0
@@ -224,9 +246,8 @@ class TrainsetConfig:
     #: structure to learn; 256² × 4 × 112 float32 is already 117 MB per patch).
     MIN_PATCH_SIZE = 4
     MAX_PATCH_SIZE = 256
-    #: Accepted ``spectral_quadrature`` values: the keys of
-    #: :data:`helioforge.inversion.instrument.SPECTRAL_QUADRATURES` (repeated: no torch import here).
-    SPECTRAL_QUADRATURES = ("trapezoid", "linear", "cubic", "quintic")
+    #: Accepted ``spectral_quadrature`` values (:data:`Quadrature`).
+    SPECTRAL_QUADRATURES = get_args(Quadrature)
 
     def __post_init__(self) -> None:
         """Refuse counts that would give an empty or nonsensical set (``InputError``, a
@@ -248,6 +269,7 @@ class TrainsetConfig:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0.0 < check_finite("mu", self.mu) <= 1.0:
             raise InputError(f"mu must be in (0, 1], got {self.mu}")
+        super().__post_init__()
 
     def rebin(self) -> int:
         """Integer factor r = hinode_pixel / model_pixel; ``ValueError`` if not an integer ≥ 1."""
@@ -306,3 +328,129 @@ def get_trainset_profile(name: str) -> TrainsetProfile:
     Raises ``ValueError`` for an unknown name.
     """
     return profile_from_registry(TRAINSET_PROFILES, name, "training-set profile")
+
+
+# --------------------------------------------------------------------------- SICON networks and training
+@dataclass
+class SiconModelConfig(Settings):
+    """Network and input preprocessing (paper §3).
+
+    network : ``encdec`` (§3.1) or ``concat`` (§3.2).
+    width : channels of the first block (paper 32 for both).
+    amplitude_floor : lower threshold of the Q, U, V amplitude maps of the encoder–decoder
+        input (§3.1: 5e-3; footnote 4: ≈ 0.1 slightly better on real data; the inverter can
+        override it).
+    amplitude_relative_to_continuum : measure those amplitudes relative to each pixel's
+        continuum I(λ₀) (authors' code) instead of in quiet-Sun units.
+    concat_stokes_scale : multipliers of I, Q, U, V for the concatenate input (§3.2).
+    continuum_quantities : outputs of the encoder–decoder to which the continuum image is added.
+    """
+
+    network: Network = "encdec"
+    width: int = 32
+    amplitude_floor: float = AMPLITUDE_FLOOR
+    amplitude_relative_to_continuum: bool = True
+    concat_stokes_scale: tuple[float, float, float, float] = CONCAT_STOKES_SCALE
+    continuum_quantities: tuple[str, ...] = CONTINUUM_QUANTITIES
+
+    def __post_init__(self) -> None:
+        if self.network not in NETWORKS:
+            raise ValueError(f"unknown network {self.network!r}; choose one of {list(NETWORKS)}")
+        if int(self.width) < 1:
+            raise ValueError(f"width must be ≥ 1, got {self.width}")
+        super().__post_init__()
+
+
+@dataclass
+class SiconTrainConfig(Settings):
+    """Training (paper §2 step 5, §3.1).
+
+    epochs, batch_size : paper 50 and 128 (encoder–decoder).
+    lr, lr_step_epochs, lr_gamma : Adam learning rate multiplied by ``lr_gamma`` every
+        ``lr_step_epochs`` epochs (paper 3e-4, 30, 0.5; ``torch.optim.lr_scheduler.StepLR``).
+    noise_sigma : Gaussian noise added to the Stokes maps, new for every batch, units of the
+        quiet-Sun continuum (paper 1e-3).
+    augment : random flips and 90° rotations (:func:`helioforge.inversion.train.random_dihedral`).
+    validation_fraction : share of the patches held out for the validation loss (the paper
+        used a separate set of 2,000; at least one patch is held out when > 0).
+    scaler : ``trainset`` (min–max over the training set) or ``sicon`` (SICON's fixed ranges).
+    num_workers : DataLoader workers reading large sets lazily from the zarr shards (sets
+        held in memory are read in the main process).
+    in_memory_gb : sets smaller than this are read into memory once; larger ones are read
+        patch by patch from the zarr shards.
+    seed : seed of the split, initial weights, augmentation and noise.
+    """
+
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 3e-4
+    lr_step_epochs: int = 30
+    lr_gamma: float = 0.5
+    noise_sigma: float = 1e-3
+    augment: bool = True
+    validation_fraction: float = 0.04
+    scaler: Literal["trainset", "sicon"] = "trainset"
+    num_workers: int = 4
+    in_memory_gb: float = 4.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.scaler not in ("trainset", "sicon"):
+            raise ValueError(f"scaler must be 'trainset' or 'sicon', got {self.scaler!r}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        super().__post_init__()
+
+
+@dataclass
+class SiconConfig(ProfileBase):
+    """A complete SICON training configuration (JSON round trip and digests from
+    :class:`helioforge.config.ProfileBase`).
+
+    Profiles (:func:`get_sicon_profile`)
+    ------------------------------------
+    ``paper``         encoder–decoder, width 32 (3.31 M parameters), 50 epochs, batch 128,
+                      Adam 3e-4 halved every 30 epochs, noise 1e-3 (§3.1). Meant for a GPU and
+                      the 50,000-patch set.
+    ``paper-concat``  the concatenate network as the paper trained it (§3.2: width 32, ≈ 1 M
+                      parameters, Adam 1e-4 constant, 20 epochs, batch 10).
+    ``cpu``           encoder–decoder of width 16 (0.86 M parameters) for the ``cpu`` training
+                      set (256 patches of 16×16) on a 2-core CPU: 100 epochs of 7 batches of
+                      32 (700 steps), the learning rate halved after 60 epochs (the paper's
+                      30/50 of the run). Measured with one torch thread: 199 s of CPU, 277 s
+                      wall on a shared, loaded 2-core machine (50 s wall on the 64-patch
+                      ``trainset_cpu64``). The loss flattens after ≈ 100 epochs on that set.
+    ``tiny``          smoke tests (seconds): width 4.
+    """
+
+    name: str = "paper"
+    model: SiconModelConfig = field(default_factory=SiconModelConfig)
+    train: SiconTrainConfig = field(default_factory=SiconTrainConfig)
+
+
+def _paper_concat() -> SiconConfig:
+    return SiconConfig(name="paper-concat", model=SiconModelConfig(network="concat", width=32),
+                       train=SiconTrainConfig(epochs=20, batch_size=10, lr=1e-4, lr_step_epochs=1000, lr_gamma=1.0))
+
+
+def _cpu() -> SiconConfig:
+    return SiconConfig(name="cpu", model=SiconModelConfig(width=16),
+                       train=SiconTrainConfig(epochs=100, batch_size=32, lr_step_epochs=60, validation_fraction=0.1,
+                                              num_workers=0))
+
+
+def _tiny() -> SiconConfig:
+    return SiconConfig(name="tiny", model=SiconModelConfig(width=4),
+                       train=SiconTrainConfig(epochs=12, batch_size=2, lr=3e-3, lr_step_epochs=1000,
+                                              validation_fraction=0.25, num_workers=0))
+
+
+SICON_PROFILES = {"paper": SiconConfig, "paper-concat": _paper_concat, "cpu": _cpu, "tiny": _tiny}
+
+
+def get_sicon_profile(name: str) -> SiconConfig:
+    """A fresh SICON training profile by name (``paper``, ``paper-concat``, ``cpu``, ``tiny``).
+
+    Raises ``ValueError`` for an unknown name.
+    """
+    return profile_from_registry(SICON_PROFILES, name, "SICON profile")

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from helioforge.config import data_root
 from helioforge.data.hinode import (
     HINODE_PIXEL_ARCSEC,
     hinode_wavelengths,
@@ -49,6 +50,7 @@ from helioforge.data.hinode import (
 
 __all__ = [
     "SPECTRAL_QUADRATURES",
+    "check_quadrature",
     "spectral_matrix",
     "spectral_degrade",
     "spatial_degrade",
@@ -83,7 +85,13 @@ SPECTRAL_QUADRATURES: dict[str, int | None] = {"trapezoid": None, "linear": 1, "
 _GAUSS_NODES = 4
 
 
-def _check_quadrature(quadrature: str) -> int | None:
+def check_quadrature(quadrature: str) -> int | None:
+    """The spline degree of ``quadrature`` (a key of :data:`SPECTRAL_QUADRATURES`).
+
+    Raises
+    ------
+    ValueError : an unknown quadrature, naming the choices.
+    """
     if quadrature not in SPECTRAL_QUADRATURES:
         raise ValueError(f"unknown quadrature {quadrature!r}; choose one of {tuple(SPECTRAL_QUADRATURES)}")
     return SPECTRAL_QUADRATURES[quadrature]
@@ -146,7 +154,7 @@ def spectral_matrix(
         ``M[o, j] = P(λ_o − λ_j) w_j / Σ_j' P(λ_o − λ_j') w_j'``, with ``w_j`` the trapezoid
         weights of the (possibly non-uniform) fine grid: the kernel is *sampled* on the fine
         grid. Accurate only when the grid resolves the profile (≲ 3 mÅ for the ≈ 24 mÅ wide SP
-        profile): on the 10.7 mÅ grid of :func:`~helioforge.inversion.trainset.synthesis_wavelengths`
+        profile): on the 10.7 mÅ grid of :func:`~helioforge.inversion.forward.synthesis_wavelengths`
         it errs by up to 2.7 × 10⁻³ I_c in I (see ``docs/synthesis.md``).
     ``"linear"``, ``"cubic"``, ``"quintic"``
         ``S`` is replaced by its interpolating spline of degree 1, 3 or 5 through the samples
@@ -191,7 +199,7 @@ def spectral_matrix(
     spline quadratures are product integration (e.g. Davis & Rabinowitz 1984, *Methods of
     Numerical Integration*, §2.5) with B-spline interpolants (de Boor 2001).
     """
-    degree = _check_quadrature(quadrature)
+    degree = check_quadrature(quadrature)
     wf = _as_1d_numpy(wav_fine, "wav_fine")
     wo = _as_1d_numpy(hinode_wavelengths() if wav_out is None else wav_out, "wav_out", min_points=1)
     if not np.all(np.diff(wf) > 0):
@@ -509,8 +517,6 @@ class HinodeSP:
         FileNotFoundError, helioforge.data.hinode.HinodeReadError : missing or bad files.
         """
         base = Path(root) if root is not None else None
-        from helioforge.config import data_root
-
         stokes_dir = (base if base is not None else data_root()) / "stokes"
         wav = hinode_wavelengths(stokes_dir / "instrument" / "wavelength_Hinode.txt")
         dl, tr = read_instrument_profile(stokes_dir / "hinode_sp_sample" / "hinode_instr_prof.dat")
@@ -544,7 +550,7 @@ class HinodeSP:
         -------
         float64 (112, n_fine) matrix (the cached array: do not modify it).
         """
-        _check_quadrature(quadrature)
+        check_quadrature(quadrature)
         wf = _as_1d_numpy(wav_fine, "wav_fine")
         key = (wf.size, wf.tobytes(), quadrature)
         if key not in self._matrix_cache:
@@ -584,7 +590,7 @@ class HinodeSP:
             SICON adds noise separately, once or per batch); ``None`` = :attr:`noise_sigma`.
         generator : ``torch.Generator`` for the noise.
         quadrature : how the spectral convolution is integrated (:func:`spectral_matrix`);
-            the training-set chain (:class:`~helioforge.inversion.trainset.StokesChain`) uses
+            the training-set chain (:class:`~helioforge.inversion.forward.StokesChain`) uses
             ``"quintic"``.
 
         Returns

@@ -21,6 +21,8 @@ from astropy.io import fits
 
 from helioforge.data.sir import SIRModel, model_path, plausibility_problem, read_sir
 from helioforge.errors import InputError
+from helioforge.inversion.forward import StokesChain, synthesis_wavelengths
+from helioforge.inversion.instrument import HinodeSP, spectral_degrade
 from helioforge.io import write_fits, write_text
 from helioforge.physics.atomic import SpectralLine, fe_lines
 from helioforge.physics.lte import Atmosphere, synth_lte
@@ -65,8 +67,6 @@ class StokesProfiles:
 
 
 def _instrument():
-    from helioforge.inversion.instrument import HinodeSP
-
     return HinodeSP.from_data()
 
 
@@ -134,12 +134,8 @@ def synthesize_model(model: SIRModel | str | Path, mu: float = 1.0, instrument: 
     wav_out = np.asarray(wavelength if wavelength is not None else sp.wavelengths, dtype=np.float64)
     atmos = Atmosphere.from_sir(model)
     if instrument == "hinode":
-        from helioforge.inversion.trainset import StokesChain, synthesis_wavelengths
-
         wav_fine = synthesis_wavelengths(wav_out, oversampling=OVERSAMPLING)
         stokes, ic = synth_lte(atmos, wav_fine, lines=lines, mu=mu)
-        from helioforge.inversion.instrument import spectral_degrade
-
         stokes = spectral_degrade(stokes, torch.as_tensor(wav_fine), torch.as_tensor(wav_out),
                                   profile=sp.profile, quadrature=StokesChain.quadrature)
     else:

@@ -3,7 +3,8 @@
 Both networks map Hinode SP Stokes maps (I, Q, U, V × 112 wavelengths, quiet-Sun continuum
 units) to 49 maps: 7 quantities (T, v_z, z, log P, B_Q, B_U, B_V) × 7 optical-depth surfaces
 (log τ = 0 … −3), quantity-major (channel = 7 q + k), each min–max normalised to [0, 1]
-(:class:`helioforge.inversion.training.TargetScaler`).
+(:class:`helioforge.inversion.model.TargetScaler`); the quantities and surfaces are those of
+:mod:`helioforge.physics.sicon_targets`.
 
 * :class:`EncoderDecoder` (§3.1, Fig. 2 top): residual sets of BatchNorm–ReLU–conv blocks, three
   stride-2 stages (32 → 64 → 128 → 256 channels at the paper width), bilinear ×2 decoder blocks,
@@ -11,7 +12,7 @@ units) to 49 maps: 7 quantities (T, v_z, z, log P, B_Q, B_U, B_V) × 7 optical-d
   T and z outputs. ≈ 3.31 M parameters at width 32, as the paper states. Its input is
   :func:`encdec_inputs` (448 + 3 channels); H and W must be multiples of 8 and at least 16
   (the 1/8-size bottleneck is reflection-padded, which needs ≥ 2 pixels);
-  :class:`helioforge.inversion.training.SiconInverter` pads and crops maps of any size.
+  :class:`helioforge.inversion.infer.SiconInverter` pads and crops maps of any size.
 * :class:`Concatenate` (§3.2, Fig. 2 bottom): one mini-network per quantity of four 3×3
   reflection-padded convolutions with ELU (32, 32, 7, 7 channels; the last without
   activation), outputs concatenated. ≈ 0.99 M parameters (the paper: "∼1 M"). Any H, W ≥ 2.
@@ -29,6 +30,8 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from helioforge.physics.sicon_targets import QUANTITIES, TARGET_LOG_TAU
 
 __all__ = [
     "N_STOKES",
@@ -58,8 +61,8 @@ N_STOKES = 4
 #: Wavelengths of the standard Hinode SP grid (6300.89–6303.26 Å).
 N_WAVELENGTHS = 112
 #: Optical-depth surfaces and quantities of the targets (paper §2).
-N_DEPTHS = 7
-N_QUANTITIES = 7
+N_DEPTHS = len(TARGET_LOG_TAU)
+N_QUANTITIES = len(QUANTITIES)
 N_TARGETS = N_DEPTHS * N_QUANTITIES
 #: The encoder–decoder halves the maps three times: H, W must be multiples of 2³ (§3.1) …
 ENCDEC_MULTIPLE = 8
@@ -74,7 +77,6 @@ CONCAT_STOKES_SCALE = (1.0, 10.0, 10.0, 10.0)
 #: Quantities to which the encoder–decoder adds the continuum image (§3.1: "temperature and
 #: Wilson depression").
 CONTINUUM_QUANTITIES = ("T", "z")
-_QUANTITIES = ("T", "vz", "z", "logP", "BQ", "BU", "BV")
 
 
 def check_stokes(stokes: torch.Tensor, n_wavelengths: int = N_WAVELENGTHS, name: str = "stokes") -> torch.Tensor:
@@ -164,7 +166,7 @@ def encdec_inputs(stokes: torch.Tensor, amplitude_floor: float = AMPLITUDE_FLOOR
     divided by it. The three maps log₁₀ a minus a fixed offset per parameter are appended.
 
     The offset must be the one the network was trained with: the mean of log₁₀ a over the
-    training set (:func:`helioforge.inversion.training.log_amplitude_offset`, stored in the
+    training set (:func:`helioforge.inversion.train.log_amplitude_offset`, stored in the
     weights' JSON sidecar, ``preprocessing.log_amplitude_offset``), so that a pixel gets the
     same input whether it sits in a 16×16 training patch or in a 512×512 active-region map.
     ``log_amplitude_offset=None`` subtracts the mean of each map over (H, W) instead: the
@@ -351,11 +353,11 @@ class EncoderDecoder(nn.Module):
         mask = torch.zeros(out_channels)
         self.continuum_quantities = tuple(continuum_quantities)
         for q in self.continuum_quantities:
-            if q not in _QUANTITIES:
-                raise ValueError(f"unknown quantity {q!r}; choose among {_QUANTITIES}")
-            if out_channels != len(_QUANTITIES) * n_depths:
+            if q not in QUANTITIES:
+                raise ValueError(f"unknown quantity {q!r}; choose among {QUANTITIES}")
+            if out_channels != len(QUANTITIES) * n_depths:
                 raise ValueError(f"continuum_quantities needs out_channels = 7 × {n_depths}, got {out_channels}")
-            i = _QUANTITIES.index(q)
+            i = QUANTITIES.index(q)
             mask[i * n_depths:(i + 1) * n_depths] = 1.0
         self.register_buffer("continuum_mask", mask[None, :, None, None], persistent=False)
 

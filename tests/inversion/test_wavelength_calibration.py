@@ -11,8 +11,8 @@ from astropy.io import fits
 from helioforge.data.hinode import hinode_wavelengths
 from astropy.constants import c as speed_of_light
 
-from helioforge.data.hinode_sp import (SPMap, SPReadError, calibrate_wavelength, line_core_positions, read_sp_map,
-                                       read_sp_slit, to_standard_grid)
+from helioforge.data.hinode_sp import SPMap, SPReadError, read_sp_map, read_sp_slit
+from helioforge.inversion.preprocess import calibrate_wavelength, line_core_positions, to_standard_grid
 from helioforge.physics.atomic import TELLURIC_LINES_A, fe_lines
 
 C_KMS = speed_of_light.to_value("km/s")
@@ -93,7 +93,7 @@ def test_synthetic_quiet_sun_cores_are_at_rest():
 
     from helioforge.inversion.atmospheres import load_model_set, make_patch_atmosphere
     from helioforge.inversion.config import get_trainset_profile
-    from helioforge.inversion.trainset import StokesChain
+    from helioforge.inversion.forward import StokesChain
 
     prof = get_trainset_profile("tiny")
     models = load_model_set(prof.atmosphere.models, prof.grid)

@@ -8,7 +8,7 @@ import torch
 
 from helioforge.data.hinode import hinode_wavelengths
 from helioforge.inversion.instrument import spectral_degrade
-from helioforge.inversion.me_inversion import (
+from helioforge.inversion.me import (
     PARAM_NAMES,
     MEResult,
     initial_guess,
@@ -16,6 +16,7 @@ from helioforge.inversion.me_inversion import (
     me_chi2,
     me_field_targets,
 )
+from helioforge.inversion.me.model import _make_model
 from helioforge.physics.atomic import fe_lines
 from helioforge.physics.me import MEParameters, synth_me
 
@@ -166,8 +167,6 @@ def test_map_input_mixed_pixels_and_nan(setup):
 
 def test_spectral_profile_path(setup):
     lines, wav, _ = setup
-    from helioforge.inversion.me_inversion import _make_model
-
     sub = {k: v[[2, 6]] for k, v in TRUE.items()}
     model = _make_model(wav, lines, 1.0, "hinode", 3, torch.float64, torch.device("cpu"))
     fine = synth_me(MEParameters.create(**sub), model.wavelength, lines)

@@ -9,10 +9,11 @@ import torch
 
 from helioforge.data.hinode import hinode_wavelengths
 from helioforge.inversion.instrument import spectral_matrix
-from helioforge.inversion.me_inversion import (PARAM_NAMES, _make_model, _to_internal, fast_start, initial_guess,
-                                               invert_me)
+from helioforge.inversion.me import (PARAM_NAMES, fast_start, initial_guess, invert_me, me_frame_profiles_compiled)
+from helioforge.inversion.me.model import _make_model, _to_internal
+from helioforge.inversion.me.solve_compiled import _compiled
 from helioforge.physics.atomic import fe_lines
-from helioforge.physics.me import MEParameters, synth_me, synth_me_jacobian
+from helioforge.physics.me import MEParameters, me_frame_profiles, synth_me, synth_me_jacobian
 
 # strong and weak, inclined both ways, Doppler shifted, saturated and weak lines
 TRUE = {
@@ -177,8 +178,6 @@ def _frame_params(true=TRUE):
 def test_compiled_frame_equals_torch_frame():
     """The numba synthesis gives the torch closed-form profiles and derivatives (all Weideman:
     to round-off; with Humlíček's far wings: to its 2e-6 relative accuracy)."""
-    from helioforge.physics.me import me_frame_profiles, me_frame_profiles_compiled
-
     wav = hinode_wavelengths()
     lines = fe_lines()
     p = _frame_params()
@@ -204,8 +203,6 @@ def test_compiled_frame_equals_torch_frame():
 
 def test_compiled_frame_jacobian_matches_finite_differences():
     """Central differences of the compiled P against its closed-form dP (B, γ [rad], v, η₀, Δλ_D, a)."""
-    from helioforge.physics.me import me_frame_profiles_compiled
-
     wav = hinode_wavelengths()
     lines = fe_lines()
     p = _frame_params()
@@ -228,8 +225,6 @@ def test_compiled_frame_jacobian_matches_finite_differences():
 def test_compiled_instrument_jacobian_matches_finite_differences():
     """The compiled residual Jacobian in the internal variables, through the SP spectral profile
     (exact derivative grid), against central differences; its residuals are the torch model's."""
-    from helioforge.inversion.me_inversion import _compiled
-
     wav = hinode_wavelengths()
     lines = fe_lines()
     model = _make_model(wav, lines, 1.0, "hinode", 3, torch.float64, torch.device("cpu"))

@@ -1,21 +1,14 @@
-"""Synthetic training sets of (Stokes maps, atmosphere maps) for the SICON inversion.
+"""Synthetic training sets of (Stokes maps, atmosphere maps) for the SICON inversion: the
+data stage of :mod:`helioforge.inversion` (zarr shards, manifest, verification, the torch
+Dataset and the range diagnostics).
 
 Recipe (Asensio Ramos & Díaz Baso 2019, A&A 626, A102, §2), with the 3-D MHD snapshots of the
 paper replaced by the 2-D maps of 1-D models of :mod:`helioforge.inversion.atmospheres`:
 
 Stokes maps (inputs)
-    1. LTE synthesis of Fe I 6301.5/6302.5 Å at disk centre (:func:`helioforge.physics.lte.synth_lte`)
-       on the uniform grid of :func:`synthesis_wavelengths`: ``wavelength_oversampling`` (2)
-       times finer than the SP grid (10.7 mÅ, 238 points), padded by 0.08 Å beyond it (the SP
-       profile is ±0.07 Å wide);
-    2.–3. spatial PSF at the model pixel, rebinning to 0.16″, convolution with the SP spectral
-       profile onto the 112-point SP grid (:meth:`helioforge.inversion.instrument.HinodeSP.degrade`).
-       The convolution integrates the quintic spline through the synthesised samples exactly
-       against the piecewise-linear SP profile (``spectral_quadrature="quintic"``,
-       :func:`helioforge.inversion.instrument.spectral_matrix`): < 4 × 10⁻⁵ I_c from a converged
-       synthesis on this grid, where sampling the profile on the grid (``"trapezoid"``, the
-       sets made before) erred by up to 2.7 × 10⁻³ I_c, above the 10⁻³ I_c noise (issue 13);
-       division by the median continuum of a quiet-Sun reference map (one value for the whole
+    1.–3. synthesis and Hinode SP degradation by the forward model
+       (:class:`helioforge.inversion.forward.StokesChain`);
+    4. division by the median continuum of a quiet-Sun reference map (one value for the whole
        set, recorded in the manifest with the z zero point, ``quiet_sun_reference``). The
        reference map is drawn from its own seed (``qs_reference_seed``), not the set's, so a
        held-out set made with another seed shares it; ``make_trainset(reference_from=...)``
@@ -25,13 +18,13 @@ Stokes maps (inputs)
        be added online in training (:class:`TrainsetDataset` ``noise_sigma``).
 
 Targets (outputs), 7 quantities × 7 optical-depth surfaces = 49 maps, quantity-major
-(index = 7 q + k, the order of SICON's ``encdec_normalization.npz``):
+(:mod:`helioforge.physics.sicon_targets`, made by :func:`helioforge.inversion.targets.patch_targets`):
     ``T`` [K]; ``vz`` [km s⁻¹, **positive = downflow** (redshift at disk centre), the SIR v_LOS
     sign, which is also SICON's: its ``rempel_vzminus`` files flip MURaM's upward v_z and the
     normalisation ranges are skewed to positive values, −8.7…+15.4 km s⁻¹ at log τ = 0, as
     fast narrow downflows are]; ``z`` [km, positive upward, relative to the mean log τ = 0
     height of the quiet-Sun reference map]; ``logP`` [log₁₀ of P_gas in dyn cm⁻²]; ``BQ``,
-    ``BU``, ``BV`` [G] (eq. 1, :func:`bq_bu_bv`), at log τ = 0, −0.5, …, −3, as r×r means over
+    ``BU``, ``BV`` [G] (eq. 1, :func:`~helioforge.physics.sicon_targets.bq_bu_bv`), at log τ = 0, −0.5, …, −3, as r×r means over
     the model pixels of each 0.16″ pixel (rebinned, not PSF-degraded: paper §2 "physical
     conditions" step 1). SICON's file stores vz and z in cm s⁻¹ and cm: :func:`sicon_ranges`
     converts them.
@@ -56,12 +49,10 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import math
 import os
 import shlex
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -71,20 +62,18 @@ import torch
 from helioforge import __version__
 from helioforge.config import data_root
 from helioforge.errors import ProductError
-from helioforge.inversion.atmospheres import KINDS, ModelSet, PatchAtmosphere, load_model_set, make_patch_atmosphere
-from helioforge.inversion.config import TrainsetConfig, TrainsetProfile, get_trainset_profile
-from helioforge.io import write_json
+from helioforge.inversion.atmospheres import KINDS, ModelSet, load_model_set, make_patch_atmosphere
+from helioforge.inversion.config import TrainsetProfile, get_trainset_profile
+from helioforge.inversion.forward import StokesChain, SynthesizeFn
+from helioforge.inversion.instrument import HinodeSP
+from helioforge.inversion.targets import interp_log_tau, patch_targets, target_names
+from helioforge.io import write_json, write_text
+from helioforge.locking import workdir_lock
+from helioforge.physics.lte import EOS_VERSION
+from helioforge.physics.sicon_targets import QUANTITIES, TARGET_UNITS
+from helioforge.progress import progress_bar
 
 __all__ = [
-    "TARGET_QUANTITIES",
-    "TARGET_UNITS",
-    "target_names",
-    "bq_bu_bv",
-    "bxbyz_from_bqbubv",
-    "interp_log_tau",
-    "patch_targets",
-    "synthesis_wavelengths",
-    "StokesChain",
     "quiet_sun_reference",
     "quiet_sun_reference_of",
     "require_same_reference",
@@ -105,18 +94,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The 7 target quantities, in SICON's order.
-TARGET_QUANTITIES = ("T", "vz", "z", "logP", "BQ", "BU", "BV")
-#: Units of the stored targets.
-TARGET_UNITS = {
-    "T": "K",
-    "vz": "km s-1, positive = downflow (redshift at disk centre)",
-    "z": "km, positive upward, 0 = mean log tau=0 height of the quiet-Sun reference map",
-    "logP": "log10(P_gas / dyn cm-2)",
-    "BQ": "G, sign(Bx^2-By^2)|Bx^2-By^2|^1/2",
-    "BU": "G, sign(Bx By)|Bx By|^1/2",
-    "BV": "G, Bz (towards the observer)",
-}
 #: Multipliers from SICON's ``encdec_normalization.npz`` units to ours (vz cm/s → km/s, z cm → km).
 _SICON_TO_OURS = {"T": 1.0, "vz": 1e-5, "z": 1e-5, "logP": 1.0, "BQ": 1.0, "BU": 1.0, "BV": 1.0}
 
@@ -151,273 +128,6 @@ def make_trainset_command(root: str | Path, manifest: dict[str, Any] | None = No
                 cmd += f" {opt} {shlex.quote(str(manifest[key]))}"
     return cmd
 
-
-def target_names(target_log_tau: Iterable[float]) -> list[str]:
-    """Names of the targets, quantity-major: ``"T@logtau=0"``, ``"T@logtau=-0.5"``, …"""
-    lts = list(target_log_tau)
-    return [f"{q}@logtau={lt:g}" for q in TARGET_QUANTITIES for lt in lts]
-
-
-# --------------------------------------------------------------------------- eq. 1
-def bq_bu_bv(Bx: torch.Tensor, By: torch.Tensor, Bz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """SICON's ambiguity-free field components (paper eq. 1).
-
-    B_Q = sign(Bx² − By²)|Bx² − By²|^½, B_U = sign(Bx By)|Bx By|^½, B_V = Bz. They are
-    unchanged by (Bx, By) → (−Bx, −By), the 180° azimuth ambiguity at disk centre.
-
-    Parameters
-    ----------
-    Bx, By, Bz : tensors of one shape, G.
-
-    Returns
-    -------
-    (B_Q, B_U, B_V) tensors, G.
-    """
-    Bx, By, Bz = (torch.as_tensor(b) for b in (Bx, By, Bz))
-    a = Bx**2 - By**2
-    b = Bx * By
-    return torch.sign(a) * torch.sqrt(a.abs()), torch.sign(b) * torch.sqrt(b.abs()), Bz.clone()
-
-
-def bxbyz_from_bqbubv(
-    BQ: torch.Tensor, BU: torch.Tensor, BV: torch.Tensor, branch: int = 0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Invert eq. 1, choosing one of the two azimuth solutions.
-
-    With A = sign(B_Q) B_Q² = Bx² − By² = B⊥² cos 2φ and C = sign(B_U) B_U² = Bx By =
-    ½ B⊥² sin 2φ: B⊥ = (A² + 4C²)^¼ and φ = ½ atan2(2C, A) ∈ (−90°, 90°]. ``branch`` 0 returns
-    that azimuth (Bx > 0, or Bx = 0 and By ≥ 0), ``branch`` 1 the other solution φ + 180°
-    (−Bx, −By).
-
-    Parameters
-    ----------
-    BQ, BU, BV : tensors of one shape, G.
-    branch : 0 or 1.
-
-    Returns
-    -------
-    (Bx, By, Bz) tensors, G.
-
-    Raises
-    ------
-    ValueError : branch not 0 or 1.
-
-    Source: paper §2 eq. 1; same solution as SICON's ``evaluate_encdec.py`` (its Bx ≥ 0 branch
-    when B_U > 0).
-    """
-    if branch not in (0, 1):
-        raise ValueError(f"branch must be 0 or 1, got {branch}")
-    BQ, BU, BV = (torch.as_tensor(b) for b in (BQ, BU, BV))
-    A = torch.sign(BQ) * BQ**2
-    C = torch.sign(BU) * BU**2
-    bperp = torch.sqrt(torch.sqrt(A**2 + 4 * C**2))
-    phi = 0.5 * torch.atan2(2 * C, A)
-    sgn = 1.0 if branch == 0 else -1.0
-    return sgn * bperp * torch.cos(phi), sgn * bperp * torch.sin(phi), BV.clone()
-
-
-# --------------------------------------------------------------------------- targets
-def interp_log_tau(x: torch.Tensor, log_tau: np.ndarray, at: Iterable[float]) -> torch.Tensor:
-    """Linear interpolation of ``x`` (..., n) on a decreasing log τ grid at the levels ``at``.
-
-    Returns (..., len(at)). Raises ``ValueError`` for a level outside the grid.
-    """
-    lt = np.asarray(log_tau, dtype=np.float64)
-    out = []
-    for level in at:
-        if not (lt.min() - 1e-9 <= level <= lt.max() + 1e-9):
-            raise ValueError(f"log τ = {level} lies outside the grid {lt.max():g} … {lt.min():g}")
-        j = int(np.clip(np.searchsorted(-lt, -level, side="right") - 1, 0, lt.size - 2))
-        t = (lt[j] - level) / (lt[j] - lt[j + 1])
-        out.append(x[..., j] * (1 - t) + x[..., j + 1] * t)
-    return torch.stack(out, dim=-1)
-
-
-def _block_mean(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Mean over r×r blocks of the first two axes of (H, W, ...)."""
-    if r == 1:
-        return x
-    H, W = x.shape[:2]
-    x = x[: H // r * r, : W // r * r]
-    return x.reshape(H // r, r, W // r, r, *x.shape[2:]).mean(dim=(1, 3))
-
-
-def patch_targets(patch: PatchAtmosphere, log_tau: np.ndarray, target_log_tau: Iterable[float], rebin: int = 1,
-                  z_offset_km: float = 0.0) -> torch.Tensor:
-    """The 49 target maps of one patch (paper §2, "physical conditions").
-
-    T, v_z, z, P_gas and Bx, By, Bz are interpolated to the target log τ surfaces, averaged over
-    ``rebin``×``rebin`` blocks (rebinned, not PSF-degraded), then log₁₀ P_gas and eq. 1 are
-    applied to the averages.
-
-    Parameters
-    ----------
-    patch : a :class:`~helioforge.inversion.atmospheres.PatchAtmosphere` (H, W, n).
-    log_tau : its grid (n,).
-    target_log_tau : the surfaces (7 in the paper).
-    rebin : model pixels per output pixel along each axis.
-    z_offset_km : subtracted from z (the mean quiet-Sun log τ = 0 height).
-
-    Returns
-    -------
-    float32 tensor (7 × len(target_log_tau), H/rebin, W/rebin), quantity-major, units of
-    :data:`TARGET_UNITS`.
-    """
-    lts = list(target_log_tau)
-    a = patch.atmosphere
-    get = lambda x: _block_mean(interp_log_tau(x.to(torch.float64), log_tau, lts), rebin)  # noqa: E731
-    T = get(a.T)
-    vz = get(a.vlos) * 1e-5
-    z = get(patch.z_km) - z_offset_km
-    logP = torch.log10(get(a.Pg))
-    BQ, BU, BV = bq_bu_bv(get(patch.Bx), get(patch.By), get(patch.Bz))
-    maps = torch.cat([T, vz, z, logP, BQ, BU, BV], dim=-1)  # (H, W, 49)
-    return maps.permute(2, 0, 1).to(torch.float32).contiguous()
-
-
-# --------------------------------------------------------------------------- Stokes
-def synthesis_wavelengths(sp_wavelengths: np.ndarray, oversampling: int = 2, pad_A: float = 0.08) -> np.ndarray:
-    """Uniform synthesis grid covering the SP grid plus ``pad_A`` on each side, Å (air).
-
-    The grid starts at ``sp_wavelengths[0] − pad_A`` with step = mean SP step / ``oversampling``
-    and ends at the first point ≥ ``sp_wavelengths[-1] + pad_A``: for the Hinode SP grid and
-    the defaults, 238 points 10.7 mÅ apart from 6300.812 to 6303.347 Å.
-
-    The grid and the quadrature of the SP profile go together. With the quadrature of the
-    training sets, ``spectral_quadrature="quintic"`` (exact integral of the quintic spline
-    through the samples against the piecewise-linear profile;
-    :func:`helioforge.inversion.instrument.spectral_matrix`), the default grid gives the
-    degraded Fe I 630 nm profiles within 4 × 10⁻⁵ I_c of a converged (1.3 mÅ) synthesis in
-    I, Q, U and V, for quiet-Sun, plage, penumbral and umbral atmospheres up to 4 kG and
-    ±8 km s⁻¹ (``benchmarks/bench_synthesis_grid.py``). With the sampled kernel
-    (``"trapezoid"``, the default of :func:`~helioforge.inversion.instrument.spectral_matrix`)
-    the same grid errs by up to 2.7 × 10⁻³ I_c, and even ``oversampling=4`` by 1 × 10⁻⁴; the
-    error of the quintic quadrature falls as the step⁶ (a 14.3 mÅ grid, 179 points, errs by
-    6 × 10⁻⁴). A line-adapted, non-uniform grid was not used: the cores move by ±0.35 Å with
-    the velocities and Zeeman splittings of the sets, so it saves little and would tie the grid
-    to one line list.
-
-    Parameters
-    ----------
-    sp_wavelengths : (n_sp,) increasing output (SP) wavelengths, Å; n_sp ≥ 2.
-    oversampling : grid step = mean SP step / this; values below 1 count as 1 and fractions
-        are dropped (as in earlier versions). 2 (the default) with the ``"quintic"``
-        quadrature; ≥ 8 is needed for 5 × 10⁻⁵ I_c with ``"trapezoid"``.
-    pad_A : margin beyond the SP grid on each side, Å; ≥ the profile's half-width (0.07 Å)
-        so that no output sees a truncated kernel.
-
-    Returns
-    -------
-    (n,) float64 array, Å, uniformly spaced, strictly increasing.
-
-    Raises
-    ------
-    ValueError : fewer than 2 SP wavelengths, a non-increasing SP grid, or a negative or
-        non-finite ``pad_A``.
-
-    Source: Asensio Ramos & Díaz Baso (2019) §2 step 1; accuracy measured in
-    ``docs/synthesis.md`` ("Synthesis grid and SP-profile quadrature").
-    """
-    w = np.asarray(sp_wavelengths, dtype=np.float64)
-    if w.ndim != 1 or w.size < 2 or not w[-1] > w[0]:
-        raise ValueError(f"sp_wavelengths must be an increasing 1-D grid of ≥ 2 points, got shape {w.shape}")
-    if not (np.isfinite(pad_A) and pad_A >= 0):
-        raise ValueError(f"pad_A must be finite and ≥ 0, got {pad_A}")
-    step = (w[-1] - w[0]) / (w.size - 1) / max(int(oversampling), 1)
-    n = int(math.ceil((w[-1] - w[0] + 2 * pad_A) / step)) + 1
-    return w[0] - pad_A + step * np.arange(n)
-
-
-SynthesizeFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
-
-
-@dataclass
-class StokesChain:
-    """Synthesis then instrument: atmospheres (H, W, n) → Stokes maps (H/r, W/r, 4, 112).
-
-    Attributes
-    ----------
-    synthesize : ``f(atmosphere, wavelengths_A, mu=...) -> (stokes (..., 4, nλ), Ic (...))``;
-        default :func:`helioforge.physics.lte.synth_lte`.
-    instrument : object with ``wavelengths`` (112,) and
-        ``degrade(stokes (H, W, 4, nλ), wav_fine, pixel_arcsec_in, padding=..., quadrature=...)``
-        → (H', W', 4, 112); default :meth:`helioforge.inversion.instrument.HinodeSP.from_data`.
-    wavelengths : synthesis grid (nλ,), Å; default :func:`synthesis_wavelengths` (238 points).
-    mu : heliocentric cosine.
-    chunk : columns synthesised per call (bounds the memory).
-    oversampling : used for the default ``wavelengths``.
-    device : where the synthesis and the degradation run (``"cpu"``, ``"cuda"``); results come
-        back on the CPU.
-    dtype : precision of the synthesis (float32: twice the speed, 2e-5 of I_c from float64,
-        far below the 1e-3 I_c noise); the atmospheres and hydrostatic pressures stay float64.
-    quadrature : how the SP profile is integrated over the synthesised samples
-        (:func:`helioforge.inversion.instrument.spectral_matrix`); ``"quintic"`` (default) is
-        accurate to < 4 × 10⁻⁵ I_c on the default grid, ``"trapezoid"`` reproduces the sets
-        made before issue 13's fix (2.7 × 10⁻³ I_c).
-    """
-
-    synthesize: SynthesizeFn | None = None
-    instrument: Any = None
-    wavelengths: np.ndarray | None = None
-    mu: float = 1.0
-    chunk: int = 1024
-    oversampling: int = 2
-    device: str = "cpu"
-    dtype: torch.dtype = torch.float32
-    quadrature: str = TrainsetConfig.spectral_quadrature
-
-    def __post_init__(self) -> None:
-        if self.synthesize is None:
-            from helioforge.physics.lte import synth_lte
-
-            self.synthesize = synth_lte
-        if self.instrument is None:
-            from helioforge.inversion.instrument import HinodeSP
-
-            self.instrument = HinodeSP.from_data()
-        from helioforge.inversion.instrument import _check_quadrature
-
-        _check_quadrature(self.quadrature)
-        if self.wavelengths is None:
-            self.wavelengths = synthesis_wavelengths(np.asarray(self.instrument.wavelengths), self.oversampling)
-
-    def synthesize_map(self, atmos) -> tuple[torch.Tensor, torch.Tensor]:
-        """Absolute Stokes (H, W, 4, nλ) and continuum (H, W) of a map, in chunks of columns."""
-        H, W = atmos.T.shape[:2]
-        flat = {f.name: getattr(atmos, f.name) for f in dataclasses.fields(atmos)}
-        cols = H * W
-        wav = torch.as_tensor(self.wavelengths, dtype=torch.float64)  # λ − λ₀ is formed in float64
-        outs, ics = [], []
-        for s in range(0, cols, self.chunk):
-            part = {}
-            for k, v in flat.items():
-                if v is None:
-                    part[k] = None
-                elif v.ndim >= 3:
-                    part[k] = v.reshape(cols, v.shape[-1])[s : s + self.chunk].to(self.device, self.dtype)
-                else:
-                    part[k] = v.to(self.device, self.dtype)
-            st, ic = self.synthesize(type(atmos)(**part), wav.to(self.device), mu=self.mu)
-            outs.append(st)
-            ics.append(ic)
-        return (torch.cat(outs).to(atmos.T.dtype).reshape(H, W, 4, -1),
-                torch.cat(ics).to(atmos.T.dtype).reshape(H, W))
-
-    def __call__(self, atmos, pixel_arcsec: float) -> torch.Tensor:
-        """Degraded Stokes maps (H', W', 4, 112) in absolute units (not normalised, no noise)."""
-        stokes, _ = self.synthesize_map(atmos)
-        return self.degrade(stokes, pixel_arcsec)
-
-    def degrade(self, stokes: torch.Tensor, pixel_arcsec: float) -> torch.Tensor:
-        """The instrument on synthesised maps (H, W, 4, nλ) at ``pixel_arcsec``: PSF (reflecting
-        edges, or replicating ones for maps smaller than the PSF), rebin, SP profile (with
-        :attr:`quadrature`) → (H', W', 4, 112)."""
-        H, W = stokes.shape[:2]
-        psf = self.instrument.psf_at(pixel_arcsec) if hasattr(self.instrument, "psf_at") else None
-        half = (min(psf.shape) // 2) if psf is not None else 0
-        padding = "reflect" if half < min(H, W) else "replicate"
-        return self.instrument.degrade(stokes, self.wavelengths, pixel_arcsec, padding=padding,
-                                       quadrature=self.quadrature).cpu()
 
 
 def quiet_sun_reference(
@@ -739,8 +449,6 @@ def reading_shard(root: str | Path, entry_file: str, manifest: dict[str, Any] | 
 
 
 def _progress(total: int, initial: int, enabled: bool):
-    from helioforge.progress import progress_bar
-
     return progress_bar(total, "training set", "patch", initial=initial, disable=not enabled)
 
 
@@ -768,7 +476,7 @@ def make_trainset(
     out_dir : destination folder (created).
     profile : a :class:`~helioforge.inversion.config.TrainsetProfile` or its name.
     synthesize : the synthesis (default :func:`helioforge.physics.lte.synth_lte`); see
-        :class:`StokesChain`.
+        :class:`~helioforge.inversion.forward.StokesChain`.
     instrument : the instrument (default :class:`helioforge.inversion.instrument.HinodeSP`).
     hydrostatic : hydrostatic-equilibrium function (default the LTE module's).
     root : data folder for the SIR models and instrument files (default :func:`data_root`).
@@ -799,8 +507,6 @@ def make_trainset(
     FolderInUse : another process is making a set in ``out_dir``.
     FileNotFoundError, helioforge.data.sir.SIRReadError : a model file is missing or bad (named).
     """
-    from helioforge.locking import workdir_lock
-
     prof = get_trainset_profile(profile) if isinstance(profile, str) else profile
     with workdir_lock(out_dir):
         return _make_trainset(Path(out_dir), prof, synthesize=synthesize, instrument=instrument,
@@ -819,8 +525,6 @@ def _make_trainset(out: Path, prof: TrainsetProfile, *, synthesize, instrument, 
     out.mkdir(parents=True, exist_ok=True)
     # the reference map's seed only matters for a new set (a resumed one keeps its manifest's
     # reference): sets made before it existed keep their digest
-    from helioforge.physics.lte import EOS_VERSION
-
     # the physics version is part of the digest: a set synthesised with another equation of state
     # (before H₂, issue 13) is not resumed or extended with the new one
     # sets made before the SP-profile quadrature was a setting used the trapezoid: with it, the
@@ -838,8 +542,6 @@ def _make_trainset(out: Path, prof: TrainsetProfile, *, synthesize, instrument, 
             require_same_reference(given, quiet_sun_reference_of(old, out), Path(reference_from), out,
                                    "use a new folder for the set with the shared reference")
     if instrument is None:
-        from helioforge.inversion.instrument import HinodeSP
-
         instrument = HinodeSP.from_data(root)
     models = load_model_set(prof.atmosphere.models, prof.grid, root)
     chain = StokesChain(synthesize, instrument, mu=ts.mu, oversampling=ts.wavelength_oversampling, device=device,
@@ -897,7 +599,7 @@ def _make_trainset(out: Path, prof: TrainsetProfile, *, synthesize, instrument, 
             "array": "targets",
             "shape": [7 * len(ts.target_log_tau), ts.patch_size, ts.patch_size],
             "dtype": "float32",
-            "quantities": list(TARGET_QUANTITIES),
+            "quantities": list(QUANTITIES),
             "log_tau": list(ts.target_log_tau),
             "names": target_names(ts.target_log_tau),
             "order": "quantity-major: index = len(log_tau) * q + k",
@@ -1079,7 +781,7 @@ def sicon_ranges(path: str | Path | None = None, target_log_tau: Iterable[float]
     nt = len(list(target_log_tau))
     if lo.shape != (7 * nt,) or hi.shape != (7 * nt,):
         raise ValueError(f"{path}: expected (49,) arrays, got {lo.shape} and {hi.shape}")
-    scale = np.repeat([_SICON_TO_OURS[q] for q in TARGET_QUANTITIES], nt)
+    scale = np.repeat([_SICON_TO_OURS[q] for q in QUANTITIES], nt)
     return lo * scale, hi * scale
 
 
@@ -1130,7 +832,7 @@ def target_ranges(
         s_lo = s_hi = np.full(nt, np.nan)
     rows = []
     for i, name in enumerate(names):
-        q = TARGET_QUANTITIES[i // len(lts)]
+        q = QUANTITIES[i // len(lts)]
         width = s_hi[i] - s_lo[i]
         overlap = max(0.0, min(hi[i], s_hi[i]) - max(lo[i], s_lo[i]))
         rows.append({
@@ -1142,9 +844,8 @@ def target_ranges(
         })
     df = pd.DataFrame(rows)
     dest = Path(out) if out is not None else Path(root)
-    from helioforge.io import write_text
-
     write_text(dest / "target_ranges.csv", df.to_csv(index=False))
     write_json(dest / "target_ranges.json", {"training_set": str(root), "n_values_per_target": count,
                                              "rows": df.to_dict(orient="records")})
     return df
+

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from helioforge.data.fits import FitsReadError
-from helioforge.inversion.atmos_cube import (TARGET_LOG_TAU, AtmosCube, field_vector, read_atmos_cube,
-                                             read_spinor, resynthesize, split_targets, targets_to_atmosphere,
-                                             write_atmos_cube)
-from helioforge.inversion.trainset import bq_bu_bv
+from helioforge.inversion.atmos_cube import (AtmosCube, read_atmos_cube, read_spinor, resynthesize,
+                                             targets_to_atmosphere, write_atmos_cube)
+from helioforge.inversion.targets import field_vector, split_targets
+from helioforge.physics.sicon_targets import TARGET_LOG_TAU, bq_bu_bv
 
 
 def _cube(rng, ny=3, nx=4):
@@ -66,7 +66,7 @@ def test_smooth_model_passes_through_the_surfaces(data_dir):
 
 
 def test_resynthesis_of_true_targets_matches_the_training_chain(tmp_path, data_dir, one_torch_thread):
-    from helioforge.inversion.trainset import TrainsetDataset, make_trainset
+    from helioforge.inversion.dataset import TrainsetDataset, make_trainset
 
     man = make_trainset(tmp_path / "ts", "tiny", progress=False)
     ds = TrainsetDataset(tmp_path / "ts")

@@ -22,14 +22,11 @@ import torch
 from helioforge.errors import ProductError
 from helioforge.inversion.config import DepthGridConfig, get_trainset_profile
 from helioforge.inversion.instrument import HinodeSP
-from helioforge.inversion.training import (
-    SiconInverter,
-    get_sicon_profile,
-    log_amplitude_offset,
-    network_inputs,
-    train_sicon,
-)
-from helioforge.inversion.trainset import (
+from helioforge.inversion.config import get_sicon_profile
+from helioforge.inversion.infer import SiconInverter
+from helioforge.inversion.model import network_inputs
+from helioforge.inversion.train import log_amplitude_offset, train_sicon
+from helioforge.inversion.dataset import (
     TrainsetDataset,
     TrainsetError,
     make_trainset,
@@ -44,7 +41,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # --------------------------------------------------------------------------- helpers
 # the stand-in synthesis of the training-set tests (continuum ∝ T⁴, Gaussian lines, weak-field Q/U/V)
-from test_inversion_trainset import fake_synth  # noqa: E402
+from test_inversion_dataset import fake_synth  # noqa: E402
 
 
 def _tiny(seed=0, qs_size=8, n_patches=4):
@@ -216,11 +213,11 @@ def test_invert_map_checks_the_pixel_scale(trained, data_dir, tmp_path, caplog):
 
     from astropy.io import fits
 
-    from helioforge.inversion.pipeline import invert_map
+    from helioforge.inversion.infer import invert_map
 
     stem, _ = trained
     sample = data_dir / "stokes" / "hinode_sp_sample" / "hinode4d.20130912.sample.fits"
-    with caplog.at_level(logging.WARNING, logger="helioforge.data.hinode_sp"):
+    with caplog.at_level(logging.WARNING, logger="helioforge.inversion.preprocess"):
         cube, info = invert_map(sample, stem, device="cpu")
     assert info["pixel_scale"]["source"] == "assumed" and cube.params["pixel_scale_source"] == "assumed"
     assert str(sample) in caplog.text and "no XSCALE and no YSCALE card" in caplog.text
@@ -231,7 +228,7 @@ def test_invert_map_checks_the_pixel_scale(trained, data_dir, tmp_path, caplog):
         hdul[0].header["YSCALE"] = 0.16
         hdul.writeto(fast)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="helioforge.data.hinode_sp"):
+    with caplog.at_level(logging.WARNING, logger="helioforge.inversion.preprocess"):
         cube, info = invert_map(fast, stem, device="cpu")
     assert cube.data.shape == (7, 7, 5, 9)  # round(5 · 0.30 / 0.16) scan positions at 0.16″
     assert cube.params["pixel_resampled"] == "x" and cube.params["pixel_scale_x"] == pytest.approx(0.16)

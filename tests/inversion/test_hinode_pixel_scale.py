@@ -1,6 +1,6 @@
 """Issue 13, defect 4: the pixel scale of a Hinode SP map is checked against the networks'
 (0.16″): an axis more than 2 % off is resampled with a warning naming the file; a map without
-XSCALE gets a warning naming the file and the missing card (helioforge.data.hinode_sp)."""
+XSCALE gets a warning naming the file and the missing card (helioforge.inversion.preprocess)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from astropy.io import fits
 
 from helioforge.data.hinode import hinode_wavelengths
-from helioforge.data.hinode_sp import SPMap, SPReadError, match_pixel_scale, read_sp_map
+from helioforge.data.hinode_sp import SPMap, SPReadError, read_sp_map
+from helioforge.inversion.preprocess import match_pixel_scale
 
 SLIT = "stokes/hinode_sp_level1_slit/SP4D20070227_002010.0C.fits"
 
@@ -31,7 +32,7 @@ def test_real_slit_file_meets_the_check(data_dir, caplog):
     path = data_dir / SLIT
     sp, _ = read_sp_map(path)
     assert sp.header["pixel_scale_arcsec"] == {"x": pytest.approx(0.1476), "y": pytest.approx(0.1585)}
-    with caplog.at_level(logging.WARNING, logger="helioforge.data.hinode_sp"):
+    with caplog.at_level(logging.WARNING, logger="helioforge.inversion.preprocess"):
         out, info = match_pixel_scale(sp, 0.16)
     # the 2007 scan step is 7.8 % below the trained pixel: said, naming the file (a single slit
     # position cannot be resampled along x); along the slit 0.1585″ is within 2 %
@@ -45,7 +46,7 @@ def test_real_slit_file_meets_the_check(data_dir, caplog):
 
 def test_coarse_map_is_resampled_with_a_warning(caplog):
     sp = _map()
-    with caplog.at_level(logging.WARNING, logger="helioforge.data.hinode_sp"):
+    with caplog.at_level(logging.WARNING, logger="helioforge.inversion.preprocess"):
         out, info = match_pixel_scale(sp, 0.16)
     assert info["resampled"] == ["x"] and out.stokes.shape == (4, 112, 20, 56)  # round(30 · 0.30 / 0.16)
     assert out.continuum.shape == (20, 56)
@@ -79,7 +80,7 @@ def test_missing_xscale_names_the_file(data_dir, tmp_path, caplog):
     fits.PrimaryHDU(data, header).writeto(path)
     sp, _ = read_sp_map(path)
     assert sp.header["pixel_scale_arcsec"] is None and sp.header["pixel_scale_missing"] == ["XSCALE"]
-    with caplog.at_level(logging.WARNING, logger="helioforge.data.hinode_sp"):
+    with caplog.at_level(logging.WARNING, logger="helioforge.inversion.preprocess"):
         out, info = match_pixel_scale(sp, 0.16)
     assert info["source"] == "assumed" and out.stokes.shape == sp.stokes.shape
     assert str(path) in caplog.text and "no XSCALE card" in caplog.text and "--pixel-scale" in caplog.text

@@ -61,8 +61,8 @@ def sample(data_dir) -> Path:
 def trained(tmp_path_factory, data_dir) -> Path:
     """A tiny training set (``ts``) and a tiny concat network trained on it (``work``)."""
     from helioforge.inversion.pipeline import training_dir
-    from helioforge.inversion.training import train_sicon
-    from helioforge.inversion.trainset import make_trainset
+    from helioforge.inversion.dataset import make_trainset
+    from helioforge.inversion.train import train_sicon
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -152,7 +152,7 @@ def test_train_without_verification_still_names_a_garbled_chunk(trainset, tmp_pa
 
 
 def test_make_trainset_remakes_damaged_shards(trainset, data_dir, one_torch_thread):
-    from helioforge.inversion.trainset import read_manifest, shard_checksum
+    from helioforge.inversion.dataset import read_manifest, shard_checksum
 
     _chunk(trainset / "shard_00000.zarr", "targets").unlink()
     _chunk(trainset / "shard_00001.zarr", "stokes").write_bytes(b"not a zstd frame")
@@ -327,17 +327,29 @@ def test_invert_refuses_weights_the_work_folder_does_not_vouch_for(work, sample,
 
 
 def test_interrupted_retraining_is_refused_until_resumed(trained, work, sample, tmp_path, monkeypatch, one_torch_thread):
-    """A rerun that dies mid-training leaves the previous weights on disk, but no longer marked
-    as finished: ``invert`` refuses them and names the command that resumes; after it, they are
-    accepted again."""
-    import helioforge.inversion.training as T
+    """A rerun of finished training with the same settings is reused (issue 14: the one step
+    protocol); a longer rerun that dies mid-training leaves the previous weights on disk, but no
+    longer marked as finished: ``invert`` refuses them and names the command that resumes; after
+    it, they are accepted again."""
+    import dataclasses
+
+    import helioforge.inversion.train as T
+    from helioforge.inversion.config import get_sicon_profile
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(T, "fit_and_save", interrupted)
+    # the same run again is current: reused through the step protocol, nothing is trained
+    assert T.train_sicon(trained / "ts", work / "train_concat", "concat", "tiny", accelerator="cpu",
+                         progress=False) == work / "train_concat" / "sicon_concat"
+    r = _invert(sample, tmp_path / "reused.fits", work)
+    assert r.exit_code == 0, r.output
+    # a longer run resumes the checkpoint, and dies
+    tiny = get_sicon_profile("tiny")
+    longer = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, epochs=tiny.train.epochs + 1))
     with pytest.raises(KeyboardInterrupt):
-        T.train_sicon(trained / "ts", work / "train_concat", "concat", "tiny", accelerator="cpu", progress=False)
+        T.train_sicon(trained / "ts", work / "train_concat", "concat", longer, accelerator="cpu", progress=False)
     monkeypatch.undo()
     assert (work / "train_concat" / "sicon_concat.safetensors").is_file()
     out = tmp_path / "atmos.fits"

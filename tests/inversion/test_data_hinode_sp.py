@@ -15,15 +15,13 @@ from helioforge.data.hinode_sp import (
     SPReadError,
     continuum_from_stokes,
     heliocentric_mu,
-    normalise_quiet_sun,
-    quiet_sun_mask,
     read_sp_cube,
     read_sp_level1,
     read_sp_map,
     read_sp_slit,
-    to_standard_grid,
     undo_bit_shift,
 )
+from helioforge.inversion.preprocess import normalise_quiet_sun, quiet_sun_mask, to_standard_grid
 from helioforge.data.fits import Skipped
 
 SAMPLE = Path("stokes") / "hinode_sp_sample" / "hinode4d.20130912.sample.fits"

@@ -1,4 +1,4 @@
-"""SICON training and inversion (helioforge.inversion.training; paper §2–§3).
+"""SICON training and inversion (helioforge.inversion.train, .model, .infer; paper §2–§3).
 
 The augmentation sign rules are checked physically: the maps are moved AND the field vectors
 turned with the same symmetry, then eq. 1 (targets) and the Milne-Eddington synthesis (Stokes)
@@ -14,21 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from helioforge.inversion.trainset import TrainsetDataset, bq_bu_bv, make_trainset, read_manifest
-from helioforge.inversion.training import (
-    SiconConfig,
-    SiconInverter,
-    SiconModelConfig,
-    TargetScaler,
-    augment_pair,
-    dihedral,
-    get_sicon_profile,
-    network_inputs,
-    pad_for_network,
-    random_dihedral,
-    train_sicon,
-    augmentation_signs,
-)
+from helioforge.inversion.config import SiconConfig, SiconModelConfig, get_sicon_profile
+from helioforge.inversion.dataset import TrainsetDataset, make_trainset, read_manifest
+from helioforge.inversion.infer import SiconInverter
+from helioforge.inversion.model import TargetScaler, network_inputs, pad_for_network
+from helioforge.inversion.train import augment_pair, augmentation_signs, dihedral, random_dihedral, train_sicon
+from helioforge.physics.sicon_targets import bq_bu_bv
 from helioforge.nn.sicon import EncoderDecoder
 
 ELEMENTS = [(k, f) for k in range(4) for f in (False, True)]

@@ -1,7 +1,7 @@
 """Synthesis grid and SP-profile quadrature of the training sets (issue 13, defect 3).
 
-The default chain (:class:`helioforge.inversion.trainset.StokesChain`: the grid of
-:func:`~helioforge.inversion.trainset.synthesis_wavelengths`, the SP profile applied by
+The default chain (:class:`helioforge.inversion.forward.StokesChain`: the grid of
+:func:`~helioforge.inversion.forward.synthesis_wavelengths`, the SP profile applied by
 :func:`~helioforge.inversion.instrument.spectral_matrix`) must give the 112-point SP profiles
 within 2 × 10⁻⁴ I_c of a converged synthesis (the networks are trained with 10⁻³ I_c noise),
 with no more synthesis wavelengths than the old ×2 grid. The old chain (×2 grid, kernel sampled
@@ -23,7 +23,7 @@ from helioforge.errors import InputError
 from helioforge.inversion.config import TrainsetConfig, TrainsetProfile
 from helioforge.inversion import instrument
 from helioforge.inversion.instrument import HinodeSP, spectral_degrade, spectral_matrix
-from helioforge.inversion.trainset import StokesChain, synthesis_wavelengths
+from helioforge.inversion.forward import StokesChain, synthesis_wavelengths
 from helioforge.physics.lte import Atmosphere, synth_lte
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -1,17 +1,33 @@
 """The SICON job end to end at tiny scale: train → ``helioforge invert`` on the real sample →
-validation report; bad maps give clear errors; MAD on known numbers."""
+validation report; bad maps give clear errors; MAD on known numbers.
+
+The known numbers of the tiny pipeline (``make_trainset(…, "tiny")``, ``train_sicon(…, "concat",
+"tiny")`` on the CPU with one torch thread, then the real sample patch and the validation) were
+computed on the code before the architecture change of issue 14 (commit 20472ee, run in a
+separate worktree); the restructured code reproduces them bit for bit.
+"""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from astropy.io import fits
 from typer.testing import CliRunner
 
 from helioforge.cli import app
-from helioforge.inversion.validate import mad, validation_table
+from helioforge.inversion.evaluate import mad, validation_table
+from helioforge.inversion.pipeline import run_validation
+
+#: Of the tiny pipeline on commit 20472ee (see the module docstring).
+KNOWN_T0_PIXEL00_K = 8780.87890625  # T at log τ = 0, pixel (0, 0) of the sample patch
+KNOWN_BV_M1_MEAN_G = -159.24461364746094  # mean B_V at log τ = −1 over the patch
+KNOWN_MAD_M1 = {"concat": {"T": 223.6182861328125, "vz": 0.20254482328891754, "BV": 517.9386825561523},
+                "constant": {"T": 108.4130859375, "BV": 758.5518188476562}}
+KNOWN_PIXELS = {"all": 256, "magnetic": 181, "quiet": 75}
+KNOWN_SAMPLE_QS_VELOCITY_KMS = 0.6416240284564112
 
 runner = CliRunner()
 
@@ -31,7 +47,7 @@ def test_mad_and_table_on_known_numbers():
 def test_regions_and_bootstrap_intervals_on_known_numbers():
     """Issue 13, must-deliver 3: held-out maps are scored separately over quiet-Sun and magnetic
     pixels (true |B| at log τ = −1), with a 95 % interval from resampling whole maps."""
-    from helioforge.inversion.validate import region_masks
+    from helioforge.inversion.evaluate import region_masks
 
     truth = np.zeros((4, 7, 7, 4, 4))
     truth[:, 4, 2, :2] = 300.0  # B_Q = 300 G at log τ = −1 in the top half: |B| = 300 G, magnetic
@@ -56,8 +72,8 @@ def trained(tmp_path_factory, data_dir):
     import torch
 
     from helioforge.inversion.pipeline import training_dir
-    from helioforge.inversion.training import train_sicon
-    from helioforge.inversion.trainset import make_trainset
+    from helioforge.inversion.dataset import make_trainset
+    from helioforge.inversion.train import train_sicon
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -77,6 +93,16 @@ def test_invert_real_sample_and_bad_maps(trained, data_dir, tmp_path):
     assert r.exit_code == 0, r.output
     with fits.open(out) as hdul:
         assert hdul[0].data.shape == (7, 7, 5, 5)
+        # the known numbers of the tiny pipeline (module docstring)
+        assert hdul[0].data[0, 0, 0, 0] == pytest.approx(KNOWN_T0_PIXEL00_K, rel=1e-6)
+        assert hdul[0].data[6, 2].mean() == pytest.approx(KNOWN_BV_M1_MEAN_G, rel=1e-6)
+        # world coordinates (issue 14, must-deliver 6): a surface opens as a sunpy map on the trained pixel
+        import astropy.units as u
+        import sunpy.map
+
+        m = sunpy.map.Map(hdul[0].data[0, 2], hdul[0].header)
+        assert hdul[0].header["CTYPE1"] == "HPLN-TAN" and u.allclose(u.Quantity(m.scale), 0.16 * u.arcsec / u.pix)
+        assert hdul[0].header["HIERARCH HF pointing_known"] is False  # the sample has no XCEN/YCEN
         assert hdul[0].header["QUANT1"] == "T" and hdul[0].header["QUNIT1"] == "K"
         assert hdul["BXYZ"].header["BRANCH"] == 1 and hdul["BXYZ"].data.shape == (3, 7, 5, 5)
         assert np.allclose(hdul["LOGTAU"].data, [0, -0.5, -1, -1.5, -2, -2.5, -3])
@@ -107,23 +133,65 @@ def test_invert_real_sample_and_bad_maps(trained, data_dir, tmp_path):
     assert r.exit_code == 2 and "train first" in r.output
 
 
+def _assert_same(written, returned, where="metrics"):
+    """``written`` (read back from JSON) holds the values of ``returned`` (NaN written as null)."""
+    if isinstance(returned, dict):
+        assert set(written) == {str(k) for k in returned}, where
+        for k, v in returned.items():
+            _assert_same(written[str(k)], v, f"{where}.{k}")
+    elif isinstance(returned, (list, tuple)):
+        assert len(written) == len(returned), where
+        for i, (a, b) in enumerate(zip(written, returned)):
+            _assert_same(a, b, f"{where}[{i}]")
+    elif isinstance(returned, (float, np.floating)) and not np.isfinite(returned):
+        assert written is None, where
+    elif isinstance(returned, (int, float, np.number)) and not isinstance(returned, bool):
+        assert written == float(returned), where
+    else:
+        assert written == returned, where
+
+
 def test_validation_report(trained, data_dir, tmp_path):
-    r = runner.invoke(app, ["inversion", "validate", "--valset", str(trained / "ts"), "-w", str(trained / "work"),
-                            "--me-pixels", "16", "-o", str(tmp_path / "report")])
-    assert r.exit_code == 0, r.output
+    """The report states the numbers ``run_validation`` returns, and they are the known ones."""
+    sample = data_dir / "stokes" / "hinode_sp_sample" / "hinode4d.20130912.sample.fits"
+    spinor = data_dir / "stokes" / "hinode_sp_sample" / "spinor_inv"
+    report = tmp_path / "report"
+    metrics = run_validation(trained / "work", trained / "ts", sample, spinor, report, me_pixels=16, device="cpu")
     for name in ("index.html", "validation.csv", "spinor.csv", "resynthesis.csv", "metrics.json", "kde_concat.png"):
-        assert (tmp_path / "report" / name).is_file(), name
-    html = (tmp_path / "report" / "index.html").read_text()
+        assert (report / name).is_file(), name
+    # known numbers of the tiny pipeline
+    for method, known in KNOWN_MAD_M1.items():
+        for q, v in known.items():
+            assert metrics["mad_at_log_tau_-1"][method][q] == pytest.approx(v, rel=1e-6), (method, q)
+    assert metrics["pixels_per_region"] == KNOWN_PIXELS and metrics["n_maps"] == 4
+    assert metrics["sample_wavelength_calibration"]["velocity_kms"] == pytest.approx(KNOWN_SAMPLE_QS_VELOCITY_KMS,
+                                                                                     rel=1e-6)
+    # the report's metrics are those returned (JSON round trip), and its tables hold the same MADs
+    _assert_same(json.loads((report / "metrics.json").read_text()), metrics)
+    val = pd.read_csv(report / "validation.csv")
+    at1 = val[(val.log_tau == -1.0) & (val.region == "all")]
+    for r in at1.itertuples():
+        assert r.mad == pytest.approx(metrics["mad_at_log_tau_-1"][r.method][r.quantity], rel=1e-4)  # CSV: %.5g
+    html = (report / "index.html").read_text()
     assert "ME least squares" in html and "SPINOR" in html
     # the trivial yardstick, the regions with intervals, and the calibration of the real patch
     assert "constant" in html and "95 % interval" in html and "magnetic" in html
-    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    for method in ("concat", "constant"):
+        assert f"{metrics['mad_at_log_tau_-1'][method]['T']:.3g}" in html
     assert set(metrics["mad_at_log_tau_-1"]) == {"constant", "concat", "ME least squares"}
-    assert metrics["pixels_per_region"]["all"] == metrics["n_maps"] * 8 * 8
-    assert 0.2 < metrics["sample_wavelength_calibration"]["velocity_kms"] < 0.8
     assert len(metrics["synthetic_qs_core_velocity_kms"]) == 2
     lo, hi = metrics["mad_interval_at_log_tau_-1"]["ME least squares"]["vz"]  # the ME row has its interval too
     assert lo <= metrics["mad_at_log_tau_-1"]["ME least squares"]["vz"] <= hi
+
+
+def test_validation_command(trained, tmp_path):
+    r = runner.invoke(app, ["inversion", "validate", "--valset", str(trained / "ts"), "-w", str(trained / "work"),
+                            "--me-pixels", "16", "-o", str(tmp_path / "report")])
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    got = metrics["mad_at_log_tau_-1"]["concat"]["T"]
+    assert got == pytest.approx(KNOWN_MAD_M1["concat"]["T"], rel=1e-6)
+    assert f"T {got:.3g}" in " ".join(r.output.split())
 
 
 def test_kinds_option():

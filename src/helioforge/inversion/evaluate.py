@@ -1,40 +1,36 @@
-"""How far to trust a SICON inversion: validation on held-out synthetic maps and on real data.
+"""How far to trust a SICON inversion: the validation metrics on held-out synthetic maps and on
+real data (paper §4.1 Fig. 3 median absolute deviations, §4.4 re-synthesis; issue 5 item 5).
 
-Paper §4.1 (Fig. 3, median absolute deviations), §4.4 (re-synthesis) and issue 5 item 5:
-
-- ``validation_table``: median absolute deviation (MAD = median |d − median d|, d = inferred −
+- :func:`validation_table`: median absolute deviation (MAD = median |d − median d|, d = inferred −
   true) of each quantity at each log τ on held-out synthetic maps, beside the paper's values
-  at log τ = −1 (T 82 K, v_z 0.41 km/s, z 18 km, log P 0.02 dex, B ≈ 100 G);
-- ``kde_figure``: Gaussian kernel density estimates of d per quantity and log τ (Fig. 3);
-- ``me_baseline``: the same statistics for the quantities a Milne-Eddington least-squares
+  at log τ = −1 (T 82 K, v_z 0.41 km/s, z 18 km, log P 0.02 dex, B ≈ 100 G), per region
+  (:func:`region_masks`) with bootstrap intervals;
+- :func:`me_baseline`: the same statistics for the quantities a Milne-Eddington least-squares
   inversion gives (v_LOS, B_Q, B_U, B_V against the targets at log τ = −1, where the Fe I pair
   is most sensitive — ME has no depth stratification);
-- ``spinor_comparison``: T, v_z, B_z at log τ = 0, −1, −2 against the independent SPINOR
+- :func:`spinor_comparison`: T, v_z, B_z at log τ = 0, −1, −2 against the independent SPINOR
   inversion of the real sample patch (no tuning to that patch);
-- ``resynthesis_rms``: Stokes profiles synthesised from the inferred atmosphere against the
-  observed ones;
-- ``write_report``: figures, CSV/JSON tables and an HTML page.
+- :func:`resynthesis_rms`: Stokes profiles synthesised from the inferred atmosphere against the
+  observed ones.
+
+The figures and the HTML page are :mod:`helioforge.inversion.report`; the whole validation job
+(``helioforge inversion validate``) is :func:`helioforge.inversion.pipeline.run_validation`.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from jinja2 import Template  # noqa: E402
+from helioforge.inversion.me import invert_me, me_field_targets
+from helioforge.inversion.targets import field_vector
+from helioforge.physics.sicon_targets import QUANTITIES, TARGET_LOG_TAU, UNITS
 
-from helioforge.inversion.atmos_cube import QUANTITIES, TARGET_LOG_TAU, UNITS  # noqa: E402
-from helioforge.io import atomic_path, write_json, write_text  # noqa: E402
-
-__all__ = ["PAPER_MAD", "mad", "MAGNETIC_B_G", "region_masks", "validation_table", "kde_figure", "me_baseline", "spinor_comparison",
-           "resynthesis_rms", "profiles_figure", "write_report"]
+__all__ = ["PAPER_MAD", "mad", "MAGNETIC_B_G", "region_masks", "validation_table", "me_baseline", "spinor_comparison",
+           "resynthesis_rms"]
 
 log = logging.getLogger(__name__)
 
@@ -131,38 +127,6 @@ def validation_table(pred: np.ndarray, truth: np.ndarray, label: str = "network"
     return pd.DataFrame(rows)
 
 
-def kde_figure(pred: np.ndarray, truth: np.ndarray, path: str | Path, title: str = "") -> Path:
-    """Kernel density estimates of pred − truth per quantity, one curve per log τ (paper Fig. 3)."""
-    from scipy.stats import gaussian_kde
-
-    p = np.asarray(pred).reshape(len(pred), 7, 7, *np.shape(pred)[-2:])
-    t = np.asarray(truth).reshape(len(truth), 7, 7, *np.shape(truth)[-2:])
-    fig, axes = plt.subplots(2, 4, figsize=(14, 6.5))
-    rng = np.random.default_rng(0)
-    colors = plt.cm.viridis(np.linspace(0, 0.9, 7))
-    for qi, (q, ax) in enumerate(zip(QUANTITIES, axes.flat)):
-        for ki, lt in enumerate(TARGET_LOG_TAU):
-            d = (p[:, qi, ki] - t[:, qi, ki]).ravel()
-            d = d[np.isfinite(d)]
-            if d.size > 20000:
-                d = rng.choice(d, 20000, replace=False)
-            if d.size < 3 or np.std(d) == 0:
-                continue
-            lo, hi = np.percentile(d, [0.5, 99.5])
-            x = np.linspace(lo, hi, 200)
-            ax.plot(x, gaussian_kde(d)(x), color=colors[ki], lw=1.2,
-                    label=f"log τ={lt:g}: MAD {mad(d):.3g}")
-        ax.axvline(0, color="k", lw=0.5)
-        ax.set_xlabel(f"Δ{q} [{UNITS[q]}]")
-        ax.legend(fontsize=6)
-    axes.flat[-1].axis("off")
-    fig.suptitle(title or "inferred − true (held-out synthetic maps)", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return Path(path)
-
 
 def me_baseline(stokes: np.ndarray, truth: np.ndarray, wavelength: np.ndarray, max_pixels: int = 2000,
                 seed: int = 0, n_boot: int = 0, **kw) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -182,8 +146,6 @@ def me_baseline(stokes: np.ndarray, truth: np.ndarray, wavelength: np.ndarray, m
     (DataFrame like :func:`validation_table` for vz, BQ, BU, BV at log τ = −1, info dict with
     pixel count, seconds and pixels/s).
     """
-    from helioforge.inversion.me_inversion import invert_me, me_field_targets
-
     N, _, nw, H, W = stokes.shape
     flat = np.moveaxis(stokes, (1, 2), (-2, -1)).reshape(-1, 4, nw)
     tflat = np.moveaxis(np.asarray(truth).reshape(N, 7, 7, H, W), (1, 2), (-2, -1)).reshape(-1, 7, 7)
@@ -210,8 +172,6 @@ def spinor_comparison(cube_data: np.ndarray, spinor: dict[str, np.ndarray]) -> p
 
     ``cube_data`` (7, 7, ny, nx) must cover the same pixels as the SPINOR maps.
     """
-    from helioforge.inversion.atmos_cube import field_vector
-
     bz = field_vector(cube_data)[2]
     rows = []
     for ki, lt in enumerate(spinor["log_tau"]):
@@ -229,88 +189,3 @@ def resynthesis_rms(observed: np.ndarray, synthetic: np.ndarray) -> dict[str, fl
     """RMS over pixels and wavelengths of synthetic − observed per Stokes parameter (I_c units)."""
     d = np.asarray(synthetic) - np.asarray(observed)
     return {s: float(np.sqrt(np.mean(d[i] ** 2))) for i, s in enumerate("IQUV")}
-
-
-def profiles_figure(wavelength, observed, synthetic, synthetic_nopsf, path, pixels=None) -> Path:
-    """Observed (dots) and re-synthesised (lines, with and without the PSF) I and V of a few pixels (Figs. 12–13)."""
-    H, W = observed.shape[-2:]
-    pixels = pixels or [(H // 2, W // 2), (0, 0), (H - 1, W - 1)]
-    fig, axes = plt.subplots(2, len(pixels), figsize=(4 * len(pixels), 5.5), squeeze=False)
-    for j, (y, x) in enumerate(pixels):
-        for i, (s, row) in enumerate(((0, 0), (3, 1))):
-            ax = axes[row, j]
-            ax.plot(wavelength, observed[s, :, y, x], ".", ms=3, color="k", label="observed")
-            ax.plot(wavelength, synthetic[s, :, y, x], color="C1", label="re-synthesis + PSF")
-            ax.plot(wavelength, synthetic_nopsf[s, :, y, x], color="C0", lw=0.8, label="re-synthesis (deconvolved)")
-            ax.set_title(f"pixel (y={y}, x={x}) Stokes {'IQUV'[s]}", fontsize=8)
-            ax.set_xlabel("air wavelength [Å]")
-    axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return Path(path)
-
-
-_HTML = Template("""<!doctype html>
-<html><head><meta charset="utf-8"><title>helioforge SICON validation</title>
-<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:12px}
-td,th{border:1px solid #bbb;padding:2px 6px;text-align:right}img{max-width:100%}</style></head><body>
-<h1>SICON inversion: validation</h1>
-<p>{{ intro }}</p>
-<h2>Held-out synthetic maps: median absolute deviation at log τ = −1</h2>
-<p>All pixels of the held-out maps, each map inverted whole. "constant" is the trivial yardstick:
-one value for every pixel (the MAD of the truth itself, since the MAD ignores a constant offset).</p>
-{{ mad_table }}
-<h2>By region, with 95 % intervals (bootstrap over maps)</h2>
-<p>{{ region_note }}</p>
-{{ region_table }}
-<h2>All surfaces</h2>
-{{ full_table }}
-{% for img in kde %}<img src="{{ img }}">{% endfor %}
-<h2>Real Hinode patch against SPINOR</h2>
-{{ spinor_table }}
-<h2>Re-synthesis (paper §4.4)</h2>
-{{ resyn_table }}
-{% for img in profiles %}<img src="{{ img }}">{% endfor %}
-<h2>Timing</h2>
-{{ timing }}
-</body></html>""")
-
-
-def write_report(out_dir: str | Path, *, tables: dict[str, pd.DataFrame], figures: dict[str, list[str]],
-                 metrics: dict[str, Any], intro: str = "") -> Path:
-    """CSV per table, ``metrics.json`` and ``index.html`` in ``out_dir``; returns the HTML path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, df in tables.items():
-        with atomic_path(out / f"{name}.csv") as tmp:
-            df.to_csv(tmp, index=False, float_format="%.5g")
-    write_json(out / "metrics.json", metrics)
-    val = tables.get("validation")
-    mad_html = ""
-    region_html = ""
-    if val is not None:
-        everywhere = val[val["region"] == "all"]
-        at1 = everywhere[everywhere["log_tau"] == -1.0].pivot_table(index="quantity", columns="method", values="mad",
-                                                                    sort=False)
-        at1["paper"] = [PAPER_MAD[q] for q in at1.index]
-        at1["unit"] = [UNITS[q] for q in at1.index]
-        mad_html = at1.to_html(float_format="%.3g")
-        r1 = val[(val["log_tau"] == -1.0)].copy()
-        if "mad_lo" in r1:
-            r1["MAD [95 % interval]"] = [f"{m:.3g} [{lo:.3g}, {hi:.3g}]" if np.isfinite(lo) else f"{m:.3g}"
-                                         for m, lo, hi in zip(r1["mad"], r1["mad_lo"].fillna(np.nan),
-                                                              r1["mad_hi"].fillna(np.nan))]
-            region_html = r1.pivot_table(index=["method", "quantity"], columns="region", values="MAD [95 % interval]",
-                                         aggfunc="first", sort=False).to_html()
-    full = everywhere.pivot_table(index=["method", "quantity"], columns="log_tau", values="mad", sort=False).to_html(
-        float_format="%.3g") if val is not None else ""
-    html = _HTML.render(
-        intro=intro, mad_table=mad_html, full_table=full, region_table=region_html,
-        region_note=metrics.get("region_note", ""), kde=figures.get("kde", []),
-        spinor_table=tables["spinor"].to_html(index=False, float_format="%.3g") if "spinor" in tables else "–",
-        resyn_table=tables["resynthesis"].to_html(index=False, float_format="%.4g") if "resynthesis" in tables else "–",
-        profiles=figures.get("profiles", []),
-        timing=pd.DataFrame([metrics.get("timing", {})]).to_html(index=False) if metrics.get("timing") else "–")
-    return write_text(out / "index.html", html)

@@ -1,4 +1,4 @@
-"""SICON training-set generator: targets, eq. 1, shards, manifest, resume (helioforge.inversion.trainset)."""
+"""SICON training-set generator: targets, eq. 1, shards, manifest, resume (helioforge.inversion.dataset, .targets, .forward; helioforge.physics.sicon_targets)."""
 
 from __future__ import annotations
 
@@ -10,25 +10,23 @@ import numpy as np
 import pytest
 import torch
 
-import helioforge.inversion.trainset as trainset_mod
+import helioforge.inversion.dataset as trainset_mod
 from helioforge.inversion.atmospheres import KINDS, PatchAtmosphere, load_model_set
 from helioforge.inversion.config import DepthGridConfig, get_trainset_profile
 from helioforge.inversion.instrument import HinodeSP
-from helioforge.inversion.trainset import (
-    TARGET_QUANTITIES,
+from helioforge.inversion.dataset import (
     TrainsetDataset,
     TrainsetError,
-    bq_bu_bv,
-    bxbyz_from_bqbubv,
-    interp_log_tau,
     make_trainset,
-    patch_targets,
     read_manifest,
     shard_checksum,
     sicon_ranges,
-    target_names,
     target_ranges,
 )
+from helioforge.inversion.forward import StokesChain
+from helioforge.inversion.targets import interp_log_tau, patch_targets, target_names
+from helioforge.physics.sicon_targets import QUANTITIES as TARGET_QUANTITIES
+from helioforge.physics.sicon_targets import bq_bu_bv, bxbyz_from_bqbubv
 from helioforge.physics.lte import Atmosphere
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -187,7 +185,7 @@ def test_shards_round_trip_manifest_and_dataset(tmp_path, data_dir, instrument):
     assert bool(torch.isfinite(s).all()) and bool(torch.isfinite(t).all())
     # same as a fresh draw of patch 3 (seeded per patch)
     models = load_model_set(prof.atmosphere.models, prof.grid, data_dir)
-    chain = trainset_mod.StokesChain(fake_synth, instrument, oversampling=prof.trainset.wavelength_oversampling)
+    chain = StokesChain(fake_synth, instrument, oversampling=prof.trainset.wavelength_oversampling)
     ref = {"ic_quiet_sun": man["stokes"]["ic_quiet_sun_cgs"], "z_offset_km": man["targets"]["z_offset_km"]}
     s3, t3, k3 = trainset_mod.make_patch(3, prof, models, chain, ref)
     assert np.allclose(s.numpy(), s3, rtol=1e-6, atol=1e-7) and np.allclose(t.numpy(), t3, rtol=1e-6)
@@ -250,7 +248,7 @@ def test_paper_geometry_rebin_and_margin(data_dir, instrument):
     prof.trainset = dataclasses.replace(prof.trainset, model_pixel_arcsec=0.08, margin_px=1)
     assert prof.trainset.rebin() == 2
     models = load_model_set(prof.atmosphere.models, prof.grid, data_dir)
-    chain = trainset_mod.StokesChain(fake_synth, instrument)
+    chain = StokesChain(fake_synth, instrument)
     s, t, k = trainset_mod.make_patch(0, prof, models, chain, {"ic_quiet_sun": 4e-5, "z_offset_km": 0.0})
     assert s.shape == (4, 112, 4, 4) and t.shape == (49, 4, 4) and k in range(3)
     assert np.isfinite(s).all() and np.isfinite(t).all()
