@@ -10,7 +10,7 @@ What it does (issue 4, items 4 and 8):
 1. Synthesises Fe I 6301.5/6302.5 Å on the Hinode SP grid (112 air wavelengths) with both codes
    for FAL-C, HSRA, the Maltby umbra (E) and the penumbra model as given (B = 0), the same four
    with a uniform field (1.5 kG, γ = 60°, φ = 30°, "+B" rows) and ``--n-perturbed`` randomly
-   perturbed magnetised atmospheres (:func:`~helioforge.physics.lightweaver_ref.perturbed_atmospheres`,
+   perturbed magnetised atmospheres (:func:`~validation.lightweaver_ref.perturbed_atmospheres`,
    seed ``--seed``, the same set as the test); each code's profiles are divided by its own I_c.
 2. Writes ``runs/validation/lightweaver.csv`` (one row per model and Stokes parameter: RMS and
    max |Δ|, amplitudes and their ratio, both I_c) and prints a markdown table ready for
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -38,7 +39,12 @@ from helioforge.config import data_root
 from helioforge.data.hinode import hinode_wavelengths
 from helioforge.data.sir import read_sir
 from helioforge.io import atomic_path, write_text
-from helioforge.physics import lightweaver_ref as lwr
+from helioforge.physics.atomic import fe_lines
+from helioforge.physics.lte import Atmosphere, synth_lte
+from helioforge.physics.me import MEParameters, synth_me
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: validation/
+from validation import lightweaver_ref as lwr  # noqa: E402
 
 NAMED = {"FAL-C": "FALC11", "HSRA": "hsra11", "Maltby umbra": "emaltby11", "penumbra": "penumjti11"}
 UNIFORM_FIELD = dict(B=1500.0, inclination=60.0, azimuth=30.0)
@@ -96,10 +102,6 @@ def _time_best(fn, repeat: int) -> float:
 
 
 def _speed(models_same_grid, wav, batch: int, repeat: int, lw_times: list[float]) -> dict[str, float]:
-    from helioforge.physics.atomic import fe_lines
-    from helioforge.physics.lte import Atmosphere, synth_lte
-    from helioforge.physics.me import MEParameters, synth_me
-
     atm = [Atmosphere.from_sir(m) for m in models_same_grid]
     reps = int(np.ceil(batch / len(atm)))
     stack = Atmosphere.stack((atm * reps)[:batch])

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from helioforge.errors import ProductError
 from helioforge.io import write_json
+from helioforge.locking import workdir_lock
 
 __all__ = ["StepState", "file_sha256", "content_digest"]
 
@@ -80,8 +81,6 @@ class StepState:
 
     def lock(self):
         """Context manager holding the folder's lock (:func:`helioforge.locking.workdir_lock`)."""
-        from helioforge.locking import workdir_lock
-
         return workdir_lock(self.root)
 
     def state(self) -> dict[str, Any]:

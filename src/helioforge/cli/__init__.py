@@ -15,9 +15,4 @@ app.add_typer(_diffusion.diffusion_app, name="diffusion")
 app.add_typer(_inversion.inversion_app, name="inversion")
 app.command("invert")(_inversion.invert_command)
 
-__all__ = ["app", "main"]
-
-
-def main() -> None:  # pragma: no cover
-    """Entry point of the ``helioforge`` command."""
-    app()
+__all__ = ["app"]

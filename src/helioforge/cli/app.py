@@ -17,6 +17,7 @@ Summary of the commands:
     helioforge inversion ...            Stokes synthesis of SIR models (synth), SICON training
                                         sets (make-trainset), training and validation
     helioforge invert MAP -o F          invert a Hinode SP map with a trained SICON network
+    helioforge data path | fetch        the data folder in use; download the full real sample
 """
 
 from __future__ import annotations

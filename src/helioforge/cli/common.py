@@ -11,6 +11,9 @@ from typer.exceptions import TyperException
 from rich.console import Console
 from rich.markup import escape
 
+from helioforge.config import describe_data_root, set_data_root
+from helioforge.errors import HelioforgeError
+
 #: Width given to a console that is not a terminal: wide enough that rich never wraps a message
 #: or cuts a table cell (paths, file names and numbers stay whole, on one line, greppable).
 LOG_WIDTH = 100_000
@@ -58,8 +61,6 @@ class SafeGroup(TyperGroup):
             verbose = bool(ctx.params.get("verbose"))
             if verbose:
                 console.print_exception()
-            from helioforge.errors import HelioforgeError
-
             if isinstance(exc, (HelioforgeError, *USER_ERRORS)):
                 text = str(exc).strip() or type(exc).__name__
                 msg = text if isinstance(exc, HelioforgeError) else f"{text}" if ":" in text else f"{type(exc).__name__}: {text}"
@@ -77,8 +78,6 @@ def fail(msg: str) -> None:
 
 def use_data(path: "Path | None", announce: bool = False) -> None:
     """Apply ``--data`` (when given) and, with ``announce``, print which data folder is used."""
-    from helioforge.config import describe_data_root, set_data_root
-
     if path is not None:
         try:
             set_data_root(path)

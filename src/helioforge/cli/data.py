@@ -7,7 +7,9 @@ from typing import Optional
 
 import typer
 
-from helioforge.cli.common import fail, console, out
+from helioforge.cli.common import console, fail
+from helioforge.config import data_root, describe_data_root
+from helioforge.data.fetch import REGISTRY, fetch, read_registry, select_entries
 
 data_app = typer.Typer(help="The real data: which folder is used (path), and downloading the full sample (fetch).",
                        no_args_is_help=True)
@@ -21,8 +23,6 @@ def path_cmd() -> None:
     ../shared/data beside the checkout → the full sample fetched by `helioforge data fetch` →
     the embedded sample inside the package.
     """
-    from helioforge.config import data_root, describe_data_root
-
     console.print(describe_data_root())
     typer.echo(str(data_root()))
 
@@ -48,8 +48,6 @@ def fetch_cmd(
     and the rest go on (exit status 1 if any failed). Once every file is there, the folder is
     used by all commands (see `helioforge data path`).
     """
-    from helioforge.data.fetch import REGISTRY, fetch, read_registry, select_entries
-
     reg = registry or REGISTRY
     if list_only:
         try:
@@ -57,7 +55,7 @@ def fetch_cmd(
         except (FileNotFoundError, ValueError) as e:
             fail(str(e))
         for e in entries:
-            out.print(f"{e.path}\t{e.size}\t{e.url or '(no public URL)'}\t{e.source}")
+            typer.echo(f"{e.path}\t{e.size}\t{e.url or '(no public URL)'}\t{e.source}")  # tabs kept (rich expands them)
         console.print(f"{len(entries)} file(s), {sum(e.size for e in entries) / 2**20:.1f} MiB")
         return
     try:

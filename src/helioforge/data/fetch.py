@@ -37,6 +37,8 @@ from typing import Callable, Iterable
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
+from helioforge.progress import track
+
 __all__ = ["REGISTRY", "PARTS", "RegistryEntry", "FetchReport", "cache_dir", "fetched_root", "read_registry",
            "select_entries", "fetch"]
 
@@ -241,8 +243,6 @@ def fetch(parts: Iterable[str] | None = None, dest: str | Path | None = None, *,
     FileNotFoundError, ValueError : unreadable registry or unknown part (before any download).
     """
     import pooch
-
-    from helioforge.progress import track
 
     entries = select_entries(read_registry(registry), parts)
     dest = Path(dest).expanduser().resolve() if dest is not None else cache_dir()

@@ -26,6 +26,7 @@ import numpy as np
 from astropy.io import fits
 
 from helioforge.data.fits import FitsReadError, Skipped, read_image_hdu, safe_get
+from helioforge.progress import track
 
 __all__ = [
     "SharpReadError",
@@ -270,8 +271,6 @@ def read_sharp_folder(folder: str | Path, segment: str = "Br") -> tuple[list[Sha
     skipped: list[Skipped] = []
     iterator: Iterable[Path] = files
     if len(files) > 50:
-        from helioforge.progress import track
-
         iterator = track(files, f"SHARP {segment}", unit="file")
     for f in iterator:
         try:

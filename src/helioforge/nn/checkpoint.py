@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from helioforge import __version__
+from helioforge.errors import ProductError
 from helioforge.io import atomic_path, write_json
 
 __all__ = ["save_weights", "load_weights", "build_from_weights", "read_json_product", "SafetensorsCheckpointIO", "pack",
@@ -46,8 +47,6 @@ def save_weights(path_stem: str | os.PathLike, module: torch.nn.Module, config: 
 def read_json_product(path: str | os.PathLike, what: str = "file", remedy: str | None = None) -> Any:
     """Parse a JSON product; :class:`~helioforge.errors.ProductError` naming the file (and
     ``remedy``) when it is unreadable or not JSON (truncated, garbled, empty)."""
-    from helioforge.errors import ProductError
-
     path = Path(path)
     try:
         return json.loads(path.read_text())
@@ -65,8 +64,6 @@ def load_weights(path_stem: str | os.PathLike, remedy: str | None = None) -> tup
         non-finite (NaN/inf) weights; the message ends with ``remedy`` (default: rerun the step
         with ``--force``).
     """
-    from helioforge.errors import ProductError
-
     stem = Path(path_stem)
     weights, sidecar = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
     for p in (weights, sidecar):
@@ -97,8 +94,6 @@ def build_from_weights(path_stem: str | os.PathLike, factory, device: str | torc
     Raises ``ProductError`` (ending with ``remedy``) when the settings are incomplete or do not
     match the weights (``load_state_dict`` shape or key mismatch), naming the file.
     """
-    from helioforge.errors import ProductError
-
     state, cfg = load_weights(path_stem, remedy)
     stem = Path(path_stem)
     try:
@@ -173,8 +168,6 @@ class SafetensorsCheckpointIO(CheckpointIO):
     def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         """Read a checkpoint written by :meth:`save_checkpoint`. Raises ``FileNotFoundError``,
         or ``ValueError`` for a safetensors file that is not a helioforge training checkpoint."""
-        from helioforge.errors import ProductError
-
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: checkpoint not found")

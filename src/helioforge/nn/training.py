@@ -13,7 +13,7 @@ import numpy as np
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from helioforge.nn.checkpoint import SafetensorsCheckpointIO
+from helioforge.nn.checkpoint import SafetensorsCheckpointIO, load_weights, save_weights
 from helioforge.progress import LogBar, stderr_is_terminal
 
 __all__ = ["LogProgress", "make_trainer", "last_checkpoint", "finish_rank", "check_images", "fit_resumable", "fit_and_save", "inference_device"]
@@ -160,8 +160,6 @@ def fit_and_save(module: L.LightningModule, model, loader, workdir: Path, stem_n
 
     Returns ``(stem, sidecar config)``. Only rank 0 returns under DDP.
     """
-    from helioforge.nn.checkpoint import load_weights, save_weights
-
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     trainer = fit_resumable(module, loader, workdir, max_epochs, accelerator=accelerator, devices=devices,

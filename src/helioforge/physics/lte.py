@@ -77,7 +77,6 @@ E_CHARGE = 4.80320471e-10
 AMU = 1.66053907e-24
 EV = 1.602176634e-12
 SIGMA_THOMSON = 6.6524587e-25
-A0_CM = 0.529177210903e-8
 #: Solar surface gravity [cm s⁻²].
 GRAVITY = 2.7398e4
 _LN10 = math.log(10.0)
@@ -230,7 +229,7 @@ def h2_dissociation_constants(T: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     p. 10, as cited in Synspec's ``ELDENS``), the tabulated fits used unchanged by the equation of state of Wittmann (1974, Sol.
     Phys. 35, 11) in SIR (Ruiz Cobo & del Toro Iniesta 1992, routine ``molecb``), by Synspec and
     by Lightweaver (``lightweaver.wittmann.molecb``, Osborne & Milić 2021); those codes apply them
-    below 16 000 K. Checked in ``tests/test_eos_h2.py`` against a direct Saha-Boltzmann sum over
+    below 16 000 K. Checked in ``tests/core/test_eos_h2.py`` against a direct Saha-Boltzmann sum over
     the rovibrational levels of H₂ (X¹Σg⁺ constants of Huber & Herzberg 1979, D₀ = 4.4781 eV):
     the fit is 0.01-0.022 dex above the sum at 2600-4500 K, where umbral H₂ forms (at 4000 K
     log₁₀ K_p(H₂) = 6.41, K_p ≈ 2.6e6 dyn cm⁻²), and ≤ 0.05 dex up to 8000 K, where the
@@ -504,10 +503,6 @@ def continuum_opacity(T: torch.Tensor, Pe: torch.Tensor, wavelength_A: float, mo
     k_ray_h2 = 8.14e-13 / wavelength_A ** 4 + 1.28e-6 / wavelength_A ** 6 + 1.61 / wavelength_A ** 8
     gas = chemical_equilibrium(T, Pe, molecules) if gas is None else gas
     return gas.n_HI * (k_hm_bf + k_hm_ff + k_h + k_ray) + gas.n_H2 * k_ray_h2 + gas.n_e * SIGMA_THOMSON
-
-
-def _mass_density(T: torch.Tensor, Pg: torch.Tensor, Pe: torch.Tensor, molecules: bool = True) -> torch.Tensor:
-    return gas_state_from_pg(T, Pg, Pe, molecules).rho
 
 
 def hydrostatic_equilibrium(log_tau: torch.Tensor, T: torch.Tensor, gravity: float = GRAVITY,

@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +22,9 @@ import torch
 
 from helioforge.data.sir import read_sir
 from helioforge.physics import lte
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: validation/
+from validation import lightweaver_ref as lwr  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -213,8 +218,6 @@ def test_umbral_pressure_density_and_height_change(umbra_m):
 # --- Lightweaver's Wittmann equation of state --------------------------------------------------
 @pytest.fixture(scope="module")
 def wittmann():
-    from helioforge.physics import lightweaver_ref as lwr
-
     try:
         lwr.import_lightweaver()
     except ImportError as err:  # pragma: no cover - depends on the environment

@@ -2,7 +2,11 @@
 only when it is compatible, and --force starts over."""
 
 import pytest
+from typer.testing import CliRunner
 
+from helioforge.cli import app
+from helioforge.config import SAMPLE_DIR, set_data_root
+from helioforge.errors import ProductError
 from helioforge.interrogate.config import get_profile
 from helioforge.interrogate.pipeline import Workspace, _digests, _train_step
 
@@ -107,8 +111,6 @@ def test_same_data_copied_elsewhere_or_touched_is_not_a_change(tmp_path):
 
 
 def test_product_changed_on_disk_is_refused(ws):
-    from helioforge.errors import ProductError
-
     p = get_profile("tiny")
     _train_step(ws, "gan", ws.gan_dir, False, p, _fake_gan(ws))
     d = _digests(p, ws)["gan"]
@@ -125,10 +127,6 @@ def test_read_only_use_creates_nothing(tmp_path):
 
 
 def test_profile_round_trip_and_foreign_profile(ws):
-    from typer.testing import CliRunner
-
-    from helioforge.cli import app
-
     p = get_profile("cpu")
     p.data.sharp_dirs = ("/a", "/b")
     ws.save_profile(p)
@@ -143,17 +141,19 @@ def test_profile_round_trip_and_foreign_profile(ws):
 def test_directions_follow_the_generator_that_finished(ws):
     """Directions fitted on a half-trained generator were kept after the GAN resumed to its end."""
     p = get_profile("tiny")
-    _train_step(ws, "gan", ws.gan_dir, False, p, _fake_gan(ws, b"epoch 1"))
+    assert _train_step(ws, "gan", ws.gan_dir, False, p, _fake_gan(ws, b"epoch 1")) is not False
     first = _digests(p, ws)["directions"]
-    _train_step(ws, "gan", ws.gan_dir, False, p, _fake_gan(ws, b"epoch 6"))  # same settings, other weights
+    assert _train_step(ws, "gan", ws.gan_dir, False, p, _fake_gan(ws, b"never")) is False  # current: reused
+    assert _digests(p, ws)["directions"] == first
+    ws.unmark("gan")  # the GAN goes on training (same settings) to other weights
+    _train_step(ws, "gan", ws.gan_dir, False, p, _fake_gan(ws, b"epoch 6"))
+    assert ws.generator.with_suffix(".safetensors").read_bytes() == b"epoch 6"
     assert _digests(p, ws)["directions"] != first
 
 
 def test_products_stay_current_whatever_data_folder_a_later_command_sees(tmp_path, monkeypatch):
     """A tiny run on the embedded sample was stale for `search` run where ../shared/data exists:
     the default full-disk folder resolved against another data folder."""
-    from helioforge.config import SAMPLE_DIR, set_data_root
-
     p = get_profile("tiny")
     p.data.sharp_dirs = ()
     set_data_root(SAMPLE_DIR)

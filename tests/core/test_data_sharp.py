@@ -12,7 +12,7 @@ import pytest
 from astropy.io import fits
 
 from helioforge.data.fits import FitsReadError, Skipped
-from helioforge.data.sharp import SharpPatch, SharpReadError, read_sharp, read_sharp_folder
+from helioforge.data.sharp import SharpPatch, SharpReadError, harp_region_mask, read_sharp, read_sharp_folder
 
 P1447 = "hmi.sharp_cea_720s.1447.20120306_142400_TAI.Br.fits"
 P377 = "hmi.sharp_cea_720s.377.20110215_020000_TAI.Br.fits"
@@ -138,8 +138,6 @@ def test_bad_companion_is_a_warning(sharp_dir, bad_dir, tmp_path):
 
 
 def test_harp_region_mask_prefers_bitmaps(sharp_dir):
-    from helioforge.data.sharp import harp_region_mask
-
     own = read_sharp(sharp_dir / "hmi.sharp_cea_720s.1447.20120307_082400_TAI.Br.fits")
     mask, source = harp_region_mask(own)
     assert source == "bitmap" and mask.shape == own.Br.shape

@@ -2,7 +2,7 @@
 
 Two parts:
 
-* sanity checks of the Lightweaver reference itself (:mod:`helioforge.physics.lightweaver_ref`):
+* sanity checks of the Lightweaver reference itself (:mod:`validation.lightweaver_ref`, outside the installed package):
   the LINEAS data, the model atom, HSRA's absolute continuum against the observed disc-centre
   intensity, line depth, symmetry and sign conventions, bad input;
 * the comparison of :func:`helioforge.physics.lte.synth_lte` with Lightweaver on FAL-C, HSRA,
@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helioforge.physics import lightweaver_ref as lwr
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: validation/
+from validation import lightweaver_ref as lwr  # noqa: E402
 
 try:
     lwr.import_lightweaver()

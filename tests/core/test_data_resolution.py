@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 import helioforge.config as config
 from helioforge.cli import app
 from helioforge.config import SAMPLE_DIR, data_file, data_root_info, set_data_root
+from helioforge.data.sharp import read_sharp, read_sharp_folder
 
 MANIFEST = json.loads((SAMPLE_DIR / "MANIFEST.json").read_text())
 
@@ -92,8 +93,6 @@ def test_sample_is_a_byte_copy_of_the_data_folder(data_dir):
 
 
 def test_sharp_reader_opens_gzipped_companions():
-    from helioforge.data.sharp import read_sharp, read_sharp_folder
-
     patches, skipped = read_sharp_folder(SAMPLE_DIR / "sharp")
     assert len(patches) == 39 and not skipped
     with_bitmap = [p for p in patches if p.bitmap is not None]

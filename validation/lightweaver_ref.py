@@ -75,6 +75,9 @@ from fractions import Fraction
 from typing import Any, Sequence
 
 import numpy as np
+import torch
+
+from helioforge.physics.lte import Atmosphere, hydrostatic_equilibrium, synth_lte
 
 __all__ = [
     "LIGHTWEAVER_INSTALL_HINT",
@@ -179,7 +182,7 @@ def import_lightweaver():
             import lightweaver  # noqa: PLC0415
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "helioforge.physics.lightweaver_ref needs the optional dependency 'lightweaver' "
+            "validation.lightweaver_ref needs the optional dependency 'lightweaver' "
             f"(Osborne & Milić 2021); install it with `{LIGHTWEAVER_INSTALL_HINT}` ({err})"
         ) from err
     return lightweaver
@@ -565,12 +568,7 @@ def perturbed_atmospheres(base_models: Sequence[Any], n: int = 24, seed: int = 0
         raise ValueError("perturbed_atmospheres needs at least one base model")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    he = None
-    if hydrostatic:
-        try:
-            from helioforge.physics.lte import hydrostatic_equilibrium as he  # noqa: PLC0415
-        except ImportError:  # pragma: no cover - the lead's module is part of the package
-            logger.warning("helioforge.physics.lte.hydrostatic_equilibrium unavailable: keeping base P_e")
+    he = hydrostatic_equilibrium if hydrostatic else None
     drafts = []
     for i in range(n):
         base = base_models[i % len(base_models)]
@@ -650,10 +648,6 @@ def paired_profiles(models: Sequence[Any], names: Sequence[str] | None, waveleng
     ImportError : Lightweaver missing.
     ValueError : ``names`` and ``models`` of different lengths, or bad models.
     """
-    import torch  # noqa: PLC0415
-
-    from helioforge.physics.lte import Atmosphere, synth_lte  # noqa: PLC0415
-
     names = [getattr(m, "name", f"model{i}") for i, m in enumerate(models)] if names is None else list(names)
     if len(names) != len(models):
         raise ValueError(f"{len(names)} names for {len(models)} models")
