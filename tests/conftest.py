@@ -14,7 +14,7 @@ from helioforge.config import SAMPLE_DIR, data_root
 def data_dir() -> Path:
     """The full real data folder (the one rule of :func:`helioforge.config.data_root`). Tests that
     need it skip when only the embedded sample is there (a fresh clone); the embedded sample has
-    tests of its own (``tests/test_data_resolution.py``)."""
+    tests of its own (``tests/core/test_data_resolution.py``)."""
     root = data_root()
     if not root.is_dir():
         pytest.skip(f"real data folder not found at {root} (set HELIOFORGE_DATA)")

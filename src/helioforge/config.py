@@ -36,6 +36,8 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+from helioforge.data.fetch import fetched_root
+
 __all__ = [
     "Settings",
     "check_choices",
@@ -102,8 +104,6 @@ def data_root_info() -> tuple[Path, str]:
     for candidate in _shared_data_candidates():
         if candidate.is_dir():
             return candidate.resolve(), "shared"
-    from helioforge.data.fetch import fetched_root
-
     fetched = fetched_root()
     if fetched is not None:
         return fetched, "fetched"

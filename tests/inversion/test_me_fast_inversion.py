@@ -31,7 +31,7 @@ TRUE = {
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
-    """One intra-op thread (the shared 2-core machine; see tests/test_inversion_me.py)."""
+    """One intra-op thread (the shared 2-core machine; see tests/inversion/test_inversion_me.py)."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -36,7 +36,8 @@ from helioforge.data.goes import FLARE_CLASSES
 from helioforge.diffusion.config import ClassifierConfig
 from helioforge.nn.checkpoint import build_from_weights, save_weights
 from helioforge.nn.classifier import FlareClassifier
-from helioforge.nn.training import check_images, fit_and_save
+from helioforge.nn.training import LogProgress, check_images, fit_and_save
+from helioforge.progress import stderr_is_terminal
 
 __all__ = [
     "FLARE_CLASSES",
@@ -305,8 +306,6 @@ def train_classifier(
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*number of training batches.*")
             warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning-internal deprecation notice
-            from helioforge.nn.training import LogProgress
-            from helioforge.progress import stderr_is_terminal
 
             trainer = L.Trainer(
                 max_epochs=cfg.epochs,

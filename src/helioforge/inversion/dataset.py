@@ -54,7 +54,10 @@ import shlex
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, TYPE_CHECKING
+
+if TYPE_CHECKING:  # pandas is imported where the table is built
+    import pandas as pd
 
 import numpy as np
 import torch
@@ -789,7 +792,7 @@ def target_ranges(
     root: str | Path,
     out: str | Path | None = None,
     sicon_path: str | Path | None = None,
-) -> "pd.DataFrame":  # noqa: F821
+) -> "pd.DataFrame":
     """Minimum and maximum of each of the 49 targets over a training set, against SICON's.
 
     Parameters
