@@ -131,8 +131,18 @@ def describe_data_root() -> str:
 def data_file(relative: str | Path, root: Path | None = None) -> Path:
     """A file of the data folder, accepting its gzip-compressed form ``<name>.gz``.
 
-    Returns ``root/relative`` when it exists, else ``root/relative.gz`` when that exists, else
-    ``root/relative`` (callers report the missing file). ``root`` defaults to :func:`data_root`.
+    Parameters
+    ----------
+    relative : str or Path
+        Path of the file inside the data folder (e.g. ``"goes/xrs.csv"``).
+    root : Path, optional
+        Data folder; defaults to :func:`data_root`.
+
+    Returns
+    -------
+    Path
+        ``root/relative`` when it exists, else ``root/relative.gz`` when that exists, else
+        ``root/relative`` (the file need not exist: callers report the missing file).
     """
     base = Path(root) if root is not None else data_root()
     plain = base / relative
@@ -144,9 +154,32 @@ def data_file(relative: str | Path, root: Path | None = None) -> Path:
 
 
 def dataclass_from_dict(cls: type, d: dict[str, Any]):
-    """Build dataclass ``cls`` from a nested dictionary (as written by ``dataclasses.asdict``):
-    nested dataclass fields are rebuilt recursively and JSON lists become tuples where the field
-    is a tuple. Raises ``TypeError`` naming an unknown key."""
+    """Build dataclass ``cls`` from a nested dictionary (as written by ``dataclasses.asdict``).
+
+    Nested dataclass fields are rebuilt recursively and JSON lists become tuples where the field
+    is a tuple. Keys absent from ``d`` take the field defaults.
+
+    Parameters
+    ----------
+    cls : type
+        A dataclass (usually a :class:`Settings` or :class:`ProfileBase` subclass).
+    d : dict
+        ``{field name: value}``, nested dictionaries for dataclass-typed fields.
+
+    Returns
+    -------
+    cls
+        The new instance.
+
+    Raises
+    ------
+    TypeError
+        A key of ``d`` (at any depth) is not a field of its dataclass (the message names it), or
+        a field without default is missing.
+    ValueError
+        For :class:`Settings` classes, a value outside a ``Literal`` field's choices
+        (:func:`check_choices`).
+    """
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     out: dict[str, Any] = {}
@@ -232,12 +265,56 @@ class ProfileBase(Settings):
 
     @classmethod
     def from_json(cls, text: str):
-        """Inverse of :meth:`to_json` (``from_json(p.to_json()) == p``)."""
+        """Inverse of :meth:`to_json` (``from_json(p.to_json()) == p``).
+
+        Parameters
+        ----------
+        text : str
+            A JSON document as written by :meth:`to_json`.
+
+        Returns
+        -------
+        ProfileBase
+            A profile of this class.
+
+        Raises
+        ------
+        json.JSONDecodeError
+            ``text`` is not JSON (a ``ValueError``).
+        TypeError
+            An unknown key (see :func:`dataclass_from_dict`).
+        ValueError
+            A value outside a field's choices.
+        """
         return cls.from_dict(json.loads(text))
 
     def digest(self, *sections: str, extra: Any = None, drop: tuple[str, ...] = ()) -> str:
-        """Short hash (12 hex digits) of the named sections, plus ``extra``, minus the
-        ``section.key`` entries in ``drop``: what a saved product was made with."""
+        """Short hash of the named sections, plus ``extra``, minus the ``section.key`` entries in
+        ``drop``: what a saved product was made with.
+
+        Parameters
+        ----------
+        *sections : str
+            Names of the profile's sections (fields) to include.
+        extra : any, optional
+            Further JSON-able data to include (input content digests, upstream tokens ...);
+            values JSON cannot hold are hashed through ``str``.
+        drop : tuple of str
+            ``"section.key"`` entries left out (e.g. the length of training for a resume digest);
+            entries of sections not named are ignored.
+
+        Returns
+        -------
+        str
+            The first 12 hex digits of the SHA-1 of the sorted JSON of the selection.
+
+        Raises
+        ------
+        KeyError
+            A name in ``sections`` is not a section of the profile.
+        ValueError
+            An entry of ``drop`` is not of the form ``section.key``.
+        """
         d = self.to_dict()
         picked = {s: dict(d[s]) for s in sections}
         for item in drop:
@@ -248,7 +325,27 @@ class ProfileBase(Settings):
 
 
 def profile_from_registry(registry: dict[str, Any], name: str, what: str = "profile"):
-    """A fresh profile from a ``{name: factory}`` registry; ``ValueError`` naming the choices."""
+    """A fresh profile from a ``{name: factory}`` registry.
+
+    Parameters
+    ----------
+    registry : dict
+        ``{profile name: factory}``, each factory called with no argument.
+    name : str
+        The profile asked for.
+    what : str
+        What to call the choice in the error message (e.g. ``"SICON profile"``).
+
+    Returns
+    -------
+    ProfileBase
+        ``registry[name]()``.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not in ``registry`` (the message lists the choices).
+    """
     try:
         factory = registry[name]
     except KeyError:

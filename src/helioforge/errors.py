@@ -49,8 +49,27 @@ class FolderInUse(HelioforgeError, RuntimeError):
 
 
 def check_count(name: str, value: int | None, minimum: int = 1, maximum: int | None = None) -> int | None:
-    """``value`` unchanged when ``None`` or within ``[minimum, maximum]``; else :class:`InputError`
-    naming the argument (``name``, e.g. ``"--epochs"``)."""
+    """Check a count argument against its bounds.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name for the message (e.g. ``"--epochs"``).
+    value : int or None
+        The value given; ``None`` (not given) passes.
+    minimum, maximum : int, optional
+        Inclusive bounds; ``maximum=None`` means no upper bound.
+
+    Returns
+    -------
+    int or None
+        ``value`` unchanged.
+
+    Raises
+    ------
+    InputError
+        ``value`` lies outside ``[minimum, maximum]`` (a ``ValueError``).
+    """
     if value is None:
         return None
     if value < minimum or (maximum is not None and value > maximum):
@@ -60,7 +79,27 @@ def check_count(name: str, value: int | None, minimum: int = 1, maximum: int | N
 
 
 def check_finite(name: str, value: float | None, minimum: float | None = None) -> float | None:
-    """``value`` unchanged when ``None`` or finite (and ≥ ``minimum``); else :class:`InputError`."""
+    """Check a real-number argument: finite and, optionally, at least ``minimum``.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name for the message.
+    value : float or None
+        The value given; ``None`` (not given) passes.
+    minimum : float, optional
+        Inclusive lower bound.
+
+    Returns
+    -------
+    float or None
+        ``value`` unchanged.
+
+    Raises
+    ------
+    InputError
+        ``value`` is NaN or infinite, or below ``minimum`` (a ``ValueError``).
+    """
     if value is None:
         return None
     if not math.isfinite(value):
@@ -71,8 +110,21 @@ def check_finite(name: str, value: float | None, minimum: float | None = None) -
 
 
 def describe_path_problem(path: str | os.PathLike) -> str | None:
-    """Why ``path`` cannot be read as a file, in words (``None`` when it is a readable file):
-    missing, a directory, a symbolic-link loop, a dangling link, or not readable."""
+    """Why ``path`` cannot be read as a file, in words.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to check.
+
+    Returns
+    -------
+    str or None
+        ``None`` when it is a readable file, else one of: ``"symbolic-link loop"``, ``"dangling
+        symbolic link (to ...)"``, ``"is a directory, not a file"``, ``"no such file"``, ``"not
+        readable (permissions)"`` or ``"cannot be read (...)"`` (any other ``OSError``). Never
+        raises.
+    """
     p = Path(path)
     try:
         if p.is_symlink():
@@ -110,9 +162,27 @@ def check_output(output: str | os.PathLike, inputs: Iterable[str | os.PathLike] 
                  protect_foreign_fits: bool = False) -> Path:
     """Refuse an output path that would destroy an input.
 
-    Raises :class:`InputError` when ``output`` is (or links to) one of ``inputs``, and, with
-    ``protect_foreign_fits``, when it is an existing FITS file that helioforge did not write
-    (e.g. ``generate -o`` pointed at a real SHARP file). Returns ``Path(output)``.
+    Parameters
+    ----------
+    output : str or os.PathLike
+        The output path asked for.
+    inputs : iterable of str or os.PathLike
+        The command's input files.
+    protect_foreign_fits : bool
+        Also refuse an existing FITS file (``.fits``, ``.fit``, ``.fts``) that helioforge did not
+        write (no ``CREATOR = 'helioforge ...'`` card), e.g. ``generate -o`` pointed at a real
+        SHARP file.
+
+    Returns
+    -------
+    Path
+        ``Path(output)``.
+
+    Raises
+    ------
+    InputError
+        ``output`` is (or links to) one of ``inputs``, or, with ``protect_foreign_fits``, is a
+        foreign FITS file.
     """
     out = Path(output)
     try:

@@ -30,6 +30,25 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     The temporary file keeps the destination's suffix (libraries such as faiss, matplotlib or
     astropy pick the format from it). On error the temporary file is removed and ``path`` is
     left untouched.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The destination; its parent folders are created.
+    suffix : str, optional
+        Suffix of the temporary file (default: that of ``path``).
+
+    Yields
+    ------
+    Path
+        A temporary file (created empty, mode 0600) in ``path``'s folder, named
+        ``.<stem>.<random><suffix>``; it gets the usual umask permissions before the rename.
+
+    Raises
+    ------
+    OSError
+        The folder cannot be created or written, or the rename fails; any error raised inside
+        the block propagates after the temporary file is removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,7 +78,32 @@ def _jsonable(obj: Any) -> Any:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON, atomically. NaN is written as ``null``."""
+    """Write ``obj`` as indented JSON, atomically (:func:`atomic_path`).
+
+    Non-finite Python and NumPy scalar floats (NaN, ±inf), also inside dicts, lists and tuples,
+    are written as ``null``; dict keys become strings. NumPy scalars, arrays (as lists) and
+    ``Path`` objects are converted; non-finite values *inside a NumPy array* are written as
+    ``NaN``/``Infinity`` (not standard JSON).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination file.
+    obj : any
+        JSON-able data.
+
+    Returns
+    -------
+    Path
+        ``Path(path)``.
+
+    Raises
+    ------
+    TypeError
+        An object that is not JSON-serialisable.
+    OSError
+        The file cannot be written.
+    """
 
     def clean(o: Any) -> Any:
         if isinstance(o, float) and not np.isfinite(o):
@@ -78,24 +122,65 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` atomically."""
+    """Write ``text`` atomically (:func:`atomic_path`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination file.
+    text : str
+        The content (encoded with the locale's default encoding).
+
+    Returns
+    -------
+    Path
+        ``Path(path)``.
+    """
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
 
 
 def fits_ascii(text: str) -> str:
-    """``text`` as printable ASCII for a FITS header value (FITS allows nothing else): non-ASCII
-    characters of file names such as ``carte_é.fits`` become backslash escapes (``\\xe9``)."""
+    """``text`` as printable ASCII for a FITS header value (FITS allows nothing else).
+
+    Parameters
+    ----------
+    text : str
+        Any text.
+
+    Returns
+    -------
+    str
+        ``text`` with every character outside printable ASCII (code 32–126) replaced by its
+        backslash escape: ``carte_é.fits`` → ``carte_\\xe9.fits``, a newline → ``\\n``.
+    """
     return "".join(c if 32 <= ord(c) < 127 else c.encode("ascii", "backslashreplace").decode() for c in text)
 
 
 def provenance_cards(model: str, params: dict[str, Any] | None = None) -> list[tuple[str, Any, str]]:
     """FITS cards recording who made a product and how.
 
-    Returns ``(keyword, value, comment)`` triples: ``CREATOR`` (helioforge version), ``DATE``
-    (UTC, ISO 8601), ``HF_MODEL`` and one ``HIERARCH HF <name>`` card per parameter. Values
-    that FITS cannot hold are written as strings.
+    Parameters
+    ----------
+    model : str
+        Name of the model or step (``HF_MODEL`` card, cut to 68 characters).
+    params : dict, optional
+        Parameters to record, one card each.
+
+    Returns
+    -------
+    list of (str, any, str)
+        ``(keyword, value, comment)`` triples: ``CREATOR`` (helioforge version), ``DATE`` (UTC,
+        ISO 8601), ``HF_MODEL`` and one ``HIERARCH HF <name>`` card per parameter. Values that
+        FITS cannot hold are written as strings (non-finite floats as ``'nan'``/``'inf'``, other
+        objects as JSON); string values are made ASCII (:func:`fits_ascii`) and cut to 60
+        characters.
+
+    Raises
+    ------
+    TypeError
+        A parameter value that is not JSON-serialisable.
     """
     cards: list[tuple[str, Any, str]] = [
         ("CREATOR", f"helioforge {__version__}", "software that wrote this file"),

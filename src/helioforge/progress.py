@@ -70,7 +70,15 @@ class LogBar:
         self.postfix.update(numbers)
 
     def update(self, n: int = 1) -> None:
-        """Count ``n`` more; write a line when 10 % more is done or 30 s have passed."""
+        """Count ``n`` more; write a line when 10 % more is done or 30 s have passed.
+
+        A line is also written when the count reaches ``total``.
+
+        Parameters
+        ----------
+        n : int
+            Units done since the previous call.
+        """
         self.n += n
         now = time.monotonic()
         fraction = self.n / self.total if self.total else 0.0
@@ -112,7 +120,28 @@ class LogBar:
 
 def progress_bar(total: int | None, desc: str, unit: str = "it", initial: int = 0, disable: bool = False, leave: bool = True):
     """A tqdm bar on a terminal, a :class:`LogBar` elsewhere, a silent :class:`LogBar` when
-    ``disable``. Returns an object with ``update``, ``set_postfix`` and ``close``."""
+    ``disable``.
+
+    Parameters
+    ----------
+    total : int or None
+        Expected count (``None``: unknown).
+    desc : str
+        Name of the step.
+    unit : str
+        What is counted.
+    initial : int
+        Count already done (a resumed run).
+    disable : bool
+        Show and log nothing.
+    leave : bool
+        Keep the tqdm bar on the terminal when it closes (ignored by :class:`LogBar`).
+
+    Returns
+    -------
+    tqdm.tqdm or LogBar
+        An object with ``update``, ``set_postfix`` and ``close``.
+    """
     if disable:
         bar = LogBar(total, desc, unit, initial)
         bar._emit = lambda now: None  # type: ignore[method-assign]
@@ -128,7 +157,25 @@ def track(iterable: Iterable[T], desc: str, total: int | None = None, unit: str 
           leave: bool = True) -> Iterator[T]:
     """Iterate with progress: a tqdm bar on a terminal, log lines (10 % / 30 s) elsewhere.
 
-    ``total`` defaults to ``len(iterable)`` when it has one.
+    Parameters
+    ----------
+    iterable : iterable
+        The items.
+    desc : str
+        Name of the step.
+    total : int, optional
+        Expected number of items; defaults to ``len(iterable)`` when it has one.
+    unit : str
+        What is counted.
+    disable : bool
+        Show and log nothing.
+    leave : bool
+        Keep the tqdm bar on the terminal when done.
+
+    Yields
+    ------
+    object
+        The items of ``iterable``; the bar is closed when the loop ends or is left.
     """
     if total is None:
         try:

@@ -101,5 +101,29 @@ def render(template: str, **context: Any) -> str:
 
 
 def write_html(path: str | os.PathLike, template: str, **context: Any) -> Path:
-    """Render ``template`` with ``context`` and write it to ``path`` atomically; returns ``path``."""
+    """Render ``template`` with ``context`` and write it to ``path`` atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination ``.html`` file.
+    template : str
+        File name in ``helioforge/templates`` (e.g. ``"metrics_table.html.j2"``).
+    **context
+        The template's variables.
+
+    Returns
+    -------
+    Path
+        ``Path(path)``.
+
+    Raises
+    ------
+    jinja2.TemplateNotFound
+        No such template.
+    jinja2.UndefinedError
+        The template uses a variable the context lacks.
+    OSError
+        The file cannot be written (nothing is left half-written at ``path``).
+    """
     return write_text(path, render(template, **context))

@@ -37,7 +37,23 @@ __all__ = ["StepState", "file_sha256", "content_digest"]
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    """SHA-256 of a file's bytes, read in 1 MiB blocks.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    str
+        64 hex digits.
+
+    Raises
+    ------
+    OSError
+        The file is missing or unreadable.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -46,9 +62,20 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def content_digest(paths: Iterable[str | os.PathLike]) -> list[tuple[str, int, str]]:
-    """``(file name, size, sha256)`` of each input file, sorted by name: what a product was made
-    from, independent of where the files lie and when they were copied. Unreadable files are
-    listed with size -1 (their reader reports them)."""
+    """What a product was made from, independent of where the files lie and when they were copied.
+
+    Parameters
+    ----------
+    paths : iterable of str or os.PathLike
+        The input files.
+
+    Returns
+    -------
+    list of (str, int, str)
+        ``(file name, size in bytes, SHA-256 hex)`` of each file, sorted by path. Unreadable or
+        missing files are listed as ``(name, -1, "")`` (their reader reports them); never raises
+        ``OSError``.
+    """
     out = []
     for p in sorted(Path(x) for x in paths):
         try:
@@ -107,8 +134,26 @@ class StepState:
         return {"digest": e, "files": {}} if isinstance(e, str) else e
 
     def mark(self, step: str, digest: str, *products: str | os.PathLike) -> None:
-        """Record that ``step`` finished with ``digest``; ``products`` are its files, whose
-        SHA-256 is recorded and checked by :meth:`is_current`."""
+        """Record in ``state.json`` that ``step`` finished with ``digest``.
+
+        Parameters
+        ----------
+        step : str
+            The step's name.
+        digest : str
+            What the product was made from (:meth:`ProfileBase.digest <helioforge.config.ProfileBase.digest>`
+            and the like).
+        *products : str or os.PathLike
+            The product's files; their SHA-256 is recorded (under the path relative to the
+            folder, or the full path for files outside it) and checked by :meth:`is_current`.
+
+        Raises
+        ------
+        OSError
+            A product file is missing or unreadable, or ``state.json`` cannot be written.
+        ProductError
+            ``state.json`` is unreadable or not a JSON object (:meth:`state`).
+        """
         files = {}
         for p in products:
             p = Path(p)
@@ -122,28 +167,91 @@ class StepState:
         write_json(self.state_file, state)
 
     def unmark(self, step: str) -> None:
-        """Forget that ``step``'s product is current (called before it is rebuilt)."""
+        """Forget that ``step``'s product is current (called before it is rebuilt).
+
+        Parameters
+        ----------
+        step : str
+            The step's name; nothing is written when it is not marked.
+
+        Raises
+        ------
+        ProductError
+            ``state.json`` is unreadable or not a JSON object (:meth:`state`).
+        """
         state = self.state()
         if state.pop(step, None) is not None:
             write_json(self.state_file, state)
 
     def token(self, step: str) -> str:
-        """What downstream digests include for ``step``: its digest and product hashes ('' when
-        the step is not marked), so a rebuilt upstream product makes its dependents stale."""
+        """What downstream digests include for ``step``, so a rebuilt upstream product makes its
+        dependents stale.
+
+        Parameters
+        ----------
+        step : str
+            The upstream step's name.
+
+        Returns
+        -------
+        str
+            16 hex digits of the SHA-256 of the step's entry (digest and product hashes); ``''``
+            when the step is not marked.
+
+        Raises
+        ------
+        ProductError
+            ``state.json`` is unreadable or not a JSON object (:meth:`state`).
+        """
         e = self._entry(step)
         if e is None:
             return ""
         return hashlib.sha256(json.dumps(e, sort_keys=True).encode()).hexdigest()[:16]
 
     def record_time(self, step: str, seconds: float) -> None:
-        """Remember how long making ``step``'s product took (shown in later reports)."""
+        """Remember how long making ``step``'s product took (shown in later reports).
+
+        Parameters
+        ----------
+        step : str
+            The step's name.
+        seconds : float
+            Wall-clock time, s; stored rounded to 0.1 s under ``training_s`` in ``state.json``.
+
+        Raises
+        ------
+        ProductError
+            ``state.json`` is unreadable or not a JSON object (:meth:`state`).
+        """
         state = self.state()
         state.setdefault("training_s", {})[step] = round(seconds, 1)
         write_json(self.state_file, state)
 
     def problem(self, step: str, digest: str | None, *paths: str | os.PathLike) -> str | None:
-        """Why ``step``'s product is not current (``None`` when it is): not built, unfinished,
-        stale, missing file, or changed since it was written."""
+        """Why ``step``'s product is not current.
+
+        Parameters
+        ----------
+        step : str
+            The step's name.
+        digest : str or None
+            The digest asked for now; ``None`` accepts any finished product.
+        *paths : str or os.PathLike
+            The product's files, which must exist.
+
+        Returns
+        -------
+        str or None
+            ``None`` when current, else one of: ``"not built yet"``, ``"unfinished: ..."`` (not
+            marked but some file exists), ``"stale: ..."`` (another digest), ``"missing file
+            ..."``, or ``"<name> changed on disk since it was written ..."`` (a recorded SHA-256
+            no longer matches).
+
+        Raises
+        ------
+        ProductError
+            ``state.json`` is unreadable or not a JSON object (:meth:`state`).
+        """
         e = self._entry(step)
         missing = [Path(p) for p in paths if not Path(p).exists()]
         if e is None:
@@ -165,7 +273,23 @@ class StepState:
         return None
 
     def is_current(self, step: str, digest: str | None, *paths: str | os.PathLike) -> bool:
-        """Whether ``step`` finished with ``digest``, its files exist and are unchanged."""
+        """Whether ``step`` finished with ``digest``, its files exist and are unchanged.
+
+        Parameters
+        ----------
+        step, digest, *paths
+            As in :meth:`problem`.
+
+        Returns
+        -------
+        bool
+            ``problem(step, digest, *paths) is None``.
+
+        Raises
+        ------
+        ProductError
+            ``state.json`` is unreadable or not a JSON object (:meth:`state`).
+        """
         return self.problem(step, digest, *paths) is None
 
     def run_step(self, step: str, digest: str, products: Sequence[str | os.PathLike], build: Callable[[], Any], *,
@@ -213,8 +337,25 @@ class StepState:
         return True
 
     def require(self, step: str, digest: str | None, *paths: str | os.PathLike, rebuild: str) -> None:
-        """Raise :class:`ProductError` (naming the product and the ``rebuild`` command) unless
-        ``step``'s product is current; ``digest=None`` accepts any finished product."""
+        """Check before loading that ``step``'s product is current.
+
+        Parameters
+        ----------
+        step : str
+            The step's name.
+        digest : str or None
+            The digest asked for now; ``None`` accepts any finished product.
+        *paths : str or os.PathLike
+            The product's files (the first names the product in the error).
+        rebuild : str
+            The command that rebuilds the product (shown in the error).
+
+        Raises
+        ------
+        ProductError
+            The product is not current (the message gives the reason from :meth:`problem` and
+            the ``rebuild`` command), or ``state.json`` is unreadable.
+        """
         why = self.problem(step, digest, *paths)
         if why is not None:
             target = Path(paths[0]) if paths else self.root

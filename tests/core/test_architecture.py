@@ -132,3 +132,28 @@ def test_cli_imports_no_private_names_from_the_library():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("helioforge"):
                 bad += [f"{p.name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
     assert not bad, bad
+
+
+def test_public_docstrings_are_numpydoc():
+    """Every public function or method of the library (the CLI excepted: its docstrings are the
+    commands' help) has a docstring, and one that takes arguments has numpydoc sections."""
+    bad = []
+    for p in SRC.rglob("*.py"):
+        if "cli" in p.relative_to(SRC).parts:
+            continue
+        for node in ast.parse(p.read_text()).body:
+            nodes = [node]
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                nodes += [n for n in node.body if isinstance(n, ast.FunctionDef)]
+            for n in nodes:
+                if not isinstance(n, (ast.FunctionDef, ast.ClassDef)) or n.name.startswith("_"):
+                    continue
+                doc = ast.get_docstring(n) or ""
+                where = f"{p.relative_to(SRC)}:{n.lineno} {n.name}"
+                if not doc:
+                    bad.append(f"{where}: no docstring")
+                elif isinstance(n, ast.FunctionDef):
+                    nargs = len([a for a in n.args.args if a.arg not in ("self", "cls")]) + len(n.args.kwonlyargs)
+                    if nargs and not any(f"{h}\n{'-' * len(h)}" in doc for h in ("Parameters", "Returns", "Raises", "Yields")):
+                        bad.append(f"{where}: no numpydoc section")
+    assert not bad, "\n".join(sorted(bad))

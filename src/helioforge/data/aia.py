@@ -442,11 +442,26 @@ def full_disk_wcs(size: int, wavelength: int | None = None, *, native_side: int 
 
 @functools.lru_cache(maxsize=16)
 def browse_colour_table(wavelength: int) -> np.ndarray:
-    """The SDO colour table of an AIA channel: (256, 3) float64 RGB in 0-255.
+    """The SDO colour table of an AIA channel.
 
     From sunpy (``sunpy.visualization.colormaps.cmlist['sdoaia<wave>']``, the AIA tables of
-    SolarSoft's ``aia_lct``), sampled at its 256 entries. Raises KeyError for a channel
-    without a table (tables exist for 94, 131, 171, 193, 211, 304, 335, 1600, 1700, 4500 Å).
+    SolarSoft's ``aia_lct``), sampled at its 256 entries. Cached.
+
+    Parameters
+    ----------
+    wavelength : int
+        AIA channel, Å.
+
+    Returns
+    -------
+    np.ndarray
+        (256, 3) float64 RGB in 0–255, read-only.
+
+    Raises
+    ------
+    KeyError
+        For a channel without a table (tables exist for 94, 131, 171, 193, 211, 304, 335, 1600,
+        1700, 4500 Å).
     """
     from sunpy.visualization.colormaps import cmlist
 
@@ -467,11 +482,27 @@ def _colour_tree(wavelength: int):
 
 
 def parse_browse_name(path: str | Path) -> tuple[np.datetime64, int]:
-    """Observation time (``datetime64[s]``, UTC) and channel (Å) from a browse file name.
+    """Observation time and channel from a browse file name.
 
     Names ``YYYYMMDD_HHMMSS_SDO_AIA_<wave>_<size>.jpg`` (the sample) and
     ``YYYYMMDD_HHMMSS_<size>_<wave>.jpg`` (sdo.gsfc.nasa.gov browse archive) are known; the
-    file is not opened. Raises FitsReadError naming the file for any other name.
+    file is not opened.
+
+    Parameters
+    ----------
+    path : str or Path
+        The browse image file.
+
+    Returns
+    -------
+    tuple
+        ``(time, wavelength)``: ``numpy.datetime64[s]`` (UTC) and the channel (int, Å).
+
+    Raises
+    ------
+    FitsReadError
+        (an :class:`~helioforge.errors.InputError`, a ``ValueError``) naming the file for any other
+        name or an impossible date/time.
     """
     path = Path(path)
     stem = path.name
@@ -496,7 +527,21 @@ def parse_browse_name(path: str | Path) -> tuple[np.datetime64, int]:
 
 
 def timestamp_mask(shape: tuple[int, int], box: tuple[float, float, float, float] = BROWSE_TIMESTAMP_BOX) -> np.ndarray:
-    """(ny, nx) bool, True inside the burned-in time stamp box given as image fractions."""
+    """Mask of the burned-in time stamp of a browse image.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(ny, nx)`` image shape, pixels.
+    box : tuple of float, optional
+        ``(y0, y1, x0, x1)`` as fractions of the image height and width (rounded outwards);
+        default :data:`BROWSE_TIMESTAMP_BOX`.
+
+    Returns
+    -------
+    np.ndarray
+        (ny, nx) bool, True inside the box.
+    """
     ny, nx = shape
     y0, y1, x0, x1 = box
     out = np.zeros((ny, nx), dtype=bool)
@@ -772,19 +817,43 @@ def read_aia(path: str | Path | Any) -> AIAImage:
 
 
 def is_display(units: str) -> bool:
-    """Whether ``units`` are the display intensities of browse images (not DN/s)."""
+    """Whether ``units`` are the display intensities of browse images (not DN/s).
+
+    Parameters
+    ----------
+    units : str
+        Unit label (``"display"`` in any case and spacing, or e.g. ``"DN/s"``).
+
+    Returns
+    -------
+    bool
+    """
     return str(units).strip().lower() == "display"
 
 
 def aia_image_problem(image: AIAImage, min_size: int = MIN_AIA_SIDE) -> str | None:
-    """Why an image that could be read cannot be a usable AIA full-disk image (``None`` when it
-    can): checked by :func:`read_aia_folder` before an image enters a training set.
+    """Why an image that could be read cannot be a usable AIA full-disk image.
 
+    Checked by :func:`read_aia_folder` before an image enters a training set:
+
+    * not 2-D;
     * smaller than ``min_size`` × ``min_size`` pixels (at least :data:`MIN_AIA_SIDE`; the
       diffusion job passes its image size, so no image is upsampled) or not square;
     * no valid pixel (all NaN/inf or masked), or every valid pixel zero (a blank image);
     * DN/s images only: values that cannot be DN/s, i.e. |I| > :data:`MAX_DN_PER_S` anywhere,
       or more than :data:`MAX_NEGATIVE_FRACTION` of the pixels negative.
+
+    Parameters
+    ----------
+    image : AIAImage
+        The image read (``data`` (ny, nx), optional ``mask`` True = valid, ``units``).
+    min_size : int, optional
+        Least side, pixels.
+
+    Returns
+    -------
+    str or None
+        The problem in words; ``None`` when the image is usable.
     """
     side = max(int(min_size), MIN_AIA_SIDE)
     data = np.asarray(image.data)

@@ -45,14 +45,45 @@ class AIAScaling:
 
     @classmethod
     def from_dn_per_s(cls, floor: float, ceiling: float) -> "AIAScaling":
-        """Scaling from the floor and ceiling in DN/s (both > 0)."""
+        """Scaling from the floor and ceiling in DN/s.
+
+        Parameters
+        ----------
+        floor, ceiling : float
+            Intensities, DN/s, with 0 < floor < ceiling.
+
+        Returns
+        -------
+        AIAScaling
+            With ``log10_min = log10(floor)`` and ``log10_max = log10(ceiling)``.
+
+        Raises
+        ------
+        ValueError
+            Unless 0 < floor < ceiling.
+        """
         if not (floor > 0 and ceiling > floor):
             raise ValueError(f"need 0 < floor < ceiling (DN/s), got {floor}, {ceiling}")
         return cls(math.log10(floor), math.log10(ceiling))
 
     @classmethod
     def for_channel(cls, wavelength: int) -> "AIAScaling":
-        """The default scaling of a channel (:data:`DEFAULT_SCALINGS`); KeyError if none."""
+        """The default scaling of a channel (:data:`DEFAULT_SCALINGS`).
+
+        Parameters
+        ----------
+        wavelength : int
+            AIA channel, Å.
+
+        Returns
+        -------
+        AIAScaling
+
+        Raises
+        ------
+        KeyError
+            For a channel without a default scaling (the message lists the known ones).
+        """
         try:
             return DEFAULT_SCALINGS[int(wavelength)]
         except KeyError:
@@ -93,10 +124,30 @@ def scale_aia(
 ) -> np.ndarray:
     """Intensity → network units in [-1, 1] (no resizing, no masking).
 
-    DN/s: the log scaling of :class:`AIAScaling` (``scaling`` or the channel default);
-    non-finite values go to -1. ``"display"`` (browse): ``x = 2·clip(v, 0, 1) − 1``.
-    Returns float32 of the input's shape. Raises KeyError for a channel without a default
-    scaling when ``scaling`` is None.
+    DN/s: the log scaling of :class:`AIAScaling` (``scaling`` or the channel default),
+    ``x = 2·clip((log10 I − log10_min)/(log10_max − log10_min), 0, 1) − 1``; non-finite values go
+    to -1. ``"display"`` (browse): ``x = 2·clip(v, 0, 1) − 1`` (NaN → -1).
+
+    Parameters
+    ----------
+    data : np.ndarray
+        Image, any shape, in ``units``.
+    wavelength : int
+        AIA channel, Å (for the default scaling).
+    units : str
+        ``"DN/s"`` or ``"display"`` (see :func:`is_display`).
+    scaling : AIAScaling, optional
+        Overrides the channel default.
+
+    Returns
+    -------
+    np.ndarray
+        float32 of the input's shape, in [-1, 1].
+
+    Raises
+    ------
+    KeyError
+        For a channel without a default scaling when ``scaling`` is None (DN/s only).
     """
     a = np.asarray(data, dtype=np.float64)
     if is_display(units):
@@ -120,8 +171,28 @@ def to_intensity(
 
     DN/s: ``I = 10**(log10_min + (clip(x, -1, 1) + 1)/2 · (log10_max − log10_min))``, exact
     inside the clip range (values that were clipped come back at the floor or ceiling).
-    ``"display"``: ``v = (clip(x, -1, 1) + 1)/2``. Returns float64 of ``x``'s shape, for
-    writing generated images in physical units.
+    ``"display"``: ``v = (clip(x, -1, 1) + 1)/2``. For writing generated images in physical units.
+
+    Parameters
+    ----------
+    x : np.ndarray
+        Network-unit image, any shape.
+    wavelength : int
+        AIA channel, Å (for the default scaling).
+    units : str, optional
+        ``"DN/s"`` (default) or ``"display"``.
+    scaling : AIAScaling, optional
+        Overrides the channel default.
+
+    Returns
+    -------
+    np.ndarray
+        float64 of ``x``'s shape, DN/s or display units in [0, 1].
+
+    Raises
+    ------
+    KeyError
+        For a channel without a default scaling when ``scaling`` is None (DN/s only).
     """
     a = np.clip(np.asarray(x, dtype=np.float64), -1.0, 1.0)
     u = (a + 1.0) / 2.0

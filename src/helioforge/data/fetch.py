@@ -124,10 +124,25 @@ def read_registry(path: str | Path = REGISTRY) -> list[RegistryEntry]:
 
 
 def select_entries(entries: Iterable[RegistryEntry], parts: Iterable[str] | None) -> list[RegistryEntry]:
-    """The entries under the named parts (top-level folders such as ``sharp`` or ``aia``, or any
-    path prefix such as ``stokes/instrument``); all of them for ``None`` or no parts.
+    """The registry entries under the named parts.
 
-    Raises ``ValueError`` for a part that matches no file (listing the valid top-level parts).
+    Parameters
+    ----------
+    entries : iterable of RegistryEntry
+        The registry.
+    parts : iterable of str or None
+        Top-level folders such as ``sharp`` or ``aia``, or any path prefix such as
+        ``stokes/instrument`` (slashes at the ends ignored); ``None`` or no parts: all entries.
+
+    Returns
+    -------
+    list of RegistryEntry
+        The matching entries in the order of the parts, each once.
+
+    Raises
+    ------
+    ValueError
+        For a part that matches no file (listing the valid top-level parts).
     """
     entries = list(entries)
     parts = [p.strip("/") for p in (parts or []) if p.strip("/")]

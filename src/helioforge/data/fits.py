@@ -65,7 +65,22 @@ class Skipped:
 
 
 def safe_get(header: fits.Header, key: str, default=None):
-    """``header.get(key)`` that returns ``default`` for absent or unparsable cards."""
+    """``header.get(key)`` that returns ``default`` for absent or unparsable cards.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        The header.
+    key : str
+        Card keyword.
+    default : optional
+        Value for an absent or unparsable card.
+
+    Returns
+    -------
+    object
+        The card value or ``default``.
+    """
     try:
         return header.get(key, default)
     except (VerifyError, ValueError):

@@ -70,11 +70,20 @@ _CLASS_RE = re.compile(r"^\s*([ABCMX])\s*(\d+(?:\.\d*)?|\.\d+)\s*$", re.IGNORECA
 
 
 def flux_to_class(flux: Any) -> np.ndarray:
-    """GOES class index (into :data:`FLARE_CLASSES`) of XRS-B fluxes in W/m².
+    """GOES class index (into :data:`FLARE_CLASSES`) of XRS-B fluxes.
 
     A < 1e-7 ≤ B < 1e-6 ≤ C < 1e-5 ≤ M < 1e-4 ≤ X: a flux exactly on an edge belongs to the
-    stronger class (1e-6 W/m² is C1.0). NaN, ±inf and non-positive fluxes give -1
-    (unlabelled). Returns an int64 array of the input's shape (0-d for a scalar).
+    stronger class (1e-6 W/m² is C1.0). NaN, ±inf and non-positive fluxes give -1 (unlabelled).
+
+    Parameters
+    ----------
+    flux : array_like
+        XRS-B (1–8 Å) flux, W/m², scalar or any shape.
+
+    Returns
+    -------
+    np.ndarray
+        int64 of the input's shape (0-d for a scalar), 0–4 or -1.
     """
     f = np.asarray(flux, dtype=np.float64)
     out = np.searchsorted(np.asarray(CLASS_EDGES_WM2), f, side="right").astype(np.int64)
@@ -86,7 +95,20 @@ def flux_to_class(flux: Any) -> np.ndarray:
 def class_index(letter: str) -> int:
     """Index of a class letter in :data:`FLARE_CLASSES` (``"M"`` → 3), case-insensitive.
 
-    Raises ValueError for anything but one of the letters A, B, C, M, X.
+    Parameters
+    ----------
+    letter : str
+        ``A``, ``B``, ``C``, ``M`` or ``X`` (blanks ignored).
+
+    Returns
+    -------
+    int
+        0–4.
+
+    Raises
+    ------
+    ValueError
+        For anything but one of the letters A, B, C, M, X.
     """
     key = str(letter).strip().upper()
     if key not in FLARE_CLASSES:
@@ -95,13 +117,26 @@ def class_index(letter: str) -> int:
 
 
 def goes_class_flux(goes_class: str) -> float:
-    """Peak XRS-B flux, W/m², of a GOES class string: ``"M1.5"`` → 1.5e-5.
+    """Peak XRS-B flux of a GOES class string: ``"M1.5"`` → 1.5e-5 W/m².
 
     The letter gives the decade (:data:`CLASS_BASE_WM2`), the number the multiplier (NOAA;
     ``X10`` = 1e-3 W/m² is allowed). Case and blanks are ignored.
 
-    Raises ValueError naming the string for anything else (``""``, ``"M"``, ``"Q1.0"``,
-    ``"M-1"``, a zero multiplier).
+    Parameters
+    ----------
+    goes_class : str
+        Class string, e.g. ``"M1.5"``.
+
+    Returns
+    -------
+    float
+        Flux, W/m².
+
+    Raises
+    ------
+    ValueError
+        Naming the string for anything else (``""``, ``"M"``, ``"Q1.0"``, ``"M-1"``, ``None``, a
+        zero multiplier).
     """
     m = _CLASS_RE.match(str(goes_class)) if goes_class is not None else None
     if not m:
@@ -402,9 +437,24 @@ CLASSLESS_MAX_DELAY = np.timedelta64(6, "s")
 
 
 def flux_class_string(flux_wm2: float) -> str:
-    """GOES class string of an XRS-B flux, W/m², with one decimal: 2.2e-4 → ``"X2.2"``.
+    """GOES class string of an XRS-B flux, with one decimal: 2.2e-4 W/m² → ``"X2.2"``.
 
-    Raises ValueError for a non-finite or non-positive flux.
+    A multiplier that rounds to 10 moves to the next class (9.96e-6 → ``"M1.0"``), except for X.
+
+    Parameters
+    ----------
+    flux_wm2 : float
+        Flux, W/m².
+
+    Returns
+    -------
+    str
+        Letter and multiplier, e.g. ``"C3.4"``.
+
+    Raises
+    ------
+    ValueError
+        For a non-finite or non-positive flux.
     """
     f = float(flux_wm2)
     if not (math.isfinite(f) and f > 0):
@@ -819,8 +869,20 @@ def _flux_gap_reasons(times: np.ndarray, flux: pd.Series, max_gap: np.timedelta6
 def class_histogram(class_index: Any) -> dict[str, int]:
     """Counts per GOES class: ``{"A": n, "B": n, "C": n, "M": n, "X": n, "unlabelled": n}``.
 
-    ``class_index`` holds indices into :data:`FLARE_CLASSES` and -1 for unlabelled images.
-    Raises ValueError for any other value.
+    Parameters
+    ----------
+    class_index : array_like
+        Indices into :data:`FLARE_CLASSES` and -1 for unlabelled images, any shape (integer-valued
+        floats accepted).
+
+    Returns
+    -------
+    dict of str to int
+
+    Raises
+    ------
+    ValueError
+        For a non-integer value or an index outside -1..4.
     """
     c = np.asarray(class_index).ravel()
     if c.size and (not np.issubdtype(c.dtype, np.integer)):

@@ -78,7 +78,18 @@ class HinodeReadError(FitsReadError):
 
 
 def instrument_dir(root: str | Path | None = None) -> Path:
-    """``<root>/stokes/instrument`` with ``root`` = :func:`helioforge.config.data_root` by default."""
+    """The folder of the Hinode instrument files.
+
+    Parameters
+    ----------
+    root : str or Path, optional
+        Data root; default :func:`helioforge.config.data_root`.
+
+    Returns
+    -------
+    Path
+        ``<root>/stokes/instrument`` (not checked to exist).
+    """
     return Path(root if root is not None else data_root()) / "stokes" / "instrument"
 
 
@@ -178,7 +189,18 @@ def read_instrument_profile(path: str | Path | None = None, normalise: bool = Tr
 
 
 def available_psf_scales(root: str | Path | None = None) -> dict[float, Path]:
-    """Pixel scales [arcsec] of the ``hinode_psf_<scale>.fits`` files present, sorted."""
+    """The ``hinode_psf_<scale>.fits`` files present, by pixel scale.
+
+    Parameters
+    ----------
+    root : str or Path, optional
+        Data root; default :func:`helioforge.config.data_root`.
+
+    Returns
+    -------
+    dict of float to Path
+        Pixel scale [arcsec] → file, sorted by scale; empty when the folder is missing.
+    """
     folder = instrument_dir(root)
     found: dict[float, Path] = {}
     if folder.is_dir():

@@ -272,7 +272,20 @@ def heliocentric_mu(xcen_arcsec: float, ycen_arcsec: float, date_obs: str) -> fl
 
 
 def continuum_window_index(wavelength: np.ndarray, window: tuple[float, float] = CONTINUUM_WINDOW_A) -> np.ndarray:
-    """Indices of the wavelengths [Å] inside the continuum ``window`` (the bluest point when none is)."""
+    """Indices of the wavelengths inside the continuum ``window`` (the bluest point when none is).
+
+    Parameters
+    ----------
+    wavelength : np.ndarray
+        (nλ,) air wavelengths, Å.
+    window : tuple of float, optional
+        ``(λ_min, λ_max)``, Å; default :data:`CONTINUUM_WINDOW_A`.
+
+    Returns
+    -------
+    np.ndarray
+        int indices into ``wavelength`` (at least one).
+    """
     idx = np.flatnonzero((wavelength >= window[0]) & (wavelength <= window[1]))
     if idx.size == 0:  # grid without the blue end: its bluest point
         idx = np.array([int(np.argmin(wavelength))])
@@ -533,7 +546,25 @@ def _expand_sources(source: str | Path | Iterable[str | Path]) -> tuple[list[Pat
 
 
 def interp_axis(y: np.ndarray, x: np.ndarray, x_new: np.ndarray, axis: int) -> tuple[np.ndarray, int]:
-    """Linear interpolation of ``y`` along ``axis`` from ``x`` to ``x_new`` (edge values held outside)."""
+    """Linear interpolation of ``y`` along ``axis`` from ``x`` to ``x_new`` (edge values held outside).
+
+    Parameters
+    ----------
+    y : np.ndarray
+        Values; ``y.shape[axis] == x.size``.
+    x : np.ndarray
+        (n,) increasing coordinates, n ≥ 2.
+    x_new : np.ndarray
+        (m,) new coordinates.
+    axis : int
+        Axis of ``y`` to interpolate.
+
+    Returns
+    -------
+    tuple
+        ``(out, n_outside)``: ``out`` like ``y`` with m points on ``axis`` (float ``y`` keeps its dtype),
+        and the number of ``x_new`` outside [x[0], x[-1]].
+    """
     k = np.clip(np.searchsorted(x, x_new) - 1, 0, x.size - 2)
     t = (x_new - x[k]) / (x[k + 1] - x[k])
     outside = (x_new < x[0]) | (x_new > x[-1])
@@ -729,7 +760,7 @@ MIN_LINE_DEPTH = 0.1
 
 
 def plausibility_problem(sp_map: SPMap) -> str | None:
-    """Why a map cannot be Hinode SP Stokes data (``None`` when it can).
+    """Why a map cannot be Hinode SP Stokes data.
 
     Looks at the finite pixels only (non-finite ones are masked downstream):
 
@@ -738,7 +769,16 @@ def plausibility_problem(sp_map: SPMap) -> str | None:
     3. the median depth of the deepest absorption in Stokes I, 1 − min_λ I / I_c, must be at
        least :data:`MIN_LINE_DEPTH` (the Fe I lines are there).
 
-    Returns the problem in words (the caller adds the file name).
+    Parameters
+    ----------
+    sp_map : SPMap
+        The map read (``stokes`` (4, nλ, ny, nx), ``wavelength`` (nλ,) Å).
+
+    Returns
+    -------
+    str or None
+        The problem in words (the caller adds the file name), also for a map without any finite
+        profile; ``None`` when the map is plausible.
     """
     stokes = np.asarray(sp_map.stokes)
     good = np.isfinite(stokes).all(axis=(0, 1))

@@ -60,10 +60,24 @@ def _parse_time(value: str | _dt.datetime, what: str) -> _dt.datetime:
 def jsoc_time(value: str | _dt.datetime) -> str:
     """Format a time as a JSOC TAI label ``YYYY.MM.DD_HH:MM:SS_TAI``.
 
-    Accepts ISO 8601 strings (``'2011-02-15T00:00:00'``, ``'2011-02-15'``), JSOC labels and
-    ``datetime`` objects. The clock reading is used as the TAI label as-is (no UTC→TAI leap
-    second shift, 34–37 s, which is below the 12-min SHARP cadence); aware datetimes are first
-    converted to UTC. Fractional seconds are dropped. Raises ``ValueError`` for unparsable input.
+    The clock reading is used as the TAI label as-is (no UTC→TAI leap second shift, 34–37 s,
+    which is below the 12-min SHARP cadence); aware datetimes are first converted to UTC.
+    Fractional seconds are dropped.
+
+    Parameters
+    ----------
+    value : str or datetime.datetime
+        ISO 8601 string (``'2011-02-15T00:00:00'``, ``'2011-02-15'``), JSOC label or ``datetime``.
+
+    Returns
+    -------
+    str
+        E.g. ``'2011.02.15_00:00:00_TAI'``.
+
+    Raises
+    ------
+    ValueError
+        For unparsable input.
     """
     return _parse_time(value, "given").strftime("%Y.%m.%d_%H:%M:%S_TAI")
 

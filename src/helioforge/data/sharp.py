@@ -295,11 +295,21 @@ def harp_region_mask(patch: SharpPatch, threshold_gauss: float = 150.0) -> tuple
 
     1. the record's own ``bitmap`` companion;
     2. the bitmap of the same HARP nearest in time with the same shape, in the same folder
-       (HARP boxes keep their size over a HARP's life);
+       (HARP boxes keep their size over a HARP's life; unreadable ones are skipped);
     3. the strong-field pixels |Br| > ``threshold_gauss`` when no bitmap of the HARP exists.
 
-    Returns ``(mask (ny, nx) bool, source)`` where ``source`` says which rule applied
-    ("bitmap", "bitmap of <YYYYMMDD_HHMMSS>", or "strong field |Br| > 150 G").
+    Parameters
+    ----------
+    patch : SharpPatch
+        The SHARP patch (``Br`` (ny, nx), G; ``bitmap`` or ``None``).
+    threshold_gauss : float, optional
+        |Br| threshold of rule 3, G.
+
+    Returns
+    -------
+    tuple
+        ``(mask, source)``: mask (ny, nx) bool; source says which rule applied ("bitmap",
+        "bitmap of <YYYYMMDD_HHMMSS>", or "strong field |Br| > <threshold> G").
     """
     if patch.bitmap is not None:
         return np.asarray(patch.bitmap) >= 33, "bitmap"

@@ -117,8 +117,21 @@ PLAUSIBLE_RANGES = {
 
 
 def plausibility_problem(model: "SIRModel") -> tuple[int, str] | None:
-    """First value of ``model`` outside :data:`PLAUSIBLE_RANGES`, as ``(row index, problem)``
-    (row 0 = deepest); ``None`` when all are plausible. Absent columns (NaN Pg) are skipped."""
+    """First value of ``model`` outside :data:`PLAUSIBLE_RANGES`.
+
+    Non-finite values are skipped (an absent column, such as a NaN Pg, is never flagged).
+
+    Parameters
+    ----------
+    model : SIRModel
+        The model atmosphere read.
+
+    Returns
+    -------
+    tuple or None
+        ``(row index, problem)`` (row 0 = deepest) with the problem in words; ``None`` when all
+        values are plausible.
+    """
     for col, (lo, hi, unit) in PLAUSIBLE_RANGES.items():
         v = getattr(model, col)
         with np.errstate(invalid="ignore"):
@@ -408,7 +421,18 @@ def read_sir_folder(folder: str | Path, pattern: str = "*.mod") -> tuple[list[SI
 
 
 def atmospheres_dir(root: str | Path | None = None) -> Path:
-    """Folder of the SIR model atmospheres: ``<root>/stokes/atmospheres``, root = :func:`data_root`."""
+    """Folder of the SIR model atmospheres.
+
+    Parameters
+    ----------
+    root : str or Path, optional
+        Data root; default :func:`data_root`.
+
+    Returns
+    -------
+    Path
+        ``<root>/stokes/atmospheres`` (not checked to exist).
+    """
     return Path(root if root is not None else data_root()) / "stokes" / "atmospheres"
 
 

@@ -58,10 +58,28 @@ CLASSIFIER_STEM = "classifier"
 
 
 def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """Inverse-frequency cross-entropy weights (n_classes,) float32.
+    """Inverse-frequency cross-entropy weights.
 
     w_c = n / (K · n_c) for the K classes with n_c > 0 training images; classes absent from
     ``labels`` get 0 (they never occur as targets, so their weight has no effect).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        (n,) integer class indices 0..n_classes-1 of the training images.
+    n_classes : int
+        Number of classes.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_classes,) float32 weights ≥ 0, mean 1 over the present classes.
+
+    Raises
+    ------
+    ValueError
+        From :func:`numpy.bincount` for a negative label; a label ≥ ``n_classes`` fails
+        with an indexing error (the labels are not otherwise checked).
     """
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes).astype(np.float64)
     present = counts > 0
@@ -110,11 +128,38 @@ class FlareClassifierModule(L.LightningModule):
             if cfg.flips else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B, n_classes) of images (B, 1, N, N)."""
+        """Class logits of a batch of images.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (B, 1, N, N) float images in [-1, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            (B, n_classes) logits.
+        """
         return self.model(x)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        """Weighted cross-entropy of a batch ((B, 1, N, N) images, (B,) labels)."""
+        """Weighted cross-entropy of one batch; logs ``loss`` and ``train_acc`` per epoch.
+
+        The images are first flipped at random (horizontal and vertical, p = 0.5 each) when
+        ``cfg.flips`` is set.
+
+        Parameters
+        ----------
+        batch : tuple of torch.Tensor
+            ((B, 1, N, N) float images, (B,) int64 class indices).
+        batch_idx : int
+            Index of the batch (unused).
+
+        Returns
+        -------
+        torch.Tensor
+            Scalar loss, weighted by ``class_weight``.
+        """
         x, y = batch
         if self.flip is not None:
             with torch.no_grad():
@@ -158,15 +203,41 @@ class TrainedClassifier:
         return self.model.n_classes
 
     def to(self, device: str | torch.device) -> "TrainedClassifier":
-        """Move the network to ``device``; returns self."""
+        """Move the network to ``device``.
+
+        Parameters
+        ----------
+        device : str or torch.device
+            Target device, e.g. ``"cpu"`` or ``"cuda:0"``.
+
+        Returns
+        -------
+        TrainedClassifier
+            ``self``.
+        """
         self.model.to(device)
         return self
 
     @torch.no_grad()
     def predict_proba(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Class probabilities (n, n_classes) float32 (softmax of the logits).
+        """Class probabilities (softmax of the logits).
 
-        Raises ``ValueError`` for images that are not (n, 1, N, N) with N = ``image_size``.
+        Parameters
+        ----------
+        images : numpy.ndarray
+            (n, 1, N, N) images in [-1, 1], N = ``image_size``; n may be 0.
+        batch_size : int
+            Images per forward pass.
+
+        Returns
+        -------
+        numpy.ndarray
+            (n, n_classes) float32 probabilities, rows summing to 1.
+
+        Raises
+        ------
+        ValueError
+            For images that are not (n, 1, N, N) with N = ``image_size``.
         """
         x = np.asarray(images, dtype=np.float32)
         if x.ndim != 4 or x.shape[1] != 1 or x.shape[2:] != (self.image_size, self.image_size):
@@ -180,20 +251,65 @@ class TrainedClassifier:
         return torch.cat(out).numpy().astype(np.float32)
 
     def predict(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Predicted class indices (n,) int64 (arg-max probability)."""
+        """Predicted class indices (arg-max of :meth:`predict_proba`).
+
+        Parameters
+        ----------
+        images : numpy.ndarray
+            (n, 1, N, N) images in [-1, 1], N = ``image_size``.
+        batch_size : int
+            Images per forward pass.
+
+        Returns
+        -------
+        numpy.ndarray
+            (n,) int64 class indices.
+
+        Raises
+        ------
+        ValueError
+            For images of the wrong shape (see :meth:`predict_proba`).
+        """
         return self.predict_proba(images, batch_size).argmax(1).astype(np.int64)
 
     def save(self, path_stem: str | Path) -> Path:
-        """Write ``<stem>.safetensors`` + ``<stem>.json``; returns the weights path."""
+        """Write the weights and their JSON configuration.
+
+        Parameters
+        ----------
+        path_stem : str or pathlib.Path
+            Path without suffix; ``<stem>.safetensors`` and ``<stem>.json`` are written.
+
+        Returns
+        -------
+        pathlib.Path
+            The weights path ``<stem>.safetensors``.
+        """
         return save_weights(path_stem, self.model, self.config)
 
     @classmethod
     def load(cls, path_stem: str | Path, device: str | torch.device = "cpu") -> "TrainedClassifier":
         """Read a classifier written by :meth:`save` / :func:`train_classifier`.
 
-        Raises ``FileNotFoundError`` naming the missing file, and
-        :class:`~helioforge.errors.ProductError` (a ``ValueError``) for an unreadable file, a
-        sidecar that lacks the network sizes or does not match the weights, or NaN weights.
+        Parameters
+        ----------
+        path_stem : str or pathlib.Path
+            Path without suffix of ``<stem>.safetensors`` + ``<stem>.json``.
+        device : str or torch.device
+            Device to put the network on.
+
+        Returns
+        -------
+        TrainedClassifier
+            The network (eval mode) and its saved configuration.
+
+        Raises
+        ------
+        FileNotFoundError
+            Naming the missing file.
+        helioforge.errors.ProductError
+            (a ``ValueError``) for an unreadable file, a sidecar that lacks the network sizes or
+            does not match the weights, or NaN weights.
         """
         stem = Path(path_stem)
         remedy = f"rerun `helioforge diffusion evaluate -w {stem.parent.parent}` (it retrains the classifier)"
@@ -350,7 +466,8 @@ def classification_scores(
         ``macro_f1``, ``macro_precision``, ``macro_recall``: scikit-learn
         ``precision_recall_fscore_support(average="macro", zero_division=0)`` averaged over
         ``macro_classes`` (listed by name in ``macro_classes``): a class outside the set
-        neither helps nor hurts; a class in the set never predicted counts with precision 0. ``overall_accuracy``: fraction of correct predictions. ``n``.
+        neither helps nor hurts; a class in the set never predicted counts with precision 0.
+        ``overall_accuracy``: fraction of correct predictions. ``n``.
         ``per_class``: {name: {f1, precision, recall, accuracy, support, predicted}} for every
         class, where accuracy = recall = fraction of that class's images classified correctly
         (the paper's per-class "accuracy", §8.1); for a class absent from y_true, recall,
@@ -402,20 +519,58 @@ def classification_scores(
 
 
 def common_classes(real_labels: np.ndarray, generated_classes: Sequence[int]) -> list[int]:
-    """The classes a generated/real score ratio can compare (paper §6): those present in the
-    real test labels *and* generated. Sorted class indices."""
+    """The classes a generated/real score ratio can compare (paper §6).
+
+    Those present in the real test labels *and* generated.
+
+    Parameters
+    ----------
+    real_labels : numpy.ndarray
+        (n,) integer class indices of the real test images.
+    generated_classes : sequence of int
+        Class indices that were generated.
+
+    Returns
+    -------
+    list of int
+        Sorted class indices in both sets (pass as ``macro_classes`` to
+        :func:`classification_scores`).
+    """
     return sorted(set(np.unique(np.asarray(real_labels, dtype=np.int64)).tolist()) & set(int(c) for c in generated_classes))
 
 
 def chance_scores(y_true: np.ndarray, y_pred: np.ndarray, macro_classes: Sequence[int], n_permutations: int = 200,
                   seed: int = 0, n_classes: int = 5) -> dict[str, float]:
-    """Macro F1 / precision / recall by chance: the same predictions scored against randomly
-    permuted true labels (``n_permutations`` times), over ``macro_classes``.
+    """Macro F1 / precision / recall by chance.
 
-    The yardstick of a classifier score: what the same predictions would reach if they carried
-    no information about the class. Returns ``macro_f1``, ``macro_precision``, ``macro_recall``
-    (means), ``macro_f1_std`` and ``n_permutations``. Raises ``ValueError`` as
-    :func:`classification_scores`, or for ``n_permutations`` < 1.
+    The same predictions scored against randomly permuted true labels (``n_permutations``
+    times), over ``macro_classes``: the yardstick of a classifier score, what the same
+    predictions would reach if they carried no information about the class.
+
+    Parameters
+    ----------
+    y_true, y_pred : numpy.ndarray
+        (n,) int class indices 0..n_classes-1, n ≥ 1.
+    macro_classes : sequence of int
+        Class indices the macro averages run over (e.g. :func:`common_classes`).
+    n_permutations : int
+        Number of random permutations, ≥ 1.
+    seed : int
+        Seed of the permutations.
+    n_classes : int
+        Number of classes. The scores use the default names ``FLARE_CLASSES``, so any value
+        other than 5 raises ``ValueError``.
+
+    Returns
+    -------
+    dict
+        ``macro_f1``, ``macro_precision``, ``macro_recall`` (means over the permutations),
+        ``macro_f1_std`` (standard deviation) and ``n_permutations``.
+
+    Raises
+    ------
+    ValueError
+        As :func:`classification_scores`, or for ``n_permutations`` < 1.
     """
     if int(n_permutations) < 1:
         raise ValueError(f"n_permutations must be >= 1, got {n_permutations}")

@@ -64,13 +64,39 @@ class LabelledSet:
     meta: dict[str, Any]
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(images, class_index, log10_flux) of the ``train`` or ``test`` split."""
+        """Images and labels of one split.
+
+        Parameters
+        ----------
+        name : str
+            ``"train"`` or ``"test"``; any other name selects nothing.
+
+        Returns
+        -------
+        images : numpy.ndarray
+            (m, 1, N, N) float32 in [-1, 1].
+        class_index : numpy.ndarray
+            (m,) int64 GOES class indices 0..4 (A, B, C, M, X).
+        log10_flux : numpy.ndarray
+            (m,) float64 log10 of the GOES 1–8 Å peak flux, W m⁻².
+        """
         sel = (self.table["split"] == name).to_numpy()
         return self.images[sel], self.table["class_index"].to_numpy()[sel].astype(np.int64), \
             self.table["log10_flux"].to_numpy()[sel].astype(np.float64)
 
     def class_counts(self, name: str | None = None) -> dict[str, int]:
-        """Images per class (all five) in a split, or overall."""
+        """Images per class (all five) in a split, or overall.
+
+        Parameters
+        ----------
+        name : str or None
+            ``"train"``, ``"test"``, or ``None`` for the whole set.
+
+        Returns
+        -------
+        dict of str to int
+            {class name A..X: number of images}, zero counts included.
+        """
         t = self.table if name is None else self.table[self.table["split"] == name]
         idx = t["class_index"].to_numpy()
         return {c: int((idx == i).sum()) for i, c in enumerate(FLARE_CLASSES)}
@@ -93,8 +119,23 @@ def _split_by_day(times: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
 
 def check_data_config(profile: DiffusionProfile) -> None:
-    """Refuse data settings that cannot make a training set (:class:`~helioforge.errors.InputError`
-    naming the command-line option)."""
+    """Refuse data settings that cannot make a training set.
+
+    Parameters
+    ----------
+    profile : DiffusionProfile
+        Its ``data`` section (channel, image size, tolerance, test fraction, label source) and
+        ``unet.block_out_channels`` (the image size must divide by 2^(levels-1)) are checked.
+
+    Raises
+    ------
+    helioforge.errors.InputError
+        (a ``ValueError``) naming the command-line option: a wavelength that is not an AIA
+        channel (:data:`AIA_CHANNELS`, Å), an image size outside ``MIN_AIA_SIDE``..
+        :data:`MAX_IMAGE_SIZE` or not a multiple of the U-Net's downsampling factor, a negative
+        or non-finite tolerance (minutes), a test fraction outside (0, 1), or an unknown label
+        source (not ``events``, ``flux`` or ``events+flux``).
+    """
     cfg = profile.data
     check_count("--wavelength", cfg.wavelength, 1, 10_000)
     if int(cfg.wavelength) not in AIA_CHANNELS:
@@ -114,9 +155,29 @@ def check_data_config(profile: DiffusionProfile) -> None:
 
 
 def dataset_digest(profile: DiffusionProfile, folder: Path) -> str:
-    """What a labelled dataset is made from: the ``data`` settings (without the paths) and the
-    *content* of the image folder's files and the GOES files (copying the same data elsewhere
-    keeps a dataset current)."""
+    """Digest of what a labelled dataset is made from.
+
+    The ``data`` settings (without the paths) and the *content* of the image folder's files and
+    the GOES files (copying the same data elsewhere keeps a dataset current).
+
+    Parameters
+    ----------
+    profile : DiffusionProfile
+        Its ``data`` section, including the GOES event and flux paths (missing files are left
+        out of the digest).
+    folder : pathlib.Path
+        The image folder (its regular files, not subfolders, are digested).
+
+    Returns
+    -------
+    str
+        Hex digest, stored with the dataset.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``folder`` does not exist (from listing it).
+    """
     cfg = profile.data
     files = sorted(p for p in folder.iterdir() if p.is_file())
     goes_files = [p for p in (cfg.events_path(), cfg.flux_path()) if p.is_file()]
@@ -255,9 +316,31 @@ def _count_reasons(reasons: Any) -> dict[str, int]:
 
 def write_dataset(path: Path, arrays: np.ndarray, table: pd.DataFrame, meta: dict[str, Any],
                   profile: DiffusionProfile) -> None:
-    """Write ``dataset.fits``: the cube (n, N, N) float32 in network units [-1, 1] in the primary
-    HDU (channel, scaling, label source and digest in its header) and the label table as the
-    ``LABELS`` binary table."""
+    """Write ``dataset.fits``.
+
+    The cube (n, N, N) float32 in network units [-1, 1] goes in the primary HDU (channel,
+    scaling, label source and digest in its header) and the label table in the ``LABELS``
+    binary table.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        Output FITS file.
+    arrays : numpy.ndarray
+        (n, 1, N, N) images in [-1, 1] (the channel axis is dropped on writing).
+    table : pandas.DataFrame
+        One label row per image, with a ``time`` column (written as strings).
+    meta : dict
+        ``wavelength`` (Å), ``units``, ``scaling`` (dict with ``log10_min``/``log10_max`` or
+        ``None``), ``label_source``, ``digest`` and ``images_folder``.
+    profile : DiffusionProfile
+        Its name is recorded in the header.
+
+    Raises
+    ------
+    KeyError
+        When ``meta`` lacks one of the keys above.
+    """
     hdr = fits.Header()
     hdr["WAVELNTH"] = (int(meta["wavelength"]), "AIA channel, Angstrom")
     hdr["BUNIT"] = ("scaled", "network units in [-1, 1]; see HF SCALING")
@@ -272,11 +355,27 @@ def write_dataset(path: Path, arrays: np.ndarray, table: pd.DataFrame, meta: dic
 
 
 def load_dataset(path: str | Path) -> LabelledSet:
-    """Read ``dataset.fits`` written by :func:`label_dataset`.
+    """Read ``dataset.fits`` written by :func:`~helioforge.diffusion.pipeline.label_dataset`.
 
-    Raises ``FileNotFoundError`` for a missing file and :class:`~helioforge.errors.ProductError`
-    (naming the file and ``diffusion label --force``) for one that is unreadable, truncated or
-    not a labelled dataset.
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The dataset file.
+
+    Returns
+    -------
+    LabelledSet
+        Images (n, 1, N, N) float32 in [-1, 1], the label table and the metadata
+        (``wavelength`` Å, ``units``, ``scaling``, ``label_source``, ``images_folder``, ``digest``).
+
+    Raises
+    ------
+    FileNotFoundError
+        For a missing file.
+    helioforge.errors.ProductError
+        (a ``ValueError``, naming the file and ``diffusion label --force``) for one that is
+        unreadable, truncated or not a labelled dataset (no image cube, label columns missing,
+        row count not matching, values not finite or outside [-1, 1]).
     """
     path = Path(path)
     if not path.is_file():
@@ -312,8 +411,29 @@ def load_dataset(path: str | Path) -> LabelledSet:
 
 
 def class_conditions(counts: dict[str, int], n: int, rng: np.random.Generator | None = None) -> np.ndarray:
-    """``n`` class indices in the proportions of ``counts`` (largest-remainder rounding),
-    shuffled. Classes with a zero count get none."""
+    """``n`` class indices in the proportions of ``counts``, shuffled.
+
+    Largest-remainder rounding; classes with a zero count get none.
+
+    Parameters
+    ----------
+    counts : dict of str to int
+        Images per class name (A, B, C, M, X); missing names count 0.
+    n : int
+        Number of indices to draw, ≥ 0.
+    rng : numpy.random.Generator or None
+        Generator of the shuffle (default: seed 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n,) int class indices 0..4.
+
+    Raises
+    ------
+    ValueError
+        When no class has any image.
+    """
     c = np.array([counts.get(k, 0) for k in FLARE_CLASSES], float)
     if c.sum() <= 0:
         raise ValueError("no class has any image")

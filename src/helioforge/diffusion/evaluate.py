@@ -80,7 +80,20 @@ log = logging.getLogger(__name__)
 
 
 def eligible_classes(counts: dict[str, int], min_images: int) -> list[int]:
-    """Indices of the classes with at least ``min_images`` training images."""
+    """Indices of the classes with at least ``min_images`` training images.
+
+    Parameters
+    ----------
+    counts : dict of str to int
+        Training images per class name (A, B, C, M, X); missing names count 0.
+    min_images : int
+        Least number of training images of a class the model may generate.
+
+    Returns
+    -------
+    list of int
+        Class indices 0..4, ascending.
+    """
     return [i for i, c in enumerate(FLARE_CLASSES) if counts.get(c, 0) >= min_images]
 
 
@@ -160,15 +173,47 @@ def evaluate(
     devices: int | str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate the trained ``condition`` model; write ``metrics.json``, figures and
-    ``index.html`` to ``report_dir``; return the metrics.
+    """Evaluate the trained ``condition`` model (Ramunno et al. 2024, §5–7).
 
-    Holds the work folder's lock (it trains the feature encoder and the classifier there).
+    Writes ``metrics.json``, figures and ``index.html`` to ``report_dir``. Holds the work
+    folder's lock (it trains the feature encoder and the classifier there).
 
-    Raises :class:`~helioforge.errors.ProductError` when the dataset or the model is missing,
-    unfinished or damaged (naming the file and the command that makes it),
-    :class:`~helioforge.errors.InputError` for missing Inception weights, ``ValueError`` when
-    fewer than two classes can be generated.
+    Parameters
+    ----------
+    profile : DiffusionProfile
+        Its ``evaluate``, ``sample``, ``features`` and ``classifier`` sections set the run.
+    ws : DiffusionWorkspace
+        Work folder with a finished labelled dataset and trained model.
+    report_dir : str or pathlib.Path
+        Output folder (created).
+    condition : str or None
+        ``"class"`` or ``"flux"``; default ``profile.train.condition``.
+    inception_weights : str or pathlib.Path or None
+        Local InceptionV3 weights; when given, the Inception FID is added.
+    accelerator, devices : str or int
+        Passed to Lightning / the inference device choice.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    dict
+        The metrics written to ``metrics.json``: Fréchet distances, cluster metrics, classifier
+        scores and ratios, baseline, brightness index, conclusions, figure names, timings.
+
+    Raises
+    ------
+    helioforge.errors.InputError
+        For missing or unreadable Inception weights, ``evaluate.repeats`` < 1, or a condition
+        other than ``class``/``flux``.
+    helioforge.errors.ProductError
+        When the dataset or the model is missing, unfinished or damaged (naming the file and
+        the command that makes it).
+    helioforge.errors.FolderInUse
+        When another process holds the work folder's lock.
+    ValueError
+        When no class has ``min_class_images`` training images, or no generated class is in the
+        held-out real test set (no score ratio can be formed).
     """
     condition = condition or profile.train.condition
     if inception_weights is not None:
@@ -182,8 +227,20 @@ def evaluate(
 
 
 def resolved_steps(sampler: str, train_config: dict[str, Any]) -> int:
-    """Steps a sampler takes when none are given: T (the training timesteps) for ``ddpm``, 50
-    for ``ddim``, 20 for ``dpm`` (as :func:`helioforge.diffusion.infer.make_sampler`)."""
+    """Steps a sampler takes when none are given (as :func:`helioforge.diffusion.infer.make_sampler`).
+
+    Parameters
+    ----------
+    sampler : str
+        ``"ddpm"``, ``"ddim"`` or ``"dpm"``.
+    train_config : dict
+        The model's training settings (``num_train_timesteps`` T, default 1000).
+
+    Returns
+    -------
+    int
+        T for ``ddpm``, 50 for ``ddim``, 20 for ``dpm``, 0 for an unknown sampler.
+    """
     return {"ddpm": int(train_config.get("num_train_timesteps", 1000)), "ddim": 50, "dpm": 20}.get(sampler, 0)
 
 
@@ -372,9 +429,25 @@ def _labels_summary(ws: DiffusionWorkspace) -> dict[str, Any]:
 
 
 def minority_classes(counts: dict[str, int], eligible: set[int] | list[int], fraction: float = 0.5) -> tuple[str, ...]:
-    """The least represented classes of a training set that the model can generate: those of
-    ``eligible`` (class indices) with fewer than ``fraction`` × the largest class's images
-    (the paper's A, M and X on its Fig. 1 distribution, §8.1). Class letters, weakest first."""
+    """The least represented classes of a training set that the model can generate.
+
+    Those of ``eligible`` with fewer than ``fraction`` × the largest class's images (the
+    paper's A, M and X on its Fig. 1 distribution, §8.1).
+
+    Parameters
+    ----------
+    counts : dict of str to int
+        Training images per class name (A, B, C, M, X); missing names count 0.
+    eligible : set or list of int
+        Class indices 0..4 the model can generate.
+    fraction : float
+        Threshold relative to the largest class.
+
+    Returns
+    -------
+    tuple of str
+        Class letters in class-index order (A first).
+    """
     top = max(counts.get(c, 0) for c in FLARE_CLASSES)
     return tuple(FLARE_CLASSES[i] for i in sorted(eligible) if counts.get(FLARE_CLASSES[i], 0) < fraction * top)
 
@@ -389,15 +462,46 @@ def augment_experiment(
     devices: int | str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """§8.1: classifier accuracy per minority class with +generated, +classical-augmented or
-    no added images (``profile.augment``); writes ``augmentation.csv``, ``augmentation_summary.csv``,
+    """The augmentation experiment of §8.1 (Ramunno et al. 2024).
+
+    Classifier accuracy per minority class with +generated, +classical-augmented or no added
+    images (``profile.augment``); writes ``augmentation.csv``, ``augmentation_summary.csv``,
     ``augmentation.json``, Figs. 6–8 and ``augmentation.html`` to ``report_dir``.
 
     Minority classes the model never saw in training (fewer than ``min_class_images``) are
     dropped from the experiment and listed in the report. Holds the work folder's lock.
 
-    Raises :class:`~helioforge.errors.InputError` for additions or repeats < 1 and
-    :class:`~helioforge.errors.ProductError` for a missing, unfinished or damaged dataset or model.
+    Parameters
+    ----------
+    profile : DiffusionProfile
+        Its ``augment``, ``evaluate`` and ``sample`` sections set the run.
+    ws : DiffusionWorkspace
+        Work folder with a finished labelled dataset and trained model.
+    report_dir : str or pathlib.Path
+        Output folder (created).
+    condition : str or None
+        ``"class"`` or ``"flux"``; default ``profile.train.condition``.
+    accelerator, devices : str or int
+        Passed to Lightning / the inference device choice.
+    progress : bool
+        Show progress.
+
+    Returns
+    -------
+    dict
+        The content of ``augmentation.json`` (pivot table, conclusions, settings, summary rows,
+        figure names, seconds).
+
+    Raises
+    ------
+    helioforge.errors.InputError
+        For no additions, additions or repeats < 1, or a condition other than ``class``/``flux``.
+    helioforge.errors.ProductError
+        For a missing, unfinished or damaged dataset or model.
+    helioforge.errors.FolderInUse
+        When another process holds the work folder's lock.
+    ValueError
+        When none of the minority classes can be generated.
     """
     condition = condition or profile.train.condition
     additions = tuple(profile.augment.additions)

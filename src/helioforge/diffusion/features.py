@@ -45,12 +45,31 @@ FEATURE_ENCODER_STEM = "feature_encoder"
 
 def random_box_mask(shape: tuple[int, ...], fraction: float, *, generator: torch.Generator | None = None,
                     device: torch.device | str = "cpu") -> torch.Tensor:
-    """Boolean masks (B, 1, N, N), one random axis-aligned rectangle per image, True inside.
+    """Boolean masks, one random axis-aligned rectangle per image, True inside.
 
     Each rectangle covers ≈ ``fraction`` of the image: its aspect ratio is drawn log-uniformly
     in [1/2, 2], its sides are ``sqrt(fraction·N²·aspect)`` and ``sqrt(fraction·N²/aspect)``
-    (clipped to [1, N]), and its position is uniform. The context-encoder masking of Zimmerer
-    et al. (2018).
+    (clipped to [1, N]), and its position is uniform.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (B, C, H, W) of the image batch (only B, H and W are used).
+    fraction : float
+        Fraction of the image area to mask; ≤ 0 gives all-False masks.
+    generator : torch.Generator or None
+        CPU random generator of the draws.
+    device : torch.device or str
+        Device of the returned masks.
+
+    Returns
+    -------
+    torch.Tensor
+        (B, 1, H, W) bool.
+
+    References
+    ----------
+    The context-encoder masking of Zimmerer et al. (2018, arXiv:1812.05941, §2).
     """
     b, _, h, w = shape
     if fraction <= 0:
@@ -80,7 +99,20 @@ class FeatureEncoderModule(L.LightningModule):
         self.model = ConvVAE(image_size, cfg.latent_dim, cfg.width, 1)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        """ceVAE loss of a batch (B, 1, N, N) in [-1, 1]."""
+        """ceVAE loss of one batch: L_VAE + L_CE (module docstring; Zimmerer et al. 2018, §2).
+
+        Parameters
+        ----------
+        batch : tuple of torch.Tensor
+            ((B, 1, N, N) float images in [-1, 1],).
+        batch_idx : int
+            Index of the batch (unused).
+
+        Returns
+        -------
+        torch.Tensor
+            Scalar loss MSE + β·KL (+ context-encoder MSE when ``context_mask_fraction`` > 0).
+        """
         (x,) = batch
         recon, mu, logvar = self.model(x)
         rec = F.mse_loss(recon, x)
@@ -127,16 +159,43 @@ class FeatureEncoder:
         return next(self.model.parameters()).device
 
     def to(self, device: str | torch.device) -> "FeatureEncoder":
-        """Move the network to ``device``; returns self."""
+        """Move the network to ``device``.
+
+        Parameters
+        ----------
+        device : str or torch.device
+            Target device.
+
+        Returns
+        -------
+        FeatureEncoder
+            ``self``.
+        """
         self.model.to(device)
         return self
 
     @torch.no_grad()
     def encode(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Posterior means μ (n, latent_dim) float64 of images (n, 1, N, N) in [-1, 1].
+        """Posterior means μ of images (the domain features).
 
-        Eval mode, no gradients, in batches of ``batch_size``. Raises ``ValueError`` for
-        another shape or an image size other than the one the encoder was trained on.
+        Eval mode, no gradients, in batches of at most ``batch_size``.
+
+        Parameters
+        ----------
+        images : numpy.ndarray
+            (n, 1, N, N) in [-1, 1], N = ``image_size``; n may be 0.
+        batch_size : int
+            Images per forward pass.
+
+        Returns
+        -------
+        numpy.ndarray
+            (n, latent_dim) float64.
+
+        Raises
+        ------
+        ValueError
+            For another shape or an image size other than the one the encoder was trained on.
         """
         x = np.asarray(images, dtype=np.float32)
         if x.ndim != 4 or x.shape[1] != 1 or x.shape[2:] != (self.image_size, self.image_size):
@@ -150,16 +209,43 @@ class FeatureEncoder:
         return torch.cat(out).numpy()
 
     def save(self, path_stem: str | Path) -> Path:
-        """Write ``<stem>.safetensors`` + ``<stem>.json`` (atomically); returns the weights path."""
+        """Write the weights and their JSON sidecar (atomically).
+
+        Parameters
+        ----------
+        path_stem : str or pathlib.Path
+            Path without suffix; ``<stem>.safetensors`` and ``<stem>.json`` are written.
+
+        Returns
+        -------
+        pathlib.Path
+            The weights path ``<stem>.safetensors``.
+        """
         return save_weights(path_stem, self.model, self.config)
 
     @classmethod
     def load(cls, path_stem: str | Path, device: str | torch.device = "cpu") -> "FeatureEncoder":
         """Load an encoder written by :meth:`save` or :func:`train_feature_encoder`.
 
-        Raises ``FileNotFoundError`` naming the missing ``.safetensors``/``.json`` file, and
-        :class:`~helioforge.errors.ProductError` (a ``ValueError``) for an unreadable file, a
-        sidecar that lacks the network sizes or does not match the weights, or NaN weights.
+        Parameters
+        ----------
+        path_stem : str or pathlib.Path
+            Path without suffix of ``<stem>.safetensors`` + ``<stem>.json``.
+        device : str or torch.device
+            Device to put the network on.
+
+        Returns
+        -------
+        FeatureEncoder
+            The network (eval mode) and its sidecar configuration.
+
+        Raises
+        ------
+        FileNotFoundError
+            Naming the missing ``.safetensors``/``.json`` file.
+        helioforge.errors.ProductError
+            (a ``ValueError``) for an unreadable file, a sidecar that lacks the network sizes or
+            does not match the weights, or NaN weights.
         """
         stem = Path(path_stem)
         remedy = f"rerun `helioforge diffusion evaluate -w {stem.parent.parent}` (it retrains the encoder)"

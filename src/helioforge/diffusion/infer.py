@@ -59,14 +59,54 @@ SAMPLERS = ("ddpm", "ddim", "dpm")
 
 
 def guided_noise(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, cfg_scale: float) -> torch.Tensor:
-    """Eq. 6: ε̂ = (1 + w) ε(x, c) − w ε(x), w = ``cfg_scale``; tensors of any equal shape."""
+    """Classifier-free guided noise prediction, ε̂ = (1 + w) ε(x, c) − w ε(x).
+
+    Parameters
+    ----------
+    eps_cond : torch.Tensor
+        Conditional noise prediction ε(x, c), any shape, e.g. (B, 1, N, N).
+    eps_uncond : torch.Tensor
+        Null-condition prediction ε(x), same shape.
+    cfg_scale : float
+        Guidance scale w (0: purely conditional).
+
+    Returns
+    -------
+    torch.Tensor
+        ε̂, same shape.
+
+    References
+    ----------
+    Ramunno et al. (2024), eq. 6; Ho & Salimans (2022).
+    """
     return (1.0 + cfg_scale) * eps_cond - cfg_scale * eps_uncond
 
 
 def make_sampler(train_config: dict[str, Any], sampler: str, steps: int | None):
-    """A diffusers scheduler for ``sampler`` on the training noise schedule, with its timesteps
-    set: ``steps`` defaults to T for DDPM, 50 for DDIM and 20 for DPM-Solver. Raises ``ValueError`` for an unknown
-    sampler or ``steps`` outside 1..T."""
+    """A diffusers scheduler for ``sampler`` on the training noise schedule, with its timesteps set.
+
+    DDIM and DPM-Solver use ``timestep_spacing="trailing"``; DPM-Solver is the SDE-DPM-Solver++
+    of order 2 with x̂₀ thresholded to [-1, 1] (module docstring).
+
+    Parameters
+    ----------
+    train_config : dict
+        The ``train`` section of the model's JSON (noise schedule, T = ``num_train_timesteps``).
+    sampler : str
+        ``"ddpm"``, ``"ddim"`` or ``"dpm"``.
+    steps : int or None
+        Sampling steps; ``None``: T for DDPM, 50 for DDIM, 20 for DPM-Solver.
+
+    Returns
+    -------
+    diffusers.SchedulerMixin
+        ``DDPMScheduler``, ``DDIMScheduler`` or ``DPMSolverMultistepScheduler``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown sampler or ``steps`` outside 1..T.
+    """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
     base = make_scheduler(train_config)
@@ -255,8 +295,9 @@ def sample_to_files(
     device: str | None = None,
     progress: bool = True,
 ) -> tuple[Path, Path]:
-    """Sample ``n`` images of a GOES class (class model) or an X-ray flux in W m⁻² (flux model)
-    and write ``<out>.fits`` (cube (n, N, N) in network units [-1, 1], with the scaling to
+    """Sample ``n`` images of a GOES class or X-ray flux from a saved model and write them to files.
+
+    Writes ``<out>.fits`` (cube (n, N, N) in network units [-1, 1], with the scaling to
     intensity, condition, sampler and provenance in the header) and ``<out>.png`` (grid).
 
     The FITS header carries a helioprojective WCS of the downsampled full disk
@@ -266,12 +307,50 @@ def sample_to_files(
     Every argument is checked before the model is loaded, and both files are written only when
     the sampling succeeded (atomically: a failure leaves nothing behind).
 
-    Raises :class:`~helioforge.errors.InputError` for ``n`` or ``steps`` < 1, a ``cfg_scale``
-    that is not a finite number ≥ 0, an ``eta`` outside [0, 1], a flux that is not a finite
-    number > 0, or an output that would overwrite the model or a FITS file helioforge did not
-    write; ``ValueError`` when the condition does not suit the model (a class for a flux model
-    or the reverse, a class absent from the model's training set);
-    :class:`~helioforge.errors.ProductError` for a damaged model.
+    Parameters
+    ----------
+    stem : str or pathlib.Path
+        Saved model without suffix (``.safetensors`` + ``.json``).
+    out : str or pathlib.Path
+        Output path; its suffix is replaced by ``.fits`` and ``.png``.
+    flare_class : str or None
+        GOES class letter A, B, C, M or X (only the first letter counts); needed by a class model.
+    flux : float or None
+        GOES 1–8 Å flux, W m⁻², > 0; needed by a flux model (outside the training range: a warning).
+    n : int
+        Number of images, ≥ 1.
+    cfg_scale : float
+        Guidance scale w of eq. 6, ≥ 0.
+    eta : float
+        DDIM η in [0, 1] (``ddim`` only).
+    sampler, steps : str, int or None
+        See :func:`make_sampler`.
+    seed : int
+        Seed of the noise.
+    device : str or None
+        Default: :func:`helioforge.nn.training.inference_device`.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    tuple of pathlib.Path
+        (``<out>.fits``, ``<out>.png``).
+
+    Raises
+    ------
+    helioforge.errors.InputError
+        For ``n`` or ``steps`` < 1, a ``cfg_scale`` that is not a finite number ≥ 0, an ``eta``
+        outside [0, 1], a flux that is not a finite number > 0, or an output that would
+        overwrite the model or a FITS file helioforge did not write.
+    FileNotFoundError
+        For a missing model file.
+    helioforge.errors.ProductError
+        For a damaged model.
+    ValueError
+        When the condition does not suit the model (a class for a flux model or the reverse, a
+        missing or unknown class, a class absent from the model's training set), for an unknown
+        sampler or ``steps`` > T, or when sampling gave non-finite pixels.
     """
     stem = Path(stem)
     n, cfg_scale, eta = check_sample_args(n=n, steps=steps, cfg_scale=cfg_scale, eta=eta, flux=flux)

@@ -302,11 +302,21 @@ class InceptionFeatures:
 
     @staticmethod
     def to_uint8_rgb(images: torch.Tensor) -> torch.Tensor:
-        """Our images (B, 1, N, N) in [-1, 1] → uint8 RGB (B, 3, 299, 299).
+        """Our images in [-1, 1] → the uint8 RGB input of InceptionV3.
 
         [-1, 1] → [0, 255] rounded to integers (8-bit, as a saved PNG would be), bilinear
         resize to 299×299 (``F.interpolate``, align_corners=False), rounded and clipped to
         uint8, the grey channel repeated three times.
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            (B, 1, N, N) in [-1, 1] (values outside are clipped).
+
+        Returns
+        -------
+        torch.Tensor
+            (B, 3, 299, 299) uint8.
         """
         x = ((images.float().clamp(-1, 1) + 1) * 127.5).round()
         if x.shape[-2:] != (INCEPTION_SIZE, INCEPTION_SIZE):
@@ -334,13 +344,35 @@ class InceptionFeatures:
 
 def inception_fid(real_images: np.ndarray, gen_images: np.ndarray, weights_path: str | os.PathLike, *,
                   device: str | torch.device | None = None, batch_size: int = 64) -> float:
-    """FID (Heusel et al. 2017) between real and generated images (n, 1, N, N) in [-1, 1], on
-    the InceptionV3 pool features of :class:`InceptionFeatures` (paper Table 1, "FID IV3").
+    """FID (Heusel et al. 2017) between real and generated images on InceptionV3 pool features.
 
-    The resize (bilinear, torch) differs from clean-fid's default "clean" PIL-bicubic resize,
-    so values are comparable between our models but not digit-for-digit with the paper's.
-    Raises ``FileNotFoundError`` for missing weights and ``ValueError`` for fewer than two
-    images per set.
+    The features are those of :class:`InceptionFeatures` (paper Table 1, "FID IV3"). The resize
+    (bilinear, torch) differs from clean-fid's default "clean" PIL-bicubic resize, so values are
+    comparable between our models but not digit-for-digit with the paper's.
+
+    Parameters
+    ----------
+    real_images, gen_images : numpy.ndarray
+        (n, 1, N, N) and (m, 1, M, M) in [-1, 1], n, m ≥ 2.
+    weights_path : str or os.PathLike
+        Local TorchScript InceptionV3 weights (``inception-2015-12-05.pt``).
+    device : str or torch.device or None
+        Default: CUDA when available, else the CPU.
+    batch_size : int
+        Images per network call.
+
+    Returns
+    -------
+    float
+        The Fréchet distance of the 2048-d features.
+
+    Raises
+    ------
+    FileNotFoundError
+        For missing weights.
+    ValueError
+        For weights that are not a TorchScript archive, images that are not (n, 1, N, N), or
+        fewer than two images per set.
     """
     extractor = InceptionFeatures(weights_path, device=device, batch_size=batch_size)
     return frechet_distance(extractor(real_images), extractor(gen_images))
@@ -348,6 +380,29 @@ def inception_fid(real_images: np.ndarray, gen_images: np.ndarray, weights_path:
 
 # --------------------------------------------------------------------------- std maps and figures
 def images_labels(images: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Check and convert an image set and its class labels.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (n, 1, N, N) images.
+    labels : numpy.ndarray
+        (n,) integer class indices in [0, n_classes).
+    n_classes : int
+        Number of classes.
+
+    Returns
+    -------
+    images : numpy.ndarray
+        (n, 1, N, N) float64.
+    labels : numpy.ndarray
+        (n,) int64.
+
+    Raises
+    ------
+    ValueError
+        Wrong image shape, labels not matching the images, not integers or outside [0, n_classes).
+    """
     x = np.asarray(images, dtype=np.float64)
     if x.ndim != 4 or x.shape[1] != 1:
         raise ValueError(f"images must be (n, 1, N, N), got {x.shape}")
@@ -391,8 +446,22 @@ def std_maps(images: np.ndarray, labels: np.ndarray, n_classes: int = 5) -> np.n
 
 
 def mean_std(values: Any) -> dict[str, Any]:
-    """``{"mean", "std", "n", "values"}`` of a list of repeat values (population std; NaN-safe:
-    non-finite values are left out of mean and std and counted in ``n_nan``)."""
+    """Mean and spread of a list of repeat values.
+
+    Population std (ddof = 0); NaN-safe: non-finite values are left out of mean and std and
+    counted in ``n_nan``.
+
+    Parameters
+    ----------
+    values : iterable of float
+        One value per repeat.
+
+    Returns
+    -------
+    dict
+        ``mean``, ``std`` (NaN when no value is finite), ``n``, ``n_nan`` and ``values``
+        (the list as floats).
+    """
     v = np.asarray(list(values), dtype=np.float64)
     ok = np.isfinite(v)
     return {"mean": float(v[ok].mean()) if ok.any() else float("nan"),
@@ -403,8 +472,25 @@ def mean_std(values: Any) -> dict[str, Any]:
 def bootstrap_scores(y_true: np.ndarray, y_pred: np.ndarray, macro_classes: list[int], n_boot: int = 200,
                      seed: int = 0) -> dict[str, float]:
     """Bootstrap spread of the macro scores over the images (resampled with replacement,
-    ``n_boot`` times): the uncertainty of a score measured on few images. Returns
-    ``macro_f1_std``, ``macro_precision_std``, ``macro_recall_std`` and ``n_boot``."""
+    ``n_boot`` times): the uncertainty of a score measured on few images.
+
+    Parameters
+    ----------
+    y_true, y_pred : ndarray of int, shape (n,)
+        True and predicted class indices of the n images.
+    macro_classes : list of int
+        Classes averaged in the macro scores.
+    n_boot : int
+        Number of bootstrap resamples.
+    seed : int
+        Seed of the resampling.
+
+    Returns
+    -------
+    dict
+        ``macro_f1_std``, ``macro_precision_std``, ``macro_recall_std`` (standard deviations over
+        the resamples) and ``n_boot``.
+    """
     rng = np.random.default_rng(seed)
     n = len(y_true)
     runs = []
@@ -417,18 +503,48 @@ def bootstrap_scores(y_true: np.ndarray, y_pred: np.ndarray, macro_classes: list
 
 
 def brightness_index(images: np.ndarray) -> np.ndarray:
-    """Per-image activity proxy: the 99.5th percentile of the scaled intensity (n,) — bright
-    active regions and flares raise it; a quiet Sun keeps it near the disk level."""
+    """Per-image activity proxy: the 99.5th percentile of the scaled intensity.
+
+    Bright active regions and flares raise it; a quiet Sun keeps it near the disk level.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (n, ...) images, e.g. (n, 1, N, N) in network units [-1, 1].
+
+    Returns
+    -------
+    numpy.ndarray
+        (n,) float64, in the units of ``images``.
+    """
     return np.percentile(np.asarray(images).reshape(len(images), -1), 99.5, axis=1)
 
 
 def pixel_gaussian_images(images: np.ndarray, labels: np.ndarray, classes: np.ndarray,
                           rng: np.random.Generator) -> np.ndarray:
-    """Trivial class-conditional generator, the yardstick of the generated-set metrics: every
-    pixel drawn independently from a normal distribution with the per-pixel mean and std of
-    the real training images of the requested class (no spatial structure beyond the class's
-    mean image). ``images`` (n, 1, N, N) in [-1, 1], ``labels`` (n,), ``classes`` (m,) the class
-    of each image to draw; returns (m, 1, N, N) float32 clipped to [-1, 1]."""
+    """Trivial class-conditional generator, the yardstick of the generated-set metrics.
+
+    Every pixel is drawn independently from a normal distribution with the per-pixel mean and
+    std (ddof = 0) of the real training images of the requested class (no spatial structure
+    beyond the class's mean image).
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (n, 1, N, N) real images in [-1, 1].
+    labels : numpy.ndarray
+        (n,) class indices of ``images``.
+    classes : numpy.ndarray
+        (m,) class of each image to draw; every class should have real images (one without
+        gives NaN images, with a NumPy empty-slice warning, not an error).
+    rng : numpy.random.Generator
+        Source of the draws.
+
+    Returns
+    -------
+    numpy.ndarray
+        (m, 1, N, N) float32 clipped to [-1, 1].
+    """
     out = np.empty((len(classes), *images.shape[1:]), dtype=np.float32)
     for c in np.unique(classes):
         real = images[labels == c]

@@ -79,15 +79,48 @@ class DiffusionWorkspace(StepState):
     classifier_dir = property(lambda self: self.root / "classifier")
 
     def model_dir(self, condition: str) -> Path:
-        """Training folder of the ``class`` or ``flux`` model."""
+        """Training folder of the ``class`` or ``flux`` model.
+
+        Parameters
+        ----------
+        condition : str
+            ``"class"`` or ``"flux"`` (not checked).
+
+        Returns
+        -------
+        pathlib.Path
+            ``<root>/model_<condition>``.
+        """
         return self.root / f"model_{condition}"
 
     def model_stem(self, condition: str) -> Path:
-        """Saved EMA weights of the ``class`` or ``flux`` model (without suffix)."""
+        """Saved EMA weights of the ``class`` or ``flux`` model (without suffix).
+
+        Parameters
+        ----------
+        condition : str
+            ``"class"`` or ``"flux"`` (not checked).
+
+        Returns
+        -------
+        pathlib.Path
+            ``<root>/model_<condition>/<DIFFUSION_STEM>``.
+        """
         return self.model_dir(condition) / DIFFUSION_STEM
 
     def model_files(self, condition: str) -> tuple[Path, Path]:
-        """(weights, JSON sidecar) of the ``class`` or ``flux`` model."""
+        """Files of the ``class`` or ``flux`` model.
+
+        Parameters
+        ----------
+        condition : str
+            ``"class"`` or ``"flux"`` (not checked).
+
+        Returns
+        -------
+        tuple of pathlib.Path
+            (``.safetensors`` weights, ``.json`` sidecar).
+        """
         stem = self.model_stem(condition)
         return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
 
@@ -97,7 +130,13 @@ class DiffusionWorkspace(StepState):
         return self.dataset, self.labels, self.labels_report, self.histogram
 
     def save_profile(self, profile: DiffusionProfile) -> None:
-        """Store the profile the folder is made with."""
+        """Store the profile the folder is made with (``profile.json``).
+
+        Parameters
+        ----------
+        profile : DiffusionProfile
+            The profile to write.
+        """
         write_json(self.profile_file, profile.to_dict())
 
     def load_profile(self) -> DiffusionProfile:
@@ -132,10 +171,26 @@ class DiffusionWorkspace(StepState):
         raise ProductError(self.dataset, why, f"run `{label} --force` to rebuild it")
 
     def require_model(self, condition: str) -> Path:
-        """The stem of the trained ``condition`` model, after checking that its training
-        finished and that its files are those written; else
-        :class:`~helioforge.errors.ProductError` naming the file and the command that trains,
-        resumes or rebuilds it."""
+        """The stem of the trained ``condition`` model, after checking it.
+
+        Checks that its training finished and that its files are those written.
+
+        Parameters
+        ----------
+        condition : str
+            ``"class"`` or ``"flux"``.
+
+        Returns
+        -------
+        pathlib.Path
+            Stem of the EMA weights (:meth:`model_stem`).
+
+        Raises
+        ------
+        helioforge.errors.ProductError
+            Naming the file and the command that trains, resumes or rebuilds it, when the model
+            is not built, unfinished or changed since it was written.
+        """
         weights, sidecar = self.model_files(condition)
         why = self.problem(f"model_{condition}", None, weights, sidecar)
         if why is None:
@@ -204,10 +259,36 @@ def label_dataset(profile: DiffusionProfile, ws: DiffusionWorkspace, *, force: b
     while the settings and the *content* of the image folder and the GOES files are unchanged.
     Holds the work folder's lock; a failure leaves the previous products as they were.
 
-    Raises ``FileNotFoundError`` for a missing image folder or GOES file,
-    :class:`~helioforge.errors.InputError` for settings out of range, and ``ValueError`` (with
-    the folder and the counts) when no image of the channel is left, no image could be labelled
-    or the training split would hold less than one batch.
+    Parameters
+    ----------
+    profile : DiffusionProfile
+        Its ``data`` section (paths, channel, size, label source, tolerance, split) and
+        ``train.batch_size`` (least number of training images).
+    ws : DiffusionWorkspace
+        The work folder (created when missing; removed again when a failed first command
+        leaves only its lock).
+    force : bool
+        Rebuild even when the products are current.
+    progress : bool
+        Show a progress bar while reading.
+
+    Returns
+    -------
+    LabelledSet
+        Images (n, 1, N, N) float32 in [-1, 1] with their label table and metadata.
+
+    Raises
+    ------
+    FileNotFoundError
+        For a missing image folder or GOES file.
+    helioforge.errors.InputError
+        For settings out of range (:func:`~helioforge.diffusion.data.check_data_config`), images
+        of mixed units or a channel without a DN/s scaling.
+    helioforge.errors.FolderInUse
+        When another process holds the work folder's lock.
+    ValueError
+        (with the folder and the counts) when no image of the channel is left, no image could
+        be labelled or the training split would hold less than one batch.
     """
     cfg = profile.data
     check_data_config(profile)
@@ -253,16 +334,44 @@ def _label_locked(profile: DiffusionProfile, ws: DiffusionWorkspace, folder: Pat
 def train_model(profile: DiffusionProfile, ws: DiffusionWorkspace, condition: str | None = None, *,
                 force: bool = False, accelerator: str = "auto", devices: int | str = "auto",
                 progress: bool = True) -> Path:
-    """Train (or reuse) the ``class``/``flux``-conditioned model on the training split; return
-    the stem of its EMA weights. The model's own settings go to its JSON sidecar; the work
-    folder's stored profile is not changed (an ``--epochs`` override for one model does not
-    retrain the other). Holds the work folder's lock: a second training on the same folder
-    stops with :class:`~helioforge.errors.FolderInUse` instead of resuming the first one's
-    live checkpoint.
+    """Train (or reuse) the ``class``/``flux``-conditioned model on the training split.
 
-    Raises :class:`~helioforge.errors.InputError` for ``epochs`` < 1 or an unknown condition,
-    and :class:`~helioforge.errors.ProductError` (with the command that makes it) without a
-    finished labelled dataset.
+    The model's own settings go to its JSON sidecar; the work folder's stored profile is not
+    changed (an ``--epochs`` override for one model does not retrain the other). Holds the work
+    folder's lock: a second training on the same folder stops with
+    :class:`~helioforge.errors.FolderInUse` instead of resuming the first one's live checkpoint.
+    The flux model leaves out training images without an X-ray flux.
+
+    Parameters
+    ----------
+    profile : DiffusionProfile
+        Its ``unet`` and ``train`` sections set the model and the training.
+    ws : DiffusionWorkspace
+        Work folder with a finished labelled dataset.
+    condition : str or None
+        ``"class"`` or ``"flux"``; default ``profile.train.condition``.
+    force : bool
+        Retrain from scratch even when the model is current.
+    accelerator, devices : str or int
+        Passed to Lightning.
+    progress : bool
+        Show Lightning's progress bar.
+
+    Returns
+    -------
+    pathlib.Path
+        Stem of the saved EMA weights (``.safetensors`` + ``.json``).
+
+    Raises
+    ------
+    helioforge.errors.InputError
+        For ``epochs`` < 1 or an unknown condition.
+    helioforge.errors.ProductError
+        (with the command that makes it) without a finished labelled dataset.
+    helioforge.errors.FolderInUse
+        When another process holds the work folder's lock.
+    ValueError
+        When fewer than 2 training images are left for the model.
     """
     check_count("--epochs", profile.train.epochs)
     condition = condition or profile.train.condition

@@ -56,8 +56,29 @@ PAPER_D2_F1 = {"A": 0.77, "B": 0.24, "C": 0.28, "M": 0.37, "X": 0.26}
 
 
 def save_grid(images: np.ndarray, path: str | Path, *, title: str = "", cols: int | None = None) -> Path:
-    """PNG grid of images (n, 1, N, N) in [-1, 1] on a fixed grey scale, ``cols`` per row
-    (default ≈ √n, at most 8); written atomically (110 dpi). Returns ``path``."""
+    """PNG grid of images on a fixed grey scale, written atomically (110 dpi).
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (n, 1, N, N) in [-1, 1], n ≥ 1.
+    path : str or pathlib.Path
+        Output PNG.
+    title : str
+        Figure title (none when empty).
+    cols : int or None
+        Images per row; default ≈ √n, at most 8.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    ValueError
+        From matplotlib for an empty image set (a grid of 0 rows).
+    """
     n = len(images)
     cols = cols or min(8, max(1, math.ceil(math.sqrt(n))))
     rows = math.ceil(n / cols)
@@ -283,7 +304,25 @@ def conclusions(m: dict[str, Any]) -> dict[str, str]:
 
     Compares each generated-set value (mean ± std over repeats) with its yardsticks measured in
     the same run: the held-out real row (the floor a generator of new real-like images can
-    reach at this size), the trivial per-pixel Gaussian generator, and, for F1, chance.
+    reach at this size), the trivial per-pixel Gaussian generator, and, for F1, chance. A
+    difference counts when it exceeds two standard deviations.
+
+    Parameters
+    ----------
+    m : dict
+        The metrics of :func:`~helioforge.diffusion.evaluate.evaluate` (``generated``,
+        ``cluster``, ``classifier``, ``frechet``, ``data``), before ``conclusions`` is added.
+
+    Returns
+    -------
+    dict of str to str
+        Sentences under ``cluster_error``, ``cluster_distance``, ``cluster_std``, ``frechet``,
+        ``f1``, ``real_f1``, ``macro_precision``, ``macro_recall`` and ``ratio``.
+
+    Raises
+    ------
+    KeyError
+        When ``m`` lacks one of the metrics used.
     """
     g, cl, clf = m["generated"], m["cluster"], m["classifier"]
     n_te, reps = m["data"]["n_test"], g["repeats"]
@@ -345,8 +384,36 @@ def conclusions(m: dict[str, Any]) -> dict[str, str]:
 
 
 def augmentation_pivot(summary, cfg, test_counts: dict[str, int]):
-    """Rows (method, n_added) × classes of "mean ± std" recall, and one sentence per minority
-    class comparing the largest generated and classical additions with none (±2 std rule)."""
+    """Recall table of the augmentation experiment and one sentence per minority class.
+
+    The sentences compare the largest generated and classical additions with none (a change
+    counts when it exceeds two standard deviations).
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        :func:`~helioforge.diffusion.augment.summarize_augmentation` of the experiment
+        (``method``, ``n_added``, ``class``, ``accuracy_mean``/``_std``, ``macro_f1_mean``/``_std``).
+    cfg : AugmentConfig
+        Its ``minority_classes`` and ``additions`` (non-empty).
+    test_counts : dict of str to int
+        Held-out test images per class; classes with none get no column.
+
+    Returns
+    -------
+    rows : list of dict
+        One per (method, n_added): ``method``, ``n_added``, a "mean ± std" recall string per
+        class ("–" when not measured) and ``macro_f1``.
+    classes : list of str
+        The class columns (classes with test images).
+    texts : list of str
+        One sentence per minority class.
+
+    Raises
+    ------
+    ValueError
+        When ``cfg.additions`` is empty (from ``max``) and a minority class has test images.
+    """
     classes = [c for c in FLARE_CLASSES if test_counts.get(c, 0) > 0]
     rows = []
     for (method, n_added), grp in summary.groupby(["method", "n_added"], sort=False):
@@ -391,20 +458,78 @@ def _fmt(v: Any, nd: int = 3) -> str:
 
 
 def write_evaluation_html(report_dir: str | Path, metrics: dict[str, Any]) -> Path:
-    """Render ``index.html`` of an evaluation from its metrics dictionary."""
+    """Render ``index.html`` of an evaluation from its metrics dictionary.
+
+    Parameters
+    ----------
+    report_dir : str or pathlib.Path
+        Report folder.
+    metrics : dict
+        The metrics of :func:`~helioforge.diffusion.evaluate.evaluate`.
+
+    Returns
+    -------
+    pathlib.Path
+        ``<report_dir>/index.html``.
+
+    Raises
+    ------
+    KeyError
+        When ``metrics`` lacks ``cluster.gt_real_halves``.
+    """
     return write_html(Path(report_dir) / "index.html", "diffusion_evaluate.html.j2", m=metrics, classes=FLARE_CLASSES, paper=PAPER_TABLE1, fmt=_fmt, paper_d1=PAPER_D1_F1,
                       paper_d2=PAPER_D2_F1,
                       k=metrics["cluster"]["gt_real_halves"].get("k", 5))
 
 
 def write_augmentation_html(report_dir: str | Path, result: dict[str, Any]) -> Path:
-    """Render ``augmentation.html`` from the experiment's result dictionary."""
+    """Render ``augmentation.html`` from the experiment's result dictionary.
+
+    Parameters
+    ----------
+    report_dir : str or pathlib.Path
+        Report folder.
+    result : dict
+        The result of :func:`~helioforge.diffusion.evaluate.augment_experiment` (with ``summary``,
+        a list of row dicts).
+
+    Returns
+    -------
+    pathlib.Path
+        ``<report_dir>/augmentation.html``.
+
+    Raises
+    ------
+    KeyError
+        When ``result`` has no ``summary``.
+    """
     cols = list(result["summary"][0].keys()) if result["summary"] else []
     return write_html(Path(report_dir) / "augmentation.html", "diffusion_augment.html.j2", r=result, cols=cols, fmt=_fmt)
 
 
 def labels_summary_lines(rep: dict[str, Any], label_source: str, tolerance_min: float) -> list[str]:
-    """The lines ``helioforge diffusion label`` prints from ``labels.json`` (``rep``)."""
+    """The lines ``helioforge diffusion label`` prints from ``labels.json``.
+
+    Parameters
+    ----------
+    rep : dict
+        The labelling report (``labelled``, ``images_read``, ``unlabelled``, ``skipped``,
+        ``histogram``; optional counts by source, events and reasons).
+    label_source : str
+        ``events``, ``flux`` or ``events+flux``.
+    tolerance_min : float
+        Event tolerance, minutes after the flare peak.
+
+    Returns
+    -------
+    list of str
+        Lines without newlines.
+
+    Raises
+    ------
+    KeyError
+        When ``rep`` lacks a required key.
+    """
     out = [f"labelled {rep['labelled']} of {rep['images_read']} images ({label_source}): "
            f"{rep.get('event_linked', 0)} linked to a flare peak by the event rule (≤ {tolerance_min:g} min after "
            f"the peak), {rep.get('flux_labelled', 0)} by the GOES flux sample nearest the image; "
@@ -424,7 +549,23 @@ def labels_summary_lines(rep: dict[str, Any], label_source: str, tolerance_min: 
 
 
 def evaluation_summary_lines(m: dict[str, Any]) -> list[str]:
-    """The lines ``helioforge diffusion evaluate`` prints from the metrics of :func:`~helioforge.diffusion.evaluate.evaluate`."""
+    """The lines ``helioforge diffusion evaluate`` prints.
+
+    Parameters
+    ----------
+    m : dict
+        The metrics of :func:`~helioforge.diffusion.evaluate.evaluate`.
+
+    Returns
+    -------
+    list of str
+        Four lines: sampler and set sizes, cluster error, Fréchet distance, macro F1.
+
+    Raises
+    ------
+    KeyError
+        When ``m`` lacks one of the metrics used.
+    """
     c, g, k = m["cluster"], m["generated"], m["classifier"]
 
     def pm(v: dict) -> str:

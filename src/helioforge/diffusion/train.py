@@ -40,8 +40,25 @@ DIFFUSION_STEM = "diffusion"
 
 
 def make_scheduler(cfg: DiffusionTrainConfig | dict[str, Any]) -> DDPMScheduler:
-    """The DDPM noise schedule of the training config (T, β range and shape), predicting ε,
-    clipping x̂_0 to the image range [-1, 1]."""
+    """The DDPM noise schedule of the training config, predicting ε, clipping x̂_0 to [-1, 1].
+
+    Parameters
+    ----------
+    cfg : DiffusionTrainConfig or dict
+        Needs ``num_train_timesteps`` (T), ``beta_start``, ``beta_end`` and ``beta_schedule``.
+
+    Returns
+    -------
+    diffusers.DDPMScheduler
+        The noise schedule of Ho et al. (2020) (paper §3).
+
+    Raises
+    ------
+    KeyError
+        When a dict lacks one of the keys above.
+    NotImplementedError
+        From diffusers for an unknown ``beta_schedule``.
+    """
     c = cfg if isinstance(cfg, dict) else cfg.__dict__
     return DDPMScheduler(num_train_timesteps=int(c["num_train_timesteps"]), beta_start=float(c["beta_start"]),
                          beta_end=float(c["beta_end"]), beta_schedule=str(c["beta_schedule"]),
@@ -49,25 +66,78 @@ def make_scheduler(cfg: DiffusionTrainConfig | dict[str, Any]) -> DDPMScheduler:
 
 
 def build_unet(unet: UNetConfig | dict[str, Any], image_size: int, condition: str, n_classes: int = 5) -> FlareUNet:
-    """A :class:`FlareUNet` from a :class:`UNetConfig` (or its dict)."""
+    """A :class:`FlareUNet` from a :class:`UNetConfig` (or its dict).
+
+    Parameters
+    ----------
+    unet : UNetConfig or dict
+        ``block_out_channels``, ``attention`` (one flag per level), ``layers_per_block``,
+        ``norm_num_groups``.
+    image_size : int
+        Side N of the (B, 1, N, N) images, pixels.
+    condition : str
+        ``"class"`` (class index) or ``"flux"`` (log10 flux, W m⁻²).
+    n_classes : int
+        Number of classes of the class condition.
+
+    Returns
+    -------
+    FlareUNet
+        The untrained denoiser.
+
+    Raises
+    ------
+    ValueError
+        For an unknown condition, an ``attention`` list of another length than
+        ``block_out_channels``, or an image size not divisible by 2^(levels-1).
+    KeyError
+        When a dict lacks one of the keys above.
+    """
     u = unet if isinstance(unet, dict) else unet.__dict__
     return FlareUNet(image_size, condition, n_classes, tuple(u["block_out_channels"]), tuple(bool(a) for a in u["attention"]),
                      int(u["layers_per_block"]), int(u["norm_num_groups"]))
 
 
 def ema_decay_at(step: int, decay: float) -> float:
-    """EMA decay used at update ``step`` (0-based): ``min(decay, (1 + step) / (10 + step))``.
+    """EMA decay used at update ``step``: ``min(decay, (1 + step) / (10 + step))``.
 
     The warm-up of diffusers' ``EMAModel`` (after Tarvainen & Valpola 2017): a fixed decay d
     keeps a weight d^n of the first (random) weights after n updates — 0.998^1120 = 0.11 after
     the 1,120 steps of the CPU demo, which left the sampled images full of pixel noise — while
     the warm-up forgets them within the first hundred steps.
+
+    Parameters
+    ----------
+    step : int
+        Update index, 0-based.
+    decay : float
+        Largest decay (``train.ema_decay``).
+
+    Returns
+    -------
+    float
+        The decay of this update.
     """
     return float(min(float(decay), (1.0 + step) / (10.0 + step)))
 
 
 def make_ema(net: torch.nn.Module, decay: float) -> AveragedModel:
-    """EMA copy of ``net`` with the warm-up of :func:`ema_decay_at` (buffers averaged too)."""
+    """EMA copy of ``net`` with the warm-up of :func:`ema_decay_at`.
+
+    Floating-point buffers are averaged too; integer buffers (counters) are copied.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network being trained.
+    decay : float
+        Largest EMA decay.
+
+    Returns
+    -------
+    torch.optim.swa_utils.AveragedModel
+        Update it with ``update_parameters(net)`` after every optimiser step.
+    """
 
     def update(ema_params: list, params: list, num_averaged: torch.Tensor) -> None:
         d = ema_decay_at(int(num_averaged), decay)
@@ -101,7 +171,25 @@ class DiffusionModule(L.LightningModule):
         seed_per_rank(self, self.cfg.seed)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        """Eq. 5 with classifier-free condition dropout; logs ``loss`` and ``psnr`` (dB, of x̂_0)."""
+        """Eq. 5 with classifier-free condition dropout (paper §3–4).
+
+        Optionally flips the images left-right (p = 0.5, ``train.flips``), draws t and ε, replaces
+        the condition by the null condition with probability ``cond_dropout``; logs ``loss`` and
+        ``psnr`` (dB, of x̂_0, peak-to-peak range 2) per epoch.
+
+        Parameters
+        ----------
+        batch : tuple of torch.Tensor
+            (x0 (B, 1, N, N) float in [-1, 1], cond (B,) class indices (long) or log10 flux
+            (float, W m⁻²)).
+        batch_idx : int
+            Index of the batch (unused).
+
+        Returns
+        -------
+        torch.Tensor
+            Scalar MSE ‖ε_θ(x_t, t, c) − ε‖².
+        """
         x0, cond = batch
         if self.cfg.flips:
             flip = torch.rand(len(x0), device=x0.device) < 0.5
@@ -122,7 +210,17 @@ class DiffusionModule(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """EMA update after every optimiser step."""
+        """EMA update after every optimiser step.
+
+        Parameters
+        ----------
+        outputs : Any
+            The training step's output (unused).
+        batch : Any
+            The batch (unused).
+        batch_idx : int
+            Index of the batch (unused).
+        """
         self.ema.update_parameters(self.net)
 
     def configure_optimizers(self):
@@ -200,13 +298,35 @@ def _retrain_remedy(stem: Path) -> str:
 
 def load_diffusion(stem: str | Path, device: str | torch.device = "cpu", *,
                    remedy: str | None = None) -> tuple[FlareUNet, dict[str, Any]]:
-    """Load the EMA denoiser written by :func:`train_diffusion`: ``(net in eval mode, config)``.
+    """Load the EMA denoiser written by :func:`train_diffusion`.
 
-    Raises ``FileNotFoundError`` naming a missing file, and
-    :class:`~helioforge.errors.ProductError` (naming the file and ``remedy``, by default the
-    ``diffusion train --force`` command of the work folder) for an unreadable or truncated
-    weights file, a sidecar that is not a diffusion model's or does not match the weights, and
-    NaN/inf weights.
+    Parameters
+    ----------
+    stem : str or pathlib.Path
+        Path without suffix of ``<stem>.safetensors`` + ``<stem>.json``.
+    device : str or torch.device
+        Device to put the network on.
+    remedy : str or None
+        What the error message tells the user to do; default: the ``diffusion train --force``
+        command of the work folder.
+
+    Returns
+    -------
+    net : FlareUNet
+        The denoiser in eval mode.
+    config : dict
+        The JSON sidecar (``image_size``, ``condition``, ``unet``, ``train``, class counts, ...).
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming a missing file.
+    helioforge.errors.ProductError
+        (naming the file and ``remedy``) for an unreadable or truncated weights file, a sidecar
+        that is not a diffusion model's or does not match the weights, and NaN/inf weights.
+    NotImplementedError
+        From diffusers when the sidecar names an unknown ``beta_schedule`` (not turned into a
+        ``ProductError``).
     """
     stem = Path(stem)
 

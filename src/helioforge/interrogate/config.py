@@ -294,6 +294,19 @@ PROFILES = {"paper": Profile, "cpu": _cpu, "tiny": _tiny}
 def get_profile(name: str) -> Profile:
     """Return a fresh profile by name (``paper``, ``cpu`` or ``tiny``).
 
-    Raises ``ValueError`` for an unknown name.
+    Parameters
+    ----------
+    name : str
+        A key of :data:`PROFILES`.
+
+    Returns
+    -------
+    Profile
+        A new instance (editing it does not change later calls).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name; the message lists the choices.
     """
     return profile_from_registry(PROFILES, name)

@@ -91,7 +91,17 @@ class Corpus:
 
         Primary HDU: the (n, 1, N, N) float32 cube with provenance cards (``HF_MODEL='corpus'``,
         ``HIERARCH HF image_size``/``clip_gauss``); extension ``LOOKUP``: the table as a
-        binary table. Returns ``path``.
+        binary table.
+
+        Parameters
+        ----------
+        path : str or Path
+            Destination FITS file (written through a temporary file, then renamed).
+
+        Returns
+        -------
+        Path
+            ``path``.
         """
         hdr = fits.Header()
         hdr["BUNIT"] = ("", "B / clip_gauss, dimensionless in [-1, 1]")
@@ -275,5 +285,18 @@ def holdout_harps(corpus: Corpus, profile: Profile) -> list[int]:
 
 
 def training_mask(corpus: Corpus, profile: Profile) -> np.ndarray:
-    """(n,) bool: corpus rows the GAN and SimSiam train on (all but :func:`holdout_harps`)."""
+    """(n,) bool: corpus rows the GAN and SimSiam train on (all but :func:`holdout_harps`).
+
+    Parameters
+    ----------
+    corpus : Corpus
+        The corpus; its ``HARPNUM`` column decides.
+    profile : Profile
+        Supplies ``data.holdout_harps``, ``data.holdout_seed`` and ``gan.batch_size``.
+
+    Returns
+    -------
+    np.ndarray of bool, shape (n,)
+        True for rows whose HARP is not held out (all True when none is).
+    """
     return ~np.isin(np.asarray(corpus.table["HARPNUM"], int), holdout_harps(corpus, profile))

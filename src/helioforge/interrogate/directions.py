@@ -70,7 +70,23 @@ class LatentDirections:
         return all(n.lower() in have for n in names)
 
     def get(self, name: str) -> np.ndarray:
-        """Normal for ``name`` (case-insensitive: tuf, psep, r, polarity). Raises ``KeyError``."""
+        """Normal for ``name`` (case-insensitive: tuf, psep, r, polarity).
+
+        Parameters
+        ----------
+        name : str
+            Direction name, matched case-insensitively.
+
+        Returns
+        -------
+        np.ndarray, shape (latent_dim,)
+            The unit normal n̂ (float64), pointing to higher values of the parameter.
+
+        Raises
+        ------
+        KeyError
+            If the direction was not fitted; the message gives the reason from ``skipped`` when known.
+        """
         for key, vec in self.normals.items():
             if key.lower() == name.lower():
                 return vec
@@ -79,14 +95,45 @@ class LatentDirections:
         raise KeyError(f"no latent direction {name!r}{extra}; have {sorted(self.normals)}")
 
     def save(self, path: str | Path) -> Path:
-        """Write the directions and their statistics as JSON (atomically)."""
+        """Write the directions and their statistics as JSON (atomically).
+
+        Non-finite floats (e.g. NaN statistics) are written as ``null``.
+
+        Parameters
+        ----------
+        path : str or Path
+            Destination JSON file.
+
+        Returns
+        -------
+        Path
+            The file written.
+        """
         d = asdict(self)
         d["normals"] = {k: v.tolist() for k, v in self.normals.items()}
         return write_json(path, d)
 
     @classmethod
     def load(cls, path: str | Path) -> "LatentDirections":
-        """Read :meth:`save`'s JSON. Raises ``FileNotFoundError`` naming the file."""
+        """Read :meth:`save`'s JSON.
+
+        Parameters
+        ----------
+        path : str or Path
+            A file written by :meth:`save`.
+
+        Returns
+        -------
+        LatentDirections
+            With ``normals`` as float64 arrays (latent_dim,).
+
+        Raises
+        ------
+        FileNotFoundError
+            If the file does not exist (the message names it and the command that makes it).
+        ProductError
+            If the JSON is unreadable, has missing or unknown fields, or non-finite normals.
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: latent directions not found (run `helioforge directions fit`)")
@@ -107,6 +154,27 @@ def direction_labels(params: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarra
 
     TUF, PSEP, R: value > median of the valid (finite) values. polarity: leading_sign > 0,
     valid where the sign is defined (both polarities present).
+
+    Parameters
+    ----------
+    params : dict of str to np.ndarray
+        Arrays (M,) with at least the keys ``TUF``, ``PSEP``, ``R`` and ``leading_sign``, as from
+        :func:`helioforge.physics.params.compute_params` (any units: only the ordering matters).
+
+    Returns
+    -------
+    dict of str to (np.ndarray, np.ndarray, float)
+        For each of ``TUF``, ``PSEP``, ``R``, ``polarity``: the (M,) bool valid mask, the (M,) bool
+        labels and the threshold (the median, NaN if no value is finite; 0.0 for polarity).
+
+    Raises
+    ------
+    KeyError
+        If a required key is missing from ``params``.
+
+    References
+    ----------
+    Chatterjee et al. (2025), Results, "Interpretable Generation": median thresholds as binary labels.
     """
     out = {}
     for name in ("TUF", "PSEP", "R"):
@@ -122,10 +190,31 @@ def direction_labels(params: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarra
 def fit_directions(z: np.ndarray, params: dict[str, np.ndarray], cfg: DirectionsConfig) -> LatentDirections:
     """Fit one LinearSVC per parameter on (z, label) with a ``train_fraction`` split.
 
-    z : (M, latent_dim) latent vectors; params : arrays (M,) from
-    :func:`helioforge.physics.params.compute_params`. A parameter whose labels have a single
-    class, or fewer than 10 defined samples per class, is not fitted: it is logged and listed
-    in ``skipped`` with the reason. Raises ``ValueError`` when no direction at all can be fitted.
+    A parameter whose labels have a single class, or fewer than 10 defined samples per class,
+    is not fitted: it is logged and listed in ``skipped`` with the reason.
+
+    Parameters
+    ----------
+    z : np.ndarray, shape (M, latent_dim)
+        Latent vectors the images were generated from.
+    params : dict of str to np.ndarray
+        Arrays (M,) from :func:`helioforge.physics.params.compute_params` (see :func:`direction_labels`).
+    cfg : DirectionsConfig
+        Supplies ``train_fraction`` (paper: 0.7), ``seed`` and ``svm_C``.
+
+    Returns
+    -------
+    LatentDirections
+        Unit normals, offsets b/|w| and validation/training accuracies of the fitted SVMs.
+
+    Raises
+    ------
+    ValueError
+        When no direction at all can be fitted.
+
+    References
+    ----------
+    Chatterjee et al. (2025), Results, "Interpretable Generation": 7,000 / 3,000 split of 10,000 samples.
     """
     z = np.asarray(z, dtype=np.float64)
     normals, offsets, acc, tacc, meds, ntr, nva, skipped = {}, {}, {}, {}, {}, {}, {}, {}
@@ -156,8 +245,25 @@ def fit_directions(z: np.ndarray, params: dict[str, np.ndarray], cfg: Directions
 def conditional_direction(primal: np.ndarray, conditions: Sequence[np.ndarray]) -> np.ndarray:
     """Unit vector of ``primal`` with the span of ``conditions`` removed: x − A(AᵀA)⁻¹Aᵀx.
 
-    For one condition this is the paper's n̂_new = (n̂ − (n̂·n̂_c) n̂_c)/|…|. Raises
-    ``ValueError`` if ``primal`` lies in the span of the conditions.
+    For one condition this is the paper's n̂_new = (n̂ − (n̂·n̂_c) n̂_c)/|…| (Results,
+    "Interpretable Generation").
+
+    Parameters
+    ----------
+    primal : ndarray, shape (d,)
+        The direction to steer along (latent space of dimension d).
+    conditions : sequence of ndarray, each shape (d,)
+        Directions whose parameters are to be held fixed.
+
+    Returns
+    -------
+    ndarray, shape (d,), float64
+        Unit vector orthogonal to every condition.
+
+    Raises
+    ------
+    ValueError
+        ``primal`` lies in the span of the conditions.
     """
     x = np.asarray(primal, dtype=np.float64)
     if not conditions:
@@ -171,7 +277,22 @@ def conditional_direction(primal: np.ndarray, conditions: Sequence[np.ndarray]) 
 
 
 def traverse(z: np.ndarray, direction: np.ndarray, eps: Sequence[float]) -> np.ndarray:
-    """Latent vectors z + ε n̂ for every ε: (len(z)·len(eps), latent_dim), z-major order."""
+    """Latent vectors z + ε n̂ for every ε, z-major order (paper: z_shift = z + ε n̂).
+
+    Parameters
+    ----------
+    z : np.ndarray, shape (n, latent_dim) or (latent_dim,)
+        Base latent vectors.
+    direction : np.ndarray, shape (latent_dim,)
+        Direction n̂ (used as given, not renormalised).
+    eps : sequence of float
+        Shifts ε, in latent units.
+
+    Returns
+    -------
+    np.ndarray, shape (n * len(eps), latent_dim)
+        Float64; row ``i * len(eps) + k`` is z[i] + eps[k] n̂.
+    """
     z = np.atleast_2d(np.asarray(z, dtype=np.float64))
     e = np.asarray(eps, dtype=np.float64)
     return (z[:, None, :] + e[None, :, None] * np.asarray(direction)[None, None, :]).reshape(-1, z.shape[1])
@@ -196,6 +317,24 @@ def monotonicity(
     ε grid. Returns per name: ``mean_rho`` (mean over bases of the per-base ρ, bases with a
     constant sequence left out), ``pooled_rho`` (ρ over all (ε, value) pairs),
     ``frac_positive`` (share of bases with ρ > 0) and ``n_base``.
+
+    Parameters
+    ----------
+    z_base : np.ndarray, shape (n_base, latent_dim)
+        Base latent vectors.
+    directions : LatentDirections
+        Fitted directions; names not fitted are left out of the result.
+    params_of_z : callable
+        Maps latent vectors (m, latent_dim) to parameter arrays (m,) (keys as
+        :func:`helioforge.physics.params.compute_params`), e.g. by generating images.
+    eps : sequence of float
+        The ε grid.
+
+    Returns
+    -------
+    dict of str to dict
+        Per fitted name of :data:`DIRECTION_PARAMS`: ``mean_rho``, ``pooled_rho``, ``frac_positive``
+        (NaN when undefined) and ``n_base``.
     """
     eps = np.asarray(eps, dtype=np.float64)
     out = {}
@@ -237,6 +376,35 @@ def conditioning_effect(
     primal parameter, ``R_change_reduction`` = 1 − |ΔR_cond| / |ΔR_plain| (signed means) and
     ``<primal>_change_kept`` = ΔP_cond / ΔP_plain; or ``{"skipped": reason}`` when a needed
     direction was not fitted.
+
+    Parameters
+    ----------
+    z_base : np.ndarray, shape (n_base, latent_dim)
+        Base latent vectors.
+    directions : LatentDirections
+        Fitted directions.
+    params_of_z : callable
+        Maps latent vectors (m, latent_dim) to parameter arrays (m,).
+    eps_max : float
+        Shift ε (latent units) applied in both senses.
+    primal : str
+        Name of the direction moved along (default TUF).
+    conditions : sequence of str
+        Directions whose span is removed from the primal one (:func:`conditional_direction`).
+
+    Returns
+    -------
+    dict of str to float
+        The quantities above plus ``cosine_plain_conditioned``; ratios are NaN when the plain change is 0.
+
+    Raises
+    ------
+    ValueError
+        From :func:`conditional_direction` if the primal direction lies in the span of the conditions.
+
+    References
+    ----------
+    Chatterjee et al. (2025), Results, conditional manipulation after Shen et al. (2019).
     """
     missing = [n for n in (primal, *conditions) if not directions.has(n)]
     if missing:
@@ -260,7 +428,27 @@ def project_2d(z: np.ndarray, normal: np.ndarray) -> np.ndarray:
     """The paper's Fig. 4 projection: z'₁ = z₁, z'₂ = (1/n₂) Σ_{i≥2} nᵢ zᵢ → (M, 2).
 
     In these coordinates the hyperplane n̂·z + b = 0 is the line z'₂ = −(n₁ z'₁ + b)/n₂.
-    Raises ``ValueError`` when n₂ = 0.
+
+    Parameters
+    ----------
+    z : np.ndarray, shape (M, latent_dim)
+        Latent vectors.
+    normal : np.ndarray, shape (latent_dim,)
+        Hyperplane normal n̂.
+
+    Returns
+    -------
+    np.ndarray, shape (M, 2)
+        (z'₁, z'₂), float64.
+
+    Raises
+    ------
+    ValueError
+        When |n₂| < 1e-12.
+
+    References
+    ----------
+    Chatterjee et al. (2025), Results, Fig. 4.
     """
     z = np.asarray(z, dtype=np.float64)
     n = np.asarray(normal, dtype=np.float64)

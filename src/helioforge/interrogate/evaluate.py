@@ -125,9 +125,29 @@ def correlation_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int =
 
 
 def nearest_rows(query_vectors: np.ndarray, corpus_vectors: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """Corpus row of the highest cosine similarity (inputs L2-normalised, (n, d) and (m, d))
-    among the ``candidates`` rows, for each query. Brute force: the databases here are small
-    (the full index, FAISS, serves ``helioforge search``)."""
+    """Corpus row of the highest cosine similarity among the ``candidates`` rows, for each query.
+
+    Brute force: the databases here are small (the full index, FAISS, serves ``helioforge search``).
+
+    Parameters
+    ----------
+    query_vectors : np.ndarray, shape (n, d)
+        L2-normalised query embeddings.
+    corpus_vectors : np.ndarray, shape (m, d)
+        L2-normalised corpus embeddings.
+    candidates : np.ndarray of int, shape (c,)
+        Corpus rows allowed as matches (non-empty).
+
+    Returns
+    -------
+    np.ndarray of int, shape (n,)
+        The matched corpus row of each query.
+
+    Raises
+    ------
+    ValueError
+        From :func:`numpy.argmax` if ``candidates`` is empty.
+    """
     candidates = np.asarray(candidates)
     scores = np.asarray(query_vectors, np.float32) @ np.asarray(corpus_vectors, np.float32)[candidates].T
     return candidates[np.argmax(scores, axis=1)]
@@ -146,8 +166,26 @@ def baseline_rows(q_params: dict[str, np.ndarray], c_params: dict[str, np.ndarra
                   c_active: np.ndarray, candidates: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
     """Matched corpus rows of the three baselines for each query, drawn from ``candidates``.
 
-    Returns ``{"shuffled": rows, "activity": rows, "oracle": rows}``. ``activity`` falls back to
-    ``shuffled`` for a query whose activity class has no candidate.
+    ``activity`` falls back to ``shuffled`` for a query whose activity class has no candidate.
+    ``oracle`` is the nearest candidate in the z-scored features log10(1 + TUF, R, TPF, TNF) and PSEP.
+
+    Parameters
+    ----------
+    q_params, c_params : dict of str to np.ndarray
+        Parameters (:data:`PARAMS` keys) of the n queries and of all corpus rows (:func:`image_params`).
+    q_active : np.ndarray of bool, shape (n,)
+        Activity class of each query.
+    c_active : np.ndarray of bool, shape (m,)
+        Activity class of each corpus row.
+    candidates : np.ndarray of int
+        Corpus rows to draw from (non-empty).
+    seed : int
+        Seed of the random draws.
+
+    Returns
+    -------
+    dict of str to np.ndarray
+        ``{"shuffled": rows, "activity": rows, "oracle": rows}``, each (n,) corpus rows.
     """
     rng = np.random.default_rng(seed)
     candidates = np.asarray(candidates)
@@ -172,7 +210,32 @@ def retrieval_table(q_vectors: np.ndarray, c_vectors: np.ndarray, q_params: dict
     """The split table: for each database (name → candidate corpus rows) × query set (all /
     active / quiet) × method, the correlation of every parameter with its interval.
 
-    Returns a list of rows ``{database, queries, method, n_database, n_queries, param: {...}}``.
+    Empty databases and query sets of fewer than 3 queries are left out.
+
+    Parameters
+    ----------
+    q_vectors, c_vectors : np.ndarray, shapes (n, d) and (m, d)
+        L2-normalised SimSiam embeddings of the queries and of the corpus.
+    q_params, c_params : dict of str to np.ndarray
+        Parameters of the queries (n,) and of the corpus (m,) (:func:`image_params`).
+    q_active, c_active : np.ndarray of bool, shapes (n,) and (m,)
+        Activity class of queries and corpus rows.
+    databases : dict of str to np.ndarray
+        Database name → candidate corpus rows.
+    n_boot : int
+        Bootstrap resamples of each interval (:func:`correlation_ci`).
+    seed : int
+        Seed of the baselines and the bootstrap.
+
+    Returns
+    -------
+    list of dict
+        Rows ``{database, queries, method, n_database, n_queries, <param>: correlation_ci dict}`` for
+        each param of :data:`PARAMS`; ``simsiam`` rows also have ``match_active_fraction``.
+
+    References
+    ----------
+    Chatterjee et al. (2025), Results, "Querying Generated Image to Find Matches in Real Data".
     """
     q_active = np.asarray(q_active, bool)
     query_sets = {"all": np.ones(len(q_active), bool), "active": q_active, "quiet": ~q_active}
@@ -200,7 +263,20 @@ def retrieval_table(q_vectors: np.ndarray, c_vectors: np.ndarray, q_params: dict
 
 
 def like_for_like(table: list[dict[str, Any]], database: str = "sharp", queries: str = "active") -> dict[str, dict]:
-    """``{method: row}`` of the table at ``database`` × ``queries`` (default: the paper's setting)."""
+    """``{method: row}`` of the table at ``database`` × ``queries`` (default: the paper's setting).
+
+    Parameters
+    ----------
+    table : list of dict
+        Output of :func:`retrieval_table`.
+    database, queries : str
+        The database and query set to pick (default SHARP database, active queries).
+
+    Returns
+    -------
+    dict of str to dict
+        Method name → row; empty when that cell is absent from the table.
+    """
     return {r["method"]: r for r in table if r["database"] == database and r["queries"] == queries}
 
 
@@ -208,7 +284,32 @@ def real_query_check(q_vectors: np.ndarray, c_vectors: np.ndarray, q_tuf: np.nda
                      c_active: np.ndarray, candidates: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Real patches of regions *not* in the database as queries (paper claim of retrieval that
     generalises): the fraction whose nearest match is an active patch, and Spearman ρ between
-    the query's and the match's TUF (with interval), beside the shuffled baseline."""
+    the query's and the match's TUF (with interval), beside the shuffled baseline.
+
+    Parameters
+    ----------
+    q_vectors : np.ndarray, shape (n, d)
+        L2-normalised embeddings of the real query patches.
+    c_vectors : np.ndarray, shape (m, d)
+        L2-normalised embeddings of the corpus.
+    q_tuf : np.ndarray, shape (n,)
+        TUF of the queries (same units as ``c_params["TUF"]``).
+    c_params : dict of str to np.ndarray
+        Corpus parameters (m,); only ``TUF`` is used.
+    c_active : np.ndarray of bool, shape (m,)
+        Activity class of the corpus rows.
+    candidates : np.ndarray of int
+        Corpus rows of the database.
+    n_boot, seed : int
+        Bootstrap resamples and seed (:func:`correlation_ci`; the seed also draws the shuffled baseline).
+
+    Returns
+    -------
+    dict
+        ``n_queries``, ``n_database``, ``match_active_fraction``, ``database_active_fraction``,
+        ``TUF`` and ``TUF_shuffled`` (:func:`correlation_ci` dicts); only ``{"n_queries": 0}`` when
+        there is no query or no candidate.
+    """
     if len(q_vectors) == 0 or len(candidates) == 0:
         return {"n_queries": 0}
     rows = nearest_rows(q_vectors, c_vectors, candidates)
@@ -251,6 +352,21 @@ def params_of_latent(generator: Generator, profile: Profile, chunk: int = 1000) 
 
     Images are generated and measured ``chunk`` at a time (M = 10⁴ images of 128² would
     otherwise hold ~650 MB at once).
+
+    Parameters
+    ----------
+    generator : Generator
+        The trained GAN generator.
+    profile : Profile
+        Gives the threshold and kernel of :func:`image_params`.
+    chunk : int
+        Images generated and measured at once.
+
+    Returns
+    -------
+    callable
+        ``fn(z)`` with z an array (M, latent_dim), returning a dict name → (M,) array
+        (units of :func:`image_params`).
     """
 
     def fn(z: np.ndarray) -> dict[str, np.ndarray]:
@@ -269,7 +385,21 @@ def usflux_check(profile: Profile) -> dict[str, Any]:
     """Spearman ρ between TUF (Mx, over the HARP region) and the header USFLUX on the SHARP
     frames of the profile's folders (expected ≥ 0.9). Also gives ρ for TUF over all pixels,
     how the HARP region was found for each frame, and Schrijver's R against the header
-    ``R_VALUE`` (with log USFLUX as the baseline)."""
+    ``R_VALUE`` (with log USFLUX as the baseline).
+
+    Parameters
+    ----------
+    profile : Profile
+        Gives the SHARP folders (``data.sharp_paths()``), ``params.threshold_gauss`` [G] and
+        ``params.r_kernel_mm`` [Mm].
+
+    Returns
+    -------
+    dict
+        ``n``, ``spearman``, ``spearman_all_pixels``, ``region_from`` (region source → count),
+        ``R_schrijver_vs_R_VALUE`` and ``log_USFLUX_vs_R_VALUE`` (:func:`correlation_ci` dicts);
+        with fewer than 3 frames with USFLUX only ``n``, ``spearman`` (NaN) and ``note``.
+    """
     sharp_log = logging.getLogger("helioforge.data.sharp")
     level = sharp_log.level
     sharp_log.setLevel(logging.ERROR)  # the corpus step has already reported these files
@@ -308,11 +438,31 @@ def usflux_check(profile: Profile) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- the run's measurements
 def direction_metrics(generator: Generator, directions: LatentDirections, profile: Profile) -> dict[str, Any]:
     """Monotonicity of every direction and the effect of conditioning TUF on R, on
-    ``directions.n_base`` base vectors drawn with ``directions.seed + 1000``.
+    ``profile.directions.n_base`` base vectors drawn with ``profile.directions.seed + 1000``.
 
-    Returns ``{"monotonicity": ..., "conditioning_TUF_given_R": ...}``
-    (:func:`~helioforge.interrogate.directions.monotonicity`,
-    :func:`~helioforge.interrogate.directions.conditioning_effect`).
+    The ε grid is ``n_eps`` points over [−eps_max, eps_max] of ``profile.directions``.
+
+    Parameters
+    ----------
+    generator : Generator
+        The trained generator (gives ``latent_dim``).
+    directions : LatentDirections
+        The fitted directions.
+    profile : Profile
+        Gives ``directions`` settings and the parameter measure (:func:`params_of_latent`).
+
+    Returns
+    -------
+    dict
+        ``{"monotonicity": ..., "conditioning_TUF_given_R": ...}``
+        (:func:`~helioforge.interrogate.directions.monotonicity`,
+        :func:`~helioforge.interrogate.directions.conditioning_effect`).
+
+    Raises
+    ------
+    ValueError
+        From :func:`~helioforge.interrogate.directions.conditioning_effect` if the TUF direction lies
+        in the span of the R direction.
     """
     params_fn = params_of_latent(generator, profile)
     dcfg = profile.directions
@@ -329,9 +479,25 @@ def query_set(generator: Generator, simsiam, index: RetrievalIndex, corpus: Corp
     with ``interrogate.seed``), their top-k real matches in the index and the parameters of
     queries, best matches and the whole corpus.
 
-    Returns a dict with ``z`` (Q, latent_dim), ``q_images`` (Q, 1, N, N), ``scores`` and
-    ``rows`` (Q, k), ``m_images`` (Q, 1, N, N) of the best matches, and ``q_params``,
-    ``m_params``, ``corpus_params`` (:func:`image_params`).
+    Parameters
+    ----------
+    generator : Generator
+        The trained generator.
+    simsiam : SimSiam
+        The trained embedding model (:func:`~helioforge.interrogate.simsiam.embed`).
+    index : RetrievalIndex
+        Index over the corpus rows.
+    corpus : Corpus
+        The corpus the index was built on.
+    profile : Profile
+        Gives ``interrogate.n_queries``, ``seed``, ``top_k`` and the parameter measure.
+
+    Returns
+    -------
+    dict
+        ``z`` (Q, latent_dim) float32, ``q_images`` (Q, 1, N, N), ``scores`` (cosine) and
+        ``rows`` (Q, k), ``m_images`` (Q, 1, N, N) of the best matches, and ``q_params``,
+        ``m_params``, ``corpus_params`` (:func:`image_params`).
     """
     icfg = profile.interrogate
     rng = np.random.default_rng(icfg.seed)
@@ -347,7 +513,26 @@ def query_set(generator: Generator, simsiam, index: RetrievalIndex, corpus: Corp
 def retrieval_metrics(simsiam, corpus: Corpus, queries: dict[str, Any], profile: Profile) -> dict[str, Any]:
     """The retrieval table of :func:`retrieval_table` over the databases all / SHARP / full-disk
     tiles / held-out SHARP regions, its like-for-like rows, and the real held-out frames as
-    queries (:func:`real_query_check`); ``queries`` is the output of :func:`query_set`."""
+    queries (:func:`real_query_check`, against the rows not held out).
+
+    Parameters
+    ----------
+    simsiam : SimSiam
+        The trained embedding model.
+    corpus : Corpus
+        The corpus (its ``source`` and ``HARPNUM`` columns define the databases).
+    queries : dict
+        Output of :func:`query_set`.
+    profile : Profile
+        Gives the activity threshold, ``gan.active_min_area``, the held-out HARPs and the bootstrap settings.
+
+    Returns
+    -------
+    dict
+        ``table``, ``like_for_like``, ``held_out`` (like-for-like on the held-out database),
+        ``real_held_out_queries``, ``held_out_harps``, ``n_sharp_regions``, ``n_active_queries`` and
+        ``corpus_active_fraction``.
+    """
     icfg = profile.interrogate
     threshold = profile.params.threshold_gauss / profile.data.clip_gauss
     c_vec, q_vec = embed(simsiam, corpus.images), embed(simsiam, queries["q_images"])
@@ -372,7 +557,23 @@ def retrieval_metrics(simsiam, corpus: Corpus, queries: dict[str, Any], profile:
 def headline(like: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The paper-comparable correlations (a :func:`like_for_like` row) of each of
     :data:`CORRELATED_PARAMS` with their interval, the three baselines' Spearman ρ and
-    intervals, and the paper's values (``paper_pearson``, ``paper_spearman``)."""
+    intervals, and the paper's values (``paper_pearson``, ``paper_spearman``).
+
+    Parameters
+    ----------
+    like : dict of str to dict
+        Method → row, as :func:`like_for_like`; NaN correlations when ``simsiam`` is absent.
+
+    Returns
+    -------
+    dict of str to dict
+        Per parameter: the :func:`correlation_ci` entries, ``paper_pearson``, ``paper_spearman`` and
+        ``<baseline>_spearman`` / ``<baseline>_spearman_ci`` for the baselines present.
+
+    References
+    ----------
+    Chatterjee et al. (2025), Results, "Querying Generated Image to Find Matches in Real Data".
+    """
     out = {}
     sim = like.get("simsiam")
     for name in CORRELATED_PARAMS:
@@ -396,10 +597,26 @@ def _pairwise_spread(images: np.ndarray, n: int = 200, seed: int = 0) -> float:
 def health_checks(q_images: np.ndarray, real_images: np.ndarray, sim_cfg: dict[str, Any], svm_accuracy: dict[str, float]) -> dict[str, Any]:
     """Mode collapse of the GAN, embedding collapse of SimSiam, SVM directions at chance.
 
-    Returns ``{"checks": [{name, ok, value, limit, meaning}], "unusable": [names]}``: the GAN is
-    unusable when generated images are ``GAN_DIVERSITY_MIN`` times less spread than real ones,
-    SimSiam when its embedding std per dimension is below half of 1/√d, the directions when
-    every SVM is at chance.
+    The GAN is unusable when the mean pairwise distance of generated images is below
+    ``GAN_DIVERSITY_MIN`` (0.2) times that of real ones, SimSiam when its embedding std per
+    dimension is below ``SIMSIAM_STD_MIN_FACTOR`` (half) of the reference (1/√d by default), the
+    directions when every SVM validation accuracy is at or below ``SVM_CHANCE_MAX`` (0.55).
+
+    Parameters
+    ----------
+    q_images : np.ndarray, shape (n, 1, N, N)
+        Generated images (up to 200 are sampled).
+    real_images : np.ndarray, shape (m, 1, N, N)
+        Real corpus images.
+    sim_cfg : dict
+        SimSiam side-file JSON: ``final_metrics.z_std`` and ``collapse_reference_z_std`` or ``out_dim``.
+    svm_accuracy : dict of str to float
+        Validation accuracy of each SVM direction.
+
+    Returns
+    -------
+    dict
+        ``{"checks": [{name, ok, value, limit, model, meaning}], "unusable": [model names]}``.
     """
     checks = []
     ratio = _pairwise_spread(q_images) / max(_pairwise_spread(real_images), 1e-12)

@@ -56,7 +56,18 @@ class GANModule(L.LightningModule):
         self.history: list[dict[str, float]] = []
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """G(z): (B, latent_dim) → (B, 1, N, N)."""
+        """G(z): (B, latent_dim) → (B, 1, N, N).
+
+        Parameters
+        ----------
+        z : torch.Tensor, shape (B, latent_dim)
+            Latent vectors, z ~ N(0, I).
+
+        Returns
+        -------
+        torch.Tensor, shape (B, 1, N, N)
+            Generated images in [-1, 1] (tanh), units of 1000 G.
+        """
         return self.generator(z)
 
     def on_train_start(self) -> None:
@@ -71,7 +82,28 @@ class GANModule(L.LightningModule):
         return [opt_g, opt_d]
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
-        """One generator step (eq. 1) then one discriminator step (eq. 2) on a real batch."""
+        """One generator step (eq. 1) then one discriminator step (eq. 2) on a real batch.
+
+        Also counts the discriminator's correct calls (real logit > 0, fake logit < 0) for the
+        epoch accuracy used in model selection, and logs ``g_loss`` and ``d_loss``.
+
+        Parameters
+        ----------
+        batch : tuple of torch.Tensor
+            ``(real,)`` with real images (B, 1, N, N) in [-1, 1]; flipped at random when
+            ``cfg.augment_flips``.
+        batch_idx : int
+            Index of the batch (unused).
+
+        Returns
+        -------
+        None
+            Manual optimisation: both optimisers are stepped here.
+
+        References
+        ----------
+        Chatterjee et al. (2025), Methods, eqs. 1-2.
+        """
         (real,) = batch
         if self.augment is not None:
             real = self.augment(real)
@@ -137,11 +169,23 @@ class GANModule(L.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the selection state (best epoch, history) in the resumable checkpoint."""
+        """Keep the selection state (best epoch, history) in the resumable checkpoint.
+
+        Parameters
+        ----------
+        checkpoint : dict
+            Lightning checkpoint, updated in place with the key ``gan_selection``.
+        """
         checkpoint["gan_selection"] = {"best": dict(self.best), "history": list(self.history)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the selection state when resuming."""
+        """Restore the selection state when resuming.
+
+        Parameters
+        ----------
+        checkpoint : dict
+            Lightning checkpoint; without ``gan_selection`` the best epoch is kept and the history emptied.
+        """
         sel = checkpoint.get("gan_selection", {})
         self.best = dict(sel.get("best", self.best))
         self.history = list(sel.get("history", []))
@@ -166,7 +210,35 @@ def train_gan(
     (closest-to-chance discriminator accuracy) is written to ``workdir/generator.safetensors``
     + ``generator.json``; the per-epoch history is in ``generator.json`` and the CSV logs.
 
-    Raises ``ValueError`` for images of the wrong shape or fewer images than one batch.
+    Parameters
+    ----------
+    images : np.ndarray, shape (n, 1, N, N)
+        Training patches in [-1, 1] (units of 1000 G), N×N square; cast to float32.
+    cfg : GANConfig
+        Architecture, optimiser (paper: Adam, lr 5e-4, batch 32, 200 epochs), selection and sampling settings.
+    workdir : str or Path
+        Work folder (created if missing) for checkpoints, logs and the selected generator.
+    accelerator, devices : str or int
+        Passed to the Lightning trainer.
+    progress : bool
+        Show progress bars.
+    active : np.ndarray of bool, shape (n,), optional
+        Active-region flags for the weighted sampler (used only when ``cfg.active_fraction`` is set
+        and both classes are present).
+
+    Returns
+    -------
+    Path
+        The stem ``workdir/generator`` (without suffix) of the selected generator.
+
+    Raises
+    ------
+    ValueError
+        For images of the wrong shape or fewer images than one batch (``cfg.batch_size``).
+
+    References
+    ----------
+    Chatterjee et al. (2025), Methods (GAN, eqs. 1-2) and Results ("Training Generative Model").
     """
     images = check_images(images, cfg.batch_size)
     workdir = Path(workdir)
@@ -195,8 +267,27 @@ def train_gan(
 
 
 def load_generator(path_stem: str | Path, device: str | torch.device = "cpu") -> Generator:
-    """Load a generator saved by :func:`train_gan` (eval mode). Raises ``FileNotFoundError`` or
-    ``ProductError`` (unreadable, non-finite or mismatched weights; names the file)."""
+    """Load a generator saved by :func:`train_gan` (eval mode).
+
+    Parameters
+    ----------
+    path_stem : str or Path
+        Stem of ``<stem>.safetensors`` + ``<stem>.json``.
+    device : str or torch.device
+        Device to load the weights onto.
+
+    Returns
+    -------
+    Generator
+        In eval mode, sizes from the JSON sidecar.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the weights or sidecar are missing.
+    ProductError
+        If the weights are unreadable, non-finite or do not match the sidecar (names the file).
+    """
     gen, _ = build_from_weights(path_stem, lambda c: Generator(c["latent_dim"], c["image_size"], c["base_channels"]), device)
     return gen
 
@@ -209,7 +300,28 @@ def generate(generator: Generator, z: np.ndarray | torch.Tensor, batch_size: int
     ``batch_size`` defaults to 8 on a CPU and 256 on a GPU: on CPUs large batches of
     upsample-convolutions are slower per image (measured 686 img/s at 8 vs 219 at 256 for
     N = 64; docs/benchmarks.md). A progress bar is shown for 2000 images or more unless
-    ``progress`` is False. Raises ``ValueError`` for z of the wrong shape.
+    ``progress`` is False.
+
+    Parameters
+    ----------
+    generator : Generator
+        The generator (used as given; :func:`load_generator` returns it in eval mode).
+    z : np.ndarray or torch.Tensor, shape (n, latent_dim)
+        Latent vectors; cast to float32.
+    batch_size : int, optional
+        Images per forward pass (default 8 on CPU, 256 on GPU).
+    progress : bool, optional
+        True always shows a progress bar, False never, None for n ≥ 2000.
+
+    Returns
+    -------
+    np.ndarray of float32, shape (n, 1, N, N)
+        Generated images in [-1, 1], units of 1000 G; shape (0, 1, N, N) for n = 0.
+
+    Raises
+    ------
+    ValueError
+        For z of the wrong shape.
     """
     z = torch.as_tensor(np.asarray(z, dtype=np.float32))
     if z.ndim != 2 or z.shape[1] != generator.latent_dim:

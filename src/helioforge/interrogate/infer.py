@@ -350,7 +350,19 @@ class Interrogator:
 
     # --------------------------------------------------------------- generate and steer
     def latent(self, seed: int = 0, n: int = 1) -> np.ndarray:
-        """``n`` base latent vectors (n, latent_dim), float64, drawn from N(0, I) with ``seed``."""
+        """``n`` base latent vectors (n, latent_dim), float64, drawn from N(0, I) with ``seed``.
+
+        Parameters
+        ----------
+        seed : int
+            Seed of :func:`numpy.random.default_rng`; the same seed gives the same vectors.
+        n : int
+            Number of vectors.
+
+        Returns
+        -------
+        np.ndarray of float64, shape (n, latent_dim)
+        """
         return np.random.default_rng(seed).standard_normal((n, self.generator.latent_dim))
 
     def move(self, z: np.ndarray, moves: Sequence[tuple[str, float]] | Sequence[str],
@@ -397,7 +409,23 @@ class Interrogator:
                                native_side_px=native_side_px)
 
     def images_from_latent(self, z: np.ndarray) -> np.ndarray:
-        """G(z): latent vectors (n, latent_dim) → images (n, 1, N, N) in [-1, 1]."""
+        """G(z): latent vectors (n, latent_dim) → images (n, 1, N, N) in [-1, 1].
+
+        Parameters
+        ----------
+        z : np.ndarray, shape (n, latent_dim) or (latent_dim,)
+            Latent vectors.
+
+        Returns
+        -------
+        np.ndarray of float32, shape (n, 1, N, N)
+            Images in units of ``profile.data.clip_gauss`` (1000 G in the paper).
+
+        Raises
+        ------
+        ValueError
+            If the last dimension of ``z`` is not ``latent_dim`` (:func:`~helioforge.interrogate.gan.generate`).
+        """
         return generate(self.generator, np.atleast_2d(z))
 
     # --------------------------------------------------------------- search
@@ -432,7 +460,26 @@ class Interrogator:
         return self.search_array(field, k)
 
     def search_images(self, images: np.ndarray, k: int = 5) -> list[list[Match]]:
-        """Top-k real matches for preprocessed images (n, 1, N, N) in [-1, 1]."""
+        """Top-k real matches for preprocessed images (n, 1, N, N) in [-1, 1].
+
+        Parameters
+        ----------
+        images : np.ndarray, shape (n, 1, N, N) or (N, N)
+            Preprocessed images (B / ``clip_gauss``), N = ``profile.data.image_size``.
+        k : int
+            Matches per image (clamped to the index size).
+
+        Returns
+        -------
+        list of list of Match
+            One list per image, best first.
+
+        Raises
+        ------
+        ValueError
+            If the images are not N×N, not (n, 1, N, N) (:func:`~helioforge.interrogate.simsiam.embed`)
+            or their embeddings are not finite.
+        """
         images = np.asarray(images, dtype=np.float32)
         if images.ndim == 2:
             images = images[None, None]
@@ -442,11 +489,50 @@ class Interrogator:
         return self.index.matches(embed(self.simsiam, images), k)
 
     def search_latent(self, z: np.ndarray, k: int = 5) -> list[list[Match]]:
-        """Top-k real matches for the images generated from latent vectors z (n, latent_dim)."""
+        """Top-k real matches for the images generated from latent vectors z (n, latent_dim).
+
+        Parameters
+        ----------
+        z : np.ndarray, shape (n, latent_dim) or (latent_dim,)
+            Latent vectors.
+        k : int
+            Matches per image.
+
+        Returns
+        -------
+        list of list of Match
+            One list per latent vector, best first.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`images_from_latent` and :meth:`search_images`.
+        """
         return self.search_images(self.images_from_latent(z), k)
 
     def search_array(self, Br_gauss: np.ndarray, k: int = 5) -> list[list[Match]]:
-        """Top-k real matches for a native-resolution Br map in Gauss (any 2-D shape)."""
+        """Top-k real matches for a native-resolution Br map in Gauss (any 2-D shape).
+
+        The map is clipped at ±``clip_gauss``, scaled and resized to N×N
+        (:func:`~helioforge.data.preprocess.preprocess_br`; NaN pixels become 0 G).
+
+        Parameters
+        ----------
+        Br_gauss : np.ndarray, shape (ny, nx)
+            Radial (or line-of-sight) field [G].
+        k : int
+            Number of matches.
+
+        Returns
+        -------
+        list of list of Match
+            One list (the single query) of up to k matches, best first.
+
+        Raises
+        ------
+        ValueError
+            If ``Br_gauss`` is not 2-D or is empty.
+        """
         img = preprocess_br(Br_gauss, self.profile.data.image_size, self.profile.data.clip_gauss)
         return self.search_images(img[None, None], k)
 

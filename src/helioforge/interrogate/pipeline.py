@@ -81,7 +81,13 @@ class Workspace(StepState):
     profile_file = property(lambda self: self.root / "profile.json")
 
     def save_profile(self, profile: Profile) -> None:
-        """Store the profile the work folder is made with (``profile.json``)."""
+        """Store the profile the work folder is made with (``profile.json``, written atomically).
+
+        Parameters
+        ----------
+        profile : Profile
+            The profile to store.
+        """
         write_json(self.profile_file, profile.to_dict())
 
     def load_profile(self) -> Profile:
@@ -142,7 +148,24 @@ REBUILD = {
 def require_product(profile: Profile, ws: "Workspace", step: str) -> None:
     """Raise :class:`~helioforge.errors.ProductError` unless ``step``'s product in ``ws`` is
     finished, made from what ``profile`` and the upstream products say now, and unchanged on
-    disk; the message names the file and the command that rebuilds it."""
+    disk; the message names the file and the command that rebuilds it.
+
+    Parameters
+    ----------
+    profile : Profile
+        The profile the product must have been made with.
+    ws : Workspace
+        The work folder.
+    step : str
+        ``"corpus"``, ``"gan"``, ``"directions"``, ``"simsiam"`` or ``"index"``.
+
+    Raises
+    ------
+    ProductError
+        If the product is missing, unfinished, stale or changed, or ``state.json`` is unreadable.
+    KeyError
+        For an unknown ``step``.
+    """
     ws.require(step, _digests(profile, ws)[step], *_products(ws, step), rebuild=REBUILD[step].format(w=ws.root))
 
 
@@ -202,7 +225,35 @@ def prepare_corpus(profile: Profile, ws: Workspace, force: bool = False) -> tupl
 def ensure_gan(profile: Profile, ws: Workspace, corpus: Corpus, force: bool = False, device: str = "cpu",
                **trainer_kw: Any) -> Generator:
     """Train (or reuse, or resume) the GAN on the corpus rows of
-    :func:`~helioforge.interrogate.data.training_mask`; return the selected generator on ``device``."""
+    :func:`~helioforge.interrogate.data.training_mask`; return the selected generator on ``device``.
+
+    Parameters
+    ----------
+    profile : Profile
+        Settings; the product is reused when its digest matches.
+    ws : Workspace
+        Work folder (the GAN lives in ``ws.gan_dir``).
+    corpus : Corpus
+        The real corpus.
+    force : bool
+        Retrain from scratch even if a current product or a resumable checkpoint exists.
+    device : str
+        Device of the returned generator.
+    **trainer_kw
+        ``accelerator``, ``devices``, ``progress`` of :func:`~helioforge.interrogate.gan.train_gan`.
+
+    Returns
+    -------
+    Generator
+        The selected generator, in eval mode.
+
+    Raises
+    ------
+    ValueError
+        When fewer training images than one GAN batch remain.
+    ProductError
+        If the saved generator is unreadable or mismatched.
+    """
 
     if not _train_step(ws, "gan", ws.gan_dir, force, profile,
                        lambda: train.train_generator(corpus, profile, ws.gan_dir, **trainer_kw)):
@@ -213,7 +264,31 @@ def ensure_gan(profile: Profile, ws: Workspace, corpus: Corpus, force: bool = Fa
 def ensure_directions(profile: Profile, ws: Workspace, generator: Generator, force: bool = False) -> LatentDirections:
     """Fit (or reuse) the SVM latent directions on ``directions.n_samples`` generated samples
     (z drawn with ``directions.seed``); the samples and their parameters are kept in
-    ``direction_samples.npz`` for the report."""
+    ``direction_samples.npz`` for the report.
+
+    Parameters
+    ----------
+    profile : Profile
+        Gives ``directions`` and ``params`` settings.
+    ws : Workspace
+        Work folder (``directions.json``, ``direction_samples.npz``).
+    generator : Generator
+        The trained generator.
+    force : bool
+        Refit even if the saved directions are current.
+
+    Returns
+    -------
+    LatentDirections
+        The fitted (or reloaded) directions.
+
+    Raises
+    ------
+    ValueError
+        When no direction at all can be fitted (:func:`~helioforge.interrogate.directions.fit_directions`).
+    ProductError
+        If reused directions are unreadable.
+    """
     made: dict[str, LatentDirections] = {}
 
     def build() -> None:
@@ -229,7 +304,36 @@ def ensure_directions(profile: Profile, ws: Workspace, generator: Generator, for
 
 def ensure_simsiam(profile: Profile, ws: Workspace, corpus: Corpus, force: bool = False, device: str = "cpu",
                    **trainer_kw: Any):
-    """Train (or reuse, or resume) SimSiam on the real corpus; returns ``(model, config)``."""
+    """Train (or reuse, or resume) SimSiam on the real corpus rows of
+    :func:`~helioforge.interrogate.data.training_mask`.
+
+    Parameters
+    ----------
+    profile : Profile
+        Settings; the product is reused when its digest matches.
+    ws : Workspace
+        Work folder (SimSiam lives in ``ws.simsiam_dir``).
+    corpus : Corpus
+        The real corpus.
+    force : bool
+        Retrain from scratch.
+    device : str
+        Device of the returned model.
+    **trainer_kw
+        ``accelerator``, ``devices``, ``progress`` of :func:`~helioforge.interrogate.simsiam.train_simsiam`.
+
+    Returns
+    -------
+    (SimSiam, dict)
+        The model in eval mode and its JSON sidecar (sizes, final metrics, collapse reference).
+
+    Raises
+    ------
+    ValueError
+        When fewer than two training images remain.
+    ProductError
+        If the saved model is unreadable or mismatched.
+    """
     _train_step(ws, "simsiam", ws.simsiam_dir, force, profile,
                 lambda: train.train_embedding(corpus, profile, ws.simsiam_dir, **trainer_kw))
     return load_simsiam(ws.simsiam, device)
@@ -237,7 +341,33 @@ def ensure_simsiam(profile: Profile, ws: Workspace, corpus: Corpus, force: bool 
 
 def ensure_index(profile: Profile, ws: Workspace, corpus: Corpus, model, force: bool = False) -> RetrievalIndex:
     """Embed the corpus with the SimSiam ``model`` and build (or reuse) the FAISS index with its
-    look-up table."""
+    look-up table.
+
+    Parameters
+    ----------
+    profile : Profile
+        Settings (part of the index digest).
+    ws : Workspace
+        Work folder (``ws.index_dir``).
+    corpus : Corpus
+        Every corpus image is indexed.
+    model : SimSiam
+        The trained embedding model.
+    force : bool
+        Rebuild even if the saved index is current.
+
+    Returns
+    -------
+    RetrievalIndex
+        The built (or reloaded) index.
+
+    Raises
+    ------
+    ValueError
+        If an embedding is not finite.
+    ProductError
+        If a reused index is unreadable.
+    """
     digest = _digests(profile, ws)["index"]
     made: dict[str, RetrievalIndex] = {}
 
@@ -321,6 +451,8 @@ def interrogate(
     ------
     FolderInUse : another process is working in ``workdir``.
     RuntimeError : no input patch could be read.
+    ModelHealthError : a model is unusable (:func:`~helioforge.interrogate.evaluate.health_checks`)
+        and ``profile.interrogate.enforce_health`` is set.
     """
     ws = Workspace(Path(workdir))
     profile.data.pin_folders()
@@ -414,7 +546,29 @@ def interrogate_seeds(profile: Profile, workdir: str | Path, seeds: int, **kw: A
     ``workdir/seed_<k>``; returns and writes ``workdir/seeds_summary.json``: every headline
     number as mean ± std (ddof 1) over the seeds, with the per-seed values.
 
-    Raises ``InputError`` for fewer than 2 seeds.
+    Parameters
+    ----------
+    profile : Profile
+        Base profile; seed k adds k to the seeds of ``gan``, ``simsiam``, ``directions`` and ``interrogate``.
+    workdir : str or Path
+        Parent folder of the per-seed work folders.
+    seeds : int
+        Number of seeds K (≥ 2).
+    **kw
+        Passed to :func:`interrogate` (``report_dir``, ``force``, ``progress``, ...).
+
+    Returns
+    -------
+    dict
+        ``profile``, ``seeds`` and ``numbers``: headline name → ``{mean, std, values}`` (NaN ignored in
+        mean and std; only numbers every seed has).
+
+    Raises
+    ------
+    InputError
+        For fewer than 2 seeds.
+    FolderInUse, RuntimeError, ModelHealthError
+        As :func:`interrogate`, for any seed.
     """
     check_count("--seeds", seeds, minimum=2)
     root = Path(workdir)

@@ -61,7 +61,22 @@ def _show(ax: plt.Axes, img: np.ndarray, title: str | None = None) -> None:
 
 
 def fig_zoo(images: np.ndarray, path: Path, rows: int = 10) -> Path:
-    """Grid of rows×rows generated images (n ≥ rows², 1, N, N) in [-1, 1] (paper Fig. 2)."""
+    """Grid of rows×rows generated images (n, 1, N, N) in [-1, 1] (paper Fig. 2).
+
+    Parameters
+    ----------
+    images : np.ndarray, shape (n, 1, N, N)
+        Generated images, Br / 1000 G; the first rows² are shown (with fewer, the last panels stay empty).
+    path : Path
+        Destination PNG.
+    rows : int
+        Panels per side (paper: 10).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     fig, axes = plt.subplots(rows, rows, figsize=(rows, rows))
     for ax, img in zip(axes.ravel(), images):
         _show(ax, img)
@@ -72,7 +87,35 @@ def fig_zoo(images: np.ndarray, path: Path, rows: int = 10) -> Path:
 
 def fig_latent_projection(z: np.ndarray, params: dict[str, np.ndarray], directions, generate_fn, path: Path,
                           n_thumbs: int = 14) -> Path:
-    """Paper Fig. 4: 2-D projection z'₁ = z₁, z'₂ = Σ_{i≥2} nᵢzᵢ/n₂ with the SVM line and thumbnails."""
+    """Paper Fig. 4: 2-D projection z'₁ = z₁, z'₂ = Σ_{i≥2} nᵢzᵢ/n₂ with the SVM line and thumbnails.
+
+    One panel per fitted direction among TUF and polarity (else the first fitted one).
+
+    Parameters
+    ----------
+    z : np.ndarray, shape (M, latent_dim)
+        The latent samples the directions were fitted on.
+    params : dict of str to np.ndarray
+        Their parameters (M,) (:func:`~helioforge.interrogate.directions.direction_labels` keys).
+    directions : LatentDirections
+        The fitted directions.
+    generate_fn : callable
+        z (k, latent_dim) → images (k, 1, N, N) in [-1, 1], for up to ``n_thumbs`` thumbnails.
+    path : Path
+        Destination PNG.
+    n_thumbs : int
+        Number of thumbnails, spread over the plane.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        If n₂ = 0 for a shown direction (:func:`~helioforge.interrogate.directions.project_2d`).
+    """
     labels = direction_labels(params)
     names = [n for n in ("TUF", "polarity") if directions.has(n)] or list(directions.normals)[:1]
     fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 6), squeeze=False)
@@ -114,7 +157,39 @@ def _spread(points: np.ndarray, n: int, rng: np.random.Generator, min_dist: floa
 
 def fig_traversal(generator_fn, params_fn, directions, latent_dim: int, eps: np.ndarray, path: Path, seed: int = 3) -> Path:
     """Paper Fig. 5: one base z moved along plain and conditioned directions; each panel is
-    annotated with the parameter being moved (and R)."""
+    annotated with the parameter being moved (and R).
+
+    Rows are the entries of :data:`TRAVERSAL_ROWS` whose directions are fitted (else one plain row per
+    fitted direction); columns are the values of ``eps``.
+
+    Parameters
+    ----------
+    generator_fn : callable
+        z (k, latent_dim) → images (k, 1, N, N) in [-1, 1].
+    params_fn : callable
+        z (k, latent_dim) → parameter arrays (k,) (:func:`~helioforge.interrogate.evaluate.params_of_latent`).
+    directions : LatentDirections
+        The fitted directions.
+    latent_dim : int
+        Dimension of z.
+    eps : np.ndarray, shape (n_eps,)
+        Shifts ε along each direction.
+    path : Path
+        Destination PNG.
+    seed : int
+        Seed of the base z.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        If a primal direction lies in the span of its conditions
+        (:func:`~helioforge.interrogate.directions.conditional_direction`).
+    """
     z0 = np.random.default_rng(seed).standard_normal((1, latent_dim))
     rows = [row for row in TRAVERSAL_ROWS if directions.has(row[1], *row[2])]
     if not rows:
@@ -148,7 +223,23 @@ def _bipolar_pair(q_params: dict[str, np.ndarray]) -> list[int]:
 
 
 def fig_retrieval(res: dict[str, Any], corpus_table: Table, path: Path) -> Path:
-    """Paper Fig. 6 (left): bipolar queries of opposite polarity and their nearest real matches."""
+    """Paper Fig. 6 (left): bipolar queries of opposite polarity and their nearest real matches.
+
+    Parameters
+    ----------
+    res : dict
+        Output of :func:`~helioforge.interrogate.evaluate.query_set` (uses ``q_params``, ``q_images``,
+        ``m_images``, ``rows`` and ``scores``).
+    corpus_table : astropy.table.Table
+        The corpus table (``HARPNUM``, ``crop``, ``T_REC`` of the matches).
+    path : Path
+        Destination PNG.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     idx = _bipolar_pair(res["q_params"])
     fig, axes = plt.subplots(len(idx), 2, figsize=(5, 2.6 * len(idx)), squeeze=False)
     for r, i in enumerate(idx):
@@ -165,7 +256,23 @@ def fig_histograms(q: dict[str, np.ndarray], m: dict[str, np.ndarray], corpus: d
     """Paper Fig. 6 (right): 2-D histogram of each parameter for queries vs matches, with
     marginals of the queries (light blue), the matches (pink) and the whole corpus (black).
     Flux-type parameters are shown as log10(1 + value); the correlations quoted are those of
-    the raw values (as in the paper)."""
+    the raw values (as in the paper).
+
+    Parameters
+    ----------
+    q, m, corpus : dict of str to np.ndarray
+        Parameters of the queries (Q,), of their best matches (Q,) and of the whole corpus (n,).
+    correlations : dict of str to dict
+        :func:`~helioforge.interrogate.evaluate.headline` output; one panel per key, titled with its
+        ``pearson``, ``spearman``, ``paper_pearson`` and ``paper_spearman``.
+    path : Path
+        Destination PNG.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     names = list(correlations)
     fig = plt.figure(figsize=(4 * len(names), 4.4))
     outer = fig.add_gridspec(1, len(names), wspace=0.35)
@@ -234,8 +341,27 @@ class ReportInputs:
 
 
 def write_html(report_dir: str | Path, metrics: dict[str, Any]) -> Path:
-    """Render ``index.html`` (:data:`TEMPLATE`) in ``report_dir`` from the metrics dictionary;
-    returns its path. Raises ``jinja2.UndefinedError`` when ``metrics`` lacks a number the page shows."""
+    """Render ``index.html`` (:data:`TEMPLATE`) in ``report_dir`` from the metrics dictionary.
+
+    Parameters
+    ----------
+    report_dir : str or Path
+        Report folder.
+    metrics : dict
+        The run's metrics (:func:`~helioforge.interrogate.evaluate.run_metrics`, plus the timings).
+
+    Returns
+    -------
+    Path
+        ``report_dir/index.html``.
+
+    Raises
+    ------
+    jinja2.UndefinedError
+        When ``metrics`` lacks a number the page shows.
+    KeyError
+        When ``metrics`` lacks ``simsiam`` or ``helioforge``.
+    """
     fm = metrics["simsiam"].get("final_metrics", {})
     sim = ", ".join(f"{k} {v:.3f}" for k, v in fm.items() if isinstance(v, float)) or "n/a"
     if metrics["simsiam"].get("collapse_reference_z_std"):
@@ -246,8 +372,20 @@ def write_html(report_dir: str | Path, metrics: dict[str, Any]) -> Path:
 
 def write_report(report_dir: str | Path, inputs: ReportInputs) -> Path:
     """Write the figures (paper Figs. 2, 4, 5, 6) and ``queries.ecsv`` into ``report_dir``; the
-    HTML page is rendered by :func:`write_html` once the run's timings are known. Returns
-    ``report_dir``."""
+    HTML page is rendered by :func:`write_html` once the run's timings are known.
+
+    Parameters
+    ----------
+    report_dir : str or Path
+        Report folder (created when missing).
+    inputs : ReportInputs
+        The run's queries, corpus, generator, directions and profile.
+
+    Returns
+    -------
+    Path
+        ``report_dir``.
+    """
     res, corpus, generator, directions, profile = inputs.queries, inputs.corpus, inputs.generator, inputs.directions, inputs.profile
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)

@@ -75,14 +75,53 @@ class RetrievalIndex:
 
     @classmethod
     def build(cls, embeddings: np.ndarray, table: Table) -> "RetrievalIndex":
-        """Index ``embeddings`` (n, d); they are L2-normalised first."""
+        """Index ``embeddings`` (n, d); they are L2-normalised first.
+
+        Parameters
+        ----------
+        embeddings : np.ndarray, shape (n, d)
+            SimSiam embeddings of the real patches (cast to float32; normalised in place when already
+            a C-contiguous float32 array).
+        table : astropy.table.Table
+            Look-up table, one row per embedding (see the class).
+
+        Returns
+        -------
+        RetrievalIndex
+            Over a FAISS ``IndexFlatIP`` (exact inner product = cosine similarity).
+
+        Raises
+        ------
+        ValueError
+            If the embeddings contain NaN or infinite values, or ``table`` has not n rows.
+        """
         v = cls._normalise(embeddings)
         index = faiss.IndexFlatIP(v.shape[1])
         index.add(v)
         return cls(index, table)
 
     def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k cosine scores (q, k) and LUT rows (q, k) for query embeddings (q, d)."""
+        """Top-k cosine scores (q, k) and LUT rows (q, k) for query embeddings (q, d).
+
+        Parameters
+        ----------
+        queries : np.ndarray, shape (q, d) or (d,)
+            Query embeddings; L2-normalised here (in place when already a C-contiguous float32 2-D array).
+        k : int
+            Number of matches per query; clamped to the index size.
+
+        Returns
+        -------
+        scores : np.ndarray of float32, shape (q, k)
+            Cosine similarities in [-1, 1], best first.
+        rows : np.ndarray of int64, shape (q, k)
+            LUT rows of the matches.
+
+        Raises
+        ------
+        ValueError
+            If the queries contain NaN or infinite values, or their dimension differs from the index.
+        """
         q = self._normalise(queries)
         if q.shape[1] != self.dim:
             raise ValueError(f"query dimension {q.shape[1]} does not match the index ({self.dim})")
@@ -91,7 +130,25 @@ class RetrievalIndex:
         return scores, rows
 
     def matches(self, queries: np.ndarray, k: int = 1) -> list[list[Match]]:
-        """Like :meth:`search` but returns :class:`Match` records with the LUT fields."""
+        """Like :meth:`search` but returns :class:`Match` records with the LUT fields.
+
+        Parameters
+        ----------
+        queries : np.ndarray, shape (q, d) or (d,)
+            Query embeddings.
+        k : int
+            Number of matches per query; clamped to the index size.
+
+        Returns
+        -------
+        list of list of Match
+            q lists of k matches, rank 1 (best) first.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`search`.
+        """
         scores, rows = self.search(queries, k)
         out = []
         for srow, rrow in zip(scores, rows):
@@ -104,7 +161,20 @@ class RetrievalIndex:
         return out
 
     def save(self, folder: str | Path, meta: dict | None = None) -> Path:
-        """Write ``index.faiss``, ``lookup.ecsv`` and ``index.json`` into ``folder`` (atomically)."""
+        """Write ``index.faiss``, ``lookup.ecsv`` and ``index.json`` into ``folder`` (atomically).
+
+        Parameters
+        ----------
+        folder : str or Path
+            Destination folder, created if missing.
+        meta : dict, optional
+            Extra entries for ``index.json`` (beside ``n``, ``dim`` and ``metric``).
+
+        Returns
+        -------
+        Path
+            ``folder``.
+        """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / self.INDEX_FILE) as tmp:
@@ -116,7 +186,25 @@ class RetrievalIndex:
 
     @classmethod
     def load(cls, folder: str | Path) -> "RetrievalIndex":
-        """Read an index written by :meth:`save`. Raises ``FileNotFoundError`` naming the file."""
+        """Read an index written by :meth:`save`.
+
+        Parameters
+        ----------
+        folder : str or Path
+            Folder holding ``index.faiss`` and ``lookup.ecsv``.
+
+        Returns
+        -------
+        RetrievalIndex
+            Masked string columns of the LUT are filled with ``""``.
+
+        Raises
+        ------
+        FileNotFoundError
+            If either file is missing (the message names it).
+        ProductError
+            If the index or the table is unreadable, or their lengths differ.
+        """
         folder = Path(folder)
         for name in (cls.INDEX_FILE, cls.LUT_FILE):
             if not (folder / name).is_file():

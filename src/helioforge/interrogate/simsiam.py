@@ -36,7 +36,24 @@ SIMSIAM_STEM = "simsiam"
 def make_augmentation(cfg: SimSiamConfig, image_size: int) -> K.AugmentationSequential:
     """The paper's augmentation set as a kornia pipeline acting on (B, 1, N, N) tensors.
 
-    The shift is the paper's ``shift_px`` on 128-pixel images, scaled to ``image_size``.
+    The shift is the paper's ``shift_px`` on 128-pixel images, as the same fraction of the side
+    at any size (``image_size`` is not used).
+
+    Parameters
+    ----------
+    cfg : SimSiamConfig
+        Gives ``shift_px`` (paper: 10 px on 128²), ``zoom`` (0.8-1.2) and ``rotation_deg`` (±20°).
+    image_size : int
+        Side N of the images, in pixels (currently unused: the translation is a fraction of the side).
+
+    Returns
+    -------
+    kornia.augmentation.AugmentationSequential
+        Random affine (p = 1, zero padding), then random horizontal and vertical flips (p = 0.5 each).
+
+    References
+    ----------
+    Chatterjee et al. (2025), Results, "Querying Generated Image to Find Matches in Real Data".
     """
     shift = cfg.shift_px / 128  # the paper's 10 px on 128² images, as a fraction of the side
     return K.AugmentationSequential(
@@ -61,7 +78,24 @@ class SimSiamModule(L.LightningModule):
         seed_per_rank(self, self.cfg.seed)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        """Loss of two augmented views of a batch (B, 1, N, N); logs loss and ``z_std``."""
+        """Loss of two augmented views of a batch (B, 1, N, N); logs loss and ``z_std``.
+
+        Parameters
+        ----------
+        batch : tuple of torch.Tensor
+            ``(x,)`` with real images (B, 1, N, N) in [-1, 1].
+        batch_idx : int
+            Index of the batch (unused).
+
+        Returns
+        -------
+        torch.Tensor
+            Scalar symmetric negative-cosine loss (in [-1, 1]; −1 is perfect agreement).
+
+        References
+        ----------
+        Chen & He (2020), Algorithm 1.
+        """
         (x,) = batch
         with torch.no_grad():
             v1, v2 = self.augment(x), self.augment(x)
@@ -103,7 +137,29 @@ def train_simsiam(
 
     Resumable from ``workdir/checkpoints/last.safetensors``. Writes
     ``workdir/simsiam.safetensors`` + ``simsiam.json`` (with the final loss and ``z_std``).
-    Raises ``ValueError`` for a wrong shape or fewer than two images per batch.
+
+    Parameters
+    ----------
+    images : np.ndarray, shape (n, 1, N, N)
+        Real patches in [-1, 1] (units of 1000 G); cast to float32.
+    cfg : SimSiamConfig
+        Architecture and optimiser settings; the batch is ``min(cfg.batch_size, n)``.
+    workdir : str or Path
+        Work folder for checkpoints, logs and the saved model.
+    accelerator, devices : str or int
+        Passed to the Lightning trainer.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    Path
+        The stem ``workdir/simsiam`` (without suffix).
+
+    Raises
+    ------
+    ValueError
+        For a wrong shape or fewer than two images.
     """
     images = check_images(images, 2)
     L.seed_everything(cfg.seed, verbose=False)
@@ -120,8 +176,27 @@ def train_simsiam(
 
 
 def load_simsiam(path_stem: str | Path, device: str | torch.device = "cpu") -> tuple[SimSiam, dict[str, Any]]:
-    """Load a SimSiam model saved by :func:`train_simsiam` (eval mode) and its config. Raises
-    ``FileNotFoundError`` or ``ProductError`` (unreadable, non-finite or mismatched weights)."""
+    """Load a SimSiam model saved by :func:`train_simsiam` (eval mode) and its config.
+
+    Parameters
+    ----------
+    path_stem : str or Path
+        Weights stem (``<stem>.safetensors`` + ``<stem>.json``).
+    device : str or torch.device
+        Where to put the model.
+
+    Returns
+    -------
+    (SimSiam, dict)
+        The model in eval mode and its saved configuration.
+
+    Raises
+    ------
+    FileNotFoundError
+        No weights at ``path_stem``.
+    ProductError
+        Unreadable, non-finite or mismatched weights.
+    """
     return build_from_weights(path_stem, lambda c: SimSiam(c["out_dim"], c["proj_hidden"], c["pred_hidden"], c["width"]), device)
 
 
@@ -130,6 +205,26 @@ def embed(model: SimSiam, images: np.ndarray | torch.Tensor, batch_size: int = 2
     """L2-normalised SimSiam projections (n, out_dim) float32 of images (n, 1, N, N).
 
     Normalised so that inner products are cosine similarities (the paper's retrieval metric).
+    Puts ``model`` in eval mode.
+
+    Parameters
+    ----------
+    model : SimSiam
+        The trained model.
+    images : np.ndarray or torch.Tensor, shape (n, 1, N, N)
+        Images in [-1, 1] (units of 1000 G); cast to float32.
+    batch_size : int
+        Images per forward pass.
+
+    Returns
+    -------
+    np.ndarray of float32, shape (n, out_dim)
+        Unit-norm embeddings.
+
+    Raises
+    ------
+    ValueError
+        If ``images`` is not (n, 1, N, N).
     """
     x = torch.as_tensor(np.asarray(images, dtype=np.float32))
     if x.ndim != 4 or x.shape[1] != 1:

@@ -35,10 +35,29 @@ __all__ = ["train_generator", "fit_latent_directions", "train_embedding", "build
 
 def train_generator(corpus: Corpus, profile: Profile, folder: str | Path, **trainer_kw: Any) -> None:
     """Train (or resume from ``folder/checkpoints``) the GAN of ``profile.gan`` on the corpus
-    rows of :func:`~helioforge.interrogate.data.training_mask`; patches are flagged active when
-    more than ``gan.active_min_area`` of their pixels exceed the polarity threshold. Writes the
-    selected generator to ``folder/generator.{safetensors,json}``
-    (:func:`~helioforge.interrogate.gan.train_gan`)."""
+    rows of :func:`~helioforge.interrogate.data.training_mask`.
+
+    Patches are flagged active (:func:`~helioforge.physics.params.is_active`) when each polarity
+    beyond the polarity threshold covers at least ``gan.active_min_area`` of the pixels. Writes
+    the selected generator to ``folder/generator.{safetensors,json}``
+    (:func:`~helioforge.interrogate.gan.train_gan`).
+
+    Parameters
+    ----------
+    corpus : Corpus
+        The real corpus, images (n, 1, N, N) in units of ``data.clip_gauss``.
+    profile : Profile
+        Gives ``gan``, the held-out HARPs and the threshold ``params.threshold_gauss / data.clip_gauss``.
+    folder : str or Path
+        Work folder of the GAN.
+    **trainer_kw
+        ``accelerator``, ``devices``, ``progress`` of :func:`~helioforge.interrogate.gan.train_gan`.
+
+    Raises
+    ------
+    ValueError
+        From :func:`~helioforge.interrogate.gan.train_gan` when fewer training images than one batch remain.
+    """
     threshold = profile.params.threshold_gauss / profile.data.clip_gauss
     keep = training_mask(corpus, profile)
     active = is_active(corpus.images[keep], threshold, profile.gan.active_min_area)
@@ -64,11 +83,46 @@ def fit_latent_directions(generator: Generator, profile: Profile) -> tuple[Laten
 def train_embedding(corpus: Corpus, profile: Profile, folder: str | Path, **trainer_kw: Any) -> None:
     """Train (or resume) SimSiam of ``profile.simsiam`` on the corpus rows of
     :func:`~helioforge.interrogate.data.training_mask`; writes ``folder/simsiam.{safetensors,json}``
-    (:func:`~helioforge.interrogate.simsiam.train_simsiam`)."""
+    (:func:`~helioforge.interrogate.simsiam.train_simsiam`).
+
+    Parameters
+    ----------
+    corpus : Corpus
+        The real corpus.
+    profile : Profile
+        Gives ``simsiam`` and the held-out HARPs.
+    folder : str or Path
+        Work folder of SimSiam.
+    **trainer_kw
+        ``accelerator``, ``devices``, ``progress`` of :func:`~helioforge.interrogate.simsiam.train_simsiam`.
+
+    Raises
+    ------
+    ValueError
+        From :func:`~helioforge.interrogate.simsiam.train_simsiam` when fewer than two training images remain.
+    """
     train_simsiam(corpus.images[training_mask(corpus, profile)], profile.simsiam, folder, **trainer_kw)
 
 
 def build_index(corpus: Corpus, model) -> RetrievalIndex:
     """The FAISS inner-product index of the SimSiam embeddings of every corpus image, with the
-    corpus table as its look-up table."""
+    corpus table as its look-up table.
+
+    Parameters
+    ----------
+    corpus : Corpus
+        All corpus images (n, 1, N, N) and their table (n rows).
+    model : SimSiam
+        The trained embedding model.
+
+    Returns
+    -------
+    RetrievalIndex
+        n L2-normalised vectors (n, out_dim).
+
+    Raises
+    ------
+    ValueError
+        If an embedding is not finite (:meth:`~helioforge.interrogate.retrieval.RetrievalIndex.build`).
+    """
     return RetrievalIndex.build(embed(model, corpus.images), corpus.table)

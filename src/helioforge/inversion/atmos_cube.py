@@ -80,7 +80,24 @@ class AtmosCube:
     wcs: dict[str, Any] = field(default_factory=dict)
 
     def quantity(self, name: str) -> np.ndarray:
-        """Maps (n_tau, ny, nx) of one quantity by name (``T``, ``vz``, …, ``Bx``, ``By``, ``Bz``)."""
+        """Maps of one quantity by name.
+
+        Parameters
+        ----------
+        name : str
+            One of :data:`QUANTITIES` (``T``, ``vz``, ``z``, ``logP``, ``BQ``, ``BU``, ``BV``) or, when the
+            cube has :attr:`bxyz`, ``Bx``, ``By``, ``Bz``.
+
+        Returns
+        -------
+        np.ndarray
+            (n_tau, ny, nx) view into the cube, in the unit of :data:`UNITS` (K, km/s, km, log10(dyn/cm2), G).
+
+        Raises
+        ------
+        KeyError
+            For an unknown name, or ``Bx``/``By``/``Bz`` of a cube without ``bxyz``.
+        """
         if name in QUANTITIES:
             return self.data[QUANTITIES.index(name)]
         if name in ("Bx", "By", "Bz") and self.bxyz is not None:
@@ -115,11 +132,27 @@ def write_atmos_cube(path: str | Path, cube: AtmosCube, mask: np.ndarray | None 
     and a ``MASK`` extension when ``mask`` is given.
 
     Header: ``QUANT1..7``/``QUNIT1..7`` (quantity and unit per plane of axis 4), ``CTYPE3 =
-    'LOGTAU'``, the world coordinates of ``cube.wcs`` on axes 1 and 2 (in every image
-    extension; ``CTYPE1``/``CTYPE2`` = ``X``/``Y`` without them), ``BRANCH`` (azimuth solution of ``BXYZ``) and provenance cards. ``mask`` (ny, nx)
-    bool/uint8, 1 = pixel not inverted (NaN in the cube); its header counts the flagged input
-    pixels per kind from ``cube.params`` (``bad_nonfinite``, ``bad_negative``, ``bad_saturated``).
-    Atomic: every extension is in the file when it appears under its name.
+    'LOGTAU'``, ``VZSIGN`` (v_z > 0 = downflow), the world coordinates of ``cube.wcs`` on axes 1 and 2
+    (in every image extension; ``CTYPE1``/``CTYPE2`` = ``X``/``Y`` without them), ``BRANCH`` (azimuth
+    solution of ``BXYZ``) and provenance cards. Atomic: every extension is in the file when it appears
+    under its name.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination FITS file.
+    cube : AtmosCube
+        The inverted atmosphere; ``cube.bxyz`` (3, n_tau, ny, nx), G, becomes the ``BXYZ`` extension
+        when present, ``cube.log_tau`` the float64 ``LOGTAU`` extension.
+    mask : np.ndarray, optional
+        (ny, nx) bool/uint8, 1 = pixel not inverted (NaN in the cube); its header counts the flagged
+        input pixels per kind from ``cube.params`` (``bad_nonfinite``, ``bad_negative``,
+        ``bad_saturated``) and the masked pixels (``NMASKED``).
+
+    Returns
+    -------
+    Path
+        The written file (from :func:`helioforge.io.write_fits`).
     """
     hdr = fits.Header()
     for i, q in enumerate(QUANTITIES, 1):

@@ -157,8 +157,19 @@ class ModelSet:
     def reference_column(self, hydrostatic: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Heights and gas pressure of the unperturbed quiet-Sun reference model.
 
-        Returns ``(z_km, Pg)``, float64 tensors (n,): z relative to its log τ = 0 level,
-        positive upward; Pg in dyn cm⁻², both from hydrostatic equilibrium. Cached.
+        Both come from hydrostatic equilibrium on :attr:`log_tau`. Cached: the first call's result is
+        returned afterwards (``hydrostatic`` is then not used).
+
+        Parameters
+        ----------
+        hydrostatic : callable, optional
+            Hydrostatic solver ``(log_tau, T) -> (_, Pg, _, z)``; default the package's LTE solver.
+
+        Returns
+        -------
+        tuple of torch.Tensor
+            ``(z_km, Pg)``, float64 (n,): z in km relative to its log τ = 0 level, positive upward;
+            Pg in dyn cm⁻².
         """
         if self._reference is None:
             he = hydrostatic or _default_hydrostatic()
@@ -332,7 +343,17 @@ def granulation_pattern(
 def height_profile(nodes, log_tau) -> torch.Tensor:
     """Piecewise-linear factor of log τ from ``(log τ, value)`` nodes, constant outside them.
 
-    Returns a float64 tensor shaped like ``log_tau``.
+    Parameters
+    ----------
+    nodes : iterable of (float, float)
+        ``(log τ, value)`` pairs, in any order (sorted by log τ here).
+    log_tau : array_like
+        The log τ at which to evaluate, any shape.
+
+    Returns
+    -------
+    torch.Tensor
+        float64, shaped like ``log_tau``.
     """
     pts = sorted((float(a), float(b)) for a, b in nodes)
     xs = np.array([p[0] for p in pts])
@@ -428,7 +449,25 @@ class PatchAtmosphere:
 
 
 def draw_kind(rng: np.random.Generator, fractions) -> str:
-    """Draw a patch kind from :data:`KINDS` with probabilities ∝ ``fractions``."""
+    """Draw a patch kind from :data:`KINDS` with probabilities ∝ ``fractions``.
+
+    Parameters
+    ----------
+    rng : np.random.Generator
+        Random generator.
+    fractions : array_like
+        (3,) non-negative weights of ``quiet``, ``plage``, ``spot``, normalised here.
+
+    Returns
+    -------
+    str
+        ``"quiet"``, ``"plage"`` or ``"spot"``.
+
+    Raises
+    ------
+    ValueError
+        From ``rng.choice`` when ``fractions`` is not 3 non-negative values with a positive sum.
+    """
     p = np.asarray(fractions, dtype=np.float64)
     return KINDS[int(rng.choice(len(KINDS), p=p / p.sum()))]
 

@@ -323,9 +323,22 @@ TRAINSET_PROFILES = {"paper": TrainsetProfile, "cpu": _cpu, "tiny": _tiny}
 
 
 def get_trainset_profile(name: str) -> TrainsetProfile:
-    """Return a fresh training-set profile by name (``paper``, ``cpu`` or ``tiny``).
+    """Return a fresh training-set profile by name.
 
-    Raises ``ValueError`` for an unknown name.
+    Parameters
+    ----------
+    name : str
+        ``paper``, ``cpu`` or ``tiny``.
+
+    Returns
+    -------
+    TrainsetProfile
+        A new instance (free to modify).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the choices).
     """
     return profile_from_registry(TRAINSET_PROFILES, name, "training-set profile")
 
@@ -449,8 +462,21 @@ SICON_PROFILES = {"paper": SiconConfig, "paper-concat": _paper_concat, "cpu": _c
 
 
 def get_sicon_profile(name: str) -> SiconConfig:
-    """A fresh SICON training profile by name (``paper``, ``paper-concat``, ``cpu``, ``tiny``).
+    """Return a fresh SICON training profile by name.
 
-    Raises ``ValueError`` for an unknown name.
+    Parameters
+    ----------
+    name : str
+        ``paper``, ``paper-concat``, ``cpu`` or ``tiny``.
+
+    Returns
+    -------
+    SiconConfig
+        A new instance (free to modify).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the choices).
     """
     return profile_from_registry(SICON_PROFILES, name, "SICON profile")

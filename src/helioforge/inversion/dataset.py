@@ -121,8 +121,21 @@ class TrainsetError(ProductError, RuntimeError):
 
 
 def make_trainset_command(root: str | Path, manifest: dict[str, Any] | None = None) -> str:
-    """The ``helioforge inversion make-trainset`` command that resumes (or repairs) the set in
-    ``root``, with the profile, size and seed of its manifest when known."""
+    """The ``helioforge inversion make-trainset`` command that resumes (or repairs) the set in ``root``.
+
+    Parameters
+    ----------
+    root : str or Path
+        The training-set folder (``-o``).
+    manifest : dict, optional
+        Its manifest; its ``profile_name``, ``n_patches``, ``patch_size`` and ``seed`` become ``-p``,
+        ``--patches``, ``--size`` and ``--seed`` when present.
+
+    Returns
+    -------
+    str
+        The shell command, arguments quoted with :func:`shlex.quote`.
+    """
     cmd = f"helioforge inversion make-trainset -o {shlex.quote(str(root))}"
     if isinstance(manifest, dict):
         for opt, key in (("-p", "profile_name"), ("--patches", "n_patches"), ("--size", "patch_size"),
@@ -243,12 +256,34 @@ def make_patch(
     reference: dict[str, float],
     hydrostatic: Callable | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Generate training pair ``index``: (stokes (4, 112, H, W), targets (49, H, W), kind index).
+    """Generate training pair ``index``: Stokes maps, target maps and patch kind.
 
     Draws from ``numpy.random.default_rng([seed, index])``; the Stokes maps are divided by
     ``reference["ic_quiet_sun"]`` and carry no noise; z is relative to
     ``reference["z_offset_km"]``. With ``margin_px`` > 0 the maps are made larger by that many
-    SP pixels on each side and cropped after the PSF (no padding artefacts).
+    SP pixels on each side and cropped after the PSF (no padding artefacts). Paper 003 §2.
+
+    Parameters
+    ----------
+    index : int
+        Patch number (with the profile's seed, it fixes the random draw).
+    profile : TrainsetProfile
+        Training-set settings (``trainset`` sizes and seed, ``atmosphere`` perturbations).
+    models : ModelSet
+        The reference model atmospheres and their log τ grid.
+    chain : StokesChain
+        Synthesis and instrument degradation (maps → (H, W, 4, 112)).
+    reference : dict
+        ``ic_quiet_sun`` (quiet-Sun continuum, same units as the synthesis) and ``z_offset_km`` (km).
+    hydrostatic : callable, optional
+        Hydrostatic solver; default the package's LTE solver.
+
+    Returns
+    -------
+    tuple
+        ``(stokes, targets, kind)``: stokes float32 (4, 112, H, W) in quiet-Sun continuum units;
+        targets float32 (7 n_tau, H, W) = (49, H, W), quantity-major, in :data:`TARGET_UNITS`; kind the
+        index into :data:`KINDS`. H = W = ``patch_size`` (SP pixels).
     """
     ts = profile.trainset
     r = ts.rebin()
@@ -379,6 +414,21 @@ def shard_checksum(path: str | Path) -> str:
     A chunk file that was deleted reads as zeros (zarr's fill value) and so changes the sum; a
     garbled chunk raises (zarr's decompression error) — :func:`shard_problem` turns both into
     words.
+
+    Parameters
+    ----------
+    path : str or Path
+        The shard's zarr group folder.
+
+    Returns
+    -------
+    str
+        Hexadecimal digest (64 characters).
+
+    Raises
+    ------
+    Exception
+        zarr/numcodecs errors for a missing group or an unreadable chunk (several kinds).
     """
     import zarr
 
@@ -392,9 +442,21 @@ def shard_checksum(path: str | Path) -> str:
 
 
 def shard_problem(path: str | Path, sha256: str) -> str | None:
-    """Why the shard ``path`` is not the one the manifest lists with checksum ``sha256``
-    (``None`` when it is): missing, unreadable (a garbled or truncated chunk), or changed (a
-    deleted chunk reads as zeros, an edited one as other numbers)."""
+    """Why the shard ``path`` is not the one the manifest lists with checksum ``sha256``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The shard's zarr group folder.
+    sha256 : str
+        The checksum the manifest records (:func:`shard_checksum`).
+
+    Returns
+    -------
+    str or None
+        The problem in words: missing, unreadable (a garbled or truncated chunk), or changed (a
+        deleted chunk reads as zeros, an edited one as other numbers); ``None`` when the shard is intact.
+    """
     path = Path(path)
     if not path.is_dir():
         return "shard listed in the manifest is missing"
@@ -438,9 +500,26 @@ def verify_trainset(root: str | Path, *, require_complete: bool = True, progress
 
 @contextlib.contextmanager
 def reading_shard(root: str | Path, entry_file: str, manifest: dict[str, Any] | None = None):
-    """Context for reading a shard: a damaged chunk (zarr's decompression or decoding error)
-    becomes a :class:`TrainsetError` naming the shard and the command that makes it again,
-    instead of a traceback."""
+    """Context for reading a shard that turns a damaged chunk into a :class:`TrainsetError`.
+
+    A zarr decompression or decoding error inside the ``with`` block becomes a
+    :class:`TrainsetError` naming the shard and the command that makes it again, instead of a
+    traceback; a :class:`TrainsetError` passes unchanged.
+
+    Parameters
+    ----------
+    root : str or Path
+        The training-set folder.
+    entry_file : str
+        The shard's file name relative to ``root`` (as in the manifest).
+    manifest : dict, optional
+        The manifest, for the options of the remedy command (:func:`make_trainset_command`).
+
+    Raises
+    ------
+    TrainsetError
+        For any other exception raised inside the block.
+    """
     try:
         yield
     except TrainsetError:
@@ -734,7 +813,23 @@ class TrainsetDataset(torch.utils.data.Dataset):
         return self._open[k]
 
     def locate(self, index: int) -> tuple[int, int]:
-        """(shard number, index inside the shard) of item ``index``; ``IndexError`` if out of range."""
+        """Shard number and index inside the shard of item ``index``.
+
+        Parameters
+        ----------
+        index : int
+            Item number; negative values count from the end.
+
+        Returns
+        -------
+        tuple of int
+            ``(shard number, index inside the shard)``.
+
+        Raises
+        ------
+        IndexError
+            For an index out of range.
+        """
         if index < 0:
             index += len(self)
         if not 0 <= index < len(self):
@@ -743,7 +838,23 @@ class TrainsetDataset(torch.utils.data.Dataset):
         return k, int(index - self._offsets[k])
 
     def kind(self, index: int) -> str:
-        """Patch kind (``quiet``, ``plage``, ``spot``) of item ``index``."""
+        """Patch kind of item ``index``.
+
+        Parameters
+        ----------
+        index : int
+            Item number; negative values count from the end.
+
+        Returns
+        -------
+        str
+            ``quiet``, ``plage`` or ``spot``.
+
+        Raises
+        ------
+        IndexError
+            For an index out of range.
+        """
         k, j = self.locate(index)
         return KINDS[int(self._group(k)["kind"][j])]
 

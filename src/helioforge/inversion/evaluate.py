@@ -39,7 +39,18 @@ PAPER_MAD = {"T": 82.0, "vz": 0.41, "z": 18.0, "logP": 0.02, "BQ": 100.0, "BU": 
 
 
 def mad(d: np.ndarray) -> float:
-    """Median absolute deviation median(|d − median(d)|) of the finite values (unscaled)."""
+    """Median absolute deviation median(|d − median(d)|) of the finite values (unscaled).
+
+    Parameters
+    ----------
+    d : array_like
+        Values, any shape (non-finite ones are dropped).
+
+    Returns
+    -------
+    float
+        The MAD in the unit of ``d``; NaN when no value is finite. Paper 003 §4.1 (Fig. 3).
+    """
     d = np.asarray(d, dtype=np.float64)
     d = d[np.isfinite(d)]
     return float(np.median(np.abs(d - np.median(d)))) if d.size else float("nan")
@@ -170,7 +181,22 @@ def me_baseline(stokes: np.ndarray, truth: np.ndarray, wavelength: np.ndarray, m
 def spinor_comparison(cube_data: np.ndarray, spinor: dict[str, np.ndarray]) -> pd.DataFrame:
     """Network − SPINOR for T, v_z and B_z at SPINOR's log τ levels (mean, RMS, per-pixel range).
 
-    ``cube_data`` (7, 7, ny, nx) must cover the same pixels as the SPINOR maps.
+    Each SPINOR level is compared with the nearest of :data:`TARGET_LOG_TAU`. Means are plain
+    (not NaN-aware): a NaN pixel makes its row NaN.
+
+    Parameters
+    ----------
+    cube_data : np.ndarray
+        (7, 7, ny, nx) network cube (quantities × :data:`TARGET_LOG_TAU`), in :data:`UNITS`; it must
+        cover the same pixels as the SPINOR maps.
+    spinor : dict of np.ndarray
+        ``log_tau`` (n_levels,) and maps ``T`` [K], ``vz`` [km/s], ``Bz`` [G], each (n_levels, ny, nx).
+
+    Returns
+    -------
+    pd.DataFrame
+        One row per (quantity, level): ``quantity``, ``log_tau``, ``unit``, ``network_mean``,
+        ``spinor_mean``, ``mean_diff``, ``rms_diff``, ``min_diff``, ``max_diff``.
     """
     bz = field_vector(cube_data)[2]
     rows = []
@@ -186,6 +212,17 @@ def spinor_comparison(cube_data: np.ndarray, spinor: dict[str, np.ndarray]) -> p
 
 
 def resynthesis_rms(observed: np.ndarray, synthetic: np.ndarray) -> dict[str, float]:
-    """RMS over pixels and wavelengths of synthetic − observed per Stokes parameter (I_c units)."""
+    """RMS over pixels and wavelengths of synthetic − observed per Stokes parameter.
+
+    Parameters
+    ----------
+    observed, synthetic : np.ndarray
+        (4, nλ, ny, nx) Stokes maps in quiet-Sun continuum (I_c) units.
+
+    Returns
+    -------
+    dict of str to float
+        ``{"I": rms, "Q": rms, "U": rms, "V": rms}``, I_c units (NaN if any value is NaN).
+    """
     d = np.asarray(synthetic) - np.asarray(observed)
     return {s: float(np.sqrt(np.mean(d[i] ** 2))) for i, s in enumerate("IQUV")}

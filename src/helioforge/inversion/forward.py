@@ -135,7 +135,20 @@ class StokesChain:
             self.wavelengths = synthesis_wavelengths(np.asarray(self.instrument.wavelengths), self.oversampling)
 
     def synthesize_map(self, atmos) -> tuple[torch.Tensor, torch.Tensor]:
-        """Absolute Stokes (H, W, 4, nλ) and continuum (H, W) of a map, in chunks of columns."""
+        """Absolute Stokes and continuum of a map, synthesised in chunks of :attr:`chunk` columns.
+
+        Parameters
+        ----------
+        atmos : Atmosphere
+            Model atmosphere with (H, W, n) depth stratifications (fields of other shapes are passed
+            whole).
+
+        Returns
+        -------
+        tuple of torch.Tensor
+            ``(stokes (H, W, 4, nλ), continuum (H, W))`` in absolute intensity
+            (erg s⁻¹ cm⁻² sr⁻¹ Hz⁻¹), dtype of ``atmos.T``, on the device of the synthesis.
+        """
         H, W = atmos.T.shape[:2]
         flat = {f.name: getattr(atmos, f.name) for f in dataclasses.fields(atmos)}
         cols = H * W
@@ -162,9 +175,28 @@ class StokesChain:
         return self.degrade(stokes, pixel_arcsec)
 
     def degrade(self, stokes: torch.Tensor, pixel_arcsec: float) -> torch.Tensor:
-        """The instrument on synthesised maps (H, W, 4, nλ) at ``pixel_arcsec``: PSF (reflecting
-        edges, or replicating ones for maps smaller than the PSF), rebin, SP profile (with
-        :attr:`quadrature`) → (H', W', 4, 112)."""
+        """Apply the instrument to synthesised maps: PSF, rebin, SP spectral profile.
+
+        The PSF uses reflecting edges, or replicating ones for maps smaller than the PSF; the
+        spectral profile is applied with :attr:`quadrature`.
+
+        Parameters
+        ----------
+        stokes : torch.Tensor
+            (H, W, 4, nλ) synthesised maps on the model grid.
+        pixel_arcsec : float
+            Pixel size of ``stokes`` [arcsec].
+
+        Returns
+        -------
+        torch.Tensor
+            (H', W', 4, 112) on the CPU, rebinned to SP pixels.
+
+        Raises
+        ------
+        ValueError, FileNotFoundError
+            From :meth:`psf_at` (no PSF for that pixel size).
+        """
         H, W = stokes.shape[:2]
         psf = self.instrument.psf_at(pixel_arcsec) if hasattr(self.instrument, "psf_at") else None
         half = (min(psf.shape) // 2) if psf is not None else 0

@@ -144,20 +144,33 @@ class SiconInverter:
     def from_weights(cls, stem: str | Path, device: str | torch.device | None = None) -> "SiconInverter":
         """Load what :func:`~helioforge.inversion.train.train_sicon` saved (``stem.safetensors`` + ``stem.json``).
 
-        ``device``: ``None`` picks a GPU when present, else the CPU.
-
         Encoder–decoder weights whose sidecar lacks the fixed log-amplitude offset (trained
         before issue 13) are refused with a :class:`~helioforge.errors.ProductError` naming
         the sidecar and the command that retrains them: no fallback, since the per-map mean
         they were trained with cannot be reproduced on a whole map.
 
-        Raises ``FileNotFoundError`` naming a missing file;
-        :class:`~helioforge.errors.ProductError` (a ``ValueError``) naming the file and the
-        command that retrains it when the weights are unfinished (training interrupted or
-        still running, :func:`~helioforge.inversion.model.check_trained`), changed since they were written, unreadable
-        (truncated, garbled), non-finite (NaN/inf), or do not match the settings of the
-        sidecar (another architecture), or when the sidecar is unreadable or not that of a
-        SICON network.
+        Parameters
+        ----------
+        stem : str or Path
+            Path of the weights without suffix (e.g. ``…/train_encdec/sicon_encdec``).
+        device : str or torch.device, optional
+            ``None`` picks a GPU when present, else the CPU.
+
+        Returns
+        -------
+        SiconInverter
+            The network with its sidecar settings (scaler, preprocessing, targets), in eval mode on ``device``.
+
+        Raises
+        ------
+        FileNotFoundError
+            Naming a missing weights or sidecar file.
+        ProductError
+            (a ``ValueError``) naming the file and the command that retrains it when the weights are
+            unfinished (training interrupted or still running, :func:`~helioforge.inversion.model.check_trained`),
+            changed since they were written, unreadable (truncated, garbled), non-finite (NaN/inf), or do
+            not match the settings of the sidecar (another architecture), or when the sidecar is
+            unreadable, not that of a SICON network, or an encoder–decoder's without the offset.
         """
         stem = Path(stem)
         weights, sidecar = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
@@ -310,9 +323,24 @@ def _ascii(text: str) -> str:
 
 
 def masked_pixels(stokes: np.ndarray, wavelength: np.ndarray | None = None) -> np.ndarray:
-    """Pixels (ny, nx) of Stokes maps (4, nλ, ny, nx) that cannot be inverted: a non-finite
-    value anywhere in the profiles, or a continuum that is not positive (Stokes I over the blue
-    continuum window of ``wavelength``; the first point when no axis is given)."""
+    """Pixels of Stokes maps that cannot be inverted.
+
+    A pixel is bad for a non-finite value anywhere in its profiles, or a continuum that is not
+    positive (Stokes I over the blue continuum window of ``wavelength``; the first point when no
+    axis is given).
+
+    Parameters
+    ----------
+    stokes : np.ndarray
+        (4, nλ, ny, nx) Stokes maps (counts or quiet-Sun continuum units).
+    wavelength : np.ndarray, optional
+        (nλ,) air wavelengths, Å.
+
+    Returns
+    -------
+    np.ndarray
+        (ny, nx) bool, True = cannot be inverted.
+    """
     stokes = np.asarray(stokes)
     bad = ~np.isfinite(stokes).all(axis=(0, 1))
     ic = hinode_sp.continuum_from_stokes(stokes, wavelength) if wavelength is not None else stokes[0, 0]
@@ -322,9 +350,23 @@ def masked_pixels(stokes: np.ndarray, wavelength: np.ndarray | None = None) -> n
 
 
 def fill_masked(stokes: np.ndarray, bad: np.ndarray) -> np.ndarray:
-    """A copy of ``stokes`` (4, nλ, ny, nx) with the ``bad`` pixels replaced by the median
-    profile of the others (so that a convolutional network sees no NaN; their outputs are
-    discarded)."""
+    """Replace the ``bad`` pixels of ``stokes`` by the median profile of the others.
+
+    So that a convolutional network sees no NaN; the outputs at those pixels are discarded.
+
+    Parameters
+    ----------
+    stokes : np.ndarray
+        (4, nλ, ny, nx) Stokes maps.
+    bad : np.ndarray
+        (ny, nx) bool, from :func:`masked_pixels`.
+
+    Returns
+    -------
+    np.ndarray
+        A float32 copy with the bad pixels filled; ``stokes`` itself (not a copy, dtype kept) when no
+        pixel is bad. All pixels bad gives NaN profiles (median of nothing).
+    """
     if not bad.any():
         return stokes
     out = np.array(stokes, dtype=np.float32, copy=True)

@@ -529,8 +529,28 @@ class HinodeSP:
         return self.profile_dlambda, self.profile_transmission
 
     def psf_at(self, pixel_arcsec: float) -> np.ndarray:
-        """PSF sampled on ``pixel_arcsec`` pixels (own PSF if it matches within 1 %, else
-        :func:`helioforge.data.hinode.psf_for_pixel`)."""
+        """PSF sampled on ``pixel_arcsec`` pixels.
+
+        The instrument's own PSF if its pixel matches within 1 %, else
+        :func:`helioforge.data.hinode.psf_for_pixel` (cached per pixel size).
+
+        Parameters
+        ----------
+        pixel_arcsec : float
+            Pixel size, arcsec.
+
+        Returns
+        -------
+        np.ndarray
+            (k, k) PSF, unit sum, k odd (the cached array itself: do not modify).
+
+        Raises
+        ------
+        ValueError
+            For ``pixel_arcsec`` ≤ 0 (from :func:`~helioforge.data.hinode.psf_for_pixel`).
+        FileNotFoundError
+            When no ``hinode_psf_<scale>.fits`` file is present.
+        """
         if abs(pixel_arcsec - self.psf_pixel_arcsec) <= 0.01 * self.psf_pixel_arcsec:
             return self.psf
         key = round(float(pixel_arcsec), 6)

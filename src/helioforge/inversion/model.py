@@ -139,7 +139,23 @@ class TargetScaler:
         return self._apply(targets, True)
 
     def decode(self, normalised):
-        """[0, 1] → physical units (inverse of :meth:`encode`), same type as the input."""
+        """[0, 1] → physical units (inverse of :meth:`encode`): t = x · :attr:`span` + min along axis −3.
+
+        Parameters
+        ----------
+        normalised : np.ndarray or torch.Tensor
+            (..., n, H, W) normalised targets.
+
+        Returns
+        -------
+        np.ndarray or torch.Tensor
+            Same type, dtype and shape, in :data:`TARGET_UNITS`.
+
+        Raises
+        ------
+        ValueError
+            When axis −3 does not hold the scaler's n channels.
+        """
         return self._apply(normalised, False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -149,7 +165,24 @@ class TargetScaler:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TargetScaler":
-        """Inverse of :meth:`to_dict`; ``KeyError`` names a missing entry."""
+        """Inverse of :meth:`to_dict`.
+
+        Parameters
+        ----------
+        d : dict
+            ``minimum`` and ``maximum`` (lists of floats), optional ``names`` and ``source``.
+
+        Returns
+        -------
+        TargetScaler
+
+        Raises
+        ------
+        KeyError
+            Naming a missing ``minimum`` or ``maximum``.
+        ValueError
+            For ranges of different lengths, non-finite, or with maximum below minimum.
+        """
         for k in ("minimum", "maximum"):
             if k not in d:
                 raise KeyError(f"TargetScaler dictionary lacks {k!r}")
@@ -159,8 +192,22 @@ class TargetScaler:
     def from_trainset(cls, root: str | Path, chunk: int = 256) -> "TargetScaler":
         """Minimum and maximum of every target channel over all shards of a training set.
 
-        Raises :class:`helioforge.inversion.dataset.TrainsetError` for a folder without a
-        manifest or with a missing shard.
+        Parameters
+        ----------
+        root : str or Path
+            The training-set folder (with ``manifest.json``).
+        chunk : int, optional
+            Patches read at a time.
+
+        Returns
+        -------
+        TargetScaler
+            (n_targets,) float64 ranges in :data:`TARGET_UNITS`, with the manifest's target names.
+
+        Raises
+        ------
+        TrainsetError
+            For a folder without a (readable) manifest, a missing or damaged shard, or no target value.
         """
         import zarr
 
@@ -186,8 +233,29 @@ class TargetScaler:
 
     @classmethod
     def from_sicon(cls, path: str | Path | None = None, names: Sequence[str] = ()) -> "TargetScaler":
-        """SICON's fixed ranges (``encdec_normalization.npz``, converted to our units by
-        :func:`helioforge.inversion.dataset.sicon_ranges`)."""
+        """SICON's fixed ranges, converted to our units.
+
+        From ``encdec_normalization.npz`` via :func:`helioforge.inversion.dataset.sicon_ranges`.
+
+        Parameters
+        ----------
+        path : str or Path, optional
+            The ``.npz`` file; default ``<data_root>/stokes/instrument/encdec_normalization.npz``.
+        names : sequence of str, optional
+            Target names to record.
+
+        Returns
+        -------
+        TargetScaler
+            (49,) float64 ranges in :data:`TARGET_UNITS`.
+
+        Raises
+        ------
+        FileNotFoundError
+            No such file.
+        ValueError
+            Arrays ``minimum``/``maximum`` missing or not of 49 values.
+        """
         lo, hi = sicon_ranges(path)
         where = path if path is not None else data_root() / "stokes" / "instrument" / "encdec_normalization.npz"
         return cls(lo, hi, tuple(names), f"sicon {where}")
@@ -196,16 +264,46 @@ class TargetScaler:
 
 # --------------------------------------------------------------------------- network and inputs
 def model_dict(model: SiconModelConfig | dict[str, Any]) -> dict[str, Any]:
-    """The network settings as a plain dict (a :class:`~helioforge.inversion.config.SiconModelConfig` or a sidecar's ``model``)."""
+    """The network settings as a plain dict.
+
+    Parameters
+    ----------
+    model : SiconModelConfig or dict
+        A :class:`~helioforge.inversion.config.SiconModelConfig` or a sidecar's ``model`` entry.
+
+    Returns
+    -------
+    dict
+        A new dict (``dataclasses.asdict`` or a shallow copy).
+    """
     return dataclasses.asdict(model) if dataclasses.is_dataclass(model) else dict(model)
 
 
 def build_network(model: SiconModelConfig | dict[str, Any], n_wavelengths: int = 112) -> torch.nn.Module:
     """The network of a :class:`~helioforge.inversion.config.SiconModelConfig` (or its dict) for nλ wavelengths.
 
-    Returns an :class:`~helioforge.nn.sicon.EncoderDecoder` (4 nλ + 3 → 49 channels) or a
-    :class:`~helioforge.nn.sicon.Concatenate` (4 nλ → 49). Raises ``ValueError`` for an unknown
-    network name.
+    Paper 003 §3.1 (encoder–decoder) and §3.2 (concatenate).
+
+    Parameters
+    ----------
+    model : SiconModelConfig or dict
+        Needs ``network`` (``encdec`` or ``concat``) and ``width``; ``continuum_quantities``
+        optional (encoder–decoder).
+    n_wavelengths : int, optional
+        nλ (112 for Hinode SP).
+
+    Returns
+    -------
+    torch.nn.Module
+        An :class:`~helioforge.nn.sicon.EncoderDecoder` (4 nλ + 3 → 49 channels) or a
+        :class:`~helioforge.nn.sicon.Concatenate` (4 nλ → 49).
+
+    Raises
+    ------
+    ValueError
+        For an unknown network name.
+    KeyError
+        For settings without ``network`` or ``width``.
     """
     m = model_dict(model)
     if m["network"] == "encdec":
@@ -269,10 +367,23 @@ def _reflect_pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) 
 
 
 def pad_for_network(x: torch.Tensor, net: torch.nn.Module) -> tuple[torch.Tensor, tuple[slice, slice]]:
-    """Reflection-pad network inputs (B, C, H, W) to the size ``net`` accepts (H, W multiples of
-    ``net.size_multiple`` and ≥ ``net.min_size``), the map centred.
+    """Reflection-pad network inputs to the size ``net`` accepts, the map centred.
 
-    Returns ``(padded, (rows, cols))``: the slices that crop the output back to H × W.
+    The padded H, W are multiples of ``net.size_multiple`` and ≥ ``net.min_size`` (1 when the
+    network lacks them); axes of 1 pixel are replicated.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        (B, C, H, W) network inputs.
+    net : torch.nn.Module
+        The network.
+
+    Returns
+    -------
+    tuple
+        ``(padded, (rows, cols))``: padded (B, C, H', W') and the slices that crop the output back
+        to H × W.
     """
     H, W = x.shape[-2:]
     mult, least = int(getattr(net, "size_multiple", 1)), int(getattr(net, "min_size", 1))
@@ -290,8 +401,26 @@ def pad_for_network(x: torch.Tensor, net: torch.nn.Module) -> tuple[torch.Tensor
 # --------------------------------------------------------------------------- the weights product
 def train_command(workdir: str | Path, network: str, trainset: str | Path | None = None, profile: str | None = None,
                   force: bool = False) -> str:
-    """The ``helioforge inversion train`` command that (re)makes the weights of ``network`` in
-    the training folder ``workdir`` (``…/train_<network>``: ``-w`` is its parent)."""
+    """The ``helioforge inversion train`` command that (re)makes the weights of ``network``.
+
+    Parameters
+    ----------
+    workdir : str or Path
+        The training folder (``…/train_<network>``: ``-w`` is its parent) or the work folder.
+    network : str
+        ``encdec`` or ``concat``.
+    trainset : str or Path, optional
+        The training set (``-t``); the placeholder ``TRAINSET`` when not given.
+    profile : str, optional
+        SICON profile name (``-p``).
+    force : bool, optional
+        Append ``--force``.
+
+    Returns
+    -------
+    str
+        The shell command, paths quoted with :func:`shlex.quote`.
+    """
     workdir = Path(workdir)
     w = workdir.parent if workdir.name == f"train_{network}" else workdir
     cmd = (f"helioforge inversion train -t {shlex.quote(str(trainset)) if trainset else 'TRAINSET'} "
@@ -302,8 +431,26 @@ def train_command(workdir: str | Path, network: str, trainset: str | Path | None
 
 
 def retrain_command(stem: str | Path, network: str, force: bool = False) -> str:
-    """The training command of the weights ``stem``, with the training set and profile its
-    folder's ``sicon_settings.json`` records (placeholders when unreadable)."""
+    """The training command of the weights ``stem``.
+
+    With the training set and profile its folder's ``sicon_settings.json`` records
+    (placeholders when unreadable, or ``TRAINSET``/``WORKDIR`` for weights outside a
+    ``train_<network>`` folder).
+
+    Parameters
+    ----------
+    stem : str or Path
+        Path of the weights without suffix.
+    network : str
+        ``encdec`` or ``concat``.
+    force : bool, optional
+        Append ``--force``.
+
+    Returns
+    -------
+    str
+        The shell command.
+    """
     stem = Path(stem)
     if stem.parent.name != f"train_{network}":  # weights copied out of their training folder
         return f"helioforge inversion train -t TRAINSET -w WORKDIR -n {network}" + (" --force" if force else "")

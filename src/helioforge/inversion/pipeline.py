@@ -43,12 +43,38 @@ log = logging.getLogger(__name__)
 
 
 def training_dir(workdir: str | Path, network: str) -> Path:
-    """The training folder of ``network`` in a work folder (checkpoints, logs, final weights)."""
+    """The training folder of ``network`` in a work folder (checkpoints, logs, final weights).
+
+    Parameters
+    ----------
+    workdir : str or Path
+        The work folder.
+    network : str
+        ``encdec`` or ``concat``.
+
+    Returns
+    -------
+    Path
+        ``<workdir>/train_<network>``.
+    """
     return Path(workdir) / f"train_{network}"
 
 
 def weights_stem(workdir: str | Path, network: str) -> Path:
-    """Where ``helioforge inversion train`` keeps the weights of ``network`` in a work folder."""
+    """Where ``helioforge inversion train`` keeps the weights of ``network`` in a work folder.
+
+    Parameters
+    ----------
+    workdir : str or Path
+        The work folder.
+    network : str
+        ``encdec`` or ``concat``.
+
+    Returns
+    -------
+    Path
+        ``<workdir>/train_<network>/sicon_<network>`` (no suffix: ``.safetensors`` + ``.json``).
+    """
     return training_dir(workdir, network) / SICON_STEM.format(network=network)
 
 

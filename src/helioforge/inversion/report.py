@@ -25,7 +25,26 @@ __all__ = ["kde_figure", "profiles_figure", "write_report"]
 
 
 def kde_figure(pred: np.ndarray, truth: np.ndarray, path: str | Path, title: str = "") -> Path:
-    """Kernel density estimates of pred − truth per quantity, one curve per log τ (paper Fig. 3)."""
+    """Kernel density estimates of pred − truth per quantity, one curve per log τ (paper 003 Fig. 3, §4.1).
+
+    One panel per quantity of :data:`QUANTITIES` (2 × 4 grid, the last empty); each curve is labelled
+    with its MAD (:func:`~helioforge.inversion.evaluate.mad`). Non-finite differences are dropped, at
+    most 20 000 are drawn (fixed seed), and levels with fewer than 3 values or no spread are skipped.
+
+    Parameters
+    ----------
+    pred, truth : np.ndarray
+        (n, 49, ny, nx) or (n, 7, 7, ny, nx) predicted and true targets, quantity-major, in :data:`UNITS`.
+    path : str or Path
+        Image file to write (format from the suffix).
+    title : str, optional
+        Figure title; default "inferred − true (held-out synthetic maps)".
+
+    Returns
+    -------
+    Path
+        The written image.
+    """
     p = np.asarray(pred).reshape(len(pred), 7, 7, *np.shape(pred)[-2:])
     t = np.asarray(truth).reshape(len(truth), 7, 7, *np.shape(truth)[-2:])
     fig, axes = plt.subplots(2, 4, figsize=(14, 6.5))
@@ -54,7 +73,27 @@ def kde_figure(pred: np.ndarray, truth: np.ndarray, path: str | Path, title: str
 
 
 def profiles_figure(wavelength, observed, synthetic, synthetic_nopsf, path, pixels=None) -> Path:
-    """Observed (dots) and re-synthesised (lines, with and without the PSF) I and V of a few pixels (Figs. 12–13)."""
+    """Observed (dots) and re-synthesised (lines, with and without the PSF) I and V of a few pixels.
+
+    Paper 003 Figs. 12–13 (§4.4).
+
+    Parameters
+    ----------
+    wavelength : np.ndarray
+        (nλ,) air wavelengths, Å.
+    observed, synthetic, synthetic_nopsf : np.ndarray
+        (4, nλ, H, W) Stokes maps in quiet-Sun continuum units: observed, re-synthesised with the PSF,
+        re-synthesised without it.
+    path : str or Path
+        Image file to write.
+    pixels : list of (int, int), optional
+        ``(y, x)`` pixels, one column each; default the centre and the two opposite corners.
+
+    Returns
+    -------
+    Path
+        The written image.
+    """
     H, W = observed.shape[-2:]
     pixels = pixels or [(H // 2, W // 2), (0, 0), (H - 1, W - 1)]
     fig, axes = plt.subplots(2, len(pixels), figsize=(4 * len(pixels), 5.5), squeeze=False)
@@ -73,7 +112,28 @@ def profiles_figure(wavelength, observed, synthetic, synthetic_nopsf, path, pixe
 
 def write_report(out_dir: str | Path, *, tables: dict[str, pd.DataFrame], figures: dict[str, list[str]],
                  metrics: dict[str, Any], intro: str = "") -> Path:
-    """CSV per table, ``metrics.json`` and ``index.html`` in ``out_dir``; returns the HTML path."""
+    """Write the validation report: a CSV per table, ``metrics.json`` and ``index.html`` in ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Report folder (created).
+    tables : dict of str to pd.DataFrame
+        Tables by name. ``validation`` (columns ``region``, ``log_tau``, ``quantity``, ``method``,
+        ``mad`` and optionally ``mad_lo``/``mad_hi``) gives the MAD tables at log τ = −1 compared with
+        :data:`PAPER_MAD`; ``spinor`` and ``resynthesis`` are shown when present.
+    figures : dict of str to list of str
+        Image files under ``kde`` and ``profiles``.
+    metrics : dict
+        Written to ``metrics.json``; ``region_note`` and ``timing`` are shown.
+    intro : str, optional
+        Introductory HTML.
+
+    Returns
+    -------
+    Path
+        The path of ``index.html``.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, df in tables.items():

@@ -71,7 +71,20 @@ def _instrument():
 
 
 def quiet_sun_continuum_intensity(mu: float = 1.0, wavelength_A: float | None = None) -> float:
-    """Continuum intensity of the HSRA quiet-Sun model at μ [erg s⁻¹ cm⁻² sr⁻¹ Hz⁻¹] near 6302 Å."""
+    """Continuum intensity of the HSRA quiet-Sun model at μ, near 6302 Å.
+
+    Parameters
+    ----------
+    mu : float, optional
+        Cosine of the heliocentric angle (1 = disk centre).
+    wavelength_A : float, optional
+        Continuum wavelength, Å; default 6302.
+
+    Returns
+    -------
+    float
+        Continuum intensity, erg s⁻¹ cm⁻² sr⁻¹ Hz⁻¹.
+    """
     hsra = Atmosphere.from_sir(read_sir(model_path("hsra11")))
     wav = np.array([wavelength_A or 6302.0])
     _, ic = synth_lte(hsra, wav, mu=mu, continuum_wavelength=float(wav[0]))

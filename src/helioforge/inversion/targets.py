@@ -22,15 +22,43 @@ __all__ = ["target_names", "interp_log_tau", "patch_targets", "split_targets", "
 
 
 def target_names(target_log_tau: Iterable[float]) -> list[str]:
-    """Names of the targets, quantity-major: ``"T@logtau=0"``, ``"T@logtau=-0.5"``, …"""
+    """Names of the targets, quantity-major: ``"T@logtau=0"``, ``"T@logtau=-0.5"``, …
+
+    Parameters
+    ----------
+    target_log_tau : iterable of float
+        The log τ levels.
+
+    Returns
+    -------
+    list of str
+        7 × len(target_log_tau) names.
+    """
     lts = list(target_log_tau)
     return [f"{q}@logtau={lt:g}" for q in QUANTITIES for lt in lts]
 
 
 def interp_log_tau(x: torch.Tensor, log_tau: np.ndarray, at: Iterable[float]) -> torch.Tensor:
-    """Linear interpolation of ``x`` (..., n) on a decreasing log τ grid at the levels ``at``.
+    """Linear interpolation of ``x`` on a decreasing log τ grid at the levels ``at``.
 
-    Returns (..., len(at)). Raises ``ValueError`` for a level outside the grid.
+    Parameters
+    ----------
+    x : torch.Tensor
+        (..., n) values on the grid.
+    log_tau : np.ndarray
+        (n,) decreasing log τ grid.
+    at : iterable of float
+        Levels to interpolate at.
+
+    Returns
+    -------
+    torch.Tensor
+        (..., len(at)).
+
+    Raises
+    ------
+    ValueError
+        For a level outside the grid.
     """
     lt = np.asarray(log_tau, dtype=np.float64)
     out = []
@@ -86,7 +114,25 @@ def patch_targets(patch: PatchAtmosphere, log_tau: np.ndarray, target_log_tau: I
 
 
 def split_targets(targets: np.ndarray | torch.Tensor, n_tau: int = 7) -> np.ndarray:
-    """(…, 49, ny, nx) quantity-major maps → (…, 7, n_tau, ny, nx)."""
+    """Split quantity-major target maps by quantity and level: (…, 49, ny, nx) → (…, 7, n_tau, ny, nx).
+
+    Parameters
+    ----------
+    targets : np.ndarray or torch.Tensor
+        (…, 7 n_tau, ny, nx) maps.
+    n_tau : int, optional
+        Number of log τ levels.
+
+    Returns
+    -------
+    np.ndarray
+        (…, 7, n_tau, ny, nx) (a tensor is moved to the CPU).
+
+    Raises
+    ------
+    ValueError
+        When axis −3 does not hold 7 × ``n_tau`` maps.
+    """
     t = targets.detach().cpu().numpy() if isinstance(targets, torch.Tensor) else np.asarray(targets)
     if t.shape[-3] != len(QUANTITIES) * n_tau:
         raise ValueError(f"expected {len(QUANTITIES) * n_tau} target maps, got {t.shape[-3]}")

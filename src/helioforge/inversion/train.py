@@ -107,14 +107,24 @@ OFFSET_MAX_PATCHES = 4096
 
 # --------------------------------------------------------------------------- augmentation
 def augmentation_signs(k: int, flip: bool) -> tuple[int, int, int]:
-    """Signs of (Q, B_Q), (U, B_U) and (V, B_V) under :func:`dihedral` ``(k, flip)`` (paper §2
-    augmentation; derivation and table in the module docstring).
+    """Signs of (Q, B_Q), (U, B_U) and (V, B_V) under :func:`dihedral` ``(k, flip)``.
 
-    A quarter turn changes 2φ by 180°: Q and U flip as (−1)^k. A mirror sends φ → π − φ (or −φ):
-    sin 2φ changes sign, cos 2φ does not, and B_z and V change sign (B is an axial vector, V
-    the circular-polarisation handedness).
+    Paper 003 §2 augmentation; derivation and table in the module docstring. A quarter turn changes
+    2φ by 180°: Q and U flip as (−1)^k. A mirror sends φ → π − φ (or −φ): sin 2φ changes sign,
+    cos 2φ does not, and B_z and V change sign (B is an axial vector, V the circular-polarisation
+    handedness).
 
-    Returns ``(s_Q, s_U, s_V)``, each +1 or −1.
+    Parameters
+    ----------
+    k : int
+        Quarter turns.
+    flip : bool
+        Mirror the columns after the rotation.
+
+    Returns
+    -------
+    tuple of int
+        ``(s_Q, s_U, s_V)``, each +1 or −1.
     """
     s_q = -1 if int(k) % 2 else 1
     s_u = s_q * (-1 if flip else 1)
@@ -123,12 +133,26 @@ def augmentation_signs(k: int, flip: bool) -> tuple[int, int, int]:
 
 
 def dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
-    """Move the pixels of maps (..., H, W): rotate by k quarter turns (``torch.rot90`` on
-    (rows, columns), from +y towards +x), then, if ``flip``, mirror the columns (x → −x).
+    """Move the pixels of maps: rotate by k quarter turns, then, if ``flip``, mirror the columns.
 
+    The rotation is ``torch.rot90`` on (rows, columns), from +y towards +x; the mirror is x → −x.
     The 8 ``(k, flip)`` pairs are the 8 symmetries of the square; a vertical flip is
     ``(2, True)``, the transpose ``(3, True)``, the mirror about the other diagonal
     ``(1, True)``. Values are not changed (see :func:`augment_pair`).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        (..., H, W) maps.
+    k : int
+        Quarter turns (taken modulo 4).
+    flip : bool
+        Mirror the columns.
+
+    Returns
+    -------
+    torch.Tensor
+        (..., H, W) for even k, (..., W, H) for odd k.
     """
     x = torch.rot90(x, int(k) % 4, dims=(-2, -1)) if int(k) % 4 else x
     return x.flip(-1) if flip else x
@@ -292,7 +316,22 @@ class SiconModule(L.LightningModule):
         self._val_gen: torch.Generator | None = None
 
     def forward(self, stokes: torch.Tensor) -> torch.Tensor:
-        """Normalised prediction (B, 49, H, W) of Stokes maps (B, 4, nλ, H, W) of any size."""
+        """Normalised prediction of Stokes maps of any size.
+
+        Inputs are preprocessed (:func:`~helioforge.inversion.model.network_inputs`) and padded to a
+        size the network accepts (:func:`~helioforge.inversion.model.pad_for_network`); the output is
+        cropped back.
+
+        Parameters
+        ----------
+        stokes : torch.Tensor
+            (B, 4, nλ, H, W) in quiet-Sun continuum units.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, 49, H, W) targets normalised to [0, 1] by the scaler's ranges.
+        """
         x, (rows, cols) = pad_for_network(network_inputs(stokes, self.model_cfg,
                                                          log_amplitude_offset=self.log_amp_offset), self.net)
         return self.net(x)[..., rows, cols]
@@ -306,7 +345,24 @@ class SiconModule(L.LightningModule):
         seed_per_rank(self, self.cfg.seed)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        """Augment, add noise (σ = ``noise_sigma``, new every batch), eq. 2; logs ``train_loss``."""
+        """Augment, add noise (σ = ``noise_sigma``, new every batch) and compute the loss of eq. 2.
+
+        The loss is the mean squared error of the normalised targets (paper 003 eq. 2); logs
+        ``train_loss`` per epoch.
+
+        Parameters
+        ----------
+        batch : tuple of torch.Tensor
+            ``(stokes (B, 4, nλ, H, W), targets (B, 49, H, W))`` in quiet-Sun continuum units and
+            :data:`TARGET_UNITS`.
+        batch_idx : int
+            Unused.
+
+        Returns
+        -------
+        torch.Tensor
+            Scalar loss.
+        """
         stokes, targets = batch
         if self.cfg.augment:
             stokes, targets = random_dihedral(stokes, targets)
@@ -320,7 +376,15 @@ class SiconModule(L.LightningModule):
         self._val_gen = torch.Generator().manual_seed(self.cfg.seed + 7919)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        """Eq. 2 on held-out patches with fixed noise; logs ``val_loss``."""
+        """Loss of eq. 2 on held-out patches with fixed noise; logs ``val_loss``.
+
+        Parameters
+        ----------
+        batch : tuple of torch.Tensor
+            ``(stokes (B, 4, nλ, H, W), targets (B, 49, H, W))``.
+        batch_idx : int
+            Unused.
+        """
         stokes, targets = batch
         noise = self.cfg.noise_sigma * torch.randn(stokes.shape, generator=self._val_gen).to(stokes)
         loss = self._loss(stokes, targets, noise)

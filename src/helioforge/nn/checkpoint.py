@@ -33,7 +33,28 @@ def save_weights(path_stem: str | os.PathLike, module: torch.nn.Module, config: 
     """Save ``module.state_dict()`` to ``<stem>.safetensors`` and ``config`` to ``<stem>.json``.
 
     Both files are written atomically; the JSON also records the helioforge version and the
-    module class. Returns the safetensors path.
+    module class (keys ``helioforge`` and ``class``; a key of ``config`` with the same name wins).
+
+    Parameters
+    ----------
+    path_stem : str or os.PathLike
+        Path without suffix (any suffix is replaced).
+    module : torch.nn.Module
+        The network; its tensors are copied to the CPU.
+    config : dict
+        JSON-able settings that rebuild the network (read back by :func:`load_weights`).
+
+    Returns
+    -------
+    Path
+        The ``.safetensors`` path.
+
+    Raises
+    ------
+    TypeError
+        ``config`` is not JSON-serialisable.
+    OSError
+        A file cannot be written.
     """
     stem = Path(path_stem)
     weights = stem.with_suffix(".safetensors")
@@ -45,8 +66,28 @@ def save_weights(path_stem: str | os.PathLike, module: torch.nn.Module, config: 
 
 
 def read_json_product(path: str | os.PathLike, what: str = "file", remedy: str | None = None) -> Any:
-    """Parse a JSON product; :class:`~helioforge.errors.ProductError` naming the file (and
-    ``remedy``) when it is unreadable or not JSON (truncated, garbled, empty)."""
+    """Parse a JSON product.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The JSON file.
+    what : str
+        What to call it in the message (e.g. ``"model settings"``).
+    remedy : str, optional
+        End of the message (default: rerun the step with ``--force``).
+
+    Returns
+    -------
+    any
+        The parsed JSON value (not necessarily a dict).
+
+    Raises
+    ------
+    ProductError
+        The file is missing, unreadable or not JSON (truncated, garbled, empty); the message
+        names the file and ends with ``remedy``.
+    """
     path = Path(path)
     try:
         return json.loads(path.read_text())
@@ -88,11 +129,33 @@ def load_weights(path_stem: str | os.PathLike, remedy: str | None = None) -> tup
 
 def build_from_weights(path_stem: str | os.PathLike, factory, device: str | torch.device = "cpu",
                        remedy: str | None = None):
-    """Load :func:`save_weights` files into ``factory(config)`` (a module built from the JSON
-    settings); returns ``(module in eval mode on device, config)``.
+    """Load :func:`save_weights` files into ``factory(config)``, a module built from the JSON settings.
 
-    Raises ``ProductError`` (ending with ``remedy``) when the settings are incomplete or do not
-    match the weights (``load_state_dict`` shape or key mismatch), naming the file.
+    Parameters
+    ----------
+    path_stem : str or os.PathLike
+        Path of the pair without suffix.
+    factory : callable
+        ``factory(config) -> torch.nn.Module``.
+    device : str or torch.device
+        Where the module goes.
+    remedy : str, optional
+        End of the error messages (default: rerun the step with ``--force``).
+
+    Returns
+    -------
+    (torch.nn.Module, dict)
+        The module, in eval mode on ``device``, and the JSON config.
+
+    Raises
+    ------
+    FileNotFoundError
+        A missing file (see :func:`load_weights`).
+    ProductError
+        An unreadable or non-finite weights file or JSON sidecar (:func:`load_weights`); settings
+        the factory rejects (``KeyError``, ``TypeError``, ``ValueError``, ``AttributeError``); or
+        weights that do not match them (``load_state_dict`` shape or key mismatch). The message
+        names the file and ends with ``remedy``.
     """
     state, cfg = load_weights(path_stem, remedy)
     stem = Path(path_stem)
@@ -111,7 +174,26 @@ def build_from_weights(path_stem: str | os.PathLike, factory, device: str | torc
 
 
 def pack(obj: Any, tensors: dict[str, torch.Tensor], path: str = "t") -> Any:
-    """Split a nested checkpoint into a JSON-able skeleton and a flat dict of tensors."""
+    """Split a nested checkpoint into a JSON-able skeleton and a flat dict of tensors.
+
+    Parameters
+    ----------
+    obj : any
+        The checkpoint (nested dicts, lists, tuples, tensors, scalars ...).
+    tensors : dict
+        Filled in place with ``{key: tensor}`` (detached CPU copies); keys are
+        ``"<path>#<index>"``.
+    path : str
+        Key prefix of the current position (used by the recursion).
+
+    Returns
+    -------
+    any
+        The JSON-able skeleton: tensors become ``{"__tensor__": key}``, string-keyed dicts
+        ``{"__map__": ...}``, other dicts ``{"__pairs__": ...}``, tuples ``{"__tuple__": ...}``,
+        non-finite floats ``{"__float__": repr}``, path-likes strings and any other object
+        ``{"__repr__": repr(obj)}``.
+    """
     if isinstance(obj, torch.Tensor):
         key = f"{path}#{len(tensors)}"
         tensors[key] = obj.detach().cpu().contiguous().clone()
@@ -134,7 +216,27 @@ def pack(obj: Any, tensors: dict[str, torch.Tensor], path: str = "t") -> Any:
 
 
 def unpack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    """Inverse of :func:`pack` (objects stored by ``repr`` come back as that string)."""
+    """Inverse of :func:`pack` (objects stored by ``repr`` come back as that string).
+
+    Parameters
+    ----------
+    obj : any
+        A skeleton made by :func:`pack` (after a JSON round trip).
+    tensors : dict
+        The ``{key: tensor}`` dict filled by :func:`pack`.
+
+    Returns
+    -------
+    any
+        The nested checkpoint.
+
+    Raises
+    ------
+    ValueError
+        An unknown tag, or a tagged dict that does not hold exactly one entry.
+    KeyError
+        A tensor key missing from ``tensors``.
+    """
     if isinstance(obj, list):
         return [unpack(v, tensors) for v in obj]
     if not isinstance(obj, dict):
@@ -159,15 +261,48 @@ class SafetensorsCheckpointIO(CheckpointIO):
     """Lightning checkpoint plugin storing the training state as safetensors + JSON metadata."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
-        """Write Lightning's checkpoint dict to ``path`` as one safetensors file, atomically."""
+        """Write Lightning's checkpoint dict to ``path`` as one safetensors file, atomically.
+
+        Parameters
+        ----------
+        checkpoint : dict
+            Lightning's training state; tensors are stored as tensors, the rest as the JSON
+            skeleton of :func:`pack` in the ``skeleton`` metadata entry.
+        path : str or os.PathLike
+            Destination file.
+        storage_options : any
+            Ignored (Lightning's interface).
+        """
         tensors: dict[str, torch.Tensor] = {}
         skeleton = pack(checkpoint, tensors)
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata={"skeleton": json.dumps(skeleton), "helioforge": __version__})
 
     def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        """Read a checkpoint written by :meth:`save_checkpoint`. Raises ``FileNotFoundError``,
-        or ``ValueError`` for a safetensors file that is not a helioforge training checkpoint."""
+        """Read a checkpoint written by :meth:`save_checkpoint`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The checkpoint file.
+        map_location : str, torch.device, callable or None
+            Device of the tensors; ``None`` or a callable means the CPU.
+        weights_only : bool, optional
+            Ignored (nothing is unpickled in any case).
+
+        Returns
+        -------
+        dict
+            The training state, as given to :meth:`save_checkpoint`.
+
+        Raises
+        ------
+        FileNotFoundError
+            No such file.
+        ProductError
+            A safetensors file without the helioforge skeleton, or a truncated or garbled file
+            (a ``ValueError``; the message suggests deleting it or rerunning with ``--force``).
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: checkpoint not found")
@@ -186,5 +321,11 @@ class SafetensorsCheckpointIO(CheckpointIO):
             raise ProductError(path, f"unreadable training checkpoint ({type(exc).__name__}: {exc})", remedy) from None
 
     def remove_checkpoint(self, path: str | os.PathLike) -> None:
-        """Delete a checkpoint file (missing files are ignored)."""
+        """Delete a checkpoint file (missing files are ignored).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The checkpoint file.
+        """
         Path(path).unlink(missing_ok=True)

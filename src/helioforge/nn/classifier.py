@@ -80,11 +80,43 @@ class FlareClassifier(nn.Module):
         self.head = nn.Linear(c, self.n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled feature vector (B, out_dim) of images (B, 1, N, N)."""
+        """Pooled feature vector of images (global average of the last stage).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images (B, 1, N, N), in [-1, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            Features (B, out_dim), ``out_dim = min(width·2^k, 8·width)`` of the last stage k.
+
+        Raises
+        ------
+        ValueError
+            ``x`` is not 4-D with one channel.
+        """
         if x.ndim != 4 or x.shape[1] != 1:
             raise ValueError(f"images must be (B, 1, N, N), got {tuple(x.shape)}")
         return self.pool(self.body(x)).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits (B, n_classes) of images (B, 1, N, N) in [-1, 1]."""
+        """Class logits of images.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images (B, 1, N, N), in [-1, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            Logits (B, n_classes) (pre-softmax), classes in the order A, B, C, M, X.
+
+        Raises
+        ------
+        ValueError
+            ``x`` is not 4-D with one channel (:meth:`features`).
+        """
         return self.head(self.dropout(self.features(x)))

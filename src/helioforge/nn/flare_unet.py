@@ -38,7 +38,8 @@ class FlareUNet(nn.Module):
     block_out_channels, attention, layers_per_block, norm_num_groups : U-Net shape (see
         :class:`helioforge.diffusion.config.UNetConfig`).
 
-    Raises ``ValueError`` for an unknown condition or mismatched ``attention``.
+    Raises ``ValueError`` for an unknown condition, mismatched ``attention``, or an
+    ``image_size`` not divisible by 2^(levels − 1).
     """
 
     def __init__(self, image_size: int, condition: str = "class", n_classes: int = 5,
@@ -73,14 +74,41 @@ class FlareUNet(nn.Module):
         return self.n_classes
 
     def null_condition(self, n: int, device=None) -> torch.Tensor:
-        """``n`` null conditions: the null class index, or NaN flux."""
+        """``n`` null (unconditional) conditions, for classifier-free guidance.
+
+        Parameters
+        ----------
+        n : int
+            Batch size.
+        device : torch.device or str, optional
+            Device of the result.
+
+        Returns
+        -------
+        torch.Tensor
+            (n,): the null class index :attr:`null_index` (long) for ``condition="class"``, NaN
+            log10 flux (float) for ``condition="flux"``.
+        """
         if self.condition == "class":
             return torch.full((n,), self.null_index, dtype=torch.long, device=device)
         return torch.full((n,), float("nan"), device=device)
 
     def embed_condition(self, cond: torch.Tensor) -> torch.Tensor:
-        """(B,) class indices (long; ``null_index`` = unconditional) or log10 flux (float; NaN =
-        unconditional) → (B, width) vectors added to the time embedding."""
+        """Condition vectors added to the U-Net's time embedding (paper §4).
+
+        Parameters
+        ----------
+        cond : torch.Tensor
+            (B,) class indices 0..n_classes (``null_index`` = unconditional) for
+            ``condition="class"``; log10 of the GOES 1–8 Å flux in W m⁻² (NaN = unconditional)
+            for ``condition="flux"``, scaled as (log10 F + 6) / 2 before the two linear layers.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, width) with ``width = 4 · block_out_channels[0]``; the learned null vector where
+            the flux is NaN.
+        """
         if self.condition == "class":
             return self.embed(cond.long())
         cond = cond.float()
@@ -89,5 +117,20 @@ class FlareUNet(nn.Module):
         return torch.where(null[:, None], self.null.expand(len(cond), -1), self.embed(scaled))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """Predicted noise ε_θ(x_t, t, c): x (B, 1, N, N), t (B,) integer steps, cond (B,)."""
+        """Predicted noise ε_θ(x_t, t, c).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Noisy images x_t (B, 1, N, N).
+        t : torch.Tensor
+            (B,) integer diffusion steps (a scalar is broadcast by diffusers).
+        cond : torch.Tensor
+            (B,) conditions, as in :meth:`embed_condition`.
+
+        Returns
+        -------
+        torch.Tensor
+            Predicted noise (B, 1, N, N).
+        """
         return self.unet(x, t, class_labels=self.embed_condition(cond)).sample

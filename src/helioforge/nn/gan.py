@@ -40,7 +40,7 @@ class Generator(nn.Module):
     base_channels : width of the last stage; widths double towards the input, capped at
         8 × base_channels.
 
-    Raises ``ValueError`` for an image size that is not a power of two.
+    Raises ``ValueError`` for an image size that is not a power of two ≥ 8.
     """
 
     def __init__(self, latent_dim: int = 100, image_size: int = 128, base_channels: int = 64):
@@ -67,7 +67,18 @@ class Generator(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, latent_dim) → (B, 1, N, N) in [-1, 1]."""
+        """Generate images G(z).
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            Latent vectors (B, latent_dim), drawn from N(0, I).
+
+        Returns
+        -------
+        torch.Tensor
+            Images (B, 1, N, N) in [-1, 1] (tanh), N = ``image_size``.
+        """
         return self.body(self.project(z))
 
 
@@ -92,9 +103,31 @@ class Discriminator(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), _sn(nn.Linear(widths[-1] * 16, 1)))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Pre-sigmoid score (B, 1) of images (B, 1, N, N)."""
+        """Pre-sigmoid score, used by the loss with ``binary_cross_entropy_with_logits``.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images (B, 1, N, N), N = ``image_size``.
+
+        Returns
+        -------
+        torch.Tensor
+            Logits (B, 1).
+        """
         return self.head(self.body(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """D(x): probability (B, 1) that each image is real."""
+        """D(x): probability that each image is real (paper §Results).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images (B, 1, N, N), N = ``image_size``.
+
+        Returns
+        -------
+        torch.Tensor
+            Probabilities (B, 1) in (0, 1), ``sigmoid(logits(x))``.
+        """
         return torch.sigmoid(self.logits(x))

@@ -28,7 +28,18 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, c_in, H, W) → (B, c_out, H/stride, W/stride)."""
+        """Apply the block: ReLU(BN(conv(ReLU(BN(conv(x))))) + shortcut(x)).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Feature maps (B, c_in, H, W).
+
+        Returns
+        -------
+        torch.Tensor
+            (B, c_out, ⌈H/stride⌉, ⌈W/stride⌉).
+        """
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu(out + self.shortcut(x))
@@ -65,5 +76,16 @@ class ResNet18(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_channels, H, W) → pooled features (B, 8·width)."""
+        """Pooled features of images.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images (B, in_channels, H, W).
+
+        Returns
+        -------
+        torch.Tensor
+            Globally average-pooled features (B, 8·width) (= ``out_dim``).
+        """
         return torch.flatten(self.pool(self.stages(self.stem(x))), 1)

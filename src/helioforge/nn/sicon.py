@@ -239,7 +239,19 @@ def concat_inputs(stokes: torch.Tensor, scale: Sequence[float] = CONCAT_STOKES_S
 
 
 def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters of ``module``."""
+    """Number of trainable parameters of ``module``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network.
+
+    Returns
+    -------
+    int
+        Total elements of the parameters with ``requires_grad`` (paper width 32: 3,311,223 for
+        :class:`EncoderDecoder`, 985,425 for :class:`Concatenate`).
+    """
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
@@ -268,7 +280,18 @@ class ConvBlock(nn.Module):
         nn.init.constant_(self.conv.bias, 0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, H, W) → (B, C_out, H', W'): H' = H, H/2 (stride 2) or 2H (upsample)."""
+        """Apply the block.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Feature maps (B, in_channels, H, W).
+
+        Returns
+        -------
+        torch.Tensor
+            (B, out_channels, H', W') with H' = H, ⌈H/2⌉ (stride 2) or 2H (upsample); W' alike.
+        """
         out = F.relu(self.bn(x))
         if self.upsample:
             out = F.interpolate(out, scale_factor=2, mode="bilinear", align_corners=False)
@@ -362,9 +385,24 @@ class EncoderDecoder(nn.Module):
         self.register_buffer("continuum_mask", mask[None, :, None, None], persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_channels, H, W) → (B, out_channels, H, W).
+        """Invert preprocessed Stokes maps (paper §3.1).
 
-        Raises ``ValueError`` when H or W is not a multiple of 8 or is below 16.
+        Parameters
+        ----------
+        x : torch.Tensor
+            Inputs (B, in_channels, H, W) from :func:`encdec_inputs` (channel 0: the continuum
+            image, added to the ``continuum_quantities`` outputs).
+
+        Returns
+        -------
+        torch.Tensor
+            (B, out_channels, H, W): normalised targets, quantity-major (channel 7 q + k).
+
+        Raises
+        ------
+        ValueError
+            H or W is not a multiple of 8 (:data:`ENCDEC_MULTIPLE`) or is below 16
+            (:data:`ENCDEC_MIN_SIZE`).
         """
         H, W = x.shape[-2:]
         if H % self.size_multiple or W % self.size_multiple or min(H, W) < self.min_size:
@@ -430,7 +468,24 @@ class Concatenate(nn.Module):
         self.branches = nn.ModuleList(_MiniNetwork(in_channels, width, n_depths) for _ in range(n_quantities))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_channels, H, W) → (B, n_quantities × n_depths, H, W)."""
+        """Invert preprocessed Stokes maps (paper §3.2).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Inputs (B, in_channels, H, W) from :func:`concat_inputs`.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, n_quantities × n_depths, H, W): the mini-networks' outputs concatenated in
+            quantity order (channel n_depths q + k).
+
+        Raises
+        ------
+        ValueError
+            H or W is below 2 (reflection padding).
+        """
         if min(x.shape[-2:]) < self.min_size:
             raise ValueError(f"Concatenate needs H, W ≥ {self.min_size} (reflection padding), got "
                              f"{tuple(x.shape[-2:])}")

@@ -17,7 +17,20 @@ __all__ = ["SimSiam", "negative_cosine"]
 
 
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """Mean of −cos(p, z) over the batch, with stop-gradient on ``z`` (Chen & He eq. 1)."""
+    """Mean of −cos(p, z) over the batch, with stop-gradient on ``z`` (Chen & He 2020, eqs. 1 and 3).
+
+    Parameters
+    ----------
+    p : torch.Tensor
+        Predictions (B, d).
+    z : torch.Tensor
+        Projections (B, d) of the other view; detached.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar loss in [-1, 1].
+    """
     return -F.cosine_similarity(p, z.detach(), dim=-1).mean()
 
 
@@ -57,12 +70,37 @@ class SimSiam(nn.Module):
         )
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Projection z (B, out_dim) of images (B, 1, N, N): the retrieval representation."""
+        """Projection z of images: the retrieval representation.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images (B, 1, N, N).
+
+        Returns
+        -------
+        torch.Tensor
+            z (B, out_dim), after the projector's output batch norm.
+        """
         return self.projector(self.backbone(x))
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Symmetric SimSiam loss for two views (B, 1, N, N) of the same images, and the
-        projection z1 (B, out_dim) of the first view (for the collapse monitor)."""
+        """Symmetric SimSiam loss for two views of the same images.
+
+        L = D(p1, sg(z2))/2 + D(p2, sg(z1))/2 with D = :func:`negative_cosine` (Chen & He 2020,
+        eq. 4).
+
+        Parameters
+        ----------
+        x1, x2 : torch.Tensor
+            The two augmented views (B, 1, N, N).
+
+        Returns
+        -------
+        (torch.Tensor, torch.Tensor)
+            The scalar loss in [-1, 1], and the projection z1 (B, out_dim) of the first view
+            (for the collapse monitor).
+        """
         z1, z2 = self.embed(x1), self.embed(x2)
         p1, p2 = self.predictor(z1), self.predictor(z2)
         return 0.5 * (negative_cosine(p1, z2) + negative_cosine(p2, z1)), z1

@@ -34,11 +34,31 @@ class LogProgress(L.Callback):
         self.bar: LogBar | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Open a :class:`~helioforge.progress.LogBar` over ``trainer.max_epochs`` (rank 0 only),
+        starting at the current epoch of a resumed run.
+
+        Parameters
+        ----------
+        trainer : lightning.Trainer
+            The running trainer.
+        pl_module : lightning.LightningModule
+            The module being trained (its class names the step when ``desc`` is ``None``).
+        """
         if trainer.is_global_zero:
             self.bar = LogBar(trainer.max_epochs, self.desc or f"training {type(pl_module).__name__}", "epoch",
                               initial=trainer.current_epoch)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Count one epoch, with the trainer's logged metrics that convert to ``float`` as the
+        line's numbers.
+
+        Parameters
+        ----------
+        trainer : lightning.Trainer
+            The running trainer.
+        pl_module : lightning.LightningModule
+            The module being trained (unused).
+        """
         if self.bar is None:
             return
         numbers = {}
@@ -51,21 +71,51 @@ class LogProgress(L.Callback):
         self.bar.update(1)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Close the bar (writing a last line if needed).
+
+        Parameters
+        ----------
+        trainer : lightning.Trainer
+            The trainer (unused).
+        pl_module : lightning.LightningModule
+            The module (unused).
+        """
         if self.bar is not None:
             self.bar.close()
             self.bar = None
 
 
 def inference_device(accelerator: str = "auto") -> str:
-    """Device for sampling, generation and embedding: a GPU when asked for (or ``auto``) and
-    present, else ``cpu``."""
+    """Device for sampling, generation and embedding.
+
+    Parameters
+    ----------
+    accelerator : str
+        ``"auto"``, ``"gpu"`` or ``"cuda"`` ask for a GPU; anything else (``"cpu"``) means the CPU.
+
+    Returns
+    -------
+    str
+        ``"cuda"`` when a GPU was asked for and CUDA is available, else ``"cpu"``.
+    """
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "cuda"
     return "cpu"
 
 
 def last_checkpoint(workdir: Path) -> Path | None:
-    """The resumable training state in ``workdir/checkpoints``, or ``None``."""
+    """The resumable training state in ``workdir/checkpoints``.
+
+    Parameters
+    ----------
+    workdir : Path
+        The training's work folder.
+
+    Returns
+    -------
+    Path or None
+        ``workdir/checkpoints/last.safetensors`` when it is a file, else ``None``.
+    """
     path = Path(workdir) / "checkpoints" / "last.safetensors"
     return path if path.is_file() else None
 
@@ -81,10 +131,28 @@ def make_trainer(
 ) -> L.Trainer:
     """A Trainer writing ``workdir/checkpoints/last.safetensors`` every epoch and CSV logs.
 
-    ``accelerator``/``devices`` are passed to Lightning: ``"auto"`` picks a GPU when present;
-    several devices use DDP. ``progress``: Lightning's bar on a terminal, :class:`LogProgress`
-    lines in a log. ``find_unused_parameters`` is needed by the GAN, whose two
-    alternating optimisation steps each leave the other network without gradients.
+    Checkpoints go through :class:`~helioforge.nn.checkpoint.SafetensorsCheckpointIO` (no
+    pickle); logs to ``workdir/logs``; no sanity validation steps, no model summary.
+
+    Parameters
+    ----------
+    workdir : Path
+        The training's work folder.
+    max_epochs : int
+        Total number of epochs (a resumed run continues up to it).
+    accelerator, devices : str or int
+        Passed to Lightning: ``"auto"`` picks a GPU when present; ``devices`` other than
+        ``"auto"``, ``1`` or ``"1"`` use the DDP strategy.
+    progress : bool
+        Lightning's bar on a terminal, :class:`LogProgress` lines in a log; ``False``: neither.
+    find_unused_parameters : bool
+        DDP with ``find_unused_parameters=True``; needed by the GAN, whose two alternating
+        optimisation steps each leave the other network without gradients.
+
+    Returns
+    -------
+    lightning.Trainer
+        The configured trainer.
     """
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*number of training batches.*")
@@ -114,21 +182,57 @@ def make_trainer(
 
 def seed_per_rank(module: L.LightningModule, seed: int) -> None:
     """Under DDP, reseed torch with ``seed + 1 + rank`` at the start of training, so every rank
-    draws different noise and augmentations (the weights are already synchronised)."""
+    draws different noise and augmentations (the weights are already synchronised).
+
+    Parameters
+    ----------
+    module : lightning.LightningModule
+        The module being trained (attached to a trainer); nothing happens with one process.
+    seed : int
+        The run's seed.
+    """
     if module.trainer.world_size > 1:
         torch.manual_seed(seed + 1 + module.global_rank)
 
 
 def finish_rank(trainer: L.Trainer) -> None:
     """After ``fit``: under DDP every rank runs the whole command (Lightning's launcher); only
-    rank 0 goes on to evaluation and reports, the others stop here."""
+    rank 0 goes on to evaluation and reports, the others stop here.
+
+    Parameters
+    ----------
+    trainer : lightning.Trainer
+        The trainer that has just fitted.
+
+    Raises
+    ------
+    SystemExit
+        With status 0, on every rank but 0 when ``trainer.world_size > 1``.
+    """
     if trainer.world_size > 1 and not trainer.is_global_zero:
         raise SystemExit(0)
 
 
 def check_images(images: np.ndarray, min_count: int) -> np.ndarray:
-    """Training images as float32 (n, 1, N, N), N×N square. Raises ``ValueError`` for another
-    shape or fewer than ``min_count`` images."""
+    """Check a training set of single-channel square images.
+
+    Parameters
+    ----------
+    images : array_like
+        Images (n, 1, N, N).
+    min_count : int
+        Fewest images accepted (one batch).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``images`` as float32, shape (n, 1, N, N).
+
+    Raises
+    ------
+    ValueError
+        Another shape (not 4-D, not one channel, not square), or fewer than ``min_count`` images.
+    """
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4 or images.shape[1] != 1 or images.shape[2] != images.shape[3]:
         raise ValueError(f"images must be (n, 1, N, N), got {images.shape}")
@@ -139,8 +243,28 @@ def check_images(images: np.ndarray, min_count: int) -> np.ndarray:
 
 def fit_resumable(module: L.LightningModule, loader, workdir: Path, max_epochs: int, *, accelerator: str = "auto",
                   devices: int | str = "auto", progress: bool = True, find_unused_parameters: bool = False) -> L.Trainer:
-    """Fit ``module``, resuming from ``workdir/checkpoints/last.safetensors`` when present; under
-    DDP only rank 0 returns (see :func:`finish_rank`). Returns the trainer."""
+    """Fit ``module``, resuming from ``workdir/checkpoints/last.safetensors`` when present.
+
+    Parameters
+    ----------
+    module : lightning.LightningModule
+        The training module.
+    loader : torch.utils.data.DataLoader
+        The training batches.
+    workdir, max_epochs, accelerator, devices, progress, find_unused_parameters
+        As in :func:`make_trainer`.
+
+    Returns
+    -------
+    lightning.Trainer
+        The trainer after ``fit``. Under DDP only rank 0 returns (see :func:`finish_rank`).
+
+    Raises
+    ------
+    ProductError
+        The checkpoint to resume from is unreadable
+        (:meth:`~helioforge.nn.checkpoint.SafetensorsCheckpointIO.load_checkpoint`).
+    """
     trainer = make_trainer(workdir, max_epochs, accelerator=accelerator, devices=devices, progress=progress,
                            find_unused_parameters=find_unused_parameters)
     resume = last_checkpoint(workdir)
@@ -158,7 +282,37 @@ def fit_and_save(module: L.LightningModule, model, loader, workdir: Path, stem_n
     with ``config`` plus ``final_metrics`` (the last epoch's logged values; those of the previous
     run when nothing was left to train) and ``epochs_trained`` in the JSON sidecar.
 
-    Returns ``(stem, sidecar config)``. Only rank 0 returns under DDP.
+    Parameters
+    ----------
+    module : lightning.LightningModule
+        The training module.
+    model : torch.nn.Module
+        The network whose weights are saved (usually a part of ``module``).
+    loader : torch.utils.data.DataLoader
+        The training batches.
+    workdir : Path
+        The work folder (created).
+    stem_name : str
+        Name of the weights pair in ``workdir``.
+    max_epochs : int
+        Total number of epochs.
+    config : dict
+        JSON-able settings that rebuild ``model`` (:func:`~helioforge.nn.checkpoint.save_weights`).
+    accelerator, devices, progress, find_unused_parameters
+        As in :func:`make_trainer`.
+
+    Returns
+    -------
+    (Path, dict)
+        The stem ``workdir/stem_name`` and the sidecar config. Only rank 0 returns under DDP.
+
+    Raises
+    ------
+    ProductError
+        An unreadable resume checkpoint, or (when nothing was left to train) unreadable earlier
+        weights whose metrics are kept.
+    FileNotFoundError
+        Nothing was left to train and the earlier JSON sidecar lacks its ``.safetensors`` file.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)

@@ -25,9 +25,21 @@ def _norm(channels: int) -> nn.GroupNorm:
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(q(z|x) ‖ N(0, I)) per sample, summed over the latent dimensions: (B, d) → (B,).
+    """KL(q(z|x) ‖ N(0, I)) per sample, summed over the latent dimensions.
 
     KL = −½ Σ_j (1 + log σ_j² − μ_j² − σ_j²) (Kingma & Welling 2014, appendix B).
+
+    Parameters
+    ----------
+    mu : torch.Tensor
+        Posterior means μ (B, d).
+    logvar : torch.Tensor
+        Posterior log-variances log σ² (B, d).
+
+    Returns
+    -------
+    torch.Tensor
+        KL divergence per sample (B,), nats.
     """
     return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)
 
@@ -81,27 +93,84 @@ class ConvVAE(nn.Module):
         self.decoder = nn.Sequential(*dec, nn.Conv2d(width, in_channels, 3, padding=1), nn.Tanh())
 
     def encode_posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior parameters (μ, log σ²), each (B, latent_dim), of images (B, C, N, N)."""
+        """Posterior parameters of images.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images (B, in_channels, N, N), in [-1, 1].
+
+        Returns
+        -------
+        (torch.Tensor, torch.Tensor)
+            μ and log σ², each (B, latent_dim); log σ² is clamped to [-30, 20].
+        """
         h = self.encoder(x)
         return self.fc_mu(h), self.fc_logvar(h).clamp(-30.0, 20.0)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Posterior mean μ (B, latent_dim) of images (B, C, N, N): the feature vector."""
+        """Posterior mean of images: the feature vector of the evaluation (Ramunno et al. 2024, §6).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images (B, in_channels, N, N), in [-1, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            μ (B, latent_dim).
+        """
         return self.encode_posterior(x)[0]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, N, N) in [-1, 1] from latent vectors (B, latent_dim)."""
+        """Images from latent vectors.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            Latent vectors (B, latent_dim).
+
+        Returns
+        -------
+        torch.Tensor
+            Images (B, in_channels, N, N) in [-1, 1] (tanh).
+        """
         h = self.fc_dec(z).view(-1, self._top, 4, 4)
         return self.decoder(h)
 
     def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        """z = μ + σ ε with ε ~ N(0, I) in training mode; μ in eval mode."""
+        """Reparameterisation trick (Kingma & Welling 2014, §2.4).
+
+        Parameters
+        ----------
+        mu, logvar : torch.Tensor
+            Posterior μ and log σ², each (B, latent_dim).
+
+        Returns
+        -------
+        torch.Tensor
+            z = μ + σ ε with ε ~ N(0, I), σ = exp(log σ² / 2), in training mode; μ in eval mode.
+            Shape (B, latent_dim).
+        """
         if not self.training:
             return mu
         return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(recon, mu, logvar)``: reconstruction (B, C, N, N) in [-1, 1] from a posterior
-        sample (the mean in eval mode), and the posterior parameters (B, latent_dim) each."""
+        """Encode, sample and decode.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images (B, in_channels, N, N), in [-1, 1].
+
+        Returns
+        -------
+        (torch.Tensor, torch.Tensor, torch.Tensor)
+            ``(recon, mu, logvar)``: reconstruction (B, in_channels, N, N) in [-1, 1] from a
+            posterior sample (the mean in eval mode), and the posterior parameters
+            (B, latent_dim) each.
+        """
         mu, logvar = self.encode_posterior(x)
         return self.decode(self.reparameterize(mu, logvar)), mu, logvar

@@ -59,7 +59,22 @@ class LineListError(ValueError):
 
 
 def lande_factor(S: float, L: float, J: float) -> float:
-    """Landé factor of a level in LS coupling (LL04 eq. 3.8, g_s = 2); 0 for J = 0 (no splitting)."""
+    """Landé factor of a level in LS coupling (LL04 eq. 3.8, g_s = 2); 0 for J = 0 (no splitting).
+
+    Parameters
+    ----------
+    S, L, J : float
+        Spin, orbital and total angular momentum quantum numbers of the level (half-integers allowed).
+
+    Returns
+    -------
+    float
+        g = 1 + [J(J+1) + S(S+1) − L(L+1)] / [2J(J+1)], dimensionless; 0.0 when J = 0.
+
+    References
+    ----------
+    Landi Degl'Innocenti & Landolfi (2004), eq. 3.8.
+    """
     if J == 0:
         return 0.0
     return 1.0 + (J * (J + 1) + S * (S + 1) - L * (L + 1)) / (2.0 * J * (J + 1))
@@ -134,7 +149,24 @@ def zeeman_components(S_l: float, L_l: float, J_l: float, S_u: float, L_u: float
 
 
 def effective_lande(S_l, L_l, J_l, S_u, L_u, J_u) -> float:
-    """Effective Landé factor ḡ = (g_u + g_l)/2 + (g_u − g_l)/4 [J_u(J_u+1) − J_l(J_l+1)] (LL04 eq. 3.44)."""
+    """Effective Landé factor ḡ = (g_u + g_l)/2 + (g_u − g_l)/4 [J_u(J_u+1) − J_l(J_l+1)] (LL04 eq. 3.44).
+
+    Parameters
+    ----------
+    S_l, L_l, J_l : float
+        Quantum numbers of the lower level.
+    S_u, L_u, J_u : float
+        Quantum numbers of the upper level.
+
+    Returns
+    -------
+    float
+        ḡ, dimensionless; g_l when J_u = 0 and g_u when J_l = 0 (e.g. 2.5 for Fe I 6302.5 Å, 1.67 for 6301.5 Å).
+
+    References
+    ----------
+    Landi Degl'Innocenti & Landolfi (2004), eq. 3.44.
+    """
     g_l = lande_factor(S_l, L_l, J_l)
     g_u = lande_factor(S_u, L_u, J_u)
     if J_u == 0:
@@ -197,6 +229,7 @@ class SpectralLine:
 
     @property
     def name(self) -> str:
+        """Spectroscopic name, e.g. ``'Fe I 6302.4936'`` (element, ion stage, air wavelength in Å)."""
         roman = {1: "I", 2: "II", 3: "III"}.get(self.ion_stage, str(self.ion_stage))
         return f"{self.element.title()} {roman} {self.wavelength_air:.4f}"
 
@@ -270,5 +303,21 @@ def read_lineas(path: str | Path | None = None, indices: tuple[int, ...] = (200,
 
 
 def fe_lines(path: str | Path | None = None) -> list[SpectralLine]:
-    """Fe I 6301.5012 Å and 6302.4936 Å (LINEAS entries 200/201), the Hinode SP pair."""
+    """Fe I 6301.5012 Å and 6302.4936 Å (LINEAS entries 200/201), the Hinode SP pair.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        The SIR ``LINEAS`` file; default ``data_root()/stokes/atmospheres/LINEAS``.
+
+    Returns
+    -------
+    list of SpectralLine
+        The two lines, 6301.5 Å first.
+
+    Raises
+    ------
+    LineListError
+        If the file is missing, an entry is absent or cannot be parsed (from :func:`read_lineas`).
+    """
     return read_lineas(path, (200, 201))

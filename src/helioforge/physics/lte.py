@@ -179,7 +179,24 @@ def saha_ratio(T: torch.Tensor) -> torch.Tensor:
 
 
 def ionisation_fractions(T: torch.Tensor, Pe: torch.Tensor) -> torch.Tensor:
-    """Fraction x_j = n_II/(n_I + n_II) of each element that is singly ionised (tensor (..., n_el))."""
+    """Fraction x_j = n_II/(n_I + n_II) = Φ_j/(Φ_j + P_e) of each element that is singly ionised.
+
+    Parameters
+    ----------
+    T : tensor (...,)
+        Temperature [K] (θ = 5040/T clamped to 0.2-2.0 in the partition functions).
+    Pe : tensor (...,)
+        Electron pressure [dyn cm⁻²], same shape as ``T``.
+
+    Returns
+    -------
+    tensor (..., n_el)
+        x_j in [0, 1], one per element of :data:`ELEMENTS` (in that order).
+
+    References
+    ----------
+    Saha equation, Gray (2005) eq. 1.20 (:func:`saha_ratio`).
+    """
     phi = saha_ratio(T)
     return phi / (phi + Pe.unsqueeze(-1))
 
@@ -360,6 +377,20 @@ def hydrogen_density(T: torch.Tensor, Pe: torch.Tensor, molecules: bool = True) 
 
     The charge balance of :func:`chemical_equilibrium`; with ``molecules=False`` it reduces to
     n_e = n_H Σ_j A_j x_j. Tensors of the same shape in and out.
+
+    Parameters
+    ----------
+    T : tensor (...,)
+        Temperature [K].
+    Pe : tensor (...,)
+        Electron pressure [dyn cm⁻²], same shape as ``T``.
+    molecules : bool
+        Include H₂ and H₂⁺ (default); False gives the atomic equation of state of Gray (2005) eq. 9.8.
+
+    Returns
+    -------
+    tensor (...,)
+        n_H [cm⁻³], differentiable with respect to ``T`` and ``Pe``.
     """
     return chemical_equilibrium(T, Pe, molecules).n_H
 
@@ -611,6 +642,18 @@ def planck_nu(T: torch.Tensor, wavelength_A: float) -> torch.Tensor:
     """Planck function B_ν(T) [erg s⁻¹ cm⁻² sr⁻¹ Hz⁻¹] at wavelength λ [Å] (float32-safe).
 
     The prefactor 2hν³/c² is formed in double precision (ν³ overflows float32) before it meets T.
+
+    Parameters
+    ----------
+    T : tensor (...,)
+        Temperature [K].
+    wavelength_A : float
+        Wavelength λ [Å]; ν = c/λ.
+
+    Returns
+    -------
+    tensor (...,)
+        B_ν(T) = (2hν³/c²) / (exp(hν/kT) − 1) [erg s⁻¹ cm⁻² sr⁻¹ Hz⁻¹], same shape and dtype as ``T``.
     """
     nu = C_CGS / (float(wavelength_A) * 1e-8)
     prefactor = 2.0 * H_PLANCK * nu ** 3 / C_CGS ** 2
@@ -648,7 +691,22 @@ class Atmosphere:
 
     @classmethod
     def from_sir(cls, model, dtype: torch.dtype = torch.float64) -> "Atmosphere":
-        """From a :class:`helioforge.data.sir.SIRModel` (units are the same)."""
+        """From a :class:`helioforge.data.sir.SIRModel` (units are the same).
+
+        Parameters
+        ----------
+        model : SIRModel
+            Depth-stratified model; arrays of shape (n,), cgs units (T [K], P_e and P_g [dyn cm⁻²],
+            vmic and vlos [cm s⁻¹], B [G], angles [deg], z [km]).
+        dtype : torch.dtype
+            dtype of the tensors (default float64).
+
+        Returns
+        -------
+        Atmosphere
+            Tensors of shape (n,), in the model's depth order. ``Pg`` is None unless the model has a
+            gas pressure that is positive at every depth (NaN counts as absent).
+        """
         t = lambda name: torch.as_tensor(np.asarray(getattr(model, name), dtype=np.float64), dtype=dtype)  # noqa: E731
         pg = t("Pg") if getattr(model, "Pg", None) is not None and np.all(np.asarray(model.Pg) > 0) else None
         return cls(log_tau=t("log_tau"), T=t("T"), Pe=t("Pe"), vmic=t("vmic"), B=t("B"), vlos=t("vlos"),
@@ -656,7 +714,27 @@ class Atmosphere:
 
     @classmethod
     def stack(cls, atmospheres: list["Atmosphere"]) -> "Atmosphere":
-        """Stack atmospheres on the same log τ grid into a batch (n_atm, n)."""
+        """Stack atmospheres on the same log τ grid into a batch (n_atm, n).
+
+        Parameters
+        ----------
+        atmospheres : list of Atmosphere
+            Atmospheres with tensors of the same shape (n,) (or same batch shape). The grid is not
+            checked: ``log_tau`` of the first is kept as the shared grid.
+
+        Returns
+        -------
+        Atmosphere
+            Fields stacked along a new leading axis, (n_atm, ...); an optional field (``Pg``, ``z``)
+            is None if any input lacks it.
+
+        Raises
+        ------
+        RuntimeError
+            From :func:`torch.stack` if the tensors differ in shape.
+        IndexError
+            If ``atmospheres`` is empty.
+        """
         out = {}
         for f in fields(cls):
             vals = [getattr(a, f.name) for a in atmospheres]
@@ -675,6 +753,7 @@ class Atmosphere:
 
     @property
     def batch_shape(self) -> torch.Size:
+        """Leading shape of the atmospheres (all but the depth axis)."""
         return self.T.shape[:-1]
 
 

@@ -114,7 +114,19 @@ class MEResult:
         return self.n_pixels / self.time_s if self.time_s > 0 else float("inf")
 
     def to_me_parameters(self, dtype: torch.dtype = torch.float64) -> MEParameters:
-        """The fitted parameters as :class:`~helioforge.physics.me.MEParameters` (for re-synthesis)."""
+        """The fitted parameters as :class:`~helioforge.physics.me.MEParameters` (for re-synthesis).
+
+        Parameters
+        ----------
+        dtype : torch.dtype, optional
+            dtype of the tensors (default float64).
+
+        Returns
+        -------
+        MEParameters
+            Tensors of the batch shape ((N,) or (H, W)) in the order of :data:`PARAM_NAMES`: B [G],
+            inclination and azimuth [deg], v_los [km/s], eta0, doppler_width [Å], damping, S0, S1 [I_c].
+        """
         return MEParameters(*(torch.as_tensor(np.asarray(getattr(self, k)), dtype=dtype) for k in PARAM_NAMES))
 
 
