@@ -11,18 +11,14 @@ import pytest
 from helioforge.data.goes import (
     CLASS_EDGES_WM2,
     FLARE_CLASSES,
-    class_histogram,
     class_index,
-    fill_event_flux,
     flux_class_string,
-    flux_labels,
     flux_to_class,
     goes_class_flux,
-    label_images,
-    link_events,
     read_event_list,
     read_xrs_flux,
 )
+from helioforge.data.goes_labels import class_histogram, fill_event_flux, flux_labels, label_images, link_events
 from helioforge.data.fits import FitsReadError
 
 T0 = np.datetime64("2014-01-01T00:00:00", "ns")

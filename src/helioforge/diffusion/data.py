@@ -3,7 +3,7 @@
 
 :func:`build_labelled_set` reads the AIA images of one channel
 (:func:`helioforge.data.aia.read_aia_folder`), labels them with GOES classes and log10 X-ray
-flux (:func:`helioforge.data.goes.label_images`), preprocesses them to N×N in [-1, 1]
+flux (:func:`helioforge.data.goes_labels.label_images`), preprocesses them to N×N in [-1, 1]
 (:func:`helioforge.data.aia_preprocess.preprocess_aia`) and splits whole days into a training and a
 held-out real test set; :func:`write_dataset` / :func:`load_dataset` store it as
 ``dataset.fits`` (cube + label table). The work-folder bookkeeping (which products are current)
@@ -25,7 +25,8 @@ from astropy.table import Table
 from helioforge import __version__
 from helioforge.data.aia import MIN_AIA_SIDE, read_aia_folder
 from helioforge.data.aia_preprocess import AIAScaling, preprocess_aia
-from helioforge.data.goes import FLARE_CLASSES, class_histogram, label_images, read_event_list, read_xrs_flux
+from helioforge.data.goes import FLARE_CLASSES, read_event_list, read_xrs_flux
+from helioforge.data.goes_labels import class_histogram, label_images
 from helioforge.diffusion.config import DiffusionProfile
 from helioforge.errors import InputError, ProductError, check_count, check_finite
 from helioforge.io import write_fits

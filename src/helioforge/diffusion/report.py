@@ -98,7 +98,7 @@ def plot_class_histogram(counts: dict[str, int], path: str | Path, title: str = 
 
     Parameters
     ----------
-    counts : as from :func:`helioforge.data.goes.class_histogram` (missing classes count 0;
+    counts : as from :func:`helioforge.data.goes_labels.class_histogram` (missing classes count 0;
         ``unlabelled`` is shown in the axis label, not as a bar).
     path : the PNG to write (atomically, :func:`helioforge.reporting.save_figure`, 120 dpi).
     title : figure title.
