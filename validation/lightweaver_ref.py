@@ -17,7 +17,7 @@ How a SIR model becomes a Lightweaver atmosphere (:func:`lightweaver_stokes`):
   the model's gas pressure, n_H,tot = (P_g − P_e) / (k T Σ_el A_el) (abundances of Asplund et
   al. 2009). The tabulated SIR models are not self-consistent in this respect: their P_g gives
   an n_H about 10 % higher than (T, P_e) does with either Wittmann's equation of state or
-  :func:`helioforge.physics.lte.hydrogen_density` (these two agree within 1 %, 2.6 % in the
+  :func:`helioforge.physics.eos.hydrogen_density` (these two agree within 1 %, 2.6 % in the
   umbra at log τ = 0). n_H,tot cancels to first order from κ_line/κ_c (both ∝ n_H at fixed
   P_e); it enters through scattering and the van der Waals width (∝ n_H I);
 * heights: ``Atmosphere.make_1d(scale=ScaleType.Tau500)`` computes z from τ₅₀₀ with the

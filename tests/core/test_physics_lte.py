@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from helioforge.data.sir import read_sir
-from helioforge.physics import lte
+from helioforge.physics import eos, lte
 from helioforge.physics.atomic import fe_lines
 from helioforge.physics.me import LORENTZ_SHIFT, MEParameters, PropagationElements, synth_me, zeeman_propagation
 
@@ -51,10 +51,10 @@ def test_delo_reproduces_milne_eddington(lines):
 def test_saha_hydrogen_matches_closed_form():
     T = torch.tensor([5000.0, 6000.0, 8000.0], dtype=torch.float64)
     Pe = torch.tensor([10.0, 100.0, 1000.0], dtype=torch.float64)
-    x = lte.ionisation_fractions(T, Pe)[..., 0]
+    x = eos.ionisation_fractions(T, Pe)[..., 0]
     # n_HII/n_HI Pe = 2 (u_II/u_I) (2π m_e kT/h²)^1.5 kT exp(−13.598 eV/kT), u_II/u_I = 1/2
-    phi = (2 * math.pi * lte.M_E * lte.K_B * T / lte.H_PLANCK ** 2) ** 1.5 * lte.K_B * T * torch.exp(
-        -13.598 * lte.EV / (lte.K_B * T))
+    phi = (2 * math.pi * eos.M_E * eos.K_B * T / eos.H_PLANCK ** 2) ** 1.5 * eos.K_B * T * torch.exp(
+        -13.598 * eos.EV / (eos.K_B * T))
     assert torch.allclose(x, phi / (phi + Pe), rtol=1e-2)
 
 
@@ -62,13 +62,13 @@ def test_electron_pressure_inverts_charge_balance(hsra):
     T = torch.tensor(hsra.T)
     Pg = torch.tensor(hsra.Pg)
     # atomic equation of state (molecules=False): Gray (2005) eq. 9.8
-    Pe0 = lte.electron_pressure(T, Pg, molecules=False)
-    x = lte.ionisation_fractions(T, Pe0)
-    s = (x * torch.tensor(lte._ABUND)).sum(-1)
-    assert torch.allclose(Pe0, Pg * s / (lte._SUM_ABUND + s), rtol=1e-8)
+    Pe0 = eos.electron_pressure(T, Pg, molecules=False)
+    x = eos.ionisation_fractions(T, Pe0)
+    s = (x * torch.tensor(eos._ABUND)).sum(-1)
+    assert torch.allclose(Pe0, Pg * s / (eos._SUM_ABUND + s), rtol=1e-8)
     # with H₂ and H₂⁺ (default): the composition at the solved P_e gives back P_g
-    Pe = lte.electron_pressure(T, Pg)
-    assert torch.allclose(lte.chemical_equilibrium(T, Pe).Pg, Pg, rtol=1e-9)
+    Pe = eos.electron_pressure(T, Pg)
+    assert torch.allclose(eos.chemical_equilibrium(T, Pe).Pg, Pg, rtol=1e-9)
     # the model's own P_e (SIR's equation of state) agrees within 10 %
     assert torch.allclose(Pe, torch.tensor(hsra.Pe), rtol=0.10)
 
@@ -93,7 +93,7 @@ def test_hydrostatic_equilibrium_on_known_model(hsra):
     kappa_m = lte.continuum_opacity(T, Pe, 5000.0) / rho
     tau = 10 ** lt
     dP = torch.diff(Pg) / torch.diff(tau)
-    mid = 0.5 * (lte.GRAVITY / kappa_m[1:] + lte.GRAVITY / kappa_m[:-1])
+    mid = 0.5 * (eos.GRAVITY / kappa_m[1:] + eos.GRAVITY / kappa_m[:-1])
     assert ((dP - mid).abs() / mid).max() < 0.03
     # (2) it agrees with the HSRA's tabulated pressure and heights (SIR's equation of state)
     rel = np.abs(Pg.numpy() / hsra.Pg - 1)

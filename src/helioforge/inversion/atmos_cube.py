@@ -32,7 +32,8 @@ from helioforge.inversion.config import DepthGridConfig
 from helioforge.inversion.forward import StokesChain
 from helioforge.inversion.instrument import spectral_degrade
 from helioforge.io import write_fits
-from helioforge.physics.lte import Atmosphere, electron_pressure, hydrostatic_equilibrium
+from helioforge.physics.eos import electron_pressure
+from helioforge.physics.lte import Atmosphere, hydrostatic_equilibrium
 from helioforge.physics.sicon_targets import QUANTITIES, TARGET_LOG_TAU, UNITS, bxbyz_from_bqbubv
 
 __all__ = [

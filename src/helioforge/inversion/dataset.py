@@ -72,7 +72,7 @@ from helioforge.inversion.instrument import HinodeSP
 from helioforge.inversion.targets import interp_log_tau, patch_targets, target_names
 from helioforge.io import write_json, write_text
 from helioforge.locking import workdir_lock
-from helioforge.physics.lte import EOS_VERSION
+from helioforge.physics.eos import EOS_VERSION
 from helioforge.physics.sicon_targets import QUANTITIES, TARGET_UNITS
 from helioforge.progress import progress_bar
 
