@@ -50,7 +50,7 @@ Sign rules of the augmentation
     unchanged under a mirror (B treated as a polar vector) is *not* consistent: it reverses
     the sense of the magneto-optical (Faraday) rotation ρ_V relative to B_z, which changes Q
     and U by 20–70 % of the linear-polarisation amplitude (Milne-Eddington, 0.3–2 kG,
-    η₀ = 3–10, γ = 60°); ``tests/inversion/test_inversion_training.py``
+    η₀ = 3–10, γ = 60°); ``tests/inversion/test_inversion_train.py``
     shows that with :func:`helioforge.physics.me.synth_me` profiles, and checks the rules above
     against eq. 1 on transformed vector fields and against re-synthesised Milne-Eddington
     profiles (exact to 1e-10). (The authors' ``train_encdec.py`` rotates and flips the maps
