@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -313,17 +312,31 @@ def test_folder_in_use(argv, trained, tmp_path):
         holder.wait()
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C handled as on a terminal even when the test runner ignores SIGINT (a
+    background job of a non-interactive shell inherits SIG_IGN, and Python then never installs its
+    KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_exits_130_with_a_message(tmp_path):
-    """Ctrl-C used to exit 1 with no message."""
+    """Ctrl-C used to exit 1 with no message.
+
+    The signal is sent as soon as the corpus step starts (its log line), while it reads the SHARP
+    files. It used to be sent when ``corpus.fits`` appeared, which raced with the rest of the tiny
+    run; and under a runner that ignores SIGINT the child ignored it too."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     p = subprocess.Popen([sys.executable, "-m", "helioforge.cli", "interrogate", "-p", "tiny", "-w", str(tmp_path / "w"),
-                          "--sharp-dir", str(SHARP), "--accelerator", "cpu"], stderr=subprocess.PIPE, stdout=subprocess.PIPE,
-                         text=True, env=env)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (tmp_path / "w" / "corpus.fits").exists():
-        time.sleep(0.2)
+                          "--sharp-dir", str(SHARP), "--accelerator", "cpu"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                         text=True, env=env, preexec_fn=_default_sigint)
+    seen = []
+    for line in p.stderr:
+        seen.append(line)
+        if "step: corpus" in line:
+            break
     p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=120)
+    err = "".join(seen) + p.stderr.read()
+    p.wait(timeout=120)
     assert p.returncode == 130, err[-2000:]
     assert "interrupted" in err and "Traceback" not in err
 
