@@ -282,6 +282,8 @@ def invert_command(
         _check_device(device)
     except _ERRORS as e:
         _error(e)
+    if not sp_map.exists():  # the input first: a missing map is named even when no network is trained yet
+        fail(f"{sp_map}: no such file or folder (the Hinode SP map to invert)")
     if not stem.parent.is_dir():
         fail(f"{stem.parent}: no such weights folder; train first (`{train}`) or pass --weights")
     if not files[0].is_file():
