@@ -531,16 +531,17 @@ def _train_sicon(root: Path, workdir: Path, cfg: SiconConfig, man: dict[str, Any
             problem = exc.problem if isinstance(exc, ProductError) else f"{type(exc).__name__}: {exc}"
             raise ProductError(ckpt, f"unreadable training checkpoint ({problem})",
                                f"start afresh with `{fresh}`") from None
-    dataset = _load_patches(root, tc.in_memory_gb)
-    workers = tc.num_workers if not isinstance(dataset, TensorDataset) else 0
-    n = len(dataset)
-    n_val = max(1, int(round(tc.validation_fraction * n))) if tc.validation_fraction > 0 else 0
-    if n - n_val < 2:
-        raise ValueError(f"{root}: {n} patches leave {n - n_val} for training (need ≥ 2)")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(tc.seed)).tolist()
-    val_idx, train_idx = sorted(perm[:n_val]), sorted(perm[n_val:])
 
     def build() -> None:
+        # the training set is read only when the weights are remade (not when they are reused)
+        dataset = _load_patches(root, tc.in_memory_gb)
+        workers = tc.num_workers if not isinstance(dataset, TensorDataset) else 0
+        n = len(dataset)
+        n_val = max(1, int(round(tc.validation_fraction * n))) if tc.validation_fraction > 0 else 0
+        if n - n_val < 2:
+            raise ValueError(f"{root}: {n} patches leave {n - n_val} for training (need ≥ 2)")
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(tc.seed)).tolist()
+        val_idx, train_idx = sorted(perm[:n_val]), sorted(perm[n_val:])
         # from here on the folder's weights are being remade: not current until written and marked
         # (StepState.run_step has unmarked them)
         if any(p.exists() for p in files) and not _stem_readable(stem):
