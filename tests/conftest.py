@@ -31,6 +31,12 @@ def sharp_dir(data_dir: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def atmos_dir(data_dir: Path) -> Path:
+    """The model atmospheres and the SIR line list of the real data folder."""
+    return data_dir / "stokes" / "atmospheres"
+
+
 @pytest.fixture
 def one_torch_thread():
     """One intra-op thread: tiny CPU trainings slow down many-fold when OpenMP threads compete

@@ -28,11 +28,6 @@ from validation import lightweaver_ref as lwr  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def atmos_dir(data_dir):
-    return data_dir / "stokes" / "atmospheres"
-
-
-@pytest.fixture(scope="module")
 def umbra_m(atmos_dir):
     return read_sir(atmos_dir / "mmaltby11.mod")
 

@@ -17,11 +17,6 @@ from helioforge.physics.me import LORENTZ_SHIFT, MEParameters, PropagationElemen
 
 
 @pytest.fixture(scope="module")
-def atmos_dir(data_dir):
-    return data_dir / "stokes" / "atmospheres"
-
-
-@pytest.fixture(scope="module")
 def lines(atmos_dir):
     return fe_lines(atmos_dir / "LINEAS")
 

@@ -14,11 +14,6 @@ from helioforge.inversion.synthesis import StokesProfiles, synthesize_model, wri
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def atmos_dir(data_dir):
-    return data_dir / "stokes" / "atmospheres"
-
-
 def test_quiet_sun_umbra_and_instrument(atmos_dir):
     qs = synthesize_model(atmos_dir / "hsra11.mod")
     assert qs.stokes.shape == (4, 112) and qs.wavelength.shape == (112,)
