@@ -88,7 +88,7 @@ def test_hydrostatic_equilibrium_on_known_model(hsra):
     kappa_m = lte.continuum_opacity(T, Pe, 5000.0) / rho
     tau = 10 ** lt
     dP = torch.diff(Pg) / torch.diff(tau)
-    mid = 0.5 * (eos.GRAVITY / kappa_m[1:] + eos.GRAVITY / kappa_m[:-1])
+    mid = 0.5 * (lte.GRAVITY / kappa_m[1:] + lte.GRAVITY / kappa_m[:-1])
     assert ((dP - mid).abs() / mid).max() < 0.03
     # (2) it agrees with the HSRA's tabulated pressure and heights (SIR's equation of state)
     rel = np.abs(Pg.numpy() / hsra.Pg - 1)

@@ -23,7 +23,6 @@ import torch
 __all__ = [
     "EOS_VERSION",
     "ELEMENTS",
-    "GRAVITY",
     "partition_function",
     "saha_ratio",
     "ionisation_fractions",
@@ -40,60 +39,18 @@ __all__ = [
 #: stale (2: H₂ and H₂⁺ formation, atomic-H continua and damping, H₂ Rayleigh scattering).
 EOS_VERSION = 2
 
-
-
 # --- constants (cgs) -------------------------------------------------------------------------
 K_B = 1.380649e-16
-
-
-
 H_PLANCK = 6.62607015e-27
-
-
-
 C_CGS = 2.99792458e10
-
-
-
 M_E = 9.1093837e-28
-
-
-
 E_CHARGE = 4.80320471e-10
-
-
-
 AMU = 1.66053907e-24
-
-
-
 EV = 1.602176634e-12
-
-
-
-SIGMA_THOMSON = 6.6524587e-25
-
-
-
-#: Solar surface gravity [cm s⁻²].
-GRAVITY = 2.7398e4
-
-
-
-_LN10 = math.log(10.0)
-
-
-
-_PI_E2_MC = math.pi * E_CHARGE ** 2 / (M_E * C_CGS)  # 0.02654 cm² s⁻¹
-
-
 
 # --- elements: (symbol, log ε (Asplund et al. 2009), mass [amu], χ_ion [eV],
 #     log u_I and log u_II at θ = 0.2, 0.4, ..., 2.0 (Gray 2005, Table D.2)) --------------------
 _THETA_GRID = np.arange(0.2, 2.01, 0.2)
-
-
-
 _ELEMENT_TABLE = [
     ("H", 12.00, 1.008, 13.598, [0.368, 0.303] + [0.301] * 8, [0.0] * 10),
     ("He", 10.93, 4.0026, 24.587, [0.0] * 10, [0.301] * 10),
@@ -126,39 +83,24 @@ _ELEMENT_TABLE = [
 ]
 
 
-
 #: Symbols of the elements in the ionisation balance, in table order.
 ELEMENTS = [row[0] for row in _ELEMENT_TABLE]
-
-
-
 _ABUND = np.array([10 ** (row[1] - 12.0) for row in _ELEMENT_TABLE])
 
 
-
 _MASS = np.array([row[2] for row in _ELEMENT_TABLE])
-
-
-
 _CHI = np.array([row[3] for row in _ELEMENT_TABLE])
 
 
-
 _LOGU = np.array([[row[4], row[5]] for row in _ELEMENT_TABLE])  # (n_el, 2, n_theta)
-
-
-
 _SUM_ABUND = float(_ABUND.sum())
-
 
 
 _MEAN_MASS_PER_H = float((_ABUND * _MASS).sum()) * AMU  # grams of matter per H nucleus
 
 
-
 def _tensor(x, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(x, dtype=like.dtype, device=like.device)
-
 
 
 def partition_function(T: torch.Tensor, element: str | None = None) -> torch.Tensor:
@@ -196,7 +138,6 @@ def partition_function(T: torch.Tensor, element: str | None = None) -> torch.Ten
     return u[..., 0, :] if element is not None else u
 
 
-
 def saha_ratio(T: torch.Tensor) -> torch.Tensor:
     """Φ_j(T) = P_e n_II/n_I [dyn cm⁻²] for every element (Saha equation, Gray 2005 eq. 1.20).
 
@@ -209,7 +150,6 @@ def saha_ratio(T: torch.Tensor) -> torch.Tensor:
     chi = _tensor(_CHI, T) * EV
     const = 2.0 * (2.0 * math.pi * M_E * K_B / H_PLANCK ** 2) ** 1.5 * K_B
     return const * T.unsqueeze(-1) ** 2.5 * (u[..., 1] / u[..., 0]) * torch.exp(-chi / kT)
-
 
 
 def ionisation_fractions(T: torch.Tensor, Pe: torch.Tensor) -> torch.Tensor:
@@ -235,25 +175,16 @@ def ionisation_fractions(T: torch.Tensor, Pe: torch.Tensor) -> torch.Tensor:
     return phi / (phi + Pe.unsqueeze(-1))
 
 
-
 # --- molecular hydrogen (H₂, H₂⁺) ------------------------------------------------------------
 #: log₁₀ of 1/K_p(H₂) = P(H₂)/P(H)² [cm² dyn⁻¹], a cubic in θ = 5040/T (see :func:`h2_dissociation_constants`).
 _LOG_INV_K_H2 = (-12.533505, 4.9251644, -5.6191273e-2, 3.2687661e-3)
-
-
-
 #: log₁₀ of 1/K_p(H₂⁺) = P(H₂⁺)/(P(H) P(H⁺)) [cm² dyn⁻¹], same source.
 _LOG_INV_K_H2PLUS = (-11.206998, 2.7942767, 7.9196803e-2, -2.4790744e-2)
-
-
-
 _OTHER_ABUND = float(_ABUND[1:].sum())  # Σ_{j ≠ H} A_j: nuclei of He and the metals per H nucleus
-
 
 
 def _cubic(coef: tuple[float, ...], x: torch.Tensor) -> torch.Tensor:
     return coef[0] + x * (coef[1] + x * (coef[2] + x * coef[3]))
-
 
 
 def _inverse_dissociation(T: torch.Tensor, molecules: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,7 +194,6 @@ def _inverse_dissociation(T: torch.Tensor, molecules: bool) -> tuple[torch.Tenso
         return zero, zero
     theta = (5040.0 / T).clamp(0.2, 2.0)
     return 10.0 ** _cubic(_LOG_INV_K_H2, theta), 10.0 ** _cubic(_LOG_INV_K_H2PLUS, theta)
-
 
 
 def h2_dissociation_constants(T: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -300,7 +230,6 @@ def h2_dissociation_constants(T: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return 1.0 / inv_h2, 1.0 / inv_h2p
 
 
-
 @dataclass
 class GasState:
     """Composition of an LTE gas of H (H, H⁺, H₂, H₂⁺), He and the metals (tensors (...,)).
@@ -330,7 +259,6 @@ class GasState:
         return 2.0 * self.n_H2 / self.n_H
 
 
-
 def _gas_state(T: torch.Tensor, Pe: torch.Tensor, p_HI: torch.Tensor, y: torch.Tensor, inv_h2: torch.Tensor,
                inv_h2p: torch.Tensor) -> GasState:
     """All densities from the partial pressure p_HI of neutral atomic H and y = n_HII/n_HI."""
@@ -341,7 +269,6 @@ def _gas_state(T: torch.Tensor, Pe: torch.Tensor, p_HI: torch.Tensor, y: torch.T
     n_H = p_nuclei / kT
     return GasState(n_H=n_H, n_HI=p_HI / kT, n_HII=y * p_HI / kT, n_H2=inv_h2 * p_HI ** 2 / kT,
                     n_H2plus=inv_h2p * y * p_HI ** 2 / kT, n_e=Pe / kT, Pg=Pg, rho=n_H * _MEAN_MASS_PER_H)
-
 
 
 def chemical_equilibrium(T: torch.Tensor, Pe: torch.Tensor, molecules: bool = True) -> GasState:
@@ -385,14 +312,12 @@ def chemical_equilibrium(T: torch.Tensor, Pe: torch.Tensor, molecules: bool = Tr
     return _gas_state(T, Pe, p_HI, y, inv_h2, inv_h2p)
 
 
-
 def _neutral_h_from_pg(y, c, D):
     """P(H) from the heavy-particle pressure D = P_g − P_e: c(1 + 2A) P(H)² + (1 + y)(1 + A) P(H) = D."""
     beta = (1.0 + y) * (1.0 + _OTHER_ABUND)
     alpha = c * (1.0 + 2.0 * _OTHER_ABUND)
     root = torch.sqrt(beta ** 2 + 4.0 * alpha * D)
     return 2.0 * D / (beta + root), alpha, beta
-
 
 
 def gas_state_from_pg(T: torch.Tensor, Pg: torch.Tensor, Pe: torch.Tensor | None = None,
@@ -421,7 +346,6 @@ def gas_state_from_pg(T: torch.Tensor, Pg: torch.Tensor, Pe: torch.Tensor | None
     return _gas_state(T, Pe, p_HI, y, inv_h2, inv_h2p)
 
 
-
 def hydrogen_density(T: torch.Tensor, Pe: torch.Tensor, molecules: bool = True) -> torch.Tensor:
     """Total hydrogen nuclei density n_H [cm⁻³] (atoms, ions and molecules) from T [K] and P_e [dyn cm⁻²].
 
@@ -443,7 +367,6 @@ def hydrogen_density(T: torch.Tensor, Pe: torch.Tensor, molecules: bool = True) 
         n_H [cm⁻³], differentiable with respect to ``T`` and ``Pe``.
     """
     return chemical_equilibrium(T, Pe, molecules).n_H
-
 
 
 def electron_pressure(T: torch.Tensor, Pg: torch.Tensor, iterations: int = 12, molecules: bool = True) -> torch.Tensor:

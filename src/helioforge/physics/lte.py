@@ -43,18 +43,14 @@ import torch
 from helioforge.physics.atomic import SpectralLine, fe_lines
 from helioforge.physics.eos import (  # the equation of state, its constants and abundance table
     _ABUND,
-    _LN10,
-    _PI_E2_MC,
     AMU,
     C_CGS,
     ELEMENTS,
     EV,
     E_CHARGE,
-    GRAVITY,
     H_PLANCK,
     K_B,
     M_E,
-    SIGMA_THOMSON,
     GasState,
     chemical_equilibrium,
     electron_pressure,
@@ -64,7 +60,14 @@ from helioforge.physics.eos import (  # the equation of state, its constants and
 )
 from helioforge.physics.me import PropagationElements, zeeman_propagation
 
+#: Solar surface gravity [cm s⁻²].
+GRAVITY = 2.7398e4
+SIGMA_THOMSON = 6.6524587e-25  # Thomson cross-section [cm²]
+_LN10 = math.log(10.0)
+_PI_E2_MC = math.pi * E_CHARGE ** 2 / (M_E * C_CGS)  # 0.02654 cm² s⁻¹
+
 __all__ = [
+    "GRAVITY",
     "Atmosphere",
     "continuum_opacity",
     "hydrostatic_equilibrium",
