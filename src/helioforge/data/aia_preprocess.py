@@ -115,7 +115,6 @@ DEFAULT_SCALINGS: dict[int, AIAScaling] = {
 }
 
 
-
 def scale_aia(
     data: np.ndarray,
     wavelength: int,

@@ -41,11 +41,9 @@ logger = logging.getLogger(__name__)
 LINK_TOLERANCE = np.timedelta64(7, "m")
 
 
-
 #: The paper's rule for an event listed without a class (§2.4): the XRS-B sample closest in time
 #: after the peak, no more than 6 s after it.
 CLASSLESS_MAX_DELAY = np.timedelta64(6, "s")
-
 
 
 def fill_event_flux(
@@ -137,13 +135,11 @@ def fill_event_flux(
     return result
 
 
-
 def _times_ns(image_times: Any) -> np.ndarray:
     t = pd.to_datetime(pd.Series(np.asarray(image_times).ravel()), errors="coerce")
     if getattr(t.dt, "tz", None) is not None:
         t = t.dt.tz_convert("UTC").dt.tz_localize(None)
     return t.to_numpy(dtype="datetime64[ns]")
-
 
 
 def link_events(
@@ -238,7 +234,6 @@ def link_events(
     return out
 
 
-
 def _default_max_gap(index: pd.DatetimeIndex) -> np.timedelta64:
     diffs = np.diff(index.to_numpy(dtype="datetime64[ns]")).astype(np.int64)
     diffs = diffs[diffs > 0]
@@ -246,7 +241,6 @@ def _default_max_gap(index: pd.DatetimeIndex) -> np.timedelta64:
         raise ValueError("flux series has fewer than 2 distinct times: pass max_gap")
     cadence = float(np.median(diffs))
     return np.timedelta64(int(0.5 * cadence + max(1e9, 0.05 * cadence)), "ns")
-
 
 
 def flux_labels(
@@ -303,7 +297,6 @@ def flux_labels(
     log10_flux[ok] = val
     classes = flux_to_class(np.where(np.isfinite(log10_flux), 10.0**log10_flux, np.nan))
     return log10_flux, classes
-
 
 
 def label_images(
@@ -429,7 +422,6 @@ def label_images(
     return out
 
 
-
 def _flux_gap_reasons(times: np.ndarray, flux: pd.Series, max_gap: np.timedelta64 | None) -> list[str]:
     """Why an image has no flux label: outside the series' time range or in one of its gaps."""
     idx = pd.DatetimeIndex(flux.index)
@@ -446,7 +438,6 @@ def _flux_gap_reasons(times: np.ndarray, flux: pd.Series, max_gap: np.timedelta6
     gap_min = gap.astype(np.int64) / 6e10
     return [f"outside the flux series ({first} – {last})" if (t < lo or t > hi)
             else f"in a gap of the flux series (no sample within {gap_min:.0f} min)" for t in times]
-
 
 
 def class_histogram(class_index: Any) -> dict[str, int]:
