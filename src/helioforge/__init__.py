@@ -21,7 +21,7 @@ Core modules
 ------------
 config       the data-folder rule and the one profile pattern (``Settings``, ``ProfileBase``)
 workspace    the work-folder step protocol (what is current, reuse / resume / rebuild)
-reporting    the report toolkit: figure style, ``save_figure``, HTML templates
+reporting    the report toolkit: ``save_figure``, HTML templates
 io           atomic writes and FITS provenance
 errors       errors a user can act on, raised at the API and CLI edges
 """

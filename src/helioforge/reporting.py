@@ -1,10 +1,9 @@
-"""The report toolkit of the three systems: one figure style, one way to save a figure, HTML
-templates as files rendered by one Jinja environment.
+"""The report toolkit of the three systems: one way to save a figure, HTML templates as files
+rendered by one Jinja environment.
 
 Importing this module selects matplotlib's non-interactive ``Agg`` backend (reports are written
 on machines without a display); no other module selects a backend.
 
-* :data:`FIGURE_STYLE` and :func:`figure_style` — the rcParams of every report figure.
 * :func:`save_figure` — write a figure atomically (temporary name, then rename) and close it.
 * :func:`render` / :func:`write_html` — render ``helioforge/templates/<name>`` (templates extend
   ``base.html.j2``, which holds the page skeleton and the style sheet) and write it atomically.
@@ -17,16 +16,15 @@ Examples
 >>> fig = Figure(figsize=(2, 2)); _ = fig.subplots().plot([0, 1], [0, 1])
 >>> save_figure(fig, folder / "line.png").stat().st_size > 0
 True
->>> "<table" in render("metrics_table.html.j2", title="demo", rows=[{"metric": "MAD", "value": 1.5}])
+>>> "<title>helioforge report</title>" in render("base.html.j2")
 True
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import matplotlib
 
@@ -37,31 +35,12 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from helioforge.io import atomic_path, write_text  # noqa: E402
 
-__all__ = ["FIGURE_STYLE", "figure_style", "save_figure", "render", "write_html", "TEMPLATES"]
-
-#: rcParams shared by every report figure (paper-like: small serif-free labels, no top/right frame).
-FIGURE_STYLE: dict[str, Any] = {
-    "font.size": 8,
-    "axes.titlesize": 8,
-    "axes.labelsize": 8,
-    "legend.fontsize": 7,
-    "xtick.labelsize": 7,
-    "ytick.labelsize": 7,
-    "image.origin": "lower",
-    "savefig.bbox": "tight",
-}
+__all__ = ["save_figure", "render", "write_html", "TEMPLATES"]
 
 #: The Jinja environment of the report templates (``helioforge/templates``); a variable missing
 #: from the context is an error, not an empty string.
 TEMPLATES = Environment(loader=PackageLoader("helioforge", "templates"), autoescape=select_autoescape(["html"]),
                         undefined=StrictUndefined, trim_blocks=False, lstrip_blocks=False)
-
-
-@contextlib.contextmanager
-def figure_style(**overrides: Any) -> Iterator[None]:
-    """Context in which new figures use :data:`FIGURE_STYLE` (plus ``overrides``, rcParams names)."""
-    with matplotlib.rc_context({**FIGURE_STYLE, **overrides}):
-        yield
 
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
