@@ -44,6 +44,8 @@ from helioforge.nn.sicon import AMPLITUDE_FLOOR, CONCAT_STOKES_SCALE, CONTINUUM_
 #: Quadratures of the SP spectral profile (the keys of
 #: :data:`helioforge.inversion.instrument.SPECTRAL_QUADRATURES`, which maps them to spline degrees).
 Quadrature = Literal["trapezoid", "linear", "cubic", "quintic"]
+#: Implementations of the LTE synthesis (:func:`helioforge.physics.lte.synth_lte` ``kernel``).
+SynthesisKernel = Literal["torch", "fused"]
 #: The two SICON networks: the encoder–decoder (§3.1) and the concatenate network (§3.2).
 Network = Literal["encdec", "concat"]
 NETWORKS: tuple[str, ...] = get_args(Network)
@@ -215,6 +217,11 @@ class TrainsetConfig(Settings):
         them gets ``"quintic"``; set ``"trapezoid"`` to resume or extend one); also
         ``"linear"``, ``"cubic"``. Part of the set's digest (except ``"trapezoid"``, which
         keeps the digest of those older sets): a set is not resumed with another quadrature.
+    synthesis_kernel : the LTE synthesis implementation (:func:`helioforge.physics.lte.synth_lte`,
+        ``kernel``): ``"fused"`` (default) the compiled one-pass kernel, ``"torch"`` the
+        element-wise reference that every set made before this setting used (it keeps their
+        digest; the fused kernel's Stokes differ from it by < 1e-4 I_c, so a set is not
+        resumed with the other kernel).
     qs_reference_size : side (model pixels) of the quiet-Sun map whose median continuum
         normalises every Stokes map (paper §2 step 3: "normalized to the median continuum in
         the surrounding quiet Sun") and whose mean log τ = 0 height is z = 0.
@@ -238,6 +245,7 @@ class TrainsetConfig(Settings):
     margin_px: int = 4
     wavelength_oversampling: int = 2
     spectral_quadrature: Quadrature = "quintic"
+    synthesis_kernel: SynthesisKernel = "torch"
     qs_reference_size: int = 64
     qs_reference_seed: int = 0
     seed: int = 0

@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import functools
 import hashlib
 import json
 import logging
@@ -73,6 +74,7 @@ from helioforge.inversion.targets import interp_log_tau, patch_targets, target_n
 from helioforge.io import write_json, write_text
 from helioforge.locking import workdir_lock
 from helioforge.physics.eos import EOS_VERSION
+from helioforge.physics.lte import synth_lte
 from helioforge.physics.sicon_targets import QUANTITIES, TARGET_UNITS
 from helioforge.progress import progress_bar
 
@@ -614,6 +616,8 @@ def _make_trainset(out: Path, prof: TrainsetProfile, *, synthesize, instrument, 
     drop = ("trainset.qs_reference_seed",)
     if ts.spectral_quadrature == "trapezoid":
         drop += ("trainset.spectral_quadrature",)
+    if ts.synthesis_kernel == "torch":  # sets made before the fused kernel keep their digest
+        drop += ("trainset.synthesis_kernel",)
     digest = prof.digest("trainset", "grid", "atmosphere", drop=drop, extra={"eos_version": EOS_VERSION})
     old = None
     if (out / MANIFEST).is_file():
@@ -626,6 +630,8 @@ def _make_trainset(out: Path, prof: TrainsetProfile, *, synthesize, instrument, 
     if instrument is None:
         instrument = HinodeSP.from_data(root)
     models = load_model_set(prof.atmosphere.models, prof.grid, root)
+    if synthesize is None:
+        synthesize = functools.partial(synth_lte, kernel=ts.synthesis_kernel)
     chain = StokesChain(synthesize, instrument, mu=ts.mu, oversampling=ts.wavelength_oversampling, device=device,
                         quadrature=ts.spectral_quadrature)
     t0 = time.perf_counter()

@@ -483,7 +483,8 @@ def _damping(line: SpectralLine, T, n_HI, dnu_D):
 
 def synth_lte(atmos: Atmosphere, wavelength: torch.Tensor | np.ndarray, lines: list[SpectralLine] | None = None,
               mu: float = 1.0, continuum_wavelength: float | None = None,
-              chunk: int = 128, molecules: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+              chunk: int = 128, molecules: bool = True, kernel: str = "torch",
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stokes I, Q, U, V of LTE lines in depth-stratified atmospheres, batched and differentiable.
 
     Parameters
@@ -508,6 +509,10 @@ def synth_lte(atmos: Atmosphere, wavelength: torch.Tensor | np.ndarray, lines: l
         Equation of state with H₂ and H₂⁺ (default; :func:`chemical_equilibrium`). At given
         P_e, H₂ takes hydrogen from the H⁻ and H continua and from the van der Waals perturbers
         (atomic H), so umbral lines deepen; False gives the atomic equation of state.
+    kernel : {"torch", "fused"}
+        ``"torch"`` (default): element-wise torch operations, differentiable, any device (the
+        reference). ``"fused"``: the compiled one-pass kernel of
+        :mod:`helioforge.physics.lte_fused` (CPU, not differentiable, float32 arithmetic inside).
 
     Returns
     -------
@@ -529,6 +534,8 @@ def synth_lte(atmos: Atmosphere, wavelength: torch.Tensor | np.ndarray, lines: l
     """
     if not 0.0 < mu <= 1.0:
         raise ValueError(f"mu must be in (0, 1], got {mu}")
+    if kernel not in ("torch", "fused"):
+        raise ValueError(f"kernel must be 'torch' or 'fused', got {kernel!r}")
     lines = fe_lines() if lines is None else lines
     batch = atmos.batch_shape
     n = atmos.T.shape[-1]
