@@ -50,7 +50,8 @@ NAMED = {"FAL-C": "FALC11", "HSRA": "hsra11", "Maltby umbra": "emaltby11", "penu
 UNIFORM_FIELD = dict(B=1500.0, inclination=60.0, azimuth=30.0)
 
 
-def _with_field(model, **values):
+def with_field(model, **values):
+    """A copy of a SIR model with the given fields (e.g. ``B``) set to a constant at every depth."""
     n = model.log_tau.size
     return replace(model, **{k: np.full(n, float(v)) for k, v in values.items()})
 
@@ -92,7 +93,8 @@ def _figure(pairs, wav, path: Path) -> None:
     plt.close(fig)
 
 
-def _time_best(fn, repeat: int) -> float:
+def time_best(fn, repeat: int) -> float:
+    """Best wall time [s] of ``repeat`` calls of ``fn()``."""
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -109,8 +111,8 @@ def _speed(models_same_grid, wav, batch: int, repeat: int, lw_times: list[float]
     stack32 = Atmosphere(**{k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in vars(stack).items()})
     with torch.no_grad():
         synth_lte(Atmosphere.stack(atm[:2]), wav_t)  # warm-up
-        t_lte = _time_best(lambda: synth_lte(stack, wav_t), repeat)
-        t_lte32 = _time_best(lambda: synth_lte(stack32, wav_t), repeat)
+        t_lte = time_best(lambda: synth_lte(stack, wav_t), repeat)
+        t_lte32 = time_best(lambda: synth_lte(stack32, wav_t), repeat)
     rng = np.random.default_rng(0)
     me = MEParameters.create(B=rng.uniform(0, 3000, batch), inclination=rng.uniform(0, 180, batch),
                              azimuth=rng.uniform(0, 180, batch), v_los=rng.uniform(-2, 2, batch),
@@ -118,7 +120,7 @@ def _speed(models_same_grid, wav, batch: int, repeat: int, lw_times: list[float]
                              damping=rng.uniform(0.05, 0.5, batch), S0=np.full(batch, 0.3), S1=np.full(batch, 0.7))
     lines = fe_lines()
     with torch.no_grad():
-        t_me = _time_best(lambda: synth_me(me, wav_t, lines), repeat)
+        t_me = time_best(lambda: synth_me(me, wav_t, lines), repeat)
     t_lw = float(np.median(lw_times))
     return dict(lw=1.0 / t_lw, lte=batch / t_lte, lte32=batch / t_lte32, me=batch / t_me,
                 n_depth=int(stack.T.shape[-1]))
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> str:
     atm_dir = data_root() / "stokes" / "atmospheres"
     wav = hinode_wavelengths()
     named = {label: read_sir(atm_dir / f"{stem}.mod") for label, stem in NAMED.items()}
-    magnetised = {f"{label} +B": _with_field(m, **UNIFORM_FIELD) for label, m in named.items()}
+    magnetised = {f"{label} +B": with_field(m, **UNIFORM_FIELD) for label, m in named.items()}
     perturbed = lwr.perturbed_atmospheres(list(named.values()), n=args.n_perturbed, seed=args.seed)
 
     lwr.lightweaver_stokes(named["HSRA"], wav)  # warm-up (imports, atomic data, wavelength grids)

@@ -20,8 +20,9 @@ single-model synthesis (:mod:`helioforge.inversion.synthesis`) use it.
 
 from __future__ import annotations
 
-import math
 import dataclasses
+import functools
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -30,9 +31,40 @@ import torch
 
 from helioforge.inversion.config import TrainsetConfig
 from helioforge.inversion.instrument import HinodeSP, check_quadrature
-from helioforge.physics.lte import synth_lte
+from helioforge.physics.lte import hydrostatic_equilibrium, synth_lte
 
-__all__ = ["synthesis_wavelengths", "StokesChain"]
+__all__ = ["synthesis_wavelengths", "StokesChain", "kernel_functions"]
+
+
+def kernel_functions(kernel: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The synthesis and hydrostatic-equilibrium functions of a training set's ``synthesis_kernel``.
+
+    Parameters
+    ----------
+    kernel : {"torch", "fused"}
+        ``"torch"``: :func:`~helioforge.physics.lte.synth_lte` and
+        :func:`~helioforge.physics.lte.hydrostatic_equilibrium` as every set made before issue 15
+        used them. ``"fused"``: the compiled one-pass synthesis (``synth_lte(kernel="fused")``,
+        :mod:`helioforge.physics.lte_fused`) and the hydrostatic equilibrium with warm-started
+        Newton solves for P_e (same solution to < 10⁻⁹).
+
+    Returns
+    -------
+    (synthesize, hydrostatic) : callables
+        ``synthesize(atmosphere, wavelengths, mu=...) -> (stokes, Ic)`` and
+        ``hydrostatic(log_tau, T) -> (Pe, Pg, rho, z)``; picklable (module functions or
+        :func:`functools.partial` of them), so that Dask workers receive them.
+
+    Raises
+    ------
+    ValueError
+        For another ``kernel``.
+    """
+    if kernel == "torch":
+        return synth_lte, hydrostatic_equilibrium
+    if kernel == "fused":
+        return functools.partial(synth_lte, kernel="fused"), functools.partial(hydrostatic_equilibrium, warm_start=True)
+    raise ValueError(f"synthesis kernel must be 'torch' or 'fused', got {kernel!r}")
 
 
 def synthesis_wavelengths(sp_wavelengths: np.ndarray, oversampling: int = 2, pad_A: float = 0.08) -> np.ndarray:

@@ -21,15 +21,33 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-__all__ = ["faddeeva", "voigt_faraday"]
+__all__ = ["faddeeva", "voigt_faraday", "weideman_coefficients"]
 
 _N = 16
 _SQRT_PI = math.sqrt(math.pi)
 
 
 @lru_cache(maxsize=4)
-def _weideman_coefficients(n_terms: int = _N) -> tuple[float, np.ndarray]:
-    """Weideman (1994) eq. (38)-(39): L and the polynomial coefficients a_n (n = 1..N)."""
+def weideman_coefficients(n_terms: int = _N) -> tuple[float, np.ndarray]:
+    """The constants of Weideman's (1994) rational approximation of the Faddeeva function.
+
+    Parameters
+    ----------
+    n_terms : int
+        N, the number of terms (12 for the line synthesis, 16 by default).
+
+    Returns
+    -------
+    L : float
+        The scale L = (N/√2)^½.
+    a : ndarray (N,)
+        Polynomial coefficients a_N … a_1, highest order first (for Horner's scheme), so that
+        w(z) = 2 p(Z)/(L − iz)² + 1/(√π (L − iz)) with p(Z) = Σ a_n Z^(n−1), Z = (L + iz)/(L − iz).
+
+    Notes
+    -----
+    Weideman (1994), SIAM J. Numer. Anal. 31, 1497, eq. (38)-(39).
+    """
     m = 2 * n_terms
     m2 = 2 * m
     k = np.arange(-m + 1, m)
@@ -44,7 +62,7 @@ def _weideman_coefficients(n_terms: int = _N) -> tuple[float, np.ndarray]:
 
 
 def _faddeeva_forward(z: torch.Tensor, n_terms: int) -> torch.Tensor:
-    L, coeffs = _weideman_coefficients(n_terms)
+    L, coeffs = weideman_coefficients(n_terms)
     iz = 1j * z
     lp = L + iz
     lm = L - iz

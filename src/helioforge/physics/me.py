@@ -26,7 +26,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from helioforge.physics.atomic import SpectralLine
-from helioforge.physics.faddeeva import _weideman_coefficients, voigt_faraday
+from helioforge.physics.faddeeva import weideman_coefficients, voigt_faraday
 
 __all__ = ["LORENTZ_SHIFT", "C_KMS", "FRAME_PARAMS", "PropagationElements", "zeeman_propagation", "MEParameters", "synth_me",
            "default_eta0_ratios", "me_frame_profiles", "me_frame_to_stokes", "synth_me_jacobian"]
@@ -240,7 +240,7 @@ def _weideman(x: torch.Tensor, a: torch.Tensor, n_terms: int) -> torch.Tensor:
     (w = 2 p(Z)/(L − iz)² + (L − iz)⁻¹/√π, Z = (L + iz)/(L − iz)), without autograd and with
     in-place Horner steps. ``x`` (..., nλ) real, ``a`` ≥ 0 broadcastable; returns complex.
     """
-    L, coeffs = _weideman_coefficients(n_terms)
+    L, coeffs = weideman_coefficients(n_terms)
     ae = a.expand_as(x)
     inv = torch.reciprocal(torch.complex(L + ae, -x))  # 1/(L − iz)
     Z = torch.complex(L - ae, x).mul_(inv)

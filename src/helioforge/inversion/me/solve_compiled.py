@@ -20,7 +20,7 @@ from helioforge.inversion.me.model import _LOG, _LOG_CLAMP, _LOGIT_CLAMP, _SIGMO
 from helioforge.inversion.me.solve_torch import _LAM_MAX, _LAM_MIN
 from helioforge.inversion.me.start import _grid_variants, _keep_best, _start_variants
 from helioforge.physics.atomic import SpectralLine
-from helioforge.physics.faddeeva import _weideman_coefficients
+from helioforge.physics.faddeeva import weideman_coefficients
 from helioforge.physics.me import LORENTZ_SHIFT, default_eta0_ratios
 
 __all__ = ["me_line_constants", "me_frame_profiles_compiled"]
@@ -68,7 +68,7 @@ def me_line_constants(wavelength, lines: list[SpectralLine], eta0_ratios: list[f
             ptr.append(len(cs))
             gc.append(sum(c))
             gcs.append(sum(ci * si for ci, si in zip(c, s)))
-    L, coeffs = _weideman_coefficients(int(n_terms))
+    L, coeffs = weideman_coefficients(int(n_terms))
     return (off, lam0, np.asarray(eta0_ratios, dtype=np.float64), LORENTZ_SHIFT * lam0 ** 2,
             np.asarray(ptr, dtype=np.int64), np.asarray(cs, dtype=np.float64), np.asarray(cc, dtype=np.float64),
             np.asarray(gc, dtype=np.float64), np.asarray(gcs, dtype=np.float64), float(L),
