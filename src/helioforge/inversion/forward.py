@@ -31,6 +31,7 @@ import torch
 
 from helioforge.inversion.config import TrainsetConfig
 from helioforge.inversion.instrument import HinodeSP, check_quadrature
+from helioforge.physics.hydrostatic_fused import hydrostatic_equilibrium_fused
 from helioforge.physics.lte import hydrostatic_equilibrium, synth_lte
 
 __all__ = ["synthesis_wavelengths", "StokesChain", "kernel_functions"]
@@ -45,8 +46,10 @@ def kernel_functions(kernel: str) -> tuple[Callable[..., Any], Callable[..., Any
         ``"torch"``: :func:`~helioforge.physics.lte.synth_lte` and
         :func:`~helioforge.physics.lte.hydrostatic_equilibrium` as every set made before issue 15
         used them. ``"fused"``: the compiled one-pass synthesis (``synth_lte(kernel="fused")``,
-        :mod:`helioforge.physics.lte_fused`) and the hydrostatic equilibrium with warm-started
-        Newton solves for P_e (same solution to < 10⁻⁹).
+        :mod:`helioforge.physics.lte_fused`) and the compiled hydrostatic equilibrium with
+        warm-started Newton solves for P_e
+        (:func:`~helioforge.physics.hydrostatic_fused.hydrostatic_equilibrium_fused`, the
+        same solution to rounding).
 
     Returns
     -------
@@ -63,7 +66,7 @@ def kernel_functions(kernel: str) -> tuple[Callable[..., Any], Callable[..., Any
     if kernel == "torch":
         return synth_lte, hydrostatic_equilibrium
     if kernel == "fused":
-        return functools.partial(synth_lte, kernel="fused"), functools.partial(hydrostatic_equilibrium, warm_start=True)
+        return functools.partial(synth_lte, kernel="fused"), hydrostatic_equilibrium_fused
     raise ValueError(f"synthesis kernel must be 'torch' or 'fused', got {kernel!r}")
 
 

@@ -407,9 +407,9 @@ def electron_pressure(T: torch.Tensor, Pg: torch.Tensor, iterations: int = 12, m
     initial : tensor, same shape, optional
         A guess of ln P_e (e.g. the solution at the neighbouring depth point scaled by P_g):
         Newton steps start from it (warm start: 3-4 residual evaluations instead of 16) and
-        stop when every step is below 10⁻¹⁰ (float64; 10⁻⁶ in float32); points that have not
-        converged after :data:`WARM_START_STEPS` steps are solved again with the bracketed
-        method. Same root to rounding.
+        stop when every step is below 10⁻¹⁰ (float64; 10⁻⁶ in float32); if any point has not
+        converged after :data:`WARM_START_STEPS` steps, the whole batch is solved again with
+        the bracketed method. Same root to rounding.
 
     Returns
     -------

@@ -72,6 +72,7 @@ __all__ = [
     "Atmosphere",
     "continuum_opacity",
     "hydrostatic_equilibrium",
+    "depth_order",
     "planck_nu",
     "delo_linear",
     "synth_lte",
@@ -149,6 +150,38 @@ def continuum_opacity(T: torch.Tensor, Pe: torch.Tensor, wavelength_A: float, mo
     return gas.n_HI * (k_hm_bf + k_hm_ff + k_h + k_ray) + gas.n_H2 * k_ray_h2 + gas.n_e * SIGMA_THOMSON
 
 
+def depth_order(log_tau: torch.Tensor, T: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """Check a depth grid for the hydrostatic equilibrium and tell its order.
+
+    Parameters
+    ----------
+    log_tau : tensor (n,) or (..., n)
+        log τ₅₀₀ grid, broadcastable to ``T``.
+    T : tensor (..., n)
+        Temperature [K] (only its shape is used).
+
+    Returns
+    -------
+    log_tau : tensor (..., n)
+        The grid expanded to the shape of ``T``.
+    top_first : bool
+        True if log τ increases along the last axis (top first), False if it decreases (SIR order).
+
+    Raises
+    ------
+    ValueError
+        If there are fewer than two depth points or the grid is not strictly monotonic (in
+        the same direction for every column).
+    """
+    log_tau = log_tau.expand_as(T)
+    if T.shape[-1] < 2:
+        raise ValueError("hydrostatic_equilibrium needs at least two depth points")
+    d = torch.diff(log_tau, dim=-1)
+    if not (bool((d > 0).all()) or bool((d < 0).all())):
+        raise ValueError("log_tau must be strictly monotonic")
+    return log_tau, bool((d > 0).all())
+
+
 def hydrostatic_equilibrium(log_tau: torch.Tensor, T: torch.Tensor, gravity: float = GRAVITY,
                             substeps: int = 2, molecules: bool = True, warm_start: bool = False,
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -193,18 +226,12 @@ def hydrostatic_equilibrium(log_tau: torch.Tensor, T: torch.Tensor, gravity: flo
     ValueError
         If the grid has fewer than two points or is not strictly monotonic.
     """
-    log_tau = torch.as_tensor(log_tau, dtype=T.dtype, device=T.device)
-    log_tau = log_tau.expand_as(T)
-    if T.shape[-1] < 2:
-        raise ValueError("hydrostatic_equilibrium needs at least two depth points")
-    d = torch.diff(log_tau, dim=-1)
-    if not (bool((d > 0).all()) or bool((d < 0).all())):
-        raise ValueError("log_tau must be strictly monotonic")
-    top_first = bool((d > 0).all())
+    log_tau, top_first = depth_order(torch.as_tensor(log_tau, dtype=T.dtype, device=T.device), T)
     if not top_first:  # work top → bottom
         return tuple(t.flip(-1) for t in hydrostatic_equilibrium(log_tau.flip(-1), T.flip(-1), gravity, substeps,
                                                                  molecules, warm_start))
     ratio = [None]  # ln P_e − ln P_g of the last solve: the warm start of the next one
+    ratios = []  # … and at each grid point, the warm start of the final solve
 
     def kappa_mass(temp, pg):
         if warm_start:
@@ -225,6 +252,8 @@ def hydrostatic_equilibrium(log_tau: torch.Tensor, T: torch.Tensor, gravity: flo
         km, _ = kappa_mass(T[..., 0], pg)
         pg = torch.sqrt(pg * gravity * tau0 / km)
     ln_pg = [torch.log(pg)]
+    if warm_start:
+        ratios.append(ratio[0])
 
     def rhs(lt, temp, lnp):
         km, _ = kappa_mass(temp, torch.exp(lnp))
@@ -244,10 +273,12 @@ def hydrostatic_equilibrium(log_tau: torch.Tensor, T: torch.Tensor, gravity: flo
             k2 = rhs(lb, tb, y + h * k1)
             y = y + 0.5 * h * (k1 + k2)
         ln_pg.append(y)
+        if warm_start:
+            ratios.append(ratio[0])
     Pg = torch.exp(torch.stack(ln_pg, dim=-1))
     if warm_start:  # the first guess at every depth: the ratio of the last stage
         phi = saha_ratio(T)
-        Pe = electron_pressure(T, Pg, molecules=molecules, phi=phi, initial=torch.log(Pg) + ratio[0].unsqueeze(-1))
+        Pe = electron_pressure(T, Pg, molecules=molecules, phi=phi, initial=torch.log(Pg) + torch.stack(ratios, dim=-1))
         gas = gas_state_from_pg(T, Pg, Pe, molecules, phi=phi)
     else:
         Pe = electron_pressure(T, Pg, molecules=molecules)

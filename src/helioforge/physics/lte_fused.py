@@ -32,16 +32,14 @@ work — in one numba-compiled pass per atmosphere, parallel over atmospheres:
 The arithmetic is float32 (the per-depth inputs are rounded to it); the result is returned in
 the dtype of the atmosphere. The kernel is not differentiable: use ``kernel="torch"`` for
 gradients. It runs on the CPU with as many threads as torch is set to use
-(:func:`torch.get_num_threads`): slices of the batch on Python threads, as the compiled code
-releases the GIL. Not numba's ``parallel=True``: its OpenMP worker threads spin-wait after a
-kernel and slowed the torch code between two calls (the hydrostatic equilibrium) tenfold on
-two cores. The result does not depend on the number of threads (tested).
+(:func:`torch.get_num_threads`): slices of the batch on Python threads
+(:func:`helioforge.physics.threads.run_in_slices`, which says why not numba's OpenMP). The
+result does not depend on the number of threads (tested).
 """
 
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -49,6 +47,7 @@ import torch
 
 from helioforge.physics.faddeeva import weideman_coefficients
 from helioforge.physics.me import LORENTZ_SHIFT
+from helioforge.physics.threads import run_in_slices
 
 __all__ = ["FAR_REGION", "MID_REGION", "fused_stokes", "faddeeva_regions"]
 
@@ -429,19 +428,6 @@ def _fused_kernel(tau, S, eta0, dlam, damp, shift, zpd, cos_t, sin2_t, cos2c, si
         ic_out[b] = ic
 
 
-_POOL: list = [None, 0]
-
-
-def _pool(threads: int) -> ThreadPoolExecutor:
-    """A thread pool of ``threads`` workers, kept between calls (threads sleep when idle: no
-    OpenMP spin-waiting that would slow the torch code running between kernel calls)."""
-    if _POOL[1] != threads:
-        if _POOL[0] is not None:
-            _POOL[0].shutdown(wait=True)
-        _POOL[0], _POOL[1] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lte-fused"), threads
-    return _POOL[0]
-
-
 def _components(lines) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Flattened Zeeman components: line index, group (0 σ_b, 1 π, 2 σ_r), shift [Lorentz units], strength."""
     c_line, c_group, c_shift, c_strength = [], [], [], []
@@ -510,16 +496,10 @@ def fused_stokes(q, wavelength: torch.Tensor, lines, mu: float) -> tuple[torch.T
     per_atmosphere = (f32(q.tau_c), f32(q.S), stack(q.eta0), dlam, stack(q.damping), stack(q.shift), zpd,
                       f32(torch.cos(inc)), f32(torch.sin(inc) ** 2), f32(torch.cos(2 * azi)), f32(torch.sin(2 * azi)))
     shared = (off, *_components(lines), _f32(mu), _f32(FAR_REGION), _f32(MID_REGION))
-    threads = max(1, min(torch.get_num_threads(), nb))
-    if threads == 1:
-        _fused_kernel(*per_atmosphere, *shared, out, ic)
-    else:  # contiguous slices of atmospheres on Python threads (the kernel releases the GIL)
-        bounds = np.linspace(0, nb, threads + 1).astype(int)
 
-        def run(k):
-            sl = slice(bounds[k], bounds[k + 1])
-            _fused_kernel(*(a[sl] for a in per_atmosphere), *shared, out[sl], ic[sl])
+    def run(sl: slice) -> None:
+        _fused_kernel(*(a[sl] for a in per_atmosphere), *shared, out[sl], ic[sl])
 
-        list(_pool(threads).map(run, range(threads)))
+    run_in_slices(run, nb)
     dtype = q.tau_c.dtype
     return torch.from_numpy(out).to(dtype), torch.from_numpy(ic).to(dtype)
