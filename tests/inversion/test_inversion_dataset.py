@@ -242,6 +242,25 @@ def test_resume_skips_finished_shards_and_refuses_other_settings(tmp_path, data_
         TrainsetDataset(tmp_path / "empty")
 
 
+def test_a_set_is_finished_with_the_kernel_it_was_started_with(tmp_path, data_dir, instrument):
+    """Sets made before the fused kernel (synthesis_kernel="torch") keep their digest and are
+    resumed with the torch kernel under the new default (issue 15)."""
+    prof = _tiny(n_patches=2, shard_size=1, size=4, seed=5)
+    assert prof.trainset.synthesis_kernel == "fused"  # the default
+    old = dataclasses.replace(prof, trainset=dataclasses.replace(prof.trainset, synthesis_kernel="torch"))
+    out, whole = tmp_path / "started_with_torch", tmp_path / "torch_in_one_go"
+    make_trainset(out, old, instrument=instrument, root=data_dir, progress=False, max_shards=1)
+    man = make_trainset(out, prof, instrument=instrument, root=data_dir, progress=False)  # the default profile
+    assert man["complete"] and man["synthesis_kernel"] == "torch"
+    ref = make_trainset(whole, old, instrument=instrument, root=data_dir, progress=False)
+    assert [e["sha256"] for e in man["shards"]] == [e["sha256"] for e in ref["shards"]]
+    # the fused kernel's set is another set (another digest), close to the torch one
+    fused = make_trainset(tmp_path / "fused", prof, instrument=instrument, root=data_dir, progress=False)
+    assert fused["digest"] != ref["digest"] and fused["synthesis_kernel"] == "fused"
+    a, b = TrainsetDataset(tmp_path / "fused")[1][0], TrainsetDataset(whole)[1][0]
+    assert float((a - b).abs().max()) < 5e-5  # I_c units
+
+
 def test_paper_geometry_rebin_and_margin(data_dir, instrument):
     """0.08″ model pixels rebinned 2×2, with a margin cropped after the PSF."""
     prof = _tiny(size=4)

@@ -2,6 +2,7 @@
 
     helioforge inversion synth MODEL.mod -o stokes.fits   LTE Stokes profiles of a SIR model (Hinode SP)
     helioforge inversion make-trainset -o DIR             synthetic (Stokes, atmosphere) training patches
+        [--scheduler local|tcp://HOST:PORT]               ... its shards as tasks on a Dask cluster
     helioforge inversion train -t DIR -n encdec|concat    train/resume a SICON network
     helioforge inversion validate --valset DIR            MAD/KDE on held-out maps, ME baseline, SPINOR, re-synthesis
     helioforge invert MAP -o atmos.fits                   (top level) invert a Hinode SP map
@@ -117,6 +118,10 @@ def make_trainset_cmd(
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the shards already in the folder against their checksums and make damaged ones again (--no-verify trusts them)."),
     reference_from: Optional[Path] = typer.Option(None, "--reference-from", help="Training-set folder whose quiet-Sun reference (I_c, z offset) this set uses: make held-out sets with it."),
     kinds: Optional[str] = typer.Option(None, "--kinds", help="Kinds of map to draw, equally often: a comma list of quiet, plage, spot (default: the profile's fractions). E.g. --kinds plage,spot --size 64 for held-out maps with quiet Sun around a spot or plage."),
+    shard_size: Optional[int] = typer.Option(None, "--shard-size", min=1, help="Patches per shard, ≥ 1 (default: the profile's). On a cluster each shard is one task: use at least a few shards per worker."),
+    scheduler: str = typer.Option("none", "--scheduler", help="none: serial, in this process (default); local: a Dask LocalCluster of one single-threaded worker process per core (--workers); tcp://HOST:PORT: the scheduler of a running Dask cluster (e.g. dask-jobqueue), whose workers share the output and data folders."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes of --scheduler local, ≥ 1 (default: one per core)."),
+    retries: int = typer.Option(2, "--retries", min=0, help="Further attempts of a shard whose task fails on the cluster, ≥ 0."),
     data: Optional[Path] = DATA,
 ) -> None:
     """Synthetic (Stokes map, 49 target maps) patches in zarr shards with a manifest (paper §2).
@@ -125,6 +130,11 @@ def make_trainset_cmd(
     ones are made. The folder is locked while the command runs. A held-out set must share the
     training set's quiet-Sun reference (``inversion validate`` refuses one that does not): sets
     that differ only in ``--seed`` share it; otherwise pass ``--reference-from TRAINSET``.
+
+    With ``--scheduler local`` or ``--scheduler tcp://HOST:PORT`` each shard is one task on a
+    Dask cluster, bit-identical to the serial one; shards that still fail after ``--retries``
+    are named (with their patches and seeds) and the command exits with status 2 after the
+    others are made: rerun it to make only the missing shards.
     """
     use_data(data, announce=True)
     from helioforge.inversion.config import get_trainset_profile
@@ -134,17 +144,23 @@ def make_trainset_cmd(
         _check_device(device)
         prof = get_trainset_profile(profile)
         ts = prof.trainset
-        changes = {k: v for k, v in {"n_patches": patches, "patch_size": size, "seed": seed}.items() if v is not None}
+        changes = {k: v for k, v in {"n_patches": patches, "patch_size": size, "seed": seed,
+                                     "shard_size": shard_size}.items() if v is not None}
         if changes:
             prof = replace(prof, trainset=replace(ts, **changes))
         if kinds is not None:
             prof = replace(prof, atmosphere=replace(prof.atmosphere, kind_fractions=kind_fractions(kinds)))
         manifest = make_trainset(output, prof, device=device, progress=True, verify_existing=verify,
-                                 reference_from=reference_from)
+                                 reference_from=reference_from, scheduler=scheduler, n_workers=workers,
+                                 retries=retries)
     except _ERRORS as e:
         _error(e)
     n = sum(s.get("n", 0) for s in manifest.get("shards", []))
-    out.print(f"wrote {n} patches in {len(manifest.get('shards', []))} shards under {output} "
+    run = (manifest.get("runs") or [{}])[-1]
+    where = run.get("scheduler") or {}
+    how = (f" on the Dask cluster {where.get('address')} ({where.get('n_workers')} workers)"
+           if where.get("address") else "")
+    out.print(f"wrote {n} patches in {len(manifest.get('shards', []))} shards under {output}{how} "
               f"({'complete' if manifest.get('complete') else 'incomplete'})")
     if ranges:
         try:

@@ -217,11 +217,13 @@ class TrainsetConfig(Settings):
         them gets ``"quintic"``; set ``"trapezoid"`` to resume or extend one); also
         ``"linear"``, ``"cubic"``. Part of the set's digest (except ``"trapezoid"``, which
         keeps the digest of those older sets): a set is not resumed with another quadrature.
-    synthesis_kernel : the LTE synthesis implementation (:func:`helioforge.physics.lte.synth_lte`,
-        ``kernel``): ``"fused"`` (default) the compiled one-pass kernel, ``"torch"`` the
-        element-wise reference that every set made before this setting used (it keeps their
-        digest; the fused kernel's Stokes differ from it by < 1e-4 I_c, so a set is not
-        resumed with the other kernel).
+    synthesis_kernel : the synthesis and hydrostatic-equilibrium implementation
+        (:func:`helioforge.inversion.forward.kernel_functions`): ``"fused"`` (default) the
+        compiled one-pass LTE kernel and the compiled hydrostatic equilibrium, ``"torch"`` the
+        element-wise torch code that every set made before this setting used (it keeps their
+        digest). The fused kernel's Stokes differ from the torch kernel's by < 1.1 × 10⁻⁵ I_c,
+        so a set is finished with the kernel it was started with: resuming a torch-made set
+        keeps the torch kernel.
     qs_reference_size : side (model pixels) of the quiet-Sun map whose median continuum
         normalises every Stokes map (paper §2 step 3: "normalized to the median continuum in
         the surrounding quiet Sun") and whose mean log τ = 0 height is z = 0.
@@ -245,7 +247,7 @@ class TrainsetConfig(Settings):
     margin_px: int = 4
     wavelength_oversampling: int = 2
     spectral_quadrature: Quadrature = "quintic"
-    synthesis_kernel: SynthesisKernel = "torch"
+    synthesis_kernel: SynthesisKernel = "fused"
     qs_reference_size: int = 64
     qs_reference_seed: int = 0
     seed: int = 0

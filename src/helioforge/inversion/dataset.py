@@ -32,13 +32,27 @@ Targets (outputs), 7 quantities × 7 optical-depth surfaces = 49 maps, quantity-
 Storage: ``out_dir/shard_NNNNN.zarr`` (zarr 3 groups) holding ``stokes`` (N, 4, 112, H, W)
 float32, ``targets`` (N, 49, H, W) float32, ``kind`` (N,) int8 (index in
 :data:`~helioforge.inversion.atmospheres.KINDS`) and ``patch_index`` (N,) int64, one chunk per
-patch; each shard is written under a temporary name and renamed when complete, and
-``manifest.json`` (atomic) lists the shards with their SHA-256 checksums. A rerun verifies the
-complete shards against them and keeps those that match (resumable); a damaged one (a chunk
-deleted, garbled or edited) is taken off the manifest and made again. Patch i is always drawn
+patch. The float32 arrays are compressed with **Blosc zstd level 3, byte shuffle**, chosen by
+measurement (``benchmarks/bench_trainset_dask.py``, 6 patches of 32×32: 1.57 MB a patch against
+2.04 MB raw and 1.88 MB with zarr's default Zstd level 0 that earlier sets used, reads in 5–8 ms a
+patch; the smallest store among the codecs that write and read within 2× of the fastest;
+noise-free float32 spectra compress little). The codec is stored in each array's metadata, so
+shards written before keep being read; the checksums hash the decoded arrays, so they do not
+depend on the codec (the benchmark checks it). Each shard is written under a temporary name
+and renamed when complete, and ``manifest.json`` (atomic) lists the shards with their SHA-256
+checksums. A rerun verifies the complete shards against them and keeps those that match
+(resumable); a damaged one (a chunk deleted, garbled or edited) is taken off the manifest and
+made again. Patch i is always drawn
 from ``default_rng([seed, i])``, so a remade shard is bit-identical. Readers of a set
 (training, validation) check every shard first (:func:`verify_trainset`): a deleted chunk
 would otherwise read as zeros. ``make_trainset`` holds the folder's lock while it runs.
+
+Clusters (issue 15): with ``make_trainset(..., scheduler="local" | "tcp://HOST:PORT")`` each
+missing shard is one task on a Dask cluster (:mod:`helioforge.inversion.cluster`), made by the
+same code (:func:`_write_shard`) from the same seeds, so a shard is the same bit for bit however
+it is made; this process alone writes the manifest, which records the code version, the
+synthesis kernel, the scheduler and the shards that failed. See docs/inversion.md, "Training
+sets on a cluster".
 """
 
 from __future__ import annotations
@@ -53,7 +67,10 @@ import logging
 import os
 import shlex
 import shutil
+import socket
+import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, TYPE_CHECKING
 
@@ -65,16 +82,15 @@ import torch
 
 from helioforge import __version__
 from helioforge.config import data_root
-from helioforge.errors import ProductError
+from helioforge.errors import InputError, ProductError
 from helioforge.inversion.atmospheres import KINDS, ModelSet, load_model_set, make_patch_atmosphere
 from helioforge.inversion.config import TrainsetProfile, get_trainset_profile
-from helioforge.inversion.forward import StokesChain, SynthesizeFn
+from helioforge.inversion.forward import StokesChain, SynthesizeFn, kernel_functions
 from helioforge.inversion.instrument import HinodeSP
 from helioforge.inversion.targets import interp_log_tau, patch_targets, target_names
 from helioforge.io import write_json, write_text
 from helioforge.locking import workdir_lock
 from helioforge.physics.eos import EOS_VERSION
-from helioforge.physics.lte import synth_lte
 from helioforge.physics.sicon_targets import QUANTITIES, TARGET_UNITS
 from helioforge.progress import progress_bar
 
@@ -91,6 +107,7 @@ __all__ = [
     "reading_shard",
     "make_trainset_command",
     "TrainsetError",
+    "ShardsFailed",
     "TrainsetDataset",
     "sicon_ranges",
     "target_ranges",
@@ -103,6 +120,8 @@ logger = logging.getLogger(__name__)
 _SICON_TO_OURS = {"T": 1.0, "vz": 1e-5, "z": 1e-5, "logP": 1.0, "BQ": 1.0, "BU": 1.0, "BV": 1.0}
 
 MANIFEST = "manifest.json"
+#: Runs a manifest's ``runs`` history keeps (the latest).
+_MAX_RUNS = 50
 _FORMAT = "helioforge-sicon-trainset"
 _FORMAT_VERSION = 1
 
@@ -122,7 +141,40 @@ class TrainsetError(ProductError, RuntimeError):
         return (type(self), (self.path, self.problem, self.remedy))
 
 
-def make_trainset_command(root: str | Path, manifest: dict[str, Any] | None = None) -> str:
+class ShardsFailed(TrainsetError):
+    """Some shards of a training set made on a Dask cluster failed after their retries.
+
+    The other shards were made and are listed in the manifest (``complete`` is ``False``; its
+    ``failed`` entry describes each failure); rerunning the same command makes only the
+    missing shards.
+
+    Parameters
+    ----------
+    path : str or Path
+        The manifest.
+    problem : str
+        The failed shards and their errors, in words.
+    remedy : str
+        The command that makes the missing shards.
+    failed : list of dict
+        The manifest's ``failed`` entries: ``shard``, ``file``, ``first_patch``, ``n``,
+        ``patches`` ("first–last"), ``seed``, ``rng`` (the patches' generators), ``error``.
+    manifest : dict, optional
+        The manifest as written.
+    """
+
+    def __init__(self, path: str | Path, problem: str, remedy: str = "", failed: list[dict[str, Any]] | None = None,
+                 manifest: dict[str, Any] | None = None) -> None:
+        super().__init__(path, problem, remedy)
+        self.failed = list(failed or [])
+        self.manifest = manifest
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.problem, self.remedy, self.failed, self.manifest))
+
+
+def make_trainset_command(root: str | Path, manifest: dict[str, Any] | None = None, *,
+                          scheduler: str | None = None) -> str:
     """The ``helioforge inversion make-trainset`` command that resumes (or repairs) the set in ``root``.
 
     Parameters
@@ -131,7 +183,10 @@ def make_trainset_command(root: str | Path, manifest: dict[str, Any] | None = No
         The training-set folder (``-o``).
     manifest : dict, optional
         Its manifest; its ``profile_name``, ``n_patches``, ``patch_size`` and ``seed`` become ``-p``,
-        ``--patches``, ``--size`` and ``--seed`` when present.
+        ``--patches``, ``--size`` and ``--seed`` when present, and ``shard_size`` becomes
+        ``--shard-size`` when it differs from the profile's.
+    scheduler : str, optional
+        ``--scheduler`` of the command (``local`` or a scheduler address); none: serial.
 
     Returns
     -------
@@ -144,6 +199,15 @@ def make_trainset_command(root: str | Path, manifest: dict[str, Any] | None = No
                          ("--seed", "seed")):
             if manifest.get(key) is not None:
                 cmd += f" {opt} {shlex.quote(str(manifest[key]))}"
+        if manifest.get("shard_size") is not None:
+            try:
+                default = get_trainset_profile(str(manifest.get("profile_name"))).trainset.shard_size
+            except ValueError:
+                default = None
+            if manifest["shard_size"] != default:
+                cmd += f" --shard-size {shlex.quote(str(manifest['shard_size']))}"
+    if scheduler:
+        cmd += f" --scheduler {shlex.quote(str(scheduler))}"
     return cmd
 
 
@@ -375,6 +439,13 @@ def _existing_shard(path: Path, digest: str, first: int, n: int) -> dict[str, An
     return {"file": path.name, "first_patch": first, "n": n, "sha256": attrs["sha256"], "kinds": attrs["kinds"]}
 
 
+def _shard_compressors() -> list:
+    """The codec of the shards' float32 arrays: Blosc zstd level 3 with byte shuffle (see the module docstring)."""
+    from zarr.codecs import BloscCodec
+
+    return [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")]
+
+
 def _write_shard(path: Path, indices: range, make: Callable[[int], tuple[np.ndarray, np.ndarray, int]],
                  digest: str, on_patch: Callable[[], None]) -> dict[str, Any]:
     import zarr
@@ -390,8 +461,10 @@ def _write_shard(path: Path, indices: range, make: Callable[[int], tuple[np.ndar
     for j, i in enumerate(indices):
         stokes, targets, kind = make(i)
         if arr_s is None:
-            arr_s = g.create_array("stokes", shape=(n, *stokes.shape), chunks=(1, *stokes.shape), dtype="float32")
-            arr_t = g.create_array("targets", shape=(n, *targets.shape), chunks=(1, *targets.shape), dtype="float32")
+            arr_s = g.create_array("stokes", shape=(n, *stokes.shape), chunks=(1, *stokes.shape), dtype="float32",
+                                   compressors=_shard_compressors())
+            arr_t = g.create_array("targets", shape=(n, *targets.shape), chunks=(1, *targets.shape), dtype="float32",
+                                   compressors=_shard_compressors())
         arr_s[j] = stokes
         arr_t[j] = targets
         kinds[j] = kind
@@ -536,6 +609,165 @@ def _progress(total: int, initial: int, enabled: bool):
     return progress_bar(total, "training set", "patch", initial=initial, disable=not enabled)
 
 
+#: The parts of the package whose code makes a shard (their Python files are hashed).
+_SOURCE_PARTS = ("*.py", "data/**/*.py", "physics/**/*.py", "inversion/**/*.py")
+
+
+def _source_digest() -> str:
+    """SHA-256 (16 hex digits) of the Python files of :data:`_SOURCE_PARTS`, names and contents (a few ms)."""
+    pkg = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for p in sorted({p for pattern in _SOURCE_PARTS for p in pkg.glob(pattern)}):
+        h.update(str(p.relative_to(pkg)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+#: The package's source as this process imported it (hashed at import, after the physics modules
+#: above: a Dask worker started after a file changed gets another digest and is refused).
+_SOURCE_SHA256 = _source_digest()
+
+
+@functools.lru_cache(maxsize=1)
+def _code_version() -> dict[str, Any]:
+    """helioforge's version and source digest, and its git commit when the package is a tracked file of a
+    git checkout."""
+    code: dict[str, Any] = {"helioforge": __version__, "source_sha256": _SOURCE_SHA256}
+    here = Path(__file__).resolve()
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "--no-optional-locks", "-C", str(here.parent), *args], capture_output=True,
+                              text=True, timeout=20, check=True).stdout.strip()
+
+    try:  # a tracked file: a checkout of helioforge, not an installed copy inside some other repository
+        git("ls-files", "--error-unmatch", here.name)
+        code["git_commit"] = git("rev-parse", "HEAD")
+        code["git_dirty"] = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return code
+
+
+def _set_digest(prof: TrainsetProfile) -> str:
+    """The digest of the settings that fix a set's contents (what a resumed set must share)."""
+    ts = prof.trainset
+    # the reference map's seed only matters for a new set (a resumed one keeps its manifest's
+    # reference): sets made before it existed keep their digest
+    # the physics version is part of the digest: a set synthesised with another equation of state
+    # (before H₂, issue 13) is not resumed or extended with the new one
+    # sets made before the SP-profile quadrature was a setting used the trapezoid: with it, the
+    # digest leaves the key out, so those sets can still be resumed
+    drop = ("trainset.qs_reference_seed",)
+    if ts.spectral_quadrature == "trapezoid":
+        drop += ("trainset.spectral_quadrature",)
+    if ts.synthesis_kernel == "torch":  # sets made before the fused kernel keep their digest
+        drop += ("trainset.synthesis_kernel",)
+    return prof.digest("trainset", "grid", "atmosphere", drop=drop, extra={"eos_version": EOS_VERSION})
+
+
+def _synthesis_chain(prof: TrainsetProfile, *, synthesize, instrument, hydrostatic, root, device: str):
+    """``(instrument, models, chain, hydrostatic)`` of a set: what :func:`make_patch` needs besides the
+    reference. The one place where the defaults are chosen: the serial path and every Dask worker
+    build the chain here; the synthesis and the hydrostatic equilibrium not given are those of the
+    profile's ``synthesis_kernel`` (:func:`~helioforge.inversion.forward.kernel_functions`)."""
+    ts = prof.trainset
+    if instrument is None:
+        instrument = HinodeSP.from_data(root)
+    models = load_model_set(prof.atmosphere.models, prof.grid, root)
+    kernel_synthesize, kernel_hydrostatic = kernel_functions(ts.synthesis_kernel)
+    synthesize = kernel_synthesize if synthesize is None else synthesize
+    hydrostatic = kernel_hydrostatic if hydrostatic is None else hydrostatic
+    chain = StokesChain(synthesize, instrument, mu=ts.mu, oversampling=ts.wavelength_oversampling, device=device,
+                        quadrature=ts.spectral_quadrature)
+    return instrument, models, chain, hydrostatic
+
+
+def _kernel_name(prof: TrainsetProfile, synthesize: Any) -> str:
+    if synthesize is None:
+        return prof.trainset.synthesis_kernel
+    name = getattr(synthesize, "__qualname__", None) or type(synthesize).__qualname__
+    return f"custom: {getattr(synthesize, '__module__', '?')}.{name}"
+
+
+def _shard_range(prof: TrainsetProfile, k: int) -> tuple[int, int]:
+    first = k * prof.trainset.shard_size
+    return first, min(prof.trainset.shard_size, prof.trainset.n_patches - first)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ShardJob:
+    """What a Dask task needs to make a shard (pickled to the workers with each task)."""
+
+    token: str  # unique to the run: the workers' cache key
+    out_dir: str
+    profile: dict[str, Any]  # TrainsetProfile.to_dict()
+    digest: str
+    reference: dict[str, float]  # {"ic_quiet_sun", "z_offset_km"}: computed once, by the client
+    root: str  # the data folder, as the client resolved it
+    device: str
+    threads: int  # torch threads in each task
+    code: dict[str, Any]
+    synthesize: Any = None
+    instrument: Any = None
+    hydrostatic: Any = None
+
+
+def _worker_context(job: _ShardJob):
+    """``(profile, models, chain)`` rebuilt in a worker from the job; refuses a worker that disagrees."""
+    from helioforge.inversion.config import TrainsetProfile as _Profile
+
+    out = Path(job.out_dir)
+    mine = _code_version()
+    for key in ("helioforge", "git_commit", "source_sha256"):
+        if key in mine and key in job.code and mine[key] != job.code[key]:
+            raise TrainsetError(out, f"this Dask worker ({socket.gethostname()}, pid {os.getpid()}) runs other "
+                                     f"helioforge code than the client ({key} {mine[key]} vs {job.code[key]}: another "
+                                     f"installation, or a source file changed since one of them started)",
+                                "run the same helioforge on the client and every worker (restart the workers after "
+                                "changing the code)")
+    prof = _Profile.from_dict(job.profile)
+    if _set_digest(prof) != job.digest:
+        raise TrainsetError(out, f"the Dask worker computes digest {_set_digest(prof)} for the profile, the client "
+                                 f"{job.digest}", "run the same helioforge on the client and every worker")
+    _, models, chain, hydrostatic = _synthesis_chain(prof, synthesize=job.synthesize, instrument=job.instrument,
+                                                     hydrostatic=job.hydrostatic, root=job.root, device=job.device)
+    return prof, models, chain, hydrostatic
+
+
+def _shard_task(job: _ShardJob, k: int) -> dict[str, Any]:
+    """Make shard ``k`` in a Dask worker (one task): the same :func:`_write_shard` as the serial path.
+
+    Returns ``{"entry": the manifest's shard entry, "seconds", "host", "pid", "peak_rss_mb"}``.
+    """
+    from helioforge.inversion.cluster import _fault_hook, tune_worker_malloc, worker_cached, worker_peak_rss_mb
+
+    t0 = time.perf_counter()
+    tune_worker_malloc()
+    if torch.get_num_threads() != job.threads:
+        torch.set_num_threads(job.threads)
+    prof, models, chain, hydrostatic = worker_cached(job.token, lambda: _worker_context(job))
+    first, n = _shard_range(prof, k)
+    label = _shard_name(k).removesuffix(".zarr")
+
+    def make(i: int):
+        if i == first + n - 1:  # the test hook strikes with the shard half written
+            _fault_hook(label)
+        return make_patch(i, prof, models, chain, job.reference, hydrostatic)
+
+    entry = _write_shard(Path(job.out_dir) / _shard_name(k), range(first, first + n), make, job.digest, lambda: None)
+    return {"entry": entry, "seconds": time.perf_counter() - t0, "host": socket.gethostname(), "pid": os.getpid(),
+            "peak_rss_mb": worker_peak_rss_mb()}
+
+
+def _failure(prof: TrainsetProfile, k: int, error: BaseException | None, retries: int) -> dict[str, Any]:
+    first, n = _shard_range(prof, k)
+    seed = prof.trainset.seed
+    text = f"{type(error).__name__}: {error}" if error is not None else "unknown error"
+    return {"shard": k, "file": _shard_name(k), "first_patch": first, "n": n, "patches": f"{first}–{first + n - 1}",
+            "seed": seed, "rng": f"numpy.random.default_rng([{seed}, i]) for i = {first}…{first + n - 1}",
+            "error": " ".join(text.split())[:2000], "retries": retries}
+
+
 def make_trainset(
     out_dir: str | Path,
     profile: TrainsetProfile | str = "cpu",
@@ -549,22 +781,37 @@ def make_trainset(
     max_shards: int | None = None,
     device: str = "cpu",
     reference_from: str | Path | None = None,
+    scheduler: Any = None,
+    n_workers: int | None = None,
+    retries: int = 2,
+    threads_per_worker: int = 1,
 ) -> dict[str, Any]:
     """Make (or resume) a training set of Stokes maps and target maps in ``out_dir``.
 
     The folder's lock (:func:`helioforge.locking.workdir_lock`) is held throughout: a second
     run on the same folder raises :class:`~helioforge.errors.FolderInUse`.
 
+    Without ``scheduler`` the shards are made one after the other in this process. With one,
+    each missing shard is one task on a Dask cluster (:mod:`helioforge.inversion.cluster`):
+    the workers rebuild the models and the synthesis chain once per process, make the shard
+    with the same code and write it under a temporary name renamed when complete; this process
+    computes the quiet-Sun reference once, updates ``manifest.json`` as the shards complete and
+    shows the progress. A shard is the same, bit for bit, whichever way it is made (patch i is
+    drawn from ``default_rng([seed, i])``; the manifest's SHA-256 per shard agree). The
+    training-set and data folders must be on a file system every worker sees at the same path.
+
     Parameters
     ----------
     out_dir : destination folder (created).
     profile : a :class:`~helioforge.inversion.config.TrainsetProfile` or its name.
-    synthesize : the synthesis (default :func:`helioforge.physics.lte.synth_lte`); see
-        :class:`~helioforge.inversion.forward.StokesChain`.
+    synthesize : the synthesis (default: the one of the profile's ``trainset.synthesis_kernel``,
+        :func:`~helioforge.inversion.forward.kernel_functions`); see
+        :class:`~helioforge.inversion.forward.StokesChain`. On a cluster it must be picklable.
     instrument : the instrument (default :class:`helioforge.inversion.instrument.HinodeSP`).
-    hydrostatic : hydrostatic-equilibrium function (default the LTE module's).
+    hydrostatic : hydrostatic-equilibrium function (default: the synthesis kernel's,
+        :func:`~helioforge.inversion.forward.kernel_functions`; for ``torch`` the LTE module's).
     root : data folder for the SIR models and instrument files (default :func:`data_root`).
-    progress : show a progress bar (tqdm).
+    progress : show a progress bar (tqdm on a terminal, log lines elsewhere).
     verify_existing : recompute the checksum of each complete shard found before keeping it
         (default); a shard that no longer matches (a chunk deleted, garbled or edited) is
         discarded, taken off the manifest and made again. ``False`` trusts the shards' own
@@ -577,63 +824,128 @@ def make_trainset(
         own reference map (:func:`quiet_sun_reference`; drawn from ``qs_reference_seed``, so
         sets that differ only in ``seed`` share it); a resumed set keeps the reference of its
         manifest.
+    scheduler : ``None`` or ``"none"`` (serial, the default), ``"local"`` (a
+        :class:`distributed.LocalCluster` of ``n_workers`` single-threaded worker processes,
+        closed at the end), ``"tcp://HOST:PORT"`` (a running Dask scheduler) or a
+        :class:`distributed.Client`.
+    n_workers : worker processes of ``scheduler="local"`` (default one per usable core).
+    retries : further attempts of a shard whose task raised (≥ 0, default 2). A worker that
+        dies is replaced and its shard made elsewhere (Dask's ``allowed-failures``, default 3).
+    threads_per_worker : torch threads of each task on the cluster (and threads of each local
+        worker); 1 suits one worker process per core.
 
     Returns
     -------
     The manifest (also written to ``out_dir/manifest.json``; ``complete`` is ``True`` once
-    every shard exists).
+    every shard exists). Besides the set's settings and shards it records the ``code``
+    (helioforge version, git commit and whether the checkout had changes, when it is one),
+    the ``synthesis_kernel``, the ``scheduler`` of the latest run (``kind`` serial, local,
+    external or client, ``address``, ``n_workers``, ``threads_per_worker``), ``failed`` (the
+    shards whose tasks failed in the latest run), ``timing`` and ``runs`` (one entry per run).
 
     Raises
     ------
+    ShardsFailed : on a cluster, shards still failing after ``retries`` (a
+        :class:`TrainsetError`): the message names each shard, its patches and seeds and the
+        error, and the command that makes only the missing shards; the other shards are made
+        and in the manifest.
     TrainsetError : ``out_dir`` holds a set made with other settings or with another quiet-Sun
         reference than ``reference_from``'s (both sets named), an unreadable manifest, or
         ``reference_from`` is not a training set.
+    InputError : a bad ``scheduler``, ``n_workers``, ``retries`` or ``threads_per_worker``
+        (before anything is written), no scheduler at the address, or workers that cannot see
+        the folders.
     FolderInUse : another process is making a set in ``out_dir``.
     FileNotFoundError, helioforge.data.sir.SIRReadError : a model file is missing or bad (named).
     """
+    from helioforge.inversion.cluster import dask_client, parse_scheduler
+
     prof = get_trainset_profile(profile) if isinstance(profile, str) else profile
-    with workdir_lock(out_dir):
-        return _make_trainset(Path(out_dir), prof, synthesize=synthesize, instrument=instrument,
-                              hydrostatic=hydrostatic, root=root, progress=progress, verify_existing=verify_existing,
-                              max_shards=max_shards, device=device, reference_from=reference_from)
+    spec = parse_scheduler(scheduler)
+    if retries is None or not isinstance(retries, int) or retries < 0:
+        raise InputError(f"--retries must be an integer ≥ 0, got {retries!r}")
+    if not isinstance(threads_per_worker, int) or threads_per_worker < 1:
+        raise InputError(f"threads_per_worker must be an integer ≥ 1, got {threads_per_worker!r}")
+    if n_workers is not None:
+        if not isinstance(n_workers, int) or n_workers < 1:
+            raise InputError(f"--workers must be an integer ≥ 1, got {n_workers!r}")
+        if spec != "local":
+            raise InputError("--workers applies to --scheduler local only"
+                             + (" (a running cluster has its own workers)" if spec is not None else ""))
+    with contextlib.ExitStack() as stack:
+        opened = None  # a running cluster is reached first: a wrong address is refused before the folder is touched
+        if spec is not None and not (isinstance(spec, str) and spec == "local"):
+            opened = stack.enter_context(dask_client(spec, None, threads_per_worker))
+
+        def open_cluster():
+            return opened or stack.enter_context(dask_client(spec, n_workers, threads_per_worker))
+
+        with workdir_lock(out_dir):
+            return _make_trainset(Path(out_dir), prof, synthesize=synthesize, instrument=instrument,
+                                  hydrostatic=hydrostatic, root=root, progress=progress,
+                                  verify_existing=verify_existing, max_shards=max_shards, device=device,
+                                  reference_from=reference_from, scheduler=spec,
+                                  open_cluster=open_cluster if spec is not None else None, retries=retries,
+                                  threads_per_worker=threads_per_worker)
 
 
 def _make_trainset(out: Path, prof: TrainsetProfile, *, synthesize, instrument, hydrostatic, root, progress: bool,
                    verify_existing: bool, max_shards: int | None, device: str,
-                   reference_from: str | Path | None = None) -> dict[str, Any]:
+                   reference_from: str | Path | None = None, scheduler: Any = None,
+                   open_cluster: Callable[[], tuple[Any, dict[str, Any]]] | None = None,
+                   retries: int = 2, threads_per_worker: int = 1) -> dict[str, Any]:
     ts = prof.trainset
     given = None
     if reference_from is not None:  # read before anything is made: a bad folder is refused at once
         given = quiet_sun_reference_of(read_manifest(reference_from), Path(reference_from))
         given["source"] = f"taken from the training set {Path(reference_from)} ({given['source']})"
     out.mkdir(parents=True, exist_ok=True)
-    # the reference map's seed only matters for a new set (a resumed one keeps its manifest's
-    # reference): sets made before it existed keep their digest
-    # the physics version is part of the digest: a set synthesised with another equation of state
-    # (before H₂, issue 13) is not resumed or extended with the new one
-    # sets made before the SP-profile quadrature was a setting used the trapezoid: with it, the
-    # digest leaves the key out, so those sets can still be resumed
-    drop = ("trainset.qs_reference_seed",)
-    if ts.spectral_quadrature == "trapezoid":
-        drop += ("trainset.spectral_quadrature",)
-    if ts.synthesis_kernel == "torch":  # sets made before the fused kernel keep their digest
-        drop += ("trainset.synthesis_kernel",)
-    digest = prof.digest("trainset", "grid", "atmosphere", drop=drop, extra={"eos_version": EOS_VERSION})
+    digest = _set_digest(prof)
     old = None
     if (out / MANIFEST).is_file():
         old = read_manifest(out)
         if old.get("digest") != digest:
-            raise TrainsetError(out / MANIFEST, f"made with other settings (digest {old.get('digest')} ≠ {digest}); use a new folder")
+            # a set is finished with the synthesis kernel it was started with (sets made before
+            # the fused kernel, with the torch one, are resumed as they were made)
+            other = "torch" if ts.synthesis_kernel == "fused" else "fused"
+            alt = dataclasses.replace(prof, trainset=dataclasses.replace(ts, synthesis_kernel=other))
+            if old.get("digest") == _set_digest(alt):
+                logger.info("%s: made with the %s synthesis kernel; it is resumed with that kernel", out, other)
+                prof, ts, digest = alt, alt.trainset, _set_digest(alt)
+            else:
+                raise TrainsetError(out / MANIFEST, f"made with other settings (digest {old.get('digest')} ≠ {digest}); "
+                                                    "use a new folder")
         if given is not None:
             require_same_reference(given, quiet_sun_reference_of(old, out), Path(reference_from), out,
                                    "use a new folder for the set with the shared reference")
-    if instrument is None:
-        instrument = HinodeSP.from_data(root)
-    models = load_model_set(prof.atmosphere.models, prof.grid, root)
-    if synthesize is None:
-        synthesize = functools.partial(synth_lte, kernel=ts.synthesis_kernel)
-    chain = StokesChain(synthesize, instrument, mu=ts.mu, oversampling=ts.wavelength_oversampling, device=device,
-                        quadrature=ts.spectral_quadrature)
+    # the shards already there (verified against their checksums): what is left to make
+    n_sh = ts.n_shards()
+    entries: list[dict[str, Any] | None] = [None] * n_sh
+    done = 0
+    for k in range(n_sh):
+        first, n = _shard_range(prof, k)
+        e = _existing_shard(out / _shard_name(k), digest, first, n)
+        if e is not None and verify_existing:
+            why = shard_problem(out / _shard_name(k), e["sha256"])
+            if why is not None:
+                logger.warning("%s: %s; it is made again", out / _shard_name(k), why)
+                e = None
+        if e is not None:
+            entries[k] = e
+            done += n
+    skipped = sum(e is not None for e in entries)
+    if skipped:
+        logger.info("%s: %d complete shard(s) found and kept", out, skipped)
+    todo = [k for k in range(n_sh) if entries[k] is None]
+    if max_shards is not None:
+        todo = todo[:max_shards]
+    # the cluster starts (its workers import while this process makes the reference) only when there is work
+    cluster = open_cluster() if open_cluster is not None and todo else None
+
+    root = Path(root) if root is not None else data_root()
+    user_synthesize, user_instrument, user_hydrostatic = synthesize, instrument, hydrostatic
+    instrument, models, chain, hydrostatic = _synthesis_chain(prof, synthesize=synthesize, instrument=instrument,
+                                                              hydrostatic=hydrostatic, root=root, device=device)
     t0 = time.perf_counter()
     if given is not None:
         qs_ref = given
@@ -652,11 +964,19 @@ def _make_trainset(out: Path, prof: TrainsetProfile, *, synthesize, instrument, 
     def make(i: int):
         return make_patch(i, prof, models, chain, reference, hydrostatic)
 
+    code = _code_version()
+    run: dict[str, Any] = {"started": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                           "code": code, "scheduler": {"kind": "serial", "torch_threads": torch.get_num_threads()}}
+    if cluster is not None:
+        run["scheduler"] = dict(cluster[1], torch_threads=threads_per_worker, retries=retries)
+    elif scheduler is not None:
+        run["scheduler"] = {"kind": "unused (nothing to make)", "requested": _scheduler_option(scheduler)}
     manifest: dict[str, Any] = {
         "format": _FORMAT,
         "format_version": _FORMAT_VERSION,
         "software": _software(),
-        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "code": code,
+        "created": (old or {}).get("created") or run["started"],
         "profile_name": prof.name,
         "profile": prof.to_dict(),
         "digest": digest,
@@ -667,6 +987,8 @@ def _make_trainset(out: Path, prof: TrainsetProfile, *, synthesize, instrument, 
         "n_shards": ts.n_shards(),
         "pixel_arcsec": ts.hinode_pixel_arcsec,
         "model_pixel_arcsec": ts.model_pixel_arcsec,
+        "synthesis_kernel": _kernel_name(prof, user_synthesize),
+        "scheduler": (old or {}).get("scheduler") or run["scheduler"],
         "stokes": {
             "array": "stokes",
             "shape": [4, len(instrument.wavelengths), ts.patch_size, ts.patch_size],
@@ -699,65 +1021,112 @@ def _make_trainset(out: Path, prof: TrainsetProfile, *, synthesize, instrument, 
         "kinds": list(KINDS),
         "models": models.names,
         "shards": [],
+        "failed": [],
         "complete": False,
+        "runs": list((old or {}).get("runs") or [])[-(_MAX_RUNS - 1):] + [run],
     }
-    n_sh = ts.n_shards()
-    entries: list[dict[str, Any] | None] = [None] * n_sh
-    done = 0
-    for k in range(n_sh):
-        first = k * ts.shard_size
-        n = min(ts.shard_size, ts.n_patches - first)
-        e = _existing_shard(out / _shard_name(k), digest, first, n)
-        if e is not None and verify_existing:
-            why = shard_problem(out / _shard_name(k), e["sha256"])
-            if why is not None:
-                logger.warning("%s: %s; it is made again", out / _shard_name(k), why)
-                e = None
-        if e is not None:
-            entries[k] = e
-            done += n
-    skipped = sum(e is not None for e in entries)
-    if skipped:
-        logger.info("%s: %d complete shard(s) found and kept", out, skipped)
+    failed: list[dict[str, Any]] = []
+    stats = {"made": 0, "shards": 0, "peak_rss_mb": None, "workers": set()}
 
-    def flush(seconds: float, made: int) -> None:
+    def flush(seconds: float) -> None:
         manifest["shards"] = [e for e in entries if e is not None]
         totals = {kname: sum(e["kinds"][kname] for e in manifest["shards"]) for kname in KINDS}
         manifest["counts"] = {"patches": sum(e["n"] for e in manifest["shards"]), "shards": len(manifest["shards"]),
                               "kinds": totals}
         manifest["complete"] = all(e is not None for e in entries)
+        manifest["failed"] = sorted(failed, key=lambda f: f["shard"])
+        if stats["shards"] or "kind" not in manifest["scheduler"]:
+            manifest["scheduler"] = run["scheduler"]
+        made = stats["made"]
+        run.update({"shards_made": stats["shards"], "patches_made": made, "seconds": round(seconds, 3),
+                    "failed_shards": [f["shard"] for f in manifest["failed"]]})
+        if stats["workers"]:
+            run["workers_used"] = len(stats["workers"])
+        if stats["peak_rss_mb"] is not None:
+            run["worker_peak_rss_mb"] = round(stats["peak_rss_mb"], 1)
         if made:
-            manifest["timing"] = {"seconds_per_patch": seconds / made, "patches_timed": made}
+            manifest["timing"] = {"seconds_per_patch": seconds / made, "patches_timed": made, "seconds": seconds,
+                                  "patches_per_s": made / seconds if seconds > 0 else None,
+                                  "scheduler": run["scheduler"]["kind"]}
         write_json(out / MANIFEST, manifest)
 
-    flush(0.0, 0)
+    flush(0.0)
     bar = _progress(ts.n_patches, done, progress)
-    new = 0
     t_start = time.perf_counter()
-    made = 0
     try:
-        for k in range(n_sh):
-            if entries[k] is not None:
-                continue
-            if max_shards is not None and new >= max_shards:
-                break
-            first = k * ts.shard_size
-            n = min(ts.shard_size, ts.n_patches - first)
+        if scheduler is None:
+            for k in todo:
+                first, n = _shard_range(prof, k)
 
-            def tick():
-                nonlocal made
-                made += 1
-                bar.update(1)
+                def tick():
+                    stats["made"] += 1
+                    bar.update(1)
 
-            entries[k] = _write_shard(out / _shard_name(k), range(first, first + n), make, digest, tick)
-            new += 1
-            flush(time.perf_counter() - t_start, made)
+                entries[k] = _write_shard(out / _shard_name(k), range(first, first + n), make, digest, tick)
+                stats["shards"] += 1
+                flush(time.perf_counter() - t_start)
+        elif cluster is not None:
+            _run_on_cluster(out, prof, todo, entries, failed, stats, bar, flush, t_start, cluster[0], retries=retries,
+                            threads_per_worker=threads_per_worker, digest=digest, reference=reference, root=root,
+                            device=device, code=code, synthesize=user_synthesize, instrument=user_instrument,
+                            hydrostatic=user_hydrostatic)
     finally:
         bar.close()
-    if made:
-        logger.info("%d patches in %.1f s (%.2f s/patch)", made, time.perf_counter() - t_start,
-                    (time.perf_counter() - t_start) / made)
+    seconds = time.perf_counter() - t_start
+    if stats["made"]:
+        logger.info("%d patches in %.1f s (%.2f s/patch)", stats["made"], seconds, seconds / stats["made"])
+    if failed:
+        cmd = make_trainset_command(out, manifest, scheduler=_scheduler_option(scheduler))
+        words = "; ".join(f"{f['file']} (patches {f['patches']}, default_rng([{f['seed']}, i])): {f['error'][:300]}"
+                          for f in manifest["failed"])
+        raise ShardsFailed(out / MANIFEST, f"{len(failed)} of {len(todo)} shard(s) failed after {retries} "
+                                           f"retr{'y' if retries == 1 else 'ies'}, the others are made: {words}",
+                           f"fix the cause, then run `{cmd}` to make only the missing shards (the manifest lists "
+                           f"the failures under \"failed\")", failed=manifest["failed"], manifest=manifest)
     return manifest
+
+
+def _scheduler_option(scheduler: Any) -> str | None:
+    """The ``--scheduler`` value that reaches the same cluster again."""
+    if scheduler is None or isinstance(scheduler, str):
+        return scheduler
+    return getattr(getattr(scheduler, "scheduler", None), "address", None)
+
+
+def _run_on_cluster(out: Path, prof: TrainsetProfile, todo: list[int], entries: list, failed: list, stats: dict,
+                    bar, flush: Callable[[float], None], t_start: float, client: Any, *, retries: int,
+                    threads_per_worker: int, digest: str, reference: dict[str, float], root: Path, device: str,
+                    code: dict[str, Any], synthesize: Any, instrument: Any, hydrostatic: Any) -> None:
+    """The missing shards ``todo`` as Dask tasks; ``entries``, ``failed`` and the manifest follow."""
+    from helioforge.inversion.cluster import check_workers_see, run_tasks
+
+    check_workers_see(client, read=[root], write=[out])
+    logger.info("%d shard(s) on the Dask cluster %s", len(todo), client.scheduler.address)
+    token = uuid.uuid4().hex
+    job = _ShardJob(token=token, out_dir=str(out.resolve()), profile=prof.to_dict(), digest=digest,
+                    reference=dict(reference), root=str(Path(root).resolve()), device=device, threads=threads_per_worker,
+                    code=code, synthesize=synthesize, instrument=instrument, hydrostatic=hydrostatic)
+    labels = {_shard_name(k).removesuffix(".zarr"): k for k in todo}
+    tasks = {label: (job, k) for label, k in labels.items()}
+    for outcome in run_tasks(client, _shard_task, tasks, retries=retries, key_prefix=f"trainset-{token[:8]}"):
+        k = labels[outcome.label]
+        if outcome.ok:
+            res = outcome.result
+            entries[k] = res["entry"]
+            stats["made"] += res["entry"]["n"]
+            stats["shards"] += 1
+            stats["workers"].add((res["host"], res["pid"]))
+            if res.get("peak_rss_mb") is not None:
+                stats["peak_rss_mb"] = max(stats["peak_rss_mb"] or 0.0, res["peak_rss_mb"])
+            bar.set_postfix(shards=stats["shards"], failed=len(failed))
+            bar.update(res["entry"]["n"])
+        else:
+            f = _failure(prof, k, outcome.error, retries)
+            failed.append(f)
+            bar.set_postfix(shards=stats["shards"], failed=len(failed))
+            logger.error("%s: shard %s (patches %s, %s) failed after %d retries: %s", out, f["file"], f["patches"],
+                         f["rng"], retries, f["error"])
+        flush(time.perf_counter() - t_start)
 
 
 # --------------------------------------------------------------------------- reading
