@@ -286,3 +286,17 @@ def test_real_synthesis_end_to_end(tmp_path, data_dir, instrument):
     assert 0.1 < I[0].mean().item() < 1.3  # continuum in quiet-Sun units
     assert I.min().item() < 0.9 * I[0].min().item()  # absorption lines
     assert s[3].abs().max().item() > 1e-4 or t[42:].abs().max().item() < 50  # V where there is a field
+
+
+def test_the_fused_kernel_is_refused_off_the_cpu_and_a_bad_kernel_named(tmp_path, data_dir, instrument):
+    from typer.testing import CliRunner
+
+    from helioforge.cli import app
+    from helioforge.errors import InputError
+
+    with pytest.raises(InputError, match="fused synthesis kernel runs on the CPU"):
+        make_trainset(tmp_path / "gpu", _tiny(n_patches=1, shard_size=1, size=4), instrument=instrument,
+                      root=data_dir, progress=False, device="cuda")
+    r = CliRunner().invoke(app, ["inversion", "make-trainset", "-o", str(tmp_path / "k"), "-p", "tiny", "--kernel", "gpu"])
+    assert r.exit_code == 2 and "synthesis_kernel must be one of 'torch', 'fused'" in r.output
+    assert not (tmp_path / "k" / "manifest.json").exists()

@@ -114,6 +114,7 @@ def make_trainset_cmd(
     size: Optional[int] = typer.Option(None, "--size", min=4, max=256, help="Patch side in 0.16″ pixels, 4–256 (default: the profile's, 32)."),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Random seed, ≥ 0 (default: the profile's)."),
     device: str = typer.Option("cpu", "--device", help="Where the synthesis runs: cpu or cuda."),
+    kernel: Optional[str] = typer.Option(None, "--kernel", help="Synthesis kernel: fused (compiled, CPU; the default) or torch (the element-wise torch code; the default with --device cuda). A set is resumed with the kernel it was started with."),
     ranges: bool = typer.Option(True, "--ranges/--no-ranges", help="Write target_ranges.csv/json against SICON's normalisation."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the shards already in the folder against their checksums and make damaged ones again (--no-verify trusts them)."),
     reference_from: Optional[Path] = typer.Option(None, "--reference-from", help="Training-set folder whose quiet-Sun reference (I_c, z offset) this set uses: make held-out sets with it."),
@@ -144,8 +145,10 @@ def make_trainset_cmd(
         _check_device(device)
         prof = get_trainset_profile(profile)
         ts = prof.trainset
+        if kernel is None and device != "cpu":
+            kernel = "torch"  # the fused kernel runs on the CPU only
         changes = {k: v for k, v in {"n_patches": patches, "patch_size": size, "seed": seed,
-                                     "shard_size": shard_size}.items() if v is not None}
+                                     "shard_size": shard_size, "synthesis_kernel": kernel}.items() if v is not None}
         if changes:
             prof = replace(prof, trainset=replace(ts, **changes))
         if kinds is not None:

@@ -671,6 +671,9 @@ def _synthesis_chain(prof: TrainsetProfile, *, synthesize, instrument, hydrostat
     build the chain here; the synthesis and the hydrostatic equilibrium not given are those of the
     profile's ``synthesis_kernel`` (:func:`~helioforge.inversion.forward.kernel_functions`)."""
     ts = prof.trainset
+    if ts.synthesis_kernel == "fused" and synthesize is None and str(device) != "cpu":
+        raise InputError(f"the fused synthesis kernel runs on the CPU; use synthesis_kernel='torch' (--kernel torch) "
+                         f"to synthesise on {device}")
     if instrument is None:
         instrument = HinodeSP.from_data(root)
     models = load_model_set(prof.atmosphere.models, prof.grid, root)
