@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from helioforge.cli.app import app
@@ -124,19 +125,76 @@ def params(
 def fetch_sharp_cmd(
     email: str = typer.Option(..., "--email", help="Email registered with JSOC exports."),
     start: str = typer.Option(..., "--start", help="Start time (ISO, e.g. 2011-02-15T00:00)."),
-    end: str = typer.Option(..., "--end", help="End time (ISO)."),
+    end: str = typer.Option(..., "--end", help="End time (ISO; with --all-harps not included)."),
     harp: Optional[list[int]] = typer.Option(None, "--harp", help="HARP number (repeatable)."),
     noaa: Optional[list[int]] = typer.Option(None, "--noaa", help="NOAA active-region number (repeatable)."),
-    cadence: str = typer.Option("12m", "--cadence", help="JSOC cadence, e.g. 12m, 1h, 1d."),
+    all_harps: bool = typer.Option(False, "--all-harps", help="Every HARP of the range: chunked, resumable archive ingest "
+                                   "(manifest in the output folder; rerun the same command to resume)."),
+    cadence: str = typer.Option("12m", "--cadence", help="JSOC cadence, e.g. 12m, 96m, 1h, 1d."),
     segment: list[str] = typer.Option(["Br"], "--segment", help="Segments (repeatable): Br, bitmap, magnetogram, ..."),
     out_dir: Path = typer.Option(Path("data/sharp"), "--output", "-o", help="Download folder."),
     old_out: Optional[Path] = typer.Option(None, "--out", hidden=True),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the JSOC query and stop."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the JSOC query (with --all-harps: the chunk queries) and stop."),
+    chunk: str = typer.Option("1d", "--chunk", help="--all-harps: chunk length, a whole number of cadence steps."),
+    max_records: int = typer.Option(2000, "--max-records", min=1, help="--all-harps: most records in one export request."),
+    delay: float = typer.Option(2.0, "--delay", min=0.0, help="--all-harps: pause after each JSOC request, s."),
+    retries: int = typer.Option(4, "--retries", min=0, help="--all-harps: further attempts of a failed request "
+                                "(waits 10 s, 20 s, 40 s ...)."),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="--all-harps: corpus store folder; each Br patch is "
+                                          "appended to it as it arrives (made if missing)."),
+    profile: str = typer.Option("cpu", "--profile", "-p", help="--corpus: profile giving the image size N and clip level."),
 ) -> None:
-    """Download hmi.sharp_cea_720s segments from JSOC through drms."""
-    from helioforge.data.jsoc import build_sharp_query, fetch_sharp
+    """Download hmi.sharp_cea_720s segments from JSOC through drms.
+
+    With --harp/--noaa: one export of those regions. With --all-harps: every HARP of the range, in
+    chunks, one export at a time, with retries; resumable; optionally feeding a corpus store."""
+    from helioforge.data.jsoc import build_sharp_query, fetch_sharp, fetch_sharp_archive, plan_sharp_archive
 
     out_dir = deprecated(old_out, "--out", "--output/-o", None) or out_dir
+    if corpus is not None and not all_harps:
+        fail("--corpus goes with --all-harps (the archive ingest feeds the corpus store)")
+    if all_harps:
+        if harp or noaa:
+            fail("--all-harps takes every HARP of the range; leave out --harp/--noaa")
+        try:
+            queries = [c.query(None, segment) for c in plan_sharp_archive(start, end, cadence=cadence, chunk=chunk)]
+        except ValueError as e:
+            fail(str(e))
+        console.print(f"{len(queries)} chunk(s): [bold]{escape(queries[0])}[/bold]"
+                      + (f" … [bold]{escape(queries[-1])}[/bold]" if len(queries) > 1 else ""))
+        if dry_run:
+            typer.echo("\n".join(queries))
+            return
+        kw = dict(start=start, end=end, cadence=cadence, segments=segment, chunk=chunk, max_records=max_records,
+                  delay_s=delay, retries=retries)
+        try:
+            if corpus is not None:
+                from helioforge.interrogate.data import fetch_sharp_corpus
+
+                prof = _profile(profile)
+                report, store = fetch_sharp_corpus(out_dir, email, corpus, image_size=prof.data.image_size,
+                                                   clip_gauss=prof.data.clip_gauss, **kw)
+                with store:
+                    n_store, bad = len(store), store.skipped()
+            else:
+                report = fetch_sharp_archive(out_dir, email, **kw)
+        except ValueError as e:
+            fail(str(e))
+        console.print(f"{report.files_downloaded} file(s) downloaded, {report.files_adopted} found complete, to {out_dir}; "
+                      f"chunks: {report.chunks_done} done now, {report.chunks_already_done} before, "
+                      f"{report.chunks_partial} partial, {len(report.failed_chunks)} failed")
+        if corpus is not None:
+            console.print(f"corpus store {corpus}: {n_store} patch(es)" + (f", {len(bad)} file(s) skipped" if bad else ""))
+            for s in bad:
+                console.print(f"[yellow]skipped[/yellow] {escape(s.path.name)}: {escape(s.reason)}")
+        for p in report.problems:
+            console.print(f"[yellow]not downloaded[/yellow] {escape(p['record'])} {p['segment']}: {escape(p['reason'])}")
+        for c in report.failed_chunks:
+            console.print(f"[yellow]failed[/yellow] chunk {escape(c['chunk'])}: {escape(c['error'])}")
+        if not report.complete:
+            console.print("rerun the same command to retry what is missing")
+            raise typer.Exit(1)
+        return
     try:
         query = build_sharp_query(harps=harp or None, noaa=noaa or None, start=start, end=end, cadence=cadence, segments=segment)
     except ValueError as e:
