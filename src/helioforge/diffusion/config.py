@@ -31,6 +31,7 @@ from helioforge.data.goes import FLARE_CLASSES
 
 __all__ = [
     "AIADataConfig",
+    "StreamConfig",
     "UNetConfig",
     "DiffusionTrainConfig",
     "SampleConfig",
@@ -45,12 +46,15 @@ __all__ = [
     "LabelSource",
     "Condition",
     "SamplerName",
+    "DataSource",
 ]
 
 #: Where the flare-class labels come from (:attr:`AIADataConfig.label_source`).
 LabelSource = Literal["events", "flux", "events+flux"]
 #: What the denoiser is conditioned on (:attr:`DiffusionTrainConfig.condition`).
 Condition = Literal["class", "flux"]
+#: Where the training images come from (:attr:`StreamConfig.source`).
+DataSource = Literal["folder", "sdoml"]
 #: Reverse-process solvers (:attr:`SampleConfig.sampler`; :func:`helioforge.diffusion.infer.make_sampler`).
 SamplerName = Literal["ddpm", "ddim", "dpm"]
 
@@ -99,6 +103,36 @@ class AIADataConfig(Settings):
     def flux_path(self) -> Path:
         """X-ray flux file (absolute)."""
         return Path(self.flux).resolve() if self.flux else data_file("goes/goes15_xrs_hourly_2010-2018.csv")
+
+
+@dataclass
+class StreamConfig(Settings):
+    """Where the training images come from: the image folder (read into memory, the default) or
+    an SDOMLv2 zarr store streamed lazily (:mod:`helioforge.data.sdoml`,
+    :class:`helioforge.diffusion.data.SDOMLStream`).
+
+    A section of its own (not fields of :class:`AIADataConfig`) so that the digests of the
+    ``data`` section, and with them every existing work folder, stay as they were. The channel,
+    image size, labels and split are still :class:`AIADataConfig`'s.
+
+    source : ``folder`` (:attr:`AIADataConfig.images`, every image in memory) or ``sdoml``
+        (frames read chunk by chunk from ``store`` while training).
+    store : the SDOMLv2 store: a local folder or a URL (``s3://``, ``gs://`` with the ``cloud``
+        extra; ``file://``, ``memory://``); needed by ``sdoml``.
+    start, end : time range of the frames, UTC, inclusive (ISO 8601; ``None`` = open).
+    shuffle_buffer : frames held (preprocessed to N×N) by the bounded shuffle buffer of each
+        reading process; larger mixes more chunks (one chunk holds consecutive frames).
+    num_workers : DataLoader worker processes reading the store (0: the training process).
+    anonymous : anonymous access to cloud buckets (SDOMLv2's public buckets need no account).
+    """
+
+    source: DataSource = "folder"
+    store: str | None = None
+    start: str | None = None
+    end: str | None = None
+    shuffle_buffer: int = 512
+    num_workers: int = 0
+    anonymous: bool = True
 
 
 @dataclass
@@ -304,6 +338,7 @@ class DiffusionProfile(ProfileBase):
 
     name: str = "paper"
     data: AIADataConfig = field(default_factory=AIADataConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
     train: DiffusionTrainConfig = field(default_factory=DiffusionTrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch.optim.swa_utils import AveragedModel
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from helioforge.diffusion.config import DiffusionTrainConfig, UNetConfig
 from helioforge.errors import check_count
@@ -31,8 +31,8 @@ from helioforge.nn.checkpoint import build_from_weights
 from helioforge.nn.flare_unet import FlareUNet
 from helioforge.nn.training import check_images, fit_and_save, seed_per_rank
 
-__all__ = ["DiffusionModule", "make_scheduler", "build_unet", "train_diffusion", "load_diffusion", "DIFFUSION_STEM", "ema_decay_at",
-           "make_ema"]
+__all__ = ["DiffusionModule", "make_scheduler", "build_unet", "train_diffusion", "train_diffusion_stream", "load_diffusion",
+           "DIFFUSION_STEM", "ema_decay_at", "make_ema"]
 
 log = logging.getLogger(__name__)
 
@@ -274,14 +274,88 @@ def train_diffusion(
     module = DiffusionModule(unet, train, images.shape[-1])
     loader = DataLoader(TensorDataset(torch.from_numpy(images), cond_t), batch_size=min(train.batch_size, len(images)),
                         shuffle=True, drop_last=True)
-    config = {
-        "image_size": int(images.shape[-1]),
+    config = _sidecar(int(images.shape[-1]), unet, train, extra_config)
+    stem, _ = fit_and_save(module, module.ema.module, loader, workdir, DIFFUSION_STEM, train.epochs, config,
+                           accelerator=accelerator, devices=devices, progress=progress)
+    return stem
+
+
+def _sidecar(image_size: int, unet: UNetConfig, train: DiffusionTrainConfig,
+             extra_config: dict[str, Any] | None) -> dict[str, Any]:
+    """The JSON sidecar of a trained denoiser (network shape, condition, settings, provenance)."""
+    return {
+        "image_size": int(image_size),
         "condition": train.condition,
         "n_classes": 5,
         "unet": dict(unet.__dict__),
         "train": dict(train.__dict__),
         **(extra_config or {}),
     }
+
+
+def train_diffusion_stream(
+    stream: IterableDataset,
+    unet: UNetConfig,
+    train: DiffusionTrainConfig,
+    workdir: str | Path,
+    *,
+    num_workers: int = 0,
+    extra_config: dict[str, Any] | None = None,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    progress: bool = True,
+) -> Path:
+    """Train the conditional DDPM on examples streamed from a store (never all in memory).
+
+    The same module, optimiser, EMA, checkpoints and sidecar as :func:`train_diffusion`; the
+    batches come from ``stream`` (e.g. :meth:`helioforge.diffusion.data.SDOMLIndex.stream`),
+    which reads, preprocesses and shuffles the frames itself, through a DataLoader with
+    ``num_workers`` reading processes (each with its own share of the store's chunks and its own
+    bounded shuffle buffer). Each worker drops its last incomplete batch.
+
+    Parameters
+    ----------
+    stream : torch.utils.data.IterableDataset
+        Yields ``(x0 (1, N, N) float32 in [-1, 1], cond)``: class index 0..4 (int64) for
+        ``train.condition == "class"``, log10 flux (float32, W m⁻²) for ``"flux"``; has
+        ``image_size`` (N) and ``len()`` (examples per epoch, ≥ 2).
+    unet, train : UNetConfig, DiffusionTrainConfig
+        Network and training settings (batch size, epochs, seed ...).
+    workdir : str or pathlib.Path
+        Training folder; resumes from ``workdir/checkpoints/last.safetensors``.
+    num_workers : int
+        DataLoader worker processes (0: read in the training process).
+    extra_config : dict or None
+        Further entries for the JSON sidecar (labels, data provenance).
+    accelerator, devices, progress : str, int, bool
+        Passed to Lightning (:func:`helioforge.nn.training.make_trainer`).
+
+    Returns
+    -------
+    pathlib.Path
+        Stem of the saved EMA weights (``.safetensors`` + ``.json``).
+
+    Raises
+    ------
+    ValueError
+        ``epochs`` < 1 (``InputError``), a stream of fewer than 2 examples or without
+        ``image_size``, or ``num_workers`` < 0.
+    """
+    check_count("epochs", train.epochs)
+    check_count("num_workers", num_workers, 0)
+    image_size = getattr(stream, "image_size", None)
+    if image_size is None:
+        raise ValueError("the stream must say its image size N (attribute image_size)")
+    n = len(stream)
+    if n < 2:
+        raise ValueError(f"the stream holds {n} example(s): need at least 2 to train")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(train.seed, verbose=False)
+    module = DiffusionModule(unet, train, int(image_size))
+    loader = DataLoader(stream, batch_size=min(train.batch_size, n), num_workers=num_workers, drop_last=True,
+                        persistent_workers=num_workers > 0)
+    config = _sidecar(int(image_size), unet, train, extra_config)
     stem, _ = fit_and_save(module, module.ema.module, loader, workdir, DIFFUSION_STEM, train.epochs, config,
                            accelerator=accelerator, devices=devices, progress=progress)
     return stem
