@@ -1,15 +1,25 @@
-"""Benchmark: batched torch :func:`compute_params` against a Python loop of the NumPy/SciPy
-:func:`reference_params` on the same realistic smooth bipolar fields.
+"""Benchmark: :func:`compute_params` (fused CPU kernel) against the former batched torch path
+and a Python loop of the NumPy/SciPy :func:`reference_params`, on the same realistic smooth
+bipolar fields, with this machine's memory bandwidth measured in the same run.
 
 Usage::
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_params.py --n 2000 --size 128
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_params.py --n 1000 --size 64 --markdown docs/benchmarks.md
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_params.py --n 1000 --sizes 64 128
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_params.py --n 1000 --sizes 64 128 --markdown out.md
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_params.py --threads 1   # like-for-like with the loop
 
 The fields imitate the paper's preprocessed images (B / 1000 G in [-1, 1]): 1–3 bipoles of
 Gaussian spots with random tilt, separation, size and strength, plus smoothed background
-noise, clipped to [-1, 1]. Both implementations must agree (rtol 1e-6, NaN-equal) before
-timings are reported; each timing is the best of ``--repeat`` runs. Threads are pinned with ``torch.set_num_threads(2)``.
+noise, clipped to [-1, 1]. All three implementations must agree (rtol 1e-6, NaN-equal) before
+timings are reported; each timing is the best of ``--repeat`` runs, the three implementations
+interleaved within each repeat (so that load from other jobs hits all of them alike). Threads
+are pinned with ``torch.set_num_threads``.
+
+Memory-bound limit: a pass over the batch has to read every pixel once (H·W·4 bytes per
+float32 image); the read bandwidth is measured as the best of a few ``torch.sum`` and ``torch.amax`` over a
+float32 tensor of ``--bw-mb`` MB (and a copy, ``torch.add(.., out=..)``, for reference), with
+the same threads. limit (images/s) = read bandwidth / (H·W·4); the table reports the fraction
+of that limit the new path reaches.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ import torch
 from scipy import ndimage
 
 from helioforge.interrogate.config import ParamConfig
-from helioforge.physics.params import PARAM_NAMES, compute_params, reference_params
+from helioforge.physics.params import PARAM_NAMES, _compute_params_torch, compute_params, reference_params
 
 
 def make_fields(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -50,15 +60,24 @@ def make_fields(n: int, size: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def run_torch(images: torch.Tensor, k: int, batch: int) -> dict[str, np.ndarray]:
-    """compute_params over ``images`` (n, 1, N, N) in chunks of ``batch``; (n,) arrays per name."""
+def _collect(fn, images: torch.Tensor, k: int, batch: int) -> dict[str, np.ndarray]:
     parts: dict[str, list[np.ndarray]] = {key: [] for key in PARAM_NAMES}
     with torch.no_grad():
         for start in range(0, images.shape[0], batch):
-            res = compute_params(images[start : start + batch], threshold=0.15, dilation_px=k)
+            res = fn(images[start : start + batch], threshold=0.15, dilation_px=k)
             for key in PARAM_NAMES:
                 parts[key].append(res[key].cpu().numpy())
     return {key: np.concatenate(v) for key, v in parts.items()}
+
+
+def run_torch(images: torch.Tensor, k: int, batch: int) -> dict[str, np.ndarray]:
+    """compute_params (the new path) over ``images`` (n, 1, N, N) in chunks of ``batch``."""
+    return _collect(compute_params, images, k, batch)
+
+
+def run_old(images: torch.Tensor, k: int, batch: int) -> dict[str, np.ndarray]:
+    """The former batched torch path (element-wise torch, shifted-OR dilation), same chunks."""
+    return _collect(_compute_params_torch, images, k, batch)
 
 
 def run_reference(images: np.ndarray, k: int) -> dict[str, np.ndarray]:
@@ -67,63 +86,105 @@ def run_reference(images: np.ndarray, k: int) -> dict[str, np.ndarray]:
     return {key: np.array([r[key] for r in rows]) for key in PARAM_NAMES}
 
 
+def memory_bandwidth(mb: int = 512, repeat: int = 5) -> tuple[float, float]:
+    """(read GB/s, copy GB/s) of this machine with the current torch threads: best of
+    ``repeat`` ``torch.sum`` and ``torch.amax`` over a float32 tensor of ``mb`` MB (bytes read
+    / time; the faster of the two, as the lighter reduction is closer to pure streaming) and
+    ``torch.add(a, 0, out=b)`` (bytes read + written / time)."""
+    n = mb * 2**20 // 4
+    a = torch.ones(n, dtype=torch.float32)
+    b = torch.empty_like(a)
+    t_read = t_copy = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        a.sum()
+        t_read = min(t_read, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        a.amax()
+        t_read = min(t_read, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        torch.add(a, 0, out=b)
+        t_copy = min(t_copy, time.perf_counter() - t0)
+    return 4 * n / t_read / 1e9, 8 * n / t_copy / 1e9
+
+
+def bench_size(size: int, n: int, batch: int, repeat: int, seed: int, read_gbs: float) -> dict:
+    """Time the three paths at one image side (interleaved, best of ``repeat``); check equality."""
+    k = ParamConfig().dilation_px(size)
+    fields = make_fields(n, size, seed)
+    images = torch.from_numpy(fields)
+    runs = {
+        "new": lambda: run_torch(images, k, batch),
+        "old": lambda: run_old(images, k, batch),
+        "loop": lambda: run_reference(fields, k),
+    }
+    run_torch(images[:16], k, batch)  # warm-up (compiles the kernel on first use)
+    run_old(images[:16], k, batch)
+    best = {name: float("inf") for name in runs}
+    res = {}
+    for _ in range(max(1, repeat)):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            res[name] = fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    for name in ("new", "old"):
+        for key in PARAM_NAMES:
+            np.testing.assert_allclose(res[name][key], res["loop"][key], rtol=1e-6, atol=1e-9, equal_nan=True,
+                                       err_msg=f"{name} {key}")
+    ips = {name: n / t for name, t in best.items()}
+    bytes_per_image = size * size * fields.itemsize
+    limit = read_gbs * 1e9 / bytes_per_image
+    return dict(size=size, n=n, k=k, ips=ips, limit=limit, bytes_per_image=bytes_per_image,
+                n_nan=int(np.isnan(res["new"]["PSEP"]).sum()))
+
+
 def main(argv: list[str] | None = None) -> str:
-    """Run the benchmark; print timings and a markdown row (returned). Raises AssertionError
-    when the two implementations disagree (rtol 1e-6, NaN-equal)."""
+    """Run the benchmark; print timings and a markdown table (returned). Raises AssertionError
+    when the implementations disagree (rtol 1e-6, NaN-equal)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=2000, help="number of images")
-    ap.add_argument("--size", type=int, default=128, help="image side N")
-    ap.add_argument("--batch", type=int, default=1000, help="torch batch size")
+    ap.add_argument("--n", type=int, default=1000, help="number of images per size")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128], help="image sides N")
+    ap.add_argument("--size", type=int, default=None, help="one image side (overrides --sizes)")
+    ap.add_argument("--batch", type=int, default=1000, help="batch size of both torch paths")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    ap.add_argument("--repeat", type=int, default=3, help="timing: best of this many runs (both implementations)")
+    ap.add_argument("--repeat", type=int, default=3, help="timing: best of this many interleaved runs")
+    ap.add_argument("--bw-mb", type=int, default=512, help="size of the bandwidth probe, MB")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--markdown", type=Path, default=None, help="append the table row to this file")
+    ap.add_argument("--markdown", type=Path, default=None, help="append the table to this file")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    k = ParamConfig().dilation_px(args.size)
-    fields = make_fields(args.n, args.size, args.seed)
-    images = torch.from_numpy(fields)
+    sizes = [args.size] if args.size is not None else args.sizes
+    read_gbs, copy_gbs = memory_bandwidth(args.bw_mb)
+    results = [bench_size(s, args.n, args.batch, args.repeat, args.seed, read_gbs) for s in sizes]
+    read_gbs2, copy_gbs2 = memory_bandwidth(args.bw_mb)  # again after, under the same load
+    read_gbs, copy_gbs = max(read_gbs, read_gbs2), max(copy_gbs, copy_gbs2)
 
-    run_torch(images[: min(args.batch, args.n)], k, args.batch)  # warm-up
-    t_torch = float("inf")
-    for _ in range(max(1, args.repeat)):
-        t0 = time.perf_counter()
-        fast = run_torch(images, k, args.batch)
-        t_torch = min(t_torch, time.perf_counter() - t0)
-
-    t_ref = float("inf")
-    for _ in range(max(1, args.repeat)):
-        t0 = time.perf_counter()
-        slow = run_reference(fields, k)
-        t_ref = min(t_ref, time.perf_counter() - t0)
-
-    for key in PARAM_NAMES:
-        np.testing.assert_allclose(fast[key], slow[key], rtol=1e-6, atol=1e-9, equal_nan=True, err_msg=key)
-    n_nan = int(np.isnan(fast["PSEP"]).sum())
-
-    ips_torch = args.n / t_torch
-    ips_ref = args.n / t_ref
-    print(f"images: {args.n} x {args.size}x{args.size}, kernel {k}, torch threads {args.threads}, "
-          f"batch {args.batch}; unipolar (PSEP NaN): {n_nan}")
-    print(f"torch compute_params (batched): {t_torch:8.3f} s  {ips_torch:10.1f} images/s")
-    print(f"reference_params (numpy loop):  {t_ref:8.3f} s  {ips_ref:10.1f} images/s")
-    print(f"speed-up: {ips_torch / ips_ref:.1f}x   (values agree, rtol 1e-6)")
-    header = "| N | images | kernel | threads | torch batched (img/s) | numpy/scipy loop (img/s) | speed-up | CPU |"
-    row = (f"| {args.size} | {args.n} | {k} | {args.threads} | {ips_torch:.0f} | {ips_ref:.0f} | "
-           f"{ips_torch / ips_ref:.1f}x | {platform.processor() or platform.machine()} |")
+    cpu = platform.processor() or platform.machine()
+    print(f"torch threads {args.threads}, batch {args.batch}, {args.n} images per size, best of {args.repeat} "
+          f"interleaved; CPU {cpu}")
+    print(f"memory bandwidth (this run): read {read_gbs:.1f} GB/s (torch.sum / amax), copy {copy_gbs:.1f} GB/s "
+          f"(read + write, torch.add)")
+    header = ("| N | kernel | loop (img/s) | old batched (img/s) | new (img/s) | old / loop | new / loop | "
+              "new / old | memory-bound limit (img/s) | new / limit |")
+    lines = [header, "|" + "---|" * 10]
+    for r in results:
+        ips, lim = r["ips"], r["limit"]
+        lines.append(
+            f"| {r['size']} | {r['k']} | {ips['loop']:,.0f} | {ips['old']:,.0f} | {ips['new']:,.0f} | "
+            f"{ips['old'] / ips['loop']:.1f}x | **{ips['new'] / ips['loop']:.1f}x** | {ips['new'] / ips['old']:.1f}x | "
+            f"{lim:,.0f} | {ips['new'] / lim:.0%} |")
+        print(f"N={r['size']}: new path reads {ips['new'] * r['bytes_per_image'] / 1e9:.2f} GB/s of images "
+              f"({r['bytes_per_image']} B each); unipolar (PSEP NaN): {r['n_nan']}")
+    table = "\n".join(lines)
     print()
-    print(header)
-    print("|" + "---|" * 8)
-    print(row)
+    print(table)
+    print(f"\nread bandwidth {read_gbs:.1f} GB/s, copy {copy_gbs:.1f} GB/s; values agree (rtol 1e-6)")
     if args.markdown is not None:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        new = not args.markdown.exists() or args.markdown.stat().st_size == 0
         with args.markdown.open("a") as fh:
-            if new:
-                fh.write(header + "\n" + "|" + "---|" * 8 + "\n")
-            fh.write(row + "\n")
-    return row
+            fh.write(table + f"\n\nread bandwidth {read_gbs:.1f} GB/s, copy {copy_gbs:.1f} GB/s\n")
+    return table
 
 
 if __name__ == "__main__":
