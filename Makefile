@@ -71,6 +71,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_samplers.py
 	$(PY) benchmarks/validate_lightweaver.py
 	$(PY) benchmarks/bench_trainset.py
+	$(PY) benchmarks/bench_lte_kernel.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_trainset_dask.py --kernel fused --workers 1,2 --patches 10 --geometry paper
+	$(PY) benchmarks/bench_sdoml_stream.py
 	$(PY) benchmarks/bench_inversion.py
 	$(PY) benchmarks/bench_shared_cpu.py
 

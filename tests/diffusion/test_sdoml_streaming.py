@@ -391,3 +391,19 @@ def test_bad_input_names_the_store_and_the_problem(tmp_path, store):
     p.train.batch_size = 10_000
     with pytest.raises(ValueError, match=r"sdomlv2_sample\.zarr: only \d+ training and \d+ test frames"):
         build_sdoml_index(p)
+
+
+def test_the_work_folder_pipeline_refuses_an_sdoml_profile(tmp_path):
+    """The commands read image folders: a profile that streams an SDOML store is refused, not
+    silently trained on the folder."""
+    import dataclasses
+
+    from helioforge.diffusion.config import get_diffusion_profile
+    from helioforge.diffusion.pipeline import require_folder_source
+    from helioforge.errors import InputError
+
+    prof = get_diffusion_profile("tiny")
+    require_folder_source(prof)  # the default: an image folder
+    prof = dataclasses.replace(prof, stream=dataclasses.replace(prof.stream, source="sdoml", store=str(tmp_path)))
+    with pytest.raises(InputError, match="stream an SDOML store with the Python API"):
+        require_folder_source(prof)

@@ -248,6 +248,31 @@ def _remove_if_only_lock(folder: Path) -> None:
         pass
 
 
+def require_folder_source(profile: DiffusionProfile) -> None:
+    """Refuse a profile whose images come from an SDOML store in the work-folder pipeline.
+
+    The work-folder steps (``label``, ``train``, ``evaluate``) read an image folder into memory.
+    A profile with ``stream.source="sdoml"`` is trained through the Python API instead:
+    :func:`helioforge.diffusion.data.build_sdoml_index` then
+    :func:`helioforge.diffusion.train.train_diffusion_stream` (docs/diffusion.md, "Streaming
+    SDOMLv2 stores"). Refusing it here keeps the pipeline from silently reading the folder.
+
+    Parameters
+    ----------
+    profile : DiffusionProfile
+        The profile of the run.
+
+    Raises
+    ------
+    helioforge.errors.InputError
+        If ``profile.stream.source`` is ``"sdoml"``.
+    """
+    if profile.stream.source != "folder":
+        raise InputError(f"stream.source={profile.stream.source!r}: the diffusion commands read an image folder; "
+                         "stream an SDOML store with the Python API (helioforge.diffusion.data.build_sdoml_index, "
+                         "then helioforge.diffusion.train.train_diffusion_stream; docs/diffusion.md)")
+
+
 def label_dataset(profile: DiffusionProfile, ws: DiffusionWorkspace, *, force: bool = False,
                   progress: bool = True) -> LabelledSet:
     """Read, label, preprocess and split the AIA images (paper §2); write the dataset products.
@@ -283,7 +308,8 @@ def label_dataset(profile: DiffusionProfile, ws: DiffusionWorkspace, *, force: b
         For a missing image folder or GOES file.
     helioforge.errors.InputError
         For settings out of range (:func:`~helioforge.diffusion.data.check_data_config`), images
-        of mixed units or a channel without a DN/s scaling.
+        of mixed units or a channel without a DN/s scaling, or ``stream.source="sdoml"`` (see
+        :func:`require_folder_source`).
     helioforge.errors.FolderInUse
         When another process holds the work folder's lock.
     ValueError
@@ -292,6 +318,7 @@ def label_dataset(profile: DiffusionProfile, ws: DiffusionWorkspace, *, force: b
     """
     cfg = profile.data
     check_data_config(profile)
+    require_folder_source(profile)
     folder = cfg.images_path()
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: AIA image folder not found (set HELIOFORGE_DATA or --images)")
@@ -365,7 +392,8 @@ def train_model(profile: DiffusionProfile, ws: DiffusionWorkspace, condition: st
     Raises
     ------
     helioforge.errors.InputError
-        For ``epochs`` < 1 or an unknown condition.
+        For ``epochs`` < 1, an unknown condition or ``stream.source="sdoml"``
+        (:func:`require_folder_source`).
     helioforge.errors.ProductError
         (with the command that makes it) without a finished labelled dataset.
     helioforge.errors.FolderInUse
@@ -374,6 +402,7 @@ def train_model(profile: DiffusionProfile, ws: DiffusionWorkspace, condition: st
         When fewer than 2 training images are left for the model.
     """
     check_count("--epochs", profile.train.epochs)
+    require_folder_source(profile)
     condition = condition or profile.train.condition
     if condition not in ("class", "flux"):
         raise InputError(f"condition must be 'class' or 'flux', got {condition!r}")
