@@ -63,6 +63,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from helioforge.physics.threads import run_in_slices
+
 __all__ = [
     "is_active",
     "PARAM_NAMES",
@@ -685,14 +687,10 @@ def _nb_kernel() -> Any:
     return _NB_KERNEL or None
 
 
-_POOL: Any = None
-
-
 def _fused_sums_cpu(x: torch.Tensor, t: float, k: int, authors: bool = False) -> dict[str, torch.Tensor]:
     """Per-image sums of a CPU batch with the fused numba kernel, split over
     ``torch.get_num_threads()`` threads (the kernel releases the GIL); falls back to
     :func:`_torch_sums` without numba."""
-    global _POOL
     kern = _nb_kernel()
     if kern is None:  # pragma: no cover
         return _torch_sums(x, t, k, authors=authors)
@@ -700,18 +698,11 @@ def _fused_sums_cpu(x: torch.Tensor, t: float, k: int, authors: bool = False) ->
     nb = arr.shape[0]
     tp = _threshold_above(t, arr.dtype)
     out = np.empty((nb, len(_NB_FIELDS)), dtype=np.float64)
-    nthreads = max(1, min(torch.get_num_threads(), nb // 8))
-    if nthreads == 1:
-        kern(arr, tp, k, authors, out)
-    else:
-        from concurrent.futures import ThreadPoolExecutor
 
-        if _POOL is None or _POOL._max_workers < nthreads:
-            _POOL = ThreadPoolExecutor(max_workers=nthreads, thread_name_prefix="helioforge-params")
-        bounds = np.linspace(0, nb, nthreads + 1).astype(int)
-        futs = [_POOL.submit(kern, arr[a:b], tp, k, authors, out[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-        for f in futs:
-            f.result()
+    def run(sl: slice) -> None:
+        kern(arr[sl], tp, k, authors, out[sl])
+
+    run_in_slices(run, nb, max(1, min(torch.get_num_threads(), nb // 8)))
     cols = torch.from_numpy(np.ascontiguousarray(out.T))
     s = {name: cols[i] for i, name in enumerate(_NB_FIELDS)}
     s["has_p"] = s["anyp"] > 0

@@ -1,7 +1,7 @@
 """Compiled kernels on several cores without OpenMP: contiguous slices on a pool of Python threads.
 
-The numba kernels of :mod:`helioforge.physics.lte_fused` and
-:mod:`helioforge.physics.hydrostatic_fused` release the GIL (``nogil=True``) and work on
+The numba kernels of :mod:`helioforge.physics.lte_fused`,
+:mod:`helioforge.physics.hydrostatic_fused` and :mod:`helioforge.physics.params` release the GIL (``nogil=True``) and work on
 independent columns, so a batch split into contiguous slices runs in parallel on ordinary
 threads. numba's own ``parallel=True`` was not used: with its OpenMP threading layer the worker
 threads spin-wait after a kernel returns, and on this 2-core machine the torch code that runs
