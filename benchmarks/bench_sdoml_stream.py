@@ -90,7 +90,15 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def _measure(mode: str, store: Path, size: int, workers: int, buffer: int, arena_max: int | None) -> dict:
+def measure_peak_rss(mode: str, store: Path, size: int, workers: int, buffer: int, arena_max: int | None) -> dict:
+    """Peak RSS of reading channel 131 of ``store`` once in a fresh forked process.
+
+    ``mode`` is ``"stream"`` (``build_sdoml_index(...).stream()`` through a DataLoader of
+    ``workers`` workers, shuffle buffer ``buffer``) or ``"memory"`` (``read_sdoml_zarr`` and the
+    stacked cube); ``size`` is the image side; ``arena_max`` sets ``MALLOC_ARENA_MAX``. Returns
+    ``{"base_kib", "peak_kib", "children_kib", "n", "seconds"}`` (``ru_maxrss`` after the imports
+    and at the end). Also used by ``tests/diffusion/test_sdoml_streaming.py``.
+    """
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if arena_max:
         env["MALLOC_ARENA_MAX"] = str(arena_max)
@@ -139,7 +147,7 @@ def main() -> None:
             write_sdoml_zarr(store, images, time_offsets=[np.timedelta64(d, "D") for d in range(k)],
                              chunk_frames=args.chunk)
             t_write = time.perf_counter() - t0
-            res = {m: _measure(m, store, args.size, args.workers, args.buffer, args.arena_max) for m in args.modes.split(",")}
+            res = {m: measure_peak_rss(m, store, args.size, args.workers, args.buffer, args.arena_max) for m in args.modes.split(",")}
             rows.append((k, _du(store), t_write, res))
             print(f"x{k}: {json.dumps(res)}", file=sys.stderr, flush=True)
     finally:

@@ -8,11 +8,7 @@ whose attributes say counts.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +25,9 @@ from helioforge.diffusion.config import StreamConfig, get_diffusion_profile
 from helioforge.diffusion.data import build_labelled_set, build_sdoml_index, check_data_config, sdoml_digest
 from helioforge.diffusion.train import load_diffusion, train_diffusion_stream
 from helioforge.errors import InputError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: benchmarks/
+from benchmarks.bench_sdoml_stream import measure_peak_rss  # noqa: E402
 
 DAY = np.timedelta64(1, "D")
 
@@ -259,56 +258,12 @@ def test_training_streams_from_the_store(store, tmp_path, one_torch_thread):
     assert cond.dtype == torch.float32 and -9 < float(cond) < -2
 
 
-_CHILD = textwrap.dedent("""
-    import json, os, resource, sys, traceback
-    # a process started from pytest inherits pytest's peak RSS (Linux keeps ru_maxrss across
-    # exec); a fork of this small process starts its own count
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            import numpy as np
-            from helioforge.diffusion.config import StreamConfig, get_diffusion_profile
-            from helioforge.diffusion.data import build_sdoml_index
-            from helioforge.data.aia import read_sdoml_zarr
-            from helioforge.data.aia_preprocess import AIAScaling, preprocess_aia
-            import dask.array, skimage.transform, sunpy.time, xarray, zarr  # libraries both paths load lazily
-            mode, store = sys.argv[1], sys.argv[2]
-            peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            base = peak()
-            if mode == "stream":
-                p = get_diffusion_profile("cpu")
-                p.data.label_source = "flux"
-                p.stream = StreamConfig(source="sdoml", store=store, shuffle_buffer=32)
-                n = sum(1 for _ in build_sdoml_index(p).stream())
-            else:  # the eager reader, then the cube build_labelled_set makes
-                images = read_sdoml_zarr(store, 131)
-                cube = np.stack([preprocess_aia(im, 64, AIAScaling.for_channel(131)) for im in images])
-                n = len(cube)
-            os.write(w, json.dumps({"base_kib": base, "peak_kib": peak(), "n": n}).encode())
-            os._exit(0)
-        except BaseException:
-            traceback.print_exc()
-            os._exit(1)
-    os.close(w)
-    out = b"".join(iter(lambda: os.read(r, 65536), b""))
-    _, status = os.waitpid(pid, 0)
-    if status:
-        sys.exit(f"measuring process failed (status {status})")
-    print(out.decode())
-""")
-
-
 def _peak(mode: str, store: Path) -> dict:
     # one malloc arena: zarr decodes chunks in threads, and glibc's per-thread arenas add a
     # fragmentation term that is bounded (by the number of arenas) but saturates only after
-    # several hundred frames, longer than these stores (benchmarks/bench_sdoml_stream.py
-    # measures with the default allocator)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "1"}
-    out = subprocess.run([sys.executable, "-c", _CHILD, mode, str(store)], capture_output=True, text=True, env=env,
-                         timeout=120, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    # several hundred frames, longer than these stores (the benchmark measures with the
+    # default allocator)
+    return measure_peak_rss(mode, store, size=64, workers=0, buffer=32, arena_max=1)
 
 
 def test_streaming_memory_is_bounded(tmp_path, images131):

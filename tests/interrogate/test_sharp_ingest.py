@@ -1,6 +1,6 @@
 """Bulk SHARP ingest from JSOC (``fetch_sharp_archive``, ``fetch sharp --all-harps``), offline.
 
-A real ``drms.Client`` talks to a replay of recorded JSOC answers (``recorded_jsoc/``, see its
+A real ``drms.Client`` talks to a replay of recorded JSOC answers (``tests/fixtures/recorded_jsoc/``, see its
 README): its HTTP/JSON layer (``HttpJsonClient._json_request``) is replaced by :class:`Replay`,
 which answers each CGI request from the recorded JSON files, and its download base URL is a
 ``file://`` mirror of JSOC's download area holding the exported FITS files. Faults (HTTP errors,
@@ -38,7 +38,7 @@ from helioforge.data.sharp import read_sharp
 from helioforge.errors import ProductError
 from helioforge.interrogate.data import CorpusStore, fetch_sharp_corpus
 
-RECORDED = Path(__file__).resolve().parent / "recorded_jsoc"
+RECORDED = Path(__file__).resolve().parents[1] / "fixtures" / "recorded_jsoc"
 SERIES = "hmi.sharp_cea_720s"
 #: The recorded ingest: every HARP, 2012-03-06T00:00 to 2012-03-07T12:00 TAI, 12 h, Br + bitmap.
 RANGE = dict(start="2012-03-06T00:00:00", end="2012-03-07T12:00:00", cadence="12h", segments=("Br", "bitmap"))

@@ -678,9 +678,9 @@ def _synth_chunk(atmos: Atmosphere, wavelength, lines, mu, continuum_wavelength,
         k = zeeman_propagation(line, wavelength, dlam_D, a, shift, q.B, q.inc_r, q.azi_r, eta0, n_terms=12)  # B=0: η_I = η₀H
         K = k if K is None else K + k
     K = replace(K, eta_I=1.0 + K.eta_I)
-    T = q.S
     stokes = delo_linear(q.tau_c, K, q.S, mu)
-    ones = PropagationElements(*(torch.ones_like(T).unsqueeze(-1) if f.name == "eta_I" else torch.zeros_like(T).unsqueeze(-1)
+    column = q.S.unsqueeze(-1)  # continuum only: η_I = 1, every other element 0
+    ones = PropagationElements(*(torch.ones_like(column) if f.name == "eta_I" else torch.zeros_like(column)
                                  for f in fields(PropagationElements)))
     Ic = delo_linear(q.tau_c, ones, q.S, mu)[..., 0, 0]
     return stokes, Ic
