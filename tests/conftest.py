@@ -45,3 +45,39 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def _tiny_interrogator_profile(data_dir: Path):
+    """The ``tiny`` interrogator profile on the full sample's SHARP folders (sharp + sharp_bad)."""
+    from helioforge.interrogate.config import get_profile
+
+    p = get_profile("tiny")
+    p.data.sharp_dirs = (str(data_dir / "sharp"), str(data_dir / "sharp_bad"))
+    return p
+
+
+@pytest.fixture
+def tiny_profile(data_dir):
+    """A fresh ``tiny`` interrogator profile on the full sample's SHARP folders."""
+    return _tiny_interrogator_profile(data_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_interrogator(tmp_path_factory, data_dir):
+    """A work folder made by the whole interrogator pipeline with the tiny profile on the real
+    sample, one torch thread (the known numbers of ``test_pipeline_smoke`` were made so):
+    ``(work folder, metrics, seconds)``. Shared by the pipeline, calibration and studio tests;
+    they must not change its products."""
+    import time
+
+    from helioforge.interrogate.pipeline import interrogate
+
+    work = tmp_path_factory.mktemp("tiny")
+    t = time.perf_counter()
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        metrics = interrogate(_tiny_interrogator_profile(data_dir), work, progress=False)
+    finally:
+        torch.set_num_threads(n)
+    return work, metrics, time.perf_counter() - t

@@ -20,7 +20,7 @@ from astropy.io import fits
 
 from helioforge import __version__
 
-__all__ = ["atomic_path", "write_json", "write_text", "fits_ascii", "provenance_cards", "write_fits"]
+__all__ = ["atomic_path", "write_json", "write_text", "fits_ascii", "provenance_cards", "fits_hdul", "write_fits"]
 
 
 @contextlib.contextmanager
@@ -200,6 +200,31 @@ def provenance_cards(model: str, params: dict[str, Any] | None = None) -> list[t
     return cards
 
 
+def fits_hdul(
+    data: np.ndarray,
+    *,
+    model: str,
+    params: dict[str, Any] | None = None,
+    header: fits.Header | None = None,
+    extra_hdus: list[fits.hdu.base.ExtensionHDU] | None = None,
+) -> fits.HDUList:
+    """The HDU list :func:`write_fits` writes (for a file made in memory, e.g. a download).
+
+    Parameters are those of :func:`write_fits`.
+
+    Returns
+    -------
+    astropy.io.fits.HDUList : the primary HDU (``data``, ``header``, provenance cards) and ``extra_hdus``.
+    """
+    hdr = fits.Header() if header is None else header.copy()
+    for card in hdr.cards:  # values copied from elsewhere (a file name in a comment card ...) must be ASCII too
+        if card.keyword not in ("COMMENT", "HISTORY", "") and isinstance(card.value, str) and not card.value.isascii():
+            hdr[card.keyword] = fits_ascii(card.value)
+    for key, value, comment in provenance_cards(model, params):
+        hdr[key] = (value, comment)
+    return fits.HDUList([fits.PrimaryHDU(np.asarray(data), header=hdr), *(extra_hdus or [])])
+
+
 def write_fits(
     path: str | os.PathLike,
     data: np.ndarray,
@@ -220,13 +245,7 @@ def write_fits(
     header : extra header cards (e.g. ``BUNIT``) copied first.
     extra_hdus : further HDUs (tables) appended after the primary.
     """
-    hdr = fits.Header() if header is None else header.copy()
-    for card in hdr.cards:  # values copied from elsewhere (a file name in a comment card ...) must be ASCII too
-        if card.keyword not in ("COMMENT", "HISTORY", "") and isinstance(card.value, str) and not card.value.isascii():
-            hdr[card.keyword] = fits_ascii(card.value)
-    for key, value, comment in provenance_cards(model, params):
-        hdr[key] = (value, comment)
-    hdus = fits.HDUList([fits.PrimaryHDU(np.asarray(data), header=hdr), *(extra_hdus or [])])
+    hdus = fits_hdul(data, model=model, params=params, header=header, extra_hdus=extra_hdus)
     with atomic_path(path) as tmp:
         hdus.writeto(tmp, overwrite=True)
     return Path(path)

@@ -51,23 +51,9 @@ KNOWN = {
 }
 
 
-def _tiny(data_dir):
-    p = get_profile("tiny")
-    p.data.sharp_dirs = (str(data_dir / "sharp"), str(data_dir / "sharp_bad"))
-    return p
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, data_dir):
-    work = tmp_path_factory.mktemp("tiny")
-    t = time.perf_counter()
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the known numbers were made with one thread
-    try:
-        metrics = interrogate(_tiny(data_dir), work, progress=False)
-    finally:
-        torch.set_num_threads(n)
-    return work, metrics, time.perf_counter() - t
+def run(tiny_interrogator):
+    return tiny_interrogator
 
 
 def test_fixed_seed_reproduces_known_numbers(run):
@@ -115,11 +101,11 @@ def test_report_contents(run):
     assert "Pearson" in html and "fig6_histograms.png" in html and "0.78" in html
 
 
-def test_second_run_reuses_models(run, data_dir):
+def test_second_run_reuses_models(run, tiny_profile):
     work, _, first = run
     gen = work / "gan" / "generator.safetensors"
     mtime = gen.stat().st_mtime
-    m = interrogate(_tiny(data_dir), work, progress=False)
+    m = interrogate(tiny_profile, work, progress=False)
     assert gen.stat().st_mtime == mtime  # not retrained
     assert m["timings_s"]["gan"] < 5 and m["timings_s"]["simsiam"] < 5
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from helioforge.cli.app import app
 from helioforge.cli import data as _data, diffusion as _diffusion, inversion as _inversion
 from helioforge.cli import interrogate as _interrogate  # noqa: F401  (registers its commands on app)
+from helioforge.cli import studio as _studio  # noqa: F401  (registers `helioforge studio`)
 
 app.add_typer(_data.data_app, name="data")
 app.add_typer(_diffusion.diffusion_app, name="diffusion")

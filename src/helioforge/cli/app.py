@@ -12,6 +12,9 @@ Summary of the commands:
     helioforge index build              embed the real corpus into a FAISS index
     helioforge search                   real matches of a FITS file or a generated image
     helioforge interrogate              the whole pipeline and its report (the main job)
+    helioforge directions calibrate     the directions in physical units (Mx, Mm per ε)
+    helioforge project FITS...          real magnetograms into the latent space (z to edit)
+    helioforge studio                   the browser app: steer, match, upload, project, download
     helioforge diffusion ...            flare-class-conditioned diffusion on AIA (label, train,
                                         sample, evaluate, augment-experiment)
     helioforge inversion ...            Stokes synthesis of SIR models (synth), SICON training

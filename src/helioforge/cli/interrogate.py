@@ -284,22 +284,104 @@ def index_build_cmd(workdir: Path = WORKDIR, force: bool = typer.Option(False)) 
 @app.command()
 def generate(
     workdir: Path = WORKDIR,
-    move: list[str] = typer.Option([], "--move", help="Direction and shift ε, e.g. tuf=+2 (repeatable). Names: tuf, psep, r, polarity."),
+    move: list[str] = typer.Option([], "--move", help="Direction and change (repeatable): a shift ε (tuf=+2) or a physical "
+                                   "change (tuf=+2e22Mx, r=-1e21Mx, psep=+5Mm; needs `helioforge directions calibrate`). "
+                                   "Names: tuf, psep, r, polarity."),
     keep: str = typer.Option("", "--keep", help="Comma-separated directions to hold fixed (conditional manipulation), e.g. r,polarity."),
     seed: int = typer.Option(0, "--seed", help="Seed of the base latent vector(s)."),
     n: int = typer.Option(1, "-n", min=1, max=100_000, help="Number of images."),
+    from_file: Optional[Path] = typer.Option(None, "--from", help="Start from the latent vector(s) of this FITS file "
+                                             "(written by `helioforge project` or `generate`) instead of --seed/-n."),
+    refine: int = typer.Option(0, "--refine", min=0, max=20, help="Correction rounds that bring each image's achieved "
+                               "physical change to the requested one (0: the calibrated ε)."),
     output: Path = typer.Option(Path("generated.fits"), "-o", "--output", help="Output FITS (a PNG is written beside it)."),
 ) -> None:
     """Generate magnetograms z + Σ ε n̂ (n̂ conditioned on --keep) and write FITS (+ PNG) with their parameters."""
+    from helioforge.interrogate.infer import read_latent
+
     check_output(output, protect_foreign_fits=True)
     check_output(output.with_suffix(".png"), protect_foreign_fits=True)
     itg = _load_interrogator(workdir, need_index=False)
     try:
-        fits_path, png_path, table = itg.generate(output, seed=seed, n=n, move=move, keep=keep)
-    except InputError as e:
+        z = read_latent(from_file) if from_file is not None else None
+        fits_path, png_path, table = itg.generate(output, seed=seed, n=n, move=move, keep=keep, z=z, refine=refine)
+    except (InputError, FileNotFoundError) as e:
         fail(str(e))
     console.print(f"wrote {fits_path} and {png_path}")
-    _print_param_table(table)
+    _print_param_table([{k: v for k, v in r.items() if not k.endswith(("_Mx", "_Mm")) or k in ("TUF_Mx", "PSEP_Mm", "R_Mx")}
+                        for r in table])
+
+
+@directions_app.command("calibrate")
+def directions_calibrate_cmd(workdir: Path = WORKDIR, force: bool = typer.Option(False)) -> None:
+    """Calibrate the directions in physical units (ΔTUF, ΔR in Mx and ΔPSEP in Mm per unit ε) with R² and valid range."""
+    from helioforge.interrogate.pipeline import recalibrate
+
+    ws, prof = _existing_workspace(workdir)
+    try:
+        cal = recalibrate(prof, ws, force)
+    except ValueError as e:
+        fail(str(e))
+    tab = RichTable(title=f"directions in physical units ({cal.scale['assumption']})")
+    for col in ("direction", "held", "per ε", "95 % interval", "R²", "valid |ε| ≤", "random direction per ε (R²)"):
+        tab.add_column(col, justify="right")
+    for r in cal.table():
+        rd = cal.random_direction.get(r["direction"], {})
+        tab.add_row(r["direction"], r["keep"], f"{r['per_eps']:.3g} {r['unit']}", f"[{r['ci_low']:.3g}, {r['ci_high']:.3g}]",
+                    f"{r['r2']:.2f}", f"{r['eps_valid']:g}", f"{rd.get('slope', float('nan')):.3g} ({rd.get('r2', float('nan')):.2f})")
+    out.print(tab)
+    console.print(f"calibration: {ws.calibration}")
+
+
+@app.command()
+def project(
+    files: list[Path] = typer.Argument(..., help="SHARP Br FITS files (each preprocessed as the corpus)."),
+    workdir: Path = WORKDIR,
+    output: Path = typer.Option(Path("projected"), "-o", "--output", help="Output folder: <file>_z.fits (+ PNG) per input "
+                                "and projection.json (errors and their yardsticks)."),
+) -> None:
+    """Find the latent vector z whose generated image reproduces each real patch; write z (edit it with `generate --from`)."""
+    from dataclasses import asdict
+
+    from helioforge.interrogate.infer import write_generated
+    from helioforge.interrogate.project import summarise_projections
+    from helioforge.io import write_json
+
+    itg = _load_interrogator(workdir, need_index=False)
+    output.mkdir(parents=True, exist_ok=True)
+    rows, skipped = [], []
+    for f in files:
+        try:
+            pr = itg.project(f, progress=True)
+        except (FitsReadError, FileNotFoundError, InputError) as e:
+            skipped.append({"file": str(f), "reason": str(e)})
+            console.print(f"[yellow]skipped[/yellow] {escape(str(e))}")
+            continue
+        dest = output / (f.name.split(".fits")[0] + "_z.fits")
+        settings = {"projected_from": f.name, **{f"proj_{k}": v for k, v in pr.errors.items()}}
+        write_generated(itg, pr.z[None], dest, settings)
+        rows.append({"file": str(f), "output": str(dest), "fit": pr.errors, "random_start": pr.random_start,
+                     "zero_image": pr.zero_image, "losses": pr.losses})
+        console.print(f"{f.name}: median |ΔB| {pr.errors['median_abs_G']:.1f} G (best random start "
+                      f"{pr.random_start['median_abs_G']:.1f} G), |ΔTUF|/TUF {pr.errors['rel_dTUF']:.3f} "
+                      f"(random start {pr.random_start['rel_dTUF']:.3f}) → {dest}")
+    summary = summarise_projections(rows) if rows else {"n": 0}
+    write_json(output / "projection.json", {"summary": summary, "files": rows, "skipped": skipped,
+                                            "settings": asdict(itg.profile.projection)})
+    if rows:
+        tab = RichTable(title=f"projection of {len(rows)} patch(es): median over files [95 % bootstrap]")
+        for col in ("", "median |ΔB| (G)", "in active pixels (G)", "|ΔTUF|/TUF"):
+            tab.add_column(col, justify="right")
+        for what, label in (("fit", "projection"), ("random_start", "best random start"), ("zero_image", "zero image")):
+            cells = []
+            for key in ("median_abs_G", "median_abs_G_active", "rel_dTUF"):
+                v = summary.get(f"{what}.{key}")
+                cells.append(f"{v['median']:.3g} [{v['ci'][0]:.3g}, {v['ci'][1]:.3g}]" if v else "n/a")
+            tab.add_row(label, *cells)
+        out.print(tab)
+    console.print(f"summary: {output / 'projection.json'}")
+    if not rows:
+        raise typer.Exit(1)
 
 
 def _print_param_table(rows: list[dict]) -> None:

@@ -8,6 +8,7 @@ reader in :mod:`helioforge.data` raises for an unusable file; batch readers turn
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import warnings
@@ -143,12 +144,16 @@ def read_image_hdu(
     required: Iterable[str] = (),
     watch: Iterable[str] = (),
     error: type[FitsReadError] = FitsReadError,
+    content: bytes | None = None,
 ) -> tuple[np.ndarray, fits.Header, list[str]]:
     """Read the last image HDU that holds data from a FITS file, closing the file afterwards.
 
     Parameters
     ----------
-    path : FITS file (plain or tile-compressed image; JSOC puts RICE images in HDU 1).
+    path : FITS file (plain or tile-compressed image; JSOC puts RICE images in HDU 1); with
+        ``content``, only the name used in messages.
+    content : the file's bytes, parsed in memory (an upload): nothing is read from or written
+        to disk.
     required : header keywords that must be present (checked after any header fix).
     watch : further keywords the caller will read; a warning is returned when one of them was
         unparsable and had to be fixed (``required`` keywords are always watched).
@@ -169,18 +174,18 @@ def read_image_hdu(
         missing required keywords, unfixable header.
     """
     path = Path(path)
-    if not path.is_file():
+    if content is None and not path.is_file():
         why = describe_path_problem(path) or "no such file"
         if why == "no such file":
             raise FileNotFoundError(f"{path}: no such file")
         raise error(path, why)
-    if path.stat().st_size == 0:
+    if (len(content) if content is not None else path.stat().st_size) == 0:
         raise error(path, "empty or corrupt FITS file (0 bytes)")
     notes: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            with fits.open(path, memmap=False) as hdul:
+            with fits.open(io.BytesIO(content) if content is not None else path, memmap=False) as hdul:
                 image_hdus = [
                     h
                     for h in hdul

@@ -168,7 +168,8 @@ def _segment_files(folder: Path, pattern: str) -> list[Path]:
     return [plain[k] for k in sorted(plain)]
 
 
-def read_sharp(path: str | Path, segment: str = "Br", with_companions: bool = True) -> SharpPatch:
+def read_sharp(path: str | Path, segment: str = "Br", with_companions: bool = True,
+               content: bytes | None = None) -> SharpPatch:
     """Read one SHARP CEA segment file (JSOC ``hmi.sharp_cea_720s``).
 
     Parameters
@@ -177,6 +178,8 @@ def read_sharp(path: str | Path, segment: str = "Br", with_companions: bool = Tr
     segment : the segment the file holds (used to find companions by name), default ``Br``.
     with_companions : also load the ``bitmap`` and ``magnetogram`` files of the same record
         when they lie in the same folder; an unreadable companion is skipped with a warning.
+    content : the file's bytes, parsed in memory (``path`` then only names it in messages;
+        no companions are looked for).
 
     Returns
     -------
@@ -195,6 +198,7 @@ def read_sharp(path: str | Path, segment: str = "Br", with_companions: bool = Tr
         required=("T_REC", "HARPNUM", "CDELT1"),
         watch=("NOAA_AR", "RSUN_REF", "USFLUX", "R_VALUE"),
         error=SharpReadError,
+        content=content,
     )
     if data.ndim != 2:
         raise SharpReadError(path, f"expected a 2-D image, found shape {data.shape}")
@@ -231,7 +235,7 @@ def read_sharp(path: str | Path, segment: str = "Br", with_companions: bool = Tr
         r_value=r_value,
         warnings=list(notes),
     )
-    if with_companions:
+    if with_companions and content is None:
         for other in COMPANION_SEGMENTS:
             cpath = _companion_path(path, segment, other)
             if cpath is None or cpath == path or not cpath.is_file():

@@ -28,6 +28,8 @@ __all__ = [
     "GANConfig",
     "SimSiamConfig",
     "DirectionsConfig",
+    "CalibrationConfig",
+    "ProjectionConfig",
     "InterrogateConfig",
     "Profile",
     "PROFILES",
@@ -237,6 +239,48 @@ class DirectionsConfig(Settings):
 
 
 @dataclass
+class CalibrationConfig(Settings):
+    """Directions in physical units (the paper's future work; :mod:`~helioforge.interrogate.calibrate`).
+
+    n_base : base latent vectors of the fit.
+    eps_max, n_eps : symmetric ε grid (n_eps odd, so that it holds ε = 0).
+    linearity_tol : relative change of the slope that ends the valid ε range.
+    n_bootstrap : resamples of the bases for the slope's 95 % interval.
+    native_side_px : native SHARP pixels across the patch an N×N image stands for; ``None``:
+        ``data.tile_px`` (the side of the corpus's full-disk tiles, as written FITS headers say).
+    seed : seed of the bases and of the random-direction yardstick.
+    """
+
+    n_base: int = 64
+    eps_max: float = 3.0
+    n_eps: int = 13
+    linearity_tol: float = 0.25
+    n_bootstrap: int = 200
+    native_side_px: float | None = None
+    seed: int = 0
+
+
+@dataclass
+class ProjectionConfig(Settings):
+    """A real magnetogram in the latent space (:mod:`~helioforge.interrogate.project`).
+
+    n_init : random z drawn; the ``restarts`` with the lowest pixel loss start the optimisation.
+    restarts, steps, lr : Adam on z, all restarts as one batch.
+    param_weight : weight of the flux loss ((ΣB⁺, ΣB⁻ of G(z) − target) / target's Σ|B|)².
+    prior_weight : weight of (|z|²/d − 1)², keeping z on the shell where N(0, I) draws lie.
+    seed : seed of the random starts.
+    """
+
+    n_init: int = 256
+    restarts: int = 8
+    steps: int = 300
+    lr: float = 0.05
+    param_weight: float = 0.1
+    prior_weight: float = 0.01
+    seed: int = 0
+
+
+@dataclass
 class InterrogateConfig(Settings):
     """The main job: Q generated queries, nearest real match for each (paper: 1000).
 
@@ -264,6 +308,8 @@ class Profile(ProfileBase):
     simsiam: SimSiamConfig = field(default_factory=SimSiamConfig)
     directions: DirectionsConfig = field(default_factory=DirectionsConfig)
     interrogate: InterrogateConfig = field(default_factory=InterrogateConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    projection: ProjectionConfig = field(default_factory=ProjectionConfig)
 
 
 def _cpu() -> Profile:
@@ -285,6 +331,8 @@ def _tiny() -> Profile:
         simsiam=SimSiamConfig(epochs=1, batch_size=16, width=8, proj_hidden=64, pred_hidden=16),
         directions=DirectionsConfig(n_samples=200, n_base=50, n_eps=5),
         interrogate=InterrogateConfig(n_queries=40, n_bootstrap=200, enforce_health=False),
+        calibration=CalibrationConfig(n_base=16, n_eps=7, n_bootstrap=50),
+        projection=ProjectionConfig(n_init=64, restarts=4, steps=60),
     )
 
 

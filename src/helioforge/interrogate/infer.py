@@ -25,21 +25,20 @@ from helioforge import reporting
 from helioforge.data.preprocess import preprocess_br
 from helioforge.data.sharp import RSUN_REF_M, harp_region_mask, read_sharp
 from helioforge.errors import InputError, ProductError, check_finite
+from helioforge.interrogate.calibrate import PHYSICAL_UNITS, SHARP_CDELT_DEG, Calibration, ImageScale, parse_physical_move
 from helioforge.interrogate.config import ParamConfig, Profile
 from helioforge.interrogate.data import Corpus
 from helioforge.interrogate.directions import LatentDirections, conditional_direction
 from helioforge.interrogate.evaluate import image_params
 from helioforge.interrogate.gan import Generator, generate, load_generator
 from helioforge.interrogate.pipeline import Workspace, require_product
+from helioforge.interrogate.project import Projection, project_image
 from helioforge.interrogate.retrieval import Match, RetrievalIndex
 from helioforge.interrogate.simsiam import embed, load_simsiam
-from helioforge.io import write_fits
+from helioforge.io import atomic_path, fits_hdul
 from helioforge.physics.params import as_value, compute_params, physical_params, schrijver_r
 
-__all__ = ["Interrogator", "magnetogram_params", "write_generated", "SHARP_CDELT_DEG", "parse_moves"]
-
-#: SHARP CEA pixel, heliographic degrees (``CDELT1`` of ``hmi.sharp_cea_720s``).
-SHARP_CDELT_DEG = 0.03
+__all__ = ["Interrogator", "magnetogram_params", "write_generated", "generated_fits", "SHARP_CDELT_DEG", "parse_moves", "read_latent"]
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -184,8 +183,24 @@ def magnetogram_params(
     return rec
 
 
+def split_moves(specs: Sequence[str]) -> list[tuple[str, str]]:
+    """``["tuf=+2e22Mx", "r=-1"]`` → ``[("tuf", "+2e22Mx"), ("r", "-1")]`` (values unparsed).
+
+    Raises
+    ------
+    InputError : a spec without ``=``.
+    """
+    out = []
+    for m in specs:
+        if "=" not in m:
+            raise InputError(f"--move expects NAME=VALUE (e.g. tuf=+2 or tuf=+2e22Mx), got {m!r}")
+        name, val = m.split("=", 1)
+        out.append((name.strip(), val.strip()))
+    return out
+
+
 def parse_moves(specs: Sequence[str]) -> list[tuple[str, float]]:
-    """``["tuf=+2", "r=-1"]`` → ``[("tuf", 2.0), ("r", -1.0)]``.
+    """``["tuf=+2", "r=-1"]`` → ``[("tuf", 2.0), ("r", -1.0)]`` (shifts ε, no units).
 
     Raises
     ------
@@ -197,18 +212,35 @@ def parse_moves(specs: Sequence[str]) -> list[tuple[str, float]]:
     [('tuf', 2.0), ('r', -1.5)]
     """
     moves = []
-    for m in specs:
-        if "=" not in m:
-            raise InputError(f"--move expects NAME=EPS (e.g. tuf=+2), got {m!r}")
-        name, val = m.split("=", 1)
+    for name, val in split_moves(specs):
         try:
             eps = float(val)
         except ValueError:
-            raise InputError(f"--move {m!r}: {val!r} is not a number") from None
+            raise InputError(f"--move {name}={val}: {val!r} is not a number") from None
         if not math.isfinite(eps):
-            raise InputError(f"--move {m!r}: the shift must be a finite number")
-        moves.append((name.strip(), eps))
+            raise InputError(f"--move {name}={val}: the shift must be a finite number")
+        moves.append((name, eps))
     return moves
+
+
+def read_latent(path: str | Path) -> np.ndarray:
+    """The latent vectors (n, latent_dim) of a FITS file written by ``helioforge generate`` or
+    ``helioforge project`` (its ``LATENT`` table), float64.
+
+    Raises
+    ------
+    FileNotFoundError : no such file. InputError : not a FITS file, or no ``LATENT`` table.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with fits.open(path) as hdul:
+            if "LATENT" not in hdul:
+                raise InputError(f"{path}: no LATENT table (write one with `helioforge project` or `helioforge generate`)")
+            return np.atleast_2d(np.asarray(hdul["LATENT"].data["z"], dtype=np.float64))
+    except OSError as exc:
+        raise InputError(f"{path}: not a readable FITS file ({exc})") from None
 
 
 # ----------------------------------------------------------------------------- writing generated images
@@ -232,16 +264,58 @@ def _cea_header(n: int, native_side_px: float) -> fits.Header:
     return hdr
 
 
+def generated_fits(itg: "Interrogator", z: np.ndarray, settings: dict[str, Any], native_side_px: float | None = None,
+                   columns: dict[str, np.ndarray] | None = None, images: np.ndarray | None = None,
+                   ) -> tuple[fits.HDUList, np.ndarray, list[dict]]:
+    """The FITS file of G(z) in memory (the layout :func:`write_generated` documents).
+
+    Parameters
+    ----------
+    itg : the interrogator. z : (n, latent_dim) latent vectors.
+    settings : cards recorded in the header (``HIERARCH HF``), e.g. seed and moves.
+    native_side_px : native SHARP pixels across the patch (default: the profile's scale,
+        :meth:`~helioforge.interrogate.calibrate.ImageScale.of`).
+    columns : further per-image columns of the ``PARAMS`` table (e.g. requested and achieved moves).
+    images : G(z) when already computed.
+
+    Returns
+    -------
+    (hdul, images, rows) : the HDU list, the images (n, 1, N, N) and the parameters of each
+    image (paper units and ``TUF_Mx``, ``TPF_Mx``, ``TNF_Mx``, ``R_Mx``, ``PSEP_Mm``).
+    """
+    z = np.atleast_2d(np.asarray(z, dtype=np.float32))
+    images = generate(itg.generator, z) if images is None else images
+    p = image_params(images, itg.profile)
+    scale = ImageScale.of(itg.profile, native_side_px)
+    phys = scale.to_physical(p)
+    p.update({"TUF_Mx": phys["TUF"], "TPF_Mx": phys["TPF"], "TNF_Mx": phys["TNF"], "R_Mx": phys["R"], "PSEP_Mm": phys["PSEP"]})
+    p.update({k: np.asarray(v, dtype=np.float64) for k, v in (columns or {}).items()})
+    rows = [{"image": i, **{k: float(v[i]) for k, v in p.items()}} for i in range(len(z))]
+    n_px = itg.profile.data.image_size
+    hdr = _cea_header(n_px, scale.native_side_px)
+    hdr["BUNIT"] = ("kG" if itg.profile.data.clip_gauss == 1000 else f"{itg.profile.data.clip_gauss:g} G", "Br / clip field")
+    params = {**settings, "image_size": n_px, "profile": itg.profile.name, "native_side_px": scale.native_side_px,
+              "pixel_mm": scale.pixel_mm}
+    params.update({k: float(v[0]) for k, v in p.items()})
+    table = fits.BinTableHDU.from_columns([fits.Column(name=k, format="D", array=np.asarray(v, float)) for k, v in p.items()], name="PARAMS")
+    data = images[:, 0] if len(z) > 1 else images[0, 0]
+    hdul = fits_hdul(data, model="helioforge GAN generator", params=params, header=hdr,
+                     extra_hdus=[fits.BinTableHDU.from_columns([fits.Column(name="z", format=f"{z.shape[1]}E", array=z)],
+                                                               name="LATENT"), table])
+    return hdul, images, rows
+
+
 def write_generated(itg: "Interrogator", z: np.ndarray, output: str | Path, settings: dict[str, Any],
-                    native_side_px: float | None = None) -> tuple[Path, Path, list[dict]]:
+                    native_side_px: float | None = None, columns: dict[str, np.ndarray] | None = None,
+                    ) -> tuple[Path, Path, list[dict]]:
     """Generate G(z) for z (n, latent_dim) and write ``output`` (FITS) and ``output.png``.
 
     The FITS primary HDU holds the images (n, N, N) (or (N, N) for n = 1) in units of
     ``clip_gauss`` (BUNIT ``kG`` for the default 1000 G) with one ``HIERARCH HF`` card per
     parameter of the first image and the provenance cards of :func:`helioforge.io.write_fits`;
     a table ``LATENT`` holds z (column ``z``, one row per image) and a table ``PARAMS`` the
-    parameters of every image (tables, not images: ``sunpy.map.Map`` reads every image HDU as a
-    map, and the file holds one map).
+    parameters of every image, in the paper's image units and in Mx / Mm (tables, not images:
+    ``sunpy.map.Map`` reads every image HDU as a map, and the file holds one map).
     The header carries a CEA world coordinate system (``CRLN-CEA``/``CRLT-CEA`` in degrees,
     ``DATE-OBS``, a nominal observer) so that ``sunpy.map.Map(output)`` opens a single image
     with its axes: a pixel is the SHARP 0.03° × ``native_side_px`` / N, where
@@ -252,33 +326,27 @@ def write_generated(itg: "Interrogator", z: np.ndarray, output: str | Path, sett
     -------
     (fits_path, png_path, rows) : ``rows`` holds the parameters of each image.
     """
-    z = np.atleast_2d(np.asarray(z, dtype=np.float32))
-    images = generate(itg.generator, z)
-    p = image_params(images, itg.profile)
-    rows = [{"image": i, **{k: float(v[i]) for k, v in p.items()}} for i in range(len(z))]
+    hdul, images, rows = generated_fits(itg, z, settings, native_side_px, columns)
     output = Path(output)
-    n_px = itg.profile.data.image_size
-    native = float(native_side_px if native_side_px is not None else itg.profile.data.tile_px)
-    hdr = _cea_header(n_px, native)
-    hdr["BUNIT"] = ("kG" if itg.profile.data.clip_gauss == 1000 else f"{itg.profile.data.clip_gauss:g} G", "Br / clip field")
-    params = {**settings, "image_size": n_px, "profile": itg.profile.name, "native_side_px": native}
-    params.update({k: float(v[0]) for k, v in p.items()})
-    table = fits.BinTableHDU.from_columns([fits.Column(name=k, format="D", array=np.asarray(v, float)) for k, v in p.items()], name="PARAMS")
-    data = images[:, 0] if len(z) > 1 else images[0, 0]
-    write_fits(output, data, model="helioforge GAN generator", params=params, header=hdr,
-               extra_hdus=[fits.BinTableHDU.from_columns([fits.Column(name="z", format=f"{z.shape[1]}E", array=z)],
-                                                         name="LATENT"), table])
+    with atomic_path(output) as tmp:
+        hdul.writeto(tmp, overwrite=True)
     png = output.with_suffix(".png")
-    ncol = min(len(z), 8)
-    nrow = int(np.ceil(len(z) / ncol))
+    n = len(images)
+    ncol = min(n, 8)
+    nrow = int(np.ceil(n / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(2.2 * ncol, 2.4 * nrow), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for i, ax in enumerate(axes.ravel()[: len(z)]):
+    for i, ax in enumerate(axes.ravel()[:n]):
+        r = rows[i]
         ax.imshow(images[i, 0], cmap="gray", vmin=-1, vmax=1, origin="lower")
-        ax.set_title(f"TUF {p['TUF'][i]:.0f}  R {p['R'][i]:.0f}\nPSEP {p['PSEP'][i]:.1f}  lead {int(p['leading_sign'][i]):+d}", fontsize=7)
+        ax.set_title(f"TUF {r['TUF']:.0f}  R {r['R']:.0f}\nPSEP {r['PSEP']:.1f}  lead {int(r['leading_sign']):+d}", fontsize=7)
     reporting.save_figure(fig, png, dpi=110)
     return output, png, rows
+
+
+#: Parameter measured for each direction name (polarity: no physical change to report).
+_PARAM_OF = {"tuf": "TUF", "psep": "PSEP", "r": "R"}
 
 
 # ----------------------------------------------------------------------------- the user's API
@@ -307,6 +375,9 @@ class Interrogator:
         self.corpus = corpus
         #: why ``directions`` is None (not fitted, stale ...), for the message of a move
         self.directions_problem: str | None = None
+        #: the directions in physical units (``None`` until ``helioforge directions calibrate``)
+        self.calibration: Calibration | None = None
+        self.calibration_problem: str | None = "no physical calibration yet (run `helioforge directions calibrate`)"
 
     @classmethod
     def from_workspace(cls, root: str | Path, with_index: bool = True) -> "Interrogator":
@@ -336,16 +407,20 @@ class Interrogator:
                 directions = LatentDirections.load(ws.directions)
             except ProductError as exc:  # generation without moves still works; moves say why not
                 why_none = str(exc)
-        if not with_index:
+        if with_index:
+            for step in ("corpus", "simsiam", "index"):
+                require_product(profile, ws, step)
+            simsiam, _ = load_simsiam(ws.simsiam)
+            itg = cls(profile, generator, directions, simsiam, RetrievalIndex.load(ws.index_dir), Corpus.load(ws.corpus))
+        else:
             itg = cls(profile, generator, directions, None, None)
-            itg.directions_problem = why_none
-            return itg
-        for step in ("corpus", "simsiam", "index"):
-            require_product(profile, ws, step)
-        simsiam, _ = load_simsiam(ws.simsiam)
-        corpus = Corpus.load(ws.corpus)
-        itg = cls(profile, generator, directions, simsiam, RetrievalIndex.load(ws.index_dir), corpus)
         itg.directions_problem = why_none
+        if directions is not None and (ws.state().get("calibration") is not None or ws.calibration.exists()):
+            try:
+                require_product(profile, ws, "calibration")
+                itg.calibration = Calibration.load(ws.calibration)
+            except ProductError as exc:  # moves in ε still work; physical moves say why not
+                itg.calibration_problem = str(exc)
         return itg
 
     # --------------------------------------------------------------- generate and steer
@@ -394,19 +469,145 @@ class Interrogator:
             raise InputError(str(e).strip("'\"")) from None
         return z
 
-    def generate(self, output: str | Path, *, seed: int = 0, n: int = 1, move: Sequence[str] = (),
-                 keep: str = "", native_side_px: float | None = None) -> tuple[Path, Path, list[dict]]:
-        """Generate ``n`` magnetograms from the latent vectors of ``seed``, moved by ``move``
-        (``"name=ε"`` strings) with ``keep`` held fixed, and write them to ``output`` (FITS with
-        a CEA WCS, + PNG; :func:`write_generated`). Returns ``(fits_path, png_path, rows)``.
+    def steer(self, z: np.ndarray, moves: Sequence[str] | Sequence[tuple[str, str]], keep: Sequence[str] | str = (),
+              refine: int = 0) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Move z along the directions by physical amounts (``tuf=+2e22Mx``, ``psep=-3Mm``) or
+        by ε (``r=+1``), with ``keep`` held; measure what each image achieved.
+
+        A move with a unit becomes ε = Δ / (calibrated change per ε) of the direction as
+        conditioned on ``keep`` (:class:`~helioforge.interrogate.calibrate.Calibration`). With
+        ``refine`` > 0, each image's ε is corrected that many times by the same slope
+        (ε ← ε + (Δ_requested − Δ_achieved) / slope), so that the achieved change approaches the
+        requested one where the response is not linear or differs between images.
+
+        Parameters
+        ----------
+        z : (n, latent_dim) base latent vectors.
+        moves : ``"name=value"`` strings or ``(name, value)`` pairs; value a number (ε) or a
+            number with a unit (Mx for TUF and R, a length for PSEP).
+        keep : directions held fixed (comma-separated string or sequence).
+        refine : correction rounds for the moves with a unit (0: the calibrated ε as it is).
+
+        Returns
+        -------
+        (z_moved, records) : one record per move: ``name``, ``unit`` (``None`` for ε),
+            ``requested`` (in ``unit``, or ε), ``eps`` (n,), ``achieved`` (n,) in ``unit``
+            (the change of the parameter between G(z) and G(z_moved); ε moves: in the
+            parameter's physical unit, ``None`` for polarity), ``per_eps``, ``r2`` and
+            ``eps_valid`` of the calibration, and ``outside_valid`` (n,) bool.
 
         Raises
         ------
-        InputError : see :meth:`move`.
+        InputError : a malformed move or unit, no (or stale) directions, or a move with a unit
+            and no (or a stale) calibration.
         """
-        z = self.move(self.latent(seed, n), parse_moves(move), keep)
-        return write_generated(self, z, output, {"seed": seed, "move": ",".join(move), "keep": keep},
-                               native_side_px=native_side_px)
+        pairs = split_moves(moves) if all(isinstance(m, str) for m in moves) else [(str(a), str(b)) for a, b in moves]
+        keeps = [k.strip() for k in (keep.split(",") if isinstance(keep, str) else keep) if k.strip()]
+        z = np.atleast_2d(np.asarray(z, dtype=np.float64))
+        if (pairs or keeps) and self.directions is None:
+            raise InputError(self.directions_problem or "no latent directions yet (run `helioforge directions fit`)")
+        recs: list[dict[str, Any]] = []
+        for name, value in pairs:
+            number, unit = parse_physical_move(name, value)
+            try:
+                vec = conditional_direction(self.directions.get(name), [self.directions.get(k) for k in keeps])
+            except (KeyError, ValueError) as e:
+                raise InputError(str(e).strip("'\"")) from None
+            rec: dict[str, Any] = {"name": name, "unit": unit, "requested": number, "vec": vec,
+                                   "per_eps": None, "r2": None, "eps_valid": None}
+            if unit is not None:
+                if self.calibration is None:
+                    raise InputError(f"--move {name}={value}: {self.calibration_problem}")
+                fit = self.calibration.get(name, keeps)
+                rec.update(per_eps=fit.slope, r2=fit.r2, eps_valid=fit.eps_valid)
+                rec["eps"] = np.full(len(z), number / fit.slope)
+            else:
+                rec["eps"] = np.full(len(z), number)
+            recs.append(rec)
+        scale = ImageScale.of(self.profile)
+
+        def apply() -> np.ndarray:
+            return z + sum((r["eps"][:, None] * r["vec"][None] for r in recs), np.zeros_like(z))
+
+        base = scale.to_physical(image_params(self.images_from_latent(z), self.profile)) if recs else {}
+        for round_ in range(refine + 1):
+            zm = apply()
+            if not recs:
+                break
+            moved = scale.to_physical(image_params(self.images_from_latent(zm), self.profile))
+            for r in recs:
+                key = _PARAM_OF.get(r["name"].lower())
+                r["achieved"] = None if key is None else np.asarray(moved[key] - base[key], dtype=np.float64)
+                if round_ < refine and r["unit"] is not None:
+                    miss = np.nan_to_num(r["requested"] - r["achieved"])
+                    r["eps"] = r["eps"] + miss / r["per_eps"]
+        zm = apply()
+        for r in recs:
+            r.pop("vec")
+            r["outside_valid"] = (np.abs(r["eps"]) > r["eps_valid"]) if r["eps_valid"] is not None else np.zeros(len(z), bool)
+            if r["unit"] is None and r.get("achieved") is not None:
+                r["unit_achieved"] = PHYSICAL_UNITS[_PARAM_OF[r["name"].lower()]]
+        return zm, recs
+
+    def generate(self, output: str | Path, *, seed: int = 0, n: int = 1, move: Sequence[str] = (),
+                 keep: str = "", native_side_px: float | None = None, z: np.ndarray | None = None,
+                 refine: int = 0) -> tuple[Path, Path, list[dict]]:
+        """Generate ``n`` magnetograms from the latent vectors of ``seed`` (or from ``z``, e.g.
+        :func:`read_latent` of a projected patch), moved by ``move`` (``"name=ε"`` or
+        ``"name=value+unit"`` strings, :meth:`steer`) with ``keep`` held fixed, and write them to
+        ``output`` (FITS with a CEA WCS, + PNG; :func:`write_generated`). The header records,
+        per move, the requested change, ε and the change achieved in the first image; the
+        ``PARAMS`` table the same for every image. Returns ``(fits_path, png_path, rows)``.
+
+        Raises
+        ------
+        InputError : see :meth:`steer`; a ``z`` of the wrong width.
+        """
+        z0 = self.latent(seed, n) if z is None else np.atleast_2d(np.asarray(z, dtype=np.float64))
+        if z0.shape[1] != self.generator.latent_dim:
+            raise InputError(f"latent vectors must have {self.generator.latent_dim} entries, got {z0.shape[1]}")
+        zm, recs = self.steer(z0, move, keep, refine=refine)
+        settings: dict[str, Any] = {"seed": seed if z is None else "given z", "move": ",".join(move), "keep": keep,
+                                    "refine": refine}
+        columns: dict[str, np.ndarray] = {}
+        for r in recs:
+            nm = r["name"].upper()
+            unit = r["unit"] or "eps"
+            settings[f"{nm}_requested"] = f"{r['requested']:+.4g} {unit}"
+            settings[f"{nm}_eps"] = float(r["eps"][0])
+            columns[f"eps_{nm}"] = r["eps"]
+            if r.get("achieved") is not None:
+                au = r["unit"] or r.get("unit_achieved", "")
+                settings[f"{nm}_achieved"] = f"{float(r['achieved'][0]):+.4g} {au}"
+                columns[f"d{nm}_achieved"] = r["achieved"]
+            if r["per_eps"] is not None:
+                settings[f"{nm}_per_eps"] = f"{r['per_eps']:.4g} {r['unit']} (R2 {r['r2']:.2f}, |eps|<={r['eps_valid']:g})"
+        return write_generated(self, zm, output, settings, native_side_px=native_side_px, columns=columns)
+
+    def project(self, source: str | Path | np.ndarray, progress: bool = False) -> Projection:
+        """A real magnetogram in the latent space (:func:`~helioforge.interrogate.project.project_image`).
+
+        Parameters
+        ----------
+        source : a SHARP Br FITS path, or a native-resolution Br array in gauss; preprocessed
+            as the corpus (clip, scale, resize to N×N).
+        progress : show a progress bar.
+
+        Returns
+        -------
+        Projection : z, G(z), the errors and the yardsticks' errors.
+
+        Raises
+        ------
+        FileNotFoundError, FitsReadError : an unreadable file. InputError : no finite field.
+        """
+        Br = read_sharp(source, with_companions=False).Br if isinstance(source, (str, Path)) else np.asarray(source, np.float64)
+        if np.ndim(Br) != 2:
+            raise InputError(f"a magnetogram must be 2-D, got shape {np.shape(Br)}")
+        if not np.isfinite(Br).any():
+            raise InputError(f"{source if isinstance(source, (str, Path)) else 'the array'}: no finite pixel")
+        img = preprocess_br(Br, self.profile.data.image_size, self.profile.data.clip_gauss)
+        return project_image(self.generator, img, self.profile, progress=progress)
 
     def images_from_latent(self, z: np.ndarray) -> np.ndarray:
         """G(z): latent vectors (n, latent_dim) → images (n, 1, N, N) in [-1, 1].

@@ -29,6 +29,7 @@ import numpy as np
 
 from helioforge.errors import HelioforgeError, check_count
 from helioforge.interrogate import evaluate, train
+from helioforge.interrogate.calibrate import Calibration, calibrate_directions
 from helioforge.interrogate.config import Profile
 from helioforge.interrogate.data import CORPUS_FORMAT, Corpus, build_corpus, training_mask
 from helioforge.interrogate.directions import LatentDirections
@@ -48,6 +49,9 @@ __all__ = [
     "prepare_corpus",
     "ensure_gan",
     "ensure_directions",
+    "ensure_calibration",
+    "recalibrate",
+    "calibration_metrics",
     "ensure_simsiam",
     "ensure_index",
     "train_model",
@@ -77,6 +81,7 @@ class Workspace(StepState):
     simsiam = property(lambda self: self.root / "simsiam" / "simsiam")
     directions = property(lambda self: self.root / "directions.json")
     samples = property(lambda self: self.root / "direction_samples.npz")
+    calibration = property(lambda self: self.root / "calibration.json")
     index_dir = property(lambda self: self.root / "index")
     profile_file = property(lambda self: self.root / "profile.json")
 
@@ -118,6 +123,8 @@ def _digests(profile: Profile, ws: "Workspace") -> dict[str, str]:
     d["gan"] = profile.digest("gan", extra=gan_extra)
     d["gan_resume"] = profile.digest("gan", extra=gan_extra, drop=("gan.epochs",))
     d["directions"] = profile.digest("params", "directions", extra=ws.token("gan"))
+    d["calibration"] = profile.digest("params", "calibration", extra=[ws.token("directions"), profile.data.tile_px,
+                                                                    profile.data.clip_gauss])
     d["simsiam"] = profile.digest("simsiam", extra=[corpus, holdout])
     d["simsiam_resume"] = profile.digest("simsiam", extra=[corpus, holdout], drop=("simsiam.epochs",))
     d["index"] = profile.digest(extra=[ws.token("simsiam"), corpus])
@@ -130,6 +137,7 @@ def _products(ws: "Workspace", step: str) -> tuple[Path, ...]:
         "corpus": (ws.corpus, ws.corpus_report),
         "gan": (ws.generator.with_suffix(".safetensors"), ws.generator.with_suffix(".json")),
         "directions": (ws.directions, ws.samples),
+        "calibration": (ws.calibration,),
         "simsiam": (ws.simsiam.with_suffix(".safetensors"), ws.simsiam.with_suffix(".json")),
         "index": (ws.index_dir / RetrievalIndex.INDEX_FILE, ws.index_dir / RetrievalIndex.LUT_FILE),
     }[step]
@@ -140,6 +148,7 @@ REBUILD = {
     "corpus": "helioforge interrogate -w {w}",
     "gan": "helioforge train gan -w {w} (or helioforge interrogate -w {w})",
     "directions": "helioforge directions fit -w {w}",
+    "calibration": "helioforge directions calibrate -w {w}",
     "simsiam": "helioforge train simsiam -w {w}",
     "index": "helioforge index build -w {w}",
 }
@@ -157,7 +166,7 @@ def require_product(profile: Profile, ws: "Workspace", step: str) -> None:
     ws : Workspace
         The work folder.
     step : str
-        ``"corpus"``, ``"gan"``, ``"directions"``, ``"simsiam"`` or ``"index"``.
+        ``"corpus"``, ``"gan"``, ``"directions"``, ``"calibration"``, ``"simsiam"`` or ``"index"``.
 
     Raises
     ------
@@ -300,6 +309,64 @@ def ensure_directions(profile: Profile, ws: Workspace, generator: Generator, for
     if not ws.run_step("directions", _digests(profile, ws)["directions"], _products(ws, "directions"), build, force=force):
         return LatentDirections.load(ws.directions)
     return made["directions"]
+
+
+def ensure_calibration(profile: Profile, ws: Workspace, generator: Generator, directions: LatentDirections,
+                       force: bool = False) -> Calibration:
+    """Calibrate (or reuse) the directions in physical units (``calibration.json``;
+    :func:`~helioforge.interrogate.calibrate.calibrate_directions`).
+
+    Parameters
+    ----------
+    profile : Profile
+        ``calibration``, ``params`` and ``data`` settings.
+    ws : Workspace
+        Work folder.
+    generator, directions
+        The finished generator and its directions.
+    force : bool
+        Redo even if the saved calibration is current.
+
+    Returns
+    -------
+    Calibration
+
+    Raises
+    ------
+    ValueError
+        No direction of TUF, PSEP or R was fitted.
+    ProductError
+        If a reused calibration is unreadable.
+    """
+    made: dict[str, Calibration] = {}
+
+    def build() -> None:
+        made["c"] = calibrate_directions(generator, directions, profile, progress=True)
+        made["c"].save(ws.calibration)
+
+    if not ws.run_step("calibration", _digests(profile, ws)["calibration"], _products(ws, "calibration"), build, force=force):
+        return Calibration.load(ws.calibration)
+    return made["c"]
+
+
+def recalibrate(profile: Profile, ws: Workspace, force: bool = False) -> Calibration:
+    """The calibration stage on its own (``helioforge directions calibrate``), on the folder's
+    finished generator and directions.
+
+    Raises
+    ------
+    ProductError : the generator or the directions are unfinished, stale or changed.
+    """
+    with ws.lock():
+        require_product(profile, ws, "gan")
+        require_product(profile, ws, "directions")
+        return ensure_calibration(profile, ws, load_generator(ws.generator), LatentDirections.load(ws.directions), force)
+
+
+def calibration_metrics(cal: Calibration, profile: Profile) -> dict[str, Any]:
+    """The report's view of a calibration: rows, scale, random-direction yardstick, tolerance."""
+    return {"rows": cal.table(), "scale": cal.scale, "random_direction": cal.random_direction,
+            "linearity_tol": profile.calibration.linearity_tol}
 
 
 def ensure_simsiam(profile: Profile, ws: Workspace, corpus: Corpus, force: bool = False, device: str = "cpu",
@@ -481,6 +548,7 @@ def _interrogate(profile: Profile, ws: "Workspace", report_dir: str | Path | Non
     corpus, corpus_report = step("corpus", lambda: prepare_corpus(profile, ws, force))
     generator = step("gan", lambda: ensure_gan(profile, ws, corpus, force, device, **kw))
     directions = step("directions", lambda: ensure_directions(profile, ws, generator, force))
+    calibration = step("calibration", lambda: ensure_calibration(profile, ws, generator, directions, force))
     simsiam, sim_cfg = step("simsiam", lambda: ensure_simsiam(profile, ws, corpus, force, device, **kw))
     index = step("index", lambda: ensure_index(profile, ws, corpus, simsiam, force))
     ws.save_profile(profile)  # every product is now the profile's: record it (not before)
@@ -501,6 +569,7 @@ def _interrogate(profile: Profile, ws: "Workspace", report_dir: str | Path | Non
         raise ModelHealthError(f"{ws.root}: unusable model(s) {', '.join(health['unusable'])}: {failed}; "
                                f"no numbers reported (health in {report_dir / 'metrics.json'}); retrain with other "
                                "settings or more data (`--force`)")
+    metrics["calibration"] = calibration_metrics(calibration, profile)
     inputs = ReportInputs(metrics=metrics, queries=queries, corpus=corpus, generator=generator, directions=directions,
                           profile=profile, direction_samples=ws.samples)
     step("report figures", lambda: write_report(report_dir, inputs))
