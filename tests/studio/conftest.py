@@ -38,6 +38,12 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
+def live_server():
+    """The :class:`LiveServer` class: ``live_server(app)`` serves an app (call ``.stop()``)."""
+    return LiveServer
+
+
+@pytest.fixture(scope="session")
 def studio_service(tiny_interrogator):
     from helioforge.studio.service import StudioService
 
@@ -58,3 +64,42 @@ def live_studio(studio_service):
 def sharp_file(sharp_dir):
     """A real SHARP Br patch of the sample."""
     return sorted(sharp_dir.glob("*.Br.fits"))[0]
+
+
+#: Chromium flags for a closed network, as root, headless (the machine notes' probe).
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+
+
+def chromium_executable() -> str | None:
+    """``$HELIOFORGE_CHROMIUM``, else Debian's ``chromium`` on PATH."""
+    import os
+    import shutil
+
+    return os.environ.get("HELIOFORGE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium through Playwright. Skips (with the reason) when no browser is
+    installed, unless ``HELIOFORGE_REQUIRE_BROWSER=1``, where it fails instead."""
+    import os
+
+    exe = chromium_executable()
+    required = os.environ.get("HELIOFORGE_REQUIRE_BROWSER") == "1"
+    if exe is None:
+        msg = "no Chromium (apt-get install chromium, or set HELIOFORGE_CHROMIUM)"
+        if required:
+            pytest.fail(msg + "; HELIOFORGE_REQUIRE_BROWSER=1 forbids skipping")
+        pytest.skip(msg)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        if required:
+            pytest.fail(f"playwright is not installed ({exc})")
+        pytest.skip(f"playwright is not installed ({exc})")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
