@@ -292,8 +292,8 @@ def generate(
     n: int = typer.Option(1, "-n", min=1, max=100_000, help="Number of images."),
     from_file: Optional[Path] = typer.Option(None, "--from", help="Start from the latent vector(s) of this FITS file "
                                              "(written by `helioforge project` or `generate`) instead of --seed/-n."),
-    refine: int = typer.Option(0, "--refine", min=0, max=20, help="Correction rounds that bring each image's achieved "
-                               "physical change to the requested one (0: the calibrated ε)."),
+    refine: int = typer.Option(3, "--refine", min=0, max=20, help="Secant rounds that bring each image's achieved "
+                               "physical change to the requested one (0: the calibrated ε alone)."),
     output: Path = typer.Option(Path("generated.fits"), "-o", "--output", help="Output FITS (a PNG is written beside it)."),
 ) -> None:
     """Generate magnetograms z + Σ ε n̂ (n̂ conditioned on --keep) and write FITS (+ PNG) with their parameters."""
@@ -370,11 +370,11 @@ def project(
                                             "settings": asdict(itg.profile.projection)})
     if rows:
         tab = RichTable(title=f"projection of {len(rows)} patch(es): median over files [95 % bootstrap]")
-        for col in ("", "median |ΔB| (G)", "in active pixels (G)", "|ΔTUF|/TUF"):
+        for col in ("", "median |ΔB| (G)", "in active pixels (G)", "RMS (G)", "|ΔTUF|/TUF"):
             tab.add_column(col, justify="right")
         for what, label in (("fit", "projection"), ("random_start", "best random start"), ("zero_image", "zero image")):
             cells = []
-            for key in ("median_abs_G", "median_abs_G_active", "rel_dTUF"):
+            for key in ("median_abs_G", "median_abs_G_active", "rms_G", "rel_dTUF"):
                 v = summary.get(f"{what}.{key}")
                 cells.append(f"{v['median']:.3g} [{v['ci'][0]:.3g}, {v['ci'][1]:.3g}]" if v else "n/a")
             tab.add_row(label, *cells)

@@ -470,15 +470,17 @@ class Interrogator:
         return z
 
     def steer(self, z: np.ndarray, moves: Sequence[str] | Sequence[tuple[str, str]], keep: Sequence[str] | str = (),
-              refine: int = 0) -> tuple[np.ndarray, list[dict[str, Any]]]:
+              refine: int = 3) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """Move z along the directions by physical amounts (``tuf=+2e22Mx``, ``psep=-3Mm``) or
         by ε (``r=+1``), with ``keep`` held; measure what each image achieved.
 
         A move with a unit becomes ε = Δ / (calibrated change per ε) of the direction as
         conditioned on ``keep`` (:class:`~helioforge.interrogate.calibrate.Calibration`). With
-        ``refine`` > 0, each image's ε is corrected that many times by the same slope
-        (ε ← ε + (Δ_requested − Δ_achieved) / slope), so that the achieved change approaches the
-        requested one where the response is not linear or differs between images.
+        ``refine`` > 0, each image's ε is corrected that many times, so that the achieved change
+        approaches the requested one where the response is not linear or differs between images: each round is a
+        secant step per image through its last two (ε, achieved) points, from (0, 0), falling
+        back to the calibrated slope where the secant is flat or of the wrong sign; each image
+        keeps its best round, so refining never ends further from the request than ε alone.
 
         Parameters
         ----------
@@ -538,12 +540,34 @@ class Interrogator:
             for r in recs:
                 key = _PARAM_OF.get(r["name"].lower())
                 r["achieved"] = None if key is None else np.asarray(moved[key] - base[key], dtype=np.float64)
+                if r["unit"] is not None:  # keep each image's best round: refining never does worse
+                    miss = np.abs(np.nan_to_num(r["achieved"], nan=np.inf) - r["requested"])
+                    if "_best" not in r:
+                        r["_best"] = (r["eps"].copy(), r["achieved"].copy(), miss)
+                    else:
+                        be, ba, bm = r["_best"]
+                        better = miss < bm
+                        r["_best"] = (np.where(better, r["eps"], be), np.where(better, r["achieved"], ba), np.minimum(miss, bm))
                 if round_ < refine and r["unit"] is not None:
-                    miss = np.nan_to_num(r["requested"] - r["achieved"])
-                    r["eps"] = r["eps"] + miss / r["per_eps"]
+                    # secant step per image through the last two (ε, achieved) points, starting from
+                    # (0, 0); the calibrated slope where the secant is flat, reversed or undefined
+                    e0, a0 = r.get("_prev", (np.zeros(len(z)), np.zeros(len(z))))
+                    ach = np.nan_to_num(r["achieved"])
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        sec = (ach - a0) / (r["eps"] - e0)
+                    ok = np.isfinite(sec) & (sec * r["per_eps"] > 0) & (np.abs(sec) > 0.05 * abs(r["per_eps"]))
+                    slope = np.where(ok, sec, r["per_eps"])
+                    r["_prev"] = (r["eps"], ach)
+                    step = (r["requested"] - ach) / slope
+                    limit = 2.0 * r["eps_valid"]  # no single jump longer than twice the calibrated range
+                    r["eps"] = r["eps"] + np.clip(step, -limit, limit)
+        for r in recs:
+            if "_best" in r:
+                r["eps"], r["achieved"], _ = r.pop("_best")
         zm = apply()
         for r in recs:
             r.pop("vec")
+            r.pop("_prev", None)
             r["outside_valid"] = (np.abs(r["eps"]) > r["eps_valid"]) if r["eps_valid"] is not None else np.zeros(len(z), bool)
             if r["unit"] is None and r.get("achieved") is not None:
                 r["unit_achieved"] = PHYSICAL_UNITS[_PARAM_OF[r["name"].lower()]]
@@ -551,7 +575,7 @@ class Interrogator:
 
     def generate(self, output: str | Path, *, seed: int = 0, n: int = 1, move: Sequence[str] = (),
                  keep: str = "", native_side_px: float | None = None, z: np.ndarray | None = None,
-                 refine: int = 0) -> tuple[Path, Path, list[dict]]:
+                 refine: int = 3) -> tuple[Path, Path, list[dict]]:
         """Generate ``n`` magnetograms from the latent vectors of ``seed`` (or from ``z``, e.g.
         :func:`read_latent` of a projected patch), moved by ``move`` (``"name=ε"`` or
         ``"name=value+unit"`` strings, :meth:`steer`) with ``keep`` held fixed, and write them to

@@ -65,7 +65,7 @@ def projection_errors(fit: np.ndarray, target: np.ndarray, profile: Profile) -> 
     -------
     dict : ``median_abs_G`` (median |fit − target| × clip_gauss over pixels, G),
         ``median_abs_G_active`` (the same over pixels where |target| > the polarity threshold;
-        NaN when there are none), ``rel_dTUF`` = |TUF_fit − TUF_target| / TUF_target, and
+        NaN when there are none), ``rms_G`` (root mean square, G: what the pixel loss minimises), ``rel_dTUF`` = |TUF_fit − TUF_target| / TUF_target, and
         ``d<P>`` = P_fit − P_target for TUF, TPF, TNF, R (kG px), PSEP (px); NaN where undefined.
     """
     clip = profile.data.clip_gauss
@@ -73,7 +73,8 @@ def projection_errors(fit: np.ndarray, target: np.ndarray, profile: Profile) -> 
     active = np.abs(target) * clip > profile.params.threshold_gauss
     p = image_params(np.stack([fit, target])[:, None].astype(np.float32), profile)
     out = {"median_abs_G": float(np.median(diff)),
-           "median_abs_G_active": float(np.median(diff[active])) if active.any() else float("nan")}
+           "median_abs_G_active": float(np.median(diff[active])) if active.any() else float("nan"),
+           "rms_G": float(np.sqrt(np.mean(diff ** 2)))}
     tuf = float(p["TUF"][1])
     out["rel_dTUF"] = abs(float(p["TUF"][0]) - tuf) / tuf if tuf > 0 else float("nan")
     for k in ("TUF", "TPF", "TNF", "R", "PSEP"):
@@ -174,7 +175,7 @@ def summarise_projections(rows: list[dict[str, Any]], n_boot: int = 1000, seed: 
     rng = np.random.default_rng(seed)
     out: dict[str, Any] = {"n": len(rows)}
     for what in ("fit", "random_start", "zero_image"):
-        for key in ("median_abs_G", "median_abs_G_active", "rel_dTUF"):
+        for key in ("median_abs_G", "median_abs_G_active", "rms_G", "rel_dTUF"):
             v = np.array([r[what][key] for r in rows], dtype=np.float64)
             v = v[np.isfinite(v)]
             if not v.size:

@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 
 from helioforge.studio.service import NotFound, StudioError, StudioService, View
 
-__all__ = ["create_app", "ViewRequest", "MAX_UPLOAD_BYTES"]
+__all__ = ["create_app", "ViewRequest", "MAX_UPLOAD_BYTES", "BackgroundServer"]
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class ViewRequest(BaseModel):
     moves: dict[str, float] = Field(default_factory=dict)
     hold: list[str] = Field(default_factory=list, max_length=4)
     k: int = Field(5, ge=0, le=50)
-    refine: int = Field(1, ge=0, le=5)
+    refine: int = Field(3, ge=0, le=5)
 
     def view(self) -> View:
         return View(seed=self.seed, start=self.start, moves=dict(self.moves), hold=list(self.hold), k=self.k,
@@ -145,3 +145,47 @@ def create_app(workdir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
         return call(svc.project, token)
 
     return app
+
+
+class BackgroundServer:
+    """uvicorn serving an app on a free local port in a daemon thread (tests, benchmarks).
+
+    Parameters
+    ----------
+    app : the ASGI application (:func:`create_app`).
+    host : address to listen on (default this machine only).
+    timeout_s : how long to wait for the server to start.
+
+    Attributes
+    ----------
+    url : ``http://host:port``.
+
+    Raises
+    ------
+    RuntimeError : the server did not start within ``timeout_s``.
+    """
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", timeout_s: float = 30.0):
+        import socket
+        import threading
+        import time
+
+        import uvicorn
+
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            self.port = sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + timeout_s
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"the studio server did not start on {host}:{self.port}")
+            time.sleep(0.05)
+        self.url = f"http://{host}:{self.port}"
+
+    def stop(self) -> None:
+        """Ask the server to finish and wait for its thread."""
+        self.server.should_exit = True
+        self.thread.join(10)

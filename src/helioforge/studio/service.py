@@ -79,7 +79,7 @@ class View:
     moves: dict[str, float] = field(default_factory=dict)
     hold: list[str] = field(default_factory=list)
     k: int = 5
-    refine: int = 1
+    refine: int = 3
 
 
 def _colormap_lut() -> np.ndarray:

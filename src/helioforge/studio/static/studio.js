@@ -32,7 +32,7 @@ async function api(path, opts = {}) {
 }
 
 function viewBody() {
-  return JSON.stringify({ seed: S.seed, start: S.start, moves: S.moves, hold: S.hold, k: S.k, refine: 1 });
+  return JSON.stringify({ seed: S.seed, start: S.start, moves: S.moves, hold: S.hold, k: S.k, refine: 3 });
 }
 
 // ------------------------------------------------------------------ figure (image, Mm axes, colour bar)
