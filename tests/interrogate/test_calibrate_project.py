@@ -157,3 +157,17 @@ def test_project_cli_on_real_patches_then_steer_the_result(tiny_interrogator, sh
         assert h[0].header["HF SEED"] == "given z"
     with pytest.raises(InputError, match="no LATENT table"):
         read_latent(files[0])
+
+
+def test_a_direction_with_no_measurable_effect_refuses_moves_in_units(tiny_interrogator):
+    from helioforge.interrogate.calibrate import DirectionFit
+
+    work, _, _ = tiny_interrogator
+    itg = Interrogator.from_workspace(work, with_index=False)
+    fit = itg.calibration.get("tuf")
+    assert fit.significant
+    itg.calibration.fits["TUF|"] = DirectionFit(**{**fit.__dict__, "slope": 1e19, "slope_ci": (-2e20, 3e20)})
+    assert not itg.calibration.get("tuf").significant
+    with pytest.raises(InputError, match="not distinguishable from 0"):
+        itg.steer(itg.latent(0), ["tuf=+1e21Mx"])
+    itg.steer(itg.latent(0), ["tuf=+1"])  # ε still works

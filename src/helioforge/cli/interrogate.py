@@ -308,6 +308,11 @@ def generate(
     except (InputError, FileNotFoundError) as e:
         fail(str(e))
     console.print(f"wrote {fits_path} and {png_path}")
+    for key in [k for k in table[0] if k.startswith("outside_")]:
+        n_out = sum(bool(r[key]) for r in table)
+        if n_out:
+            console.print(f"[yellow]warning:[/yellow] {n_out} of {len(table)} image(s) needed an ε beyond the calibrated range "
+                          f"of {key[len('outside_'):]} (`helioforge directions calibrate` shows it): the change is extrapolated")
     _print_param_table([{k: v for k, v in r.items() if not k.endswith(("_Mx", "_Mm")) or k in ("TUF_Mx", "PSEP_Mm", "R_Mx")}
                         for r in table])
 
@@ -327,10 +332,11 @@ def directions_calibrate_cmd(workdir: Path = WORKDIR, force: bool = typer.Option
         tab.add_column(col, justify="right")
     for r in cal.table():
         rd = cal.random_direction.get(r["direction"], {})
-        tab.add_row(r["direction"], r["keep"], f"{r['per_eps']:.3g} {r['unit']}", f"[{r['ci_low']:.3g}, {r['ci_high']:.3g}]",
+        tab.add_row(r["direction"], r["keep"], f"{r['per_eps']:.3g} {r['unit']}" + ("" if r["significant"] else " (n.s.)"),
+                    f"[{r['ci_low']:.3g}, {r['ci_high']:.3g}]",
                     f"{r['r2']:.2f}", f"{r['eps_valid']:g}", f"{rd.get('slope', float('nan')):.3g} ({rd.get('r2', float('nan')):.2f})")
     out.print(tab)
-    console.print(f"calibration: {ws.calibration}")
+    console.print(f"calibration: {ws.calibration}; n.s.: the 95 % interval includes 0, so moves in units are refused there")
 
 
 @app.command()

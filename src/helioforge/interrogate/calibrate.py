@@ -143,6 +143,13 @@ class DirectionFit:
     n_points: int
 
     @property
+    def significant(self) -> bool:
+        """Whether the slope's 95 % interval excludes 0 (else a change in units cannot be asked
+        for along this direction: its effect is not distinguishable from the scatter)."""
+        lo, hi = self.slope_ci
+        return bool(np.isfinite(lo) and np.isfinite(hi) and lo * hi > 0)
+
+    @property
     def valid_change(self) -> float:
         """The largest |ΔP| the fit covers: |slope| × eps_valid (in ``unit``)."""
         return abs(self.slope) * self.eps_valid
@@ -200,7 +207,7 @@ class Calibration:
         """One row per fit (name, keep, unit, slope, CI, R², valid range) for reports."""
         return [{"direction": f.name, "keep": f.keep or "-", "unit": f.unit, "per_eps": f.slope,
                  "ci_low": f.slope_ci[0], "ci_high": f.slope_ci[1], "r2": f.r2, "eps_valid": f.eps_valid,
-                 "valid_change": f.valid_change, "n_base": f.n_base} for f in self.fits.values()]
+                 "valid_change": f.valid_change, "significant": f.significant, "n_base": f.n_base} for f in self.fits.values()]
 
 
 def fit_response(eps: np.ndarray, delta: np.ndarray, linearity_tol: float = 0.25, n_boot: int = 200,
@@ -225,13 +232,14 @@ def fit_response(eps: np.ndarray, delta: np.ndarray, linearity_tol: float = 0.25
 
     Examples
     --------
-    A response exactly 3 per ε up to |ε| = 2 that saturates beyond:
+    A response exactly 3 per ε up to |ε| = 1 that is flat beyond (the window |ε| ≤ 2 would
+    give a slope of 1.8, 40 % off):
 
     >>> eps = np.array([-3., -2., -1., 0., 1., 2., 3.])
-    >>> d = np.tile(3 * np.clip(eps, -2, 2) + 0.0, (4, 1))
+    >>> d = np.tile(3 * np.clip(eps, -1, 1), (4, 1))
     >>> r = fit_response(eps, d)
     >>> r["slope"], r["eps_valid"], round(r["r2"], 6)
-    (3.0, 2.0, 1.0)
+    (3.0, 1.0, 1.0)
     """
     eps = np.asarray(eps, dtype=np.float64)
     delta = np.asarray(delta, dtype=np.float64)

@@ -458,16 +458,24 @@ class Interrogator:
             unknown or unfitted direction name.
         """
         moves = parse_moves(moves) if all(isinstance(m, str) for m in moves) else list(moves)
+        keeps = self._keeps(keep, bool(moves))
+        for name, eps in moves:
+            z = z + eps * self._direction(name, keeps)
+        return z
+
+    def _keeps(self, keep: Sequence[str] | str, moving: bool) -> list[str]:
+        """The held directions as a list; an error when there is something to do and no directions."""
         keeps = [k.strip() for k in (keep.split(",") if isinstance(keep, str) else keep) if k.strip()]
-        if (moves or keeps) and self.directions is None:
+        if (moving or keeps) and self.directions is None:
             raise InputError(self.directions_problem or "no latent directions yet (run `helioforge directions fit`)")
+        return keeps
+
+    def _direction(self, name: str, keeps: Sequence[str]) -> np.ndarray:
+        """n̂ of ``name`` conditioned on ``keeps`` (:func:`conditional_direction`); InputError naming the problem."""
         try:
-            for name, eps in moves:
-                vec = conditional_direction(self.directions.get(name), [self.directions.get(k) for k in keeps])
-                z = z + eps * vec
+            return conditional_direction(self.directions.get(name), [self.directions.get(k) for k in keeps])
         except (KeyError, ValueError) as e:
             raise InputError(str(e).strip("'\"")) from None
-        return z
 
     def steer(self, z: np.ndarray, moves: Sequence[str] | Sequence[tuple[str, str]], keep: Sequence[str] | str = (),
               refine: int = 3) -> tuple[np.ndarray, list[dict[str, Any]]]:
@@ -500,27 +508,27 @@ class Interrogator:
 
         Raises
         ------
-        InputError : a malformed move or unit, no (or stale) directions, or a move with a unit
-            and no (or a stale) calibration.
+        InputError : a malformed move or unit, no (or stale) directions, a move with a unit
+            and no (or a stale) calibration, or along a direction whose calibrated slope is not
+            distinguishable from 0 (95 % interval across 0).
         """
         pairs = split_moves(moves) if all(isinstance(m, str) for m in moves) else [(str(a), str(b)) for a, b in moves]
-        keeps = [k.strip() for k in (keep.split(",") if isinstance(keep, str) else keep) if k.strip()]
+        keeps = self._keeps(keep, bool(pairs))
         z = np.atleast_2d(np.asarray(z, dtype=np.float64))
-        if (pairs or keeps) and self.directions is None:
-            raise InputError(self.directions_problem or "no latent directions yet (run `helioforge directions fit`)")
         recs: list[dict[str, Any]] = []
         for name, value in pairs:
             number, unit = parse_physical_move(name, value)
-            try:
-                vec = conditional_direction(self.directions.get(name), [self.directions.get(k) for k in keeps])
-            except (KeyError, ValueError) as e:
-                raise InputError(str(e).strip("'\"")) from None
+            vec = self._direction(name, keeps)
             rec: dict[str, Any] = {"name": name, "unit": unit, "requested": number, "vec": vec,
                                    "per_eps": None, "r2": None, "eps_valid": None}
             if unit is not None:
                 if self.calibration is None:
                     raise InputError(f"--move {name}={value}: {self.calibration_problem}")
                 fit = self.calibration.get(name, keeps)
+                if not fit.significant:
+                    raise InputError(f"--move {name}={value}: along {name} with {fit.keep or 'nothing'} held the calibrated change "
+                                     f"per ε, {fit.slope:.3g} {fit.unit} (95 % interval {fit.slope_ci[0]:.3g} to "
+                                     f"{fit.slope_ci[1]:.3g}), is not distinguishable from 0: move it in ε instead")
                 rec.update(per_eps=fit.slope, r2=fit.r2, eps_valid=fit.eps_valid)
                 rec["eps"] = np.full(len(z), number / fit.slope)
             else:
@@ -600,6 +608,8 @@ class Interrogator:
             settings[f"{nm}_requested"] = f"{r['requested']:+.4g} {unit}"
             settings[f"{nm}_eps"] = float(r["eps"][0])
             columns[f"eps_{nm}"] = r["eps"]
+            if r["per_eps"] is not None:
+                columns[f"outside_{nm}"] = r["outside_valid"].astype(np.float64)
             if r.get("achieved") is not None:
                 au = r["unit"] or r.get("unit_achieved", "")
                 settings[f"{nm}_achieved"] = f"{float(r['achieved'][0]):+.4g} {au}"

@@ -186,6 +186,8 @@ class StudioService:
             fitted = itg.directions is not None and itg.directions.has(name)
             key = name.upper() if name != "polarity" else "polarity"
             unit = PHYSICAL_UNITS.get(key) if cal is not None else None
+            if fitted and unit is not None and not cal.get(key).significant:
+                unit = None  # no measurable change per ε: the slider stays in ε
             d: dict[str, Any] = {"name": name, "label": key, "fitted": bool(fitted), "unit": unit or "ε"}
             if fitted and unit is not None:
                 fit = cal.get(key)
@@ -216,6 +218,8 @@ class StudioService:
             if v == 0.0 or name in [h.lower() for h in view.hold]:
                 continue
             unit = PHYSICAL_UNITS.get(name.upper()) if itg.calibration is not None else None
+            if unit is not None and not itg.calibration.get(name).significant:
+                unit = None  # as status() says: this slider is in ε
             out.append(f"{name}={v!r}{unit or ''}")
         return out
 
