@@ -68,6 +68,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_params.py
 	$(PY) benchmarks/bench_generate.py
 	$(PY) benchmarks/bench_search.py
+	$(PY) benchmarks/bench_studio.py -w runs/demo
 	$(PY) benchmarks/bench_samplers.py
 	$(PY) benchmarks/validate_lightweaver.py
 	$(PY) benchmarks/bench_trainset.py
