@@ -150,11 +150,15 @@ def test_project_cli_on_real_patches_then_steer_the_result(tiny_interrogator, sh
     assert z.shape == (1, 100)
     with fits.open(zfile) as h:
         assert h[0].header["HF PROJECTED_FROM"] == files[0].name
+        side = h[0].header["HF NATIVE_SIDE_PX"]
+    with fits.open(files[0]) as h:  # the patch's own scale, not the profile's tile side
+        ny, nx = h[-1].data.shape
+    assert side == pytest.approx(math.sqrt(ny * nx))
     out = tmp_path / "edited.fits"
     r = runner.invoke(app, ["generate", "-w", str(work), "--from", str(zfile), "--move", "tuf=+1e21Mx", "-o", str(out)])
     assert r.exit_code == 0, r.output
     with fits.open(out) as h:
-        assert h[0].header["HF SEED"] == "given z"
+        assert h[0].header["HF SEED"] == "given z" and h[0].header["HF NATIVE_SIDE_PX"] == pytest.approx(side)
     with pytest.raises(InputError, match="no LATENT table"):
         read_latent(files[0])
 
@@ -171,3 +175,22 @@ def test_a_direction_with_no_measurable_effect_refuses_moves_in_units(tiny_inter
     with pytest.raises(InputError, match="not distinguishable from 0"):
         itg.steer(itg.latent(0), ["tuf=+1e21Mx"])
     itg.steer(itg.latent(0), ["tuf=+1"])  # ε still works
+
+
+def test_combined_refined_moves_report_what_the_returned_z_achieves(tiny_interrogator):
+    """Each image keeps one round for all its moves together (the review found the achieved
+    values of two refined moves taken from different rounds)."""
+    from helioforge.interrogate.calibrate import ImageScale
+    from helioforge.interrogate.evaluate import image_params
+
+    work, _, _ = tiny_interrogator
+    itg = Interrogator.from_workspace(work, with_index=False)
+    z = itg.latent(3, 6)
+    zm, recs = itg.steer(z, ["tuf=+5e21Mx", "psep=+3Mm"], refine=3)
+    scale = ImageScale.of(itg.profile)
+    p0 = scale.to_physical(image_params(itg.images_from_latent(z), itg.profile))
+    p1 = scale.to_physical(image_params(itg.images_from_latent(zm), itg.profile))
+    for r, key in zip(recs, ("TUF", "PSEP")):
+        np.testing.assert_allclose(r["achieved"], p1[key] - p0[key], rtol=1e-6)
+    with pytest.raises(InputError, match="beyond"):
+        itg.steer(z, ["tuf=+1e30Mx"])

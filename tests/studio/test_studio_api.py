@@ -170,3 +170,97 @@ def test_a_work_folder_without_models_gets_a_message_not_a_blank_page(tmp_path):
     r = c.post("/api/render", json={"seed": 0})
     assert r.status_code == 503 and "helioforge interrogate" in r.json()["detail"]
     assert c.get("/").status_code == 200
+
+
+# ----------------------------------------------------------------------------- found by the review probe
+def test_compressed_and_absurd_uploads_are_refused_before_they_fill_memory(client, sharp_file):
+    import time
+
+    hdr = fits.Header([("T_REC", "2012.03.07_08:24:00_TAI"), ("HARPNUM", 1447), ("CDELT1", 0.03), ("BUNIT", "Mx/cm^2")])
+    big = fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(np.zeros((8192, 8192), np.float32), header=hdr,
+                                                              compression_type="GZIP_1")])
+    buf = io.BytesIO()
+    big.writeto(buf)
+    assert len(buf.getvalue()) < 2_000_000  # a small upload declaring 67 Mpx
+    t = time.perf_counter()
+    r = client.post("/api/upload", content=buf.getvalue())
+    assert r.status_code == 400 and "declared" in r.json()["detail"] and time.perf_counter() - t < 5
+    bomb = gzip.compress(b"\0" * 60_000_000)  # 60 MB of zeros in ~60 kB
+    r = client.post("/api/upload", content=bomb)
+    assert r.status_code == 400 and "unpacks to more than" in r.json()["detail"]
+    # a header declaring 2³¹ × 2³¹ pixels over 2880 bytes of data
+    raw = fits.Header([("SIMPLE", True), ("BITPIX", 8), ("NAXIS", 2), ("NAXIS1", 2**31 - 1), ("NAXIS2", 2**31 - 1)])
+    r = client.post("/api/upload", content=raw.tostring().encode() + b"\0" * 2880)
+    assert r.status_code == 400, r.text
+    tiny_cdelt = _sharp_like(np.ones((40, 40)) * 300, sharp_file).replace(b"CDELT1  =                 0.03",
+                                                                         b"CDELT1  =                1E-30")
+    r = client.post("/api/upload", content=tiny_cdelt)
+    assert r.status_code == 400 and "CDELT1" in r.json()["detail"]
+    assert client.get("/api/status").status_code == 200
+
+
+def test_huge_moves_and_bad_holds_get_a_4xx(client):
+    for moves in ({"tuf": 1e308}, {"psep": -1e60}, {"polarity": 1e9}):
+        r = client.post("/api/render", json={"seed": 0, "moves": moves})
+        assert r.status_code == 400 and "beyond" in r.json()["detail"], (moves, r.text)
+        assert client.post("/api/download/fits", json={"seed": 0, "moves": moves}).status_code == 400
+    assert client.post("/api/download/fits", json={"hold": ["a\nb"]}).status_code == 422
+    r = client.post("/api/render", json={"seed": 0, "moves": {"tuf": 1e21}, "hold": ["r", "r"], "k": 0})
+    assert r.status_code == 200  # a repeated hold is one hold
+
+
+def test_combined_moves_report_what_the_image_they_return_achieved(client):
+    base = client.post("/api/render", json={"seed": 3, "k": 0}).json()["params"]
+    r = client.post("/api/render", json={"seed": 3, "k": 0, "moves": {"tuf": 5e21, "psep": 3.0}, "refine": 3}).json()
+    got = {m["name"]: m["achieved"] for m in r["moves"]}
+    assert got["tuf"] == pytest.approx(r["params"]["TUF_Mx"] - base["TUF_Mx"], rel=1e-6)
+    assert got["psep"] == pytest.approx(r["params"]["PSEP_Mm"] - base["PSEP_Mm"], rel=1e-6)
+
+
+def test_a_held_direction_that_leaves_no_measurable_effect_gets_a_clear_message(studio_service):
+    from helioforge.interrogate.calibrate import DirectionFit
+    from helioforge.studio.service import StudioError, View
+
+    cal = studio_service.interrogator.calibration
+    key = "PSEP|TUF"
+    saved = cal.fits[key]
+    cal.fits[key] = DirectionFit(**{**saved.__dict__, "slope_ci": (-1.0, 2.0)})
+    try:
+        with pytest.raises(StudioError, match="Release TUF or reset ΔPSEP"):
+            studio_service.render(View(seed=0, moves={"psep": 1.0}, hold=["tuf"], k=0))
+        studio_service.render(View(seed=0, moves={"psep": 1.0}, k=0))  # without the hold it works
+    finally:
+        cal.fits[key] = saved
+
+
+def test_a_projection_does_not_block_views_and_is_computed_once(live_studio, sharp_file):
+    import threading
+    import time
+
+    up = httpx.post(f"{live_studio.url}/api/upload", content=sharp_file.read_bytes(), timeout=60).json()
+    up2 = httpx.post(f"{live_studio.url}/api/upload", content=sharp_file.read_bytes(), timeout=60).json()
+    done = {}
+
+    def project():
+        done["r"] = httpx.post(f"{live_studio.url}/api/project/{up['token']}", timeout=120)
+
+    th = threading.Thread(target=project)
+    th.start()
+    time.sleep(0.2)
+    t = time.perf_counter()
+    r = httpx.post(f"{live_studio.url}/api/render", json={"seed": 1, "k": 3}, timeout=60)
+    render_s = time.perf_counter() - t
+    busy = httpx.post(f"{live_studio.url}/api/project/{up2['token']}", timeout=120)
+    th.join()
+    assert r.status_code == 200 and done["r"].status_code == 200
+    if busy.status_code != 200:  # the first projection was still running
+        assert busy.status_code == 429 and "projection is running" in busy.json()["detail"]
+    assert render_s < 5  # not queued behind the projection (tiny: ~1 s; the cpu profile's takes 12 s)
+    t = time.perf_counter()
+    again = httpx.post(f"{live_studio.url}/api/project/{up['token']}", timeout=60)
+    assert again.status_code == 200 and again.json()["errors"] == done["r"].json()["errors"] and time.perf_counter() - t < 1
+    # a view of the projected z is in the patch's own scale, not the profile's
+    v = httpx.post(f"{live_studio.url}/api/render", json={"start": up["token"], "k": 0}, timeout=60).json()
+    with fits.open(sharp_file) as h:
+        ny, nx = h[-1].data.shape
+    assert v["pixel_mm"] == pytest.approx(0.03 * np.pi / 180 * 696.0 * np.sqrt(ny * nx) / 32, rel=1e-3)

@@ -122,3 +122,20 @@ def test_page_without_models_shows_the_message_and_command(browser, live_server,
         ctx.close()
     finally:
         srv.stop()
+
+
+def test_header_text_of_an_upload_is_shown_as_text_not_run(page, tmp_path):
+    """Strings from an uploaded file (here T_REC) reach the page escaped (the review's injection)."""
+    from astropy.io import fits
+
+    evil = '<img src=x onerror="window.__xss=1">'
+    hdr = fits.Header([("T_REC", evil), ("HARPNUM", 1), ("CDELT1", 0.03), ("BUNIT", "Mx/cm^2")])
+    y, x = np.mgrid[0:48, 0:48]
+    data = 800 * (np.exp(-((x - 30) ** 2 + (y - 24) ** 2) / 20) - np.exp(-((x - 18) ** 2 + (y - 24) ** 2) / 20))
+    path = tmp_path / "evil.fits"
+    fits.PrimaryHDU(data.astype(np.float32), header=hdr).writeto(path)
+    pg = page
+    pg.set_input_files("#upload", str(path))
+    pg.wait_for_function("document.querySelector('#matches-note').textContent.includes('upload')", timeout=30_000)
+    assert evil in pg.inner_text("#upload-info")
+    assert pg.evaluate("window.__xss") is None and pg.locator("#upload-info img[src='x']").count() == 0

@@ -303,8 +303,9 @@ def generate(
     check_output(output.with_suffix(".png"), protect_foreign_fits=True)
     itg = _load_interrogator(workdir, need_index=False)
     try:
-        z = read_latent(from_file) if from_file is not None else None
-        fits_path, png_path, table = itg.generate(output, seed=seed, n=n, move=move, keep=keep, z=z, refine=refine)
+        z, side = (read_latent(from_file, with_scale=True) if from_file is not None else (None, None))
+        fits_path, png_path, table = itg.generate(output, seed=seed, n=n, move=move, keep=keep, z=z, refine=refine,
+                                                  native_side_px=side)
     except (InputError, FileNotFoundError) as e:
         fail(str(e))
     console.print(f"wrote {fits_path} and {png_path}")
@@ -365,7 +366,7 @@ def project(
             continue
         dest = output / (f.name.split(".fits")[0] + "_z.fits")
         settings = {"projected_from": f.name, **{f"proj_{k}": v for k, v in pr.errors.items()}}
-        write_generated(itg, pr.z[None], dest, settings)
+        write_generated(itg, pr.z[None], dest, settings, native_side_px=pr.native_side_px)
         rows.append({"file": str(f), "output": str(dest), "fit": pr.errors, "random_start": pr.random_start,
                      "zero_image": pr.zero_image, "losses": pr.losses})
         console.print(f"{f.name}: median |ΔB| {pr.errors['median_abs_G']:.1f} G (best random start "

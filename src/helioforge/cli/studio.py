@@ -16,14 +16,14 @@ def studio(
     workdir: Path = WORKDIR,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (default: this machine only)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0: any free port)."),
-    max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.01, max=1024, help="Largest upload accepted, MB."),
+    max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.01, max=1024, help="Largest upload accepted, MB (10⁶ bytes)."),
 ) -> None:
     """Steer the generator in a browser: physics sliders, hold toggles, real matches, upload, project, download."""
     import uvicorn
 
     from helioforge.studio.app import create_app
 
-    app_ = create_app(workdir, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
+    app_ = create_app(workdir, max_upload_bytes=int(max_upload_mb * 1e6))
     svc = app_.state.service
     if not svc.ready:
         console.print(f"[yellow]no trained models in {workdir}[/yellow]: the page will say so. Make them with: {svc.command}")

@@ -145,6 +145,7 @@ def read_image_hdu(
     watch: Iterable[str] = (),
     error: type[FitsReadError] = FitsReadError,
     content: bytes | None = None,
+    max_pixels: int | None = None,
 ) -> tuple[np.ndarray, fits.Header, list[str]]:
     """Read the last image HDU that holds data from a FITS file, closing the file afterwards.
 
@@ -154,6 +155,8 @@ def read_image_hdu(
         ``content``, only the name used in messages.
     content : the file's bytes, parsed in memory (an upload): nothing is read from or written
         to disk.
+    max_pixels : refuse an image whose header declares more pixels than this, before its data
+        are read or decompressed (a small tile-compressed upload can declare gigapixels).
     required : header keywords that must be present (checked after any header fix).
     watch : further keywords the caller will read; a warning is returned when one of them was
         unparsable and had to be fixed (``required`` keywords are always watched).
@@ -195,6 +198,10 @@ def read_image_hdu(
                 if not image_hdus:
                     raise error(path, "no image data in any HDU")
                 hdu = image_hdus[-1]
+                declared = int(np.prod(hdu.shape, dtype=np.float64)) if hdu.shape else 0
+                if max_pixels is not None and declared > max_pixels:
+                    raise error(path, f"image of {' x '.join(map(str, hdu.shape[::-1]))} pixels declared, more than "
+                                      f"the {max_pixels:,} allowed")
                 required = tuple(required)
                 notes.extend(_check_header_parsable(hdu, path, (*required, *watch)))
                 try:
@@ -217,6 +224,8 @@ def read_image_hdu(
             if "Empty or corrupt FITS file" in msg:
                 raise error(path, "empty or corrupt FITS file") from None
             raise error(path, f"not a readable FITS file ({msg})") from None
+        except (OverflowError, MemoryError, ValueError, TypeError) as exc:  # absurd header sizes, bad cards
+            raise error(path, f"not a readable FITS file ({type(exc).__name__}: {exc})") from None
     if data.ndim == 0 or data.size == 0:
         raise error(path, "no image data in any HDU")
     if _truncated(caught):

@@ -46,6 +46,11 @@ RSUN_REF_M = 6.96e8
 
 
 
+#: Plausible heliographic pixel sizes, degrees (SHARP CEA 0.03°; MDI-like 0.12°): outside, a
+#: header is wrong, and physical units would be nonsense (or overflow).
+CDELT_RANGE_DEG = (1e-4, 1.0)
+
+
 class SharpReadError(FitsReadError):
     """A SHARP file that cannot be read; see :class:`FitsReadError` (``path``, ``problem``)."""
 
@@ -169,7 +174,7 @@ def _segment_files(folder: Path, pattern: str) -> list[Path]:
 
 
 def read_sharp(path: str | Path, segment: str = "Br", with_companions: bool = True,
-               content: bytes | None = None) -> SharpPatch:
+               content: bytes | None = None, max_pixels: int | None = None) -> SharpPatch:
     """Read one SHARP CEA segment file (JSOC ``hmi.sharp_cea_720s``).
 
     Parameters
@@ -180,6 +185,7 @@ def read_sharp(path: str | Path, segment: str = "Br", with_companions: bool = Tr
         when they lie in the same folder; an unreadable companion is skipped with a warning.
     content : the file's bytes, parsed in memory (``path`` then only names it in messages;
         no companions are looked for).
+    max_pixels : refuse larger declared images before reading them (uploads).
 
     Returns
     -------
@@ -199,6 +205,7 @@ def read_sharp(path: str | Path, segment: str = "Br", with_companions: bool = Tr
         watch=("NOAA_AR", "RSUN_REF", "USFLUX", "R_VALUE"),
         error=SharpReadError,
         content=content,
+        max_pixels=max_pixels,
     )
     if data.ndim != 2:
         raise SharpReadError(path, f"expected a 2-D image, found shape {data.shape}")
@@ -210,8 +217,9 @@ def read_sharp(path: str | Path, segment: str = "Br", with_companions: bool = Tr
         cdelt1 = float(header["CDELT1"])
     except (TypeError, ValueError) as exc:
         raise SharpReadError(path, f"bad HARPNUM/CDELT1 value ({exc})") from None
-    if not (math.isfinite(cdelt1) and cdelt1 > 0):
-        raise SharpReadError(path, f"CDELT1 must be a positive number of degrees, got {cdelt1}")
+    if not (math.isfinite(cdelt1) and CDELT_RANGE_DEG[0] <= cdelt1 <= CDELT_RANGE_DEG[1]):
+        raise SharpReadError(path, f"CDELT1 must be a pixel size in degrees between {CDELT_RANGE_DEG[0]:g} and "
+                                   f"{CDELT_RANGE_DEG[1]:g} (SHARP CEA: 0.03), got {cdelt1}")
     noaa = safe_get(header, "NOAA_AR")
     try:
         noaa_ar = int(noaa) if noaa is not None and int(noaa) > 0 else None

@@ -38,7 +38,7 @@ from helioforge.interrogate.simsiam import embed, load_simsiam
 from helioforge.io import atomic_path, fits_hdul
 from helioforge.physics.params import as_value, compute_params, physical_params, schrijver_r
 
-__all__ = ["Interrogator", "magnetogram_params", "write_generated", "generated_fits", "SHARP_CDELT_DEG", "parse_moves", "read_latent"]
+__all__ = ["Interrogator", "magnetogram_params", "write_generated", "generated_fits", "patch_side_px", "MAX_EPS", "SHARP_CDELT_DEG", "parse_moves", "read_latent"]
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -223,9 +223,11 @@ def parse_moves(specs: Sequence[str]) -> list[tuple[str, float]]:
     return moves
 
 
-def read_latent(path: str | Path) -> np.ndarray:
+def read_latent(path: str | Path, with_scale: bool = False) -> np.ndarray | tuple[np.ndarray, float | None]:
     """The latent vectors (n, latent_dim) of a FITS file written by ``helioforge generate`` or
-    ``helioforge project`` (its ``LATENT`` table), float64.
+    ``helioforge project`` (its ``LATENT`` table), float64; with ``with_scale`` also the native
+    patch side it records (``HF NATIVE_SIDE_PX``; ``None`` when absent), so that edits keep the
+    projected patch's physical scale.
 
     Raises
     ------
@@ -238,9 +240,13 @@ def read_latent(path: str | Path) -> np.ndarray:
         with fits.open(path) as hdul:
             if "LATENT" not in hdul:
                 raise InputError(f"{path}: no LATENT table (write one with `helioforge project` or `helioforge generate`)")
-            return np.atleast_2d(np.asarray(hdul["LATENT"].data["z"], dtype=np.float64))
+            z = np.atleast_2d(np.asarray(hdul["LATENT"].data["z"], dtype=np.float64))
+            side = hdul[0].header.get("HIERARCH HF NATIVE_SIDE_PX")
     except OSError as exc:
         raise InputError(f"{path}: not a readable FITS file ({exc})") from None
+    if not with_scale:
+        return z
+    return z, (float(side) if isinstance(side, (int, float)) and math.isfinite(side) and side > 0 else None)
 
 
 # ----------------------------------------------------------------------------- writing generated images
@@ -344,6 +350,24 @@ def write_generated(itg: "Interrogator", z: np.ndarray, output: str | Path, sett
     reporting.save_figure(fig, png, dpi=110)
     return output, png, rows
 
+
+def patch_side_px(shape: tuple[int, ...], cdelt_deg: float = SHARP_CDELT_DEG) -> float:
+    """Side, in 0.03° SHARP pixels, of the square of the same area as a patch of ``shape``
+    pixels of ``cdelt_deg``: the scale of its N×N preprocessed image (resized anisotropically,
+    so fluxes are exact and lengths are the geometric mean of the two axes).
+
+    Examples
+    --------
+    >>> round(patch_side_px((434, 1006)), 1)
+    660.8
+    """
+    ny, nx = shape[-2:]
+    return float(math.sqrt(ny * nx) * cdelt_deg / SHARP_CDELT_DEG)
+
+
+#: Largest |ε| a move may take: the generator learned from z ~ N(0, I), whose coordinates lie
+#: within ±4 and whose length is ≈ √d (10 for d = 100); far beyond, images are not solar.
+MAX_EPS = 20.0
 
 #: Parameter measured for each direction name (polarity: no physical change to report).
 _PARAM_OF = {"tuf": "TUF", "psep": "PSEP", "r": "R"}
@@ -465,7 +489,7 @@ class Interrogator:
 
     def _keeps(self, keep: Sequence[str] | str, moving: bool) -> list[str]:
         """The held directions as a list; an error when there is something to do and no directions."""
-        keeps = [k.strip() for k in (keep.split(",") if isinstance(keep, str) else keep) if k.strip()]
+        keeps = list(dict.fromkeys(k.strip().lower() for k in (keep.split(",") if isinstance(keep, str) else keep) if k.strip()))
         if (moving or keeps) and self.directions is None:
             raise InputError(self.directions_problem or "no latent directions yet (run `helioforge directions fit`)")
         return keeps
@@ -478,43 +502,54 @@ class Interrogator:
             raise InputError(str(e).strip("'\"")) from None
 
     def steer(self, z: np.ndarray, moves: Sequence[str] | Sequence[tuple[str, str]], keep: Sequence[str] | str = (),
-              refine: int = 3) -> tuple[np.ndarray, list[dict[str, Any]]]:
+              refine: int = 3, native_side_px: float | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """Move z along the directions by physical amounts (``tuf=+2e22Mx``, ``psep=-3Mm``) or
         by ε (``r=+1``), with ``keep`` held; measure what each image achieved.
 
         A move with a unit becomes ε = Δ / (calibrated change per ε) of the direction as
-        conditioned on ``keep`` (:class:`~helioforge.interrogate.calibrate.Calibration`). With
-        ``refine`` > 0, each image's ε is corrected that many times, so that the achieved change
-        approaches the requested one where the response is not linear or differs between images: each round is a
-        secant step per image through its last two (ε, achieved) points, from (0, 0), falling
-        back to the calibrated slope where the secant is flat or of the wrong sign; each image
-        keeps its best round, so refining never ends further from the request than ε alone.
+        conditioned on ``keep`` (:class:`~helioforge.interrogate.calibrate.Calibration`),
+        rescaled to ``native_side_px`` when the base stands for a patch of another size (a
+        projected SHARP patch). With ``refine`` > 0, each image's ε values are corrected that many
+        times, so that the achieved changes approach the requested ones where the response is not
+        linear or differs between images: each round is a secant step per image and move through
+        its last two (ε, achieved) points, from (0, 0), falling back to the calibrated slope where
+        the secant is flat or of the wrong sign. Each image keeps the round (all its moves
+        together, as measured together) with the smallest summed relative miss, so refining
+        never ends further from the request than the calibrated ε.
 
         Parameters
         ----------
         z : (n, latent_dim) base latent vectors.
         moves : ``"name=value"`` strings or ``(name, value)`` pairs; value a number (ε) or a
             number with a unit (Mx for TUF and R, a length for PSEP).
-        keep : directions held fixed (comma-separated string or sequence).
+        keep : directions held fixed (comma-separated string or sequence; repeats ignored).
         refine : correction rounds for the moves with a unit (0: the calibrated ε as it is).
+        native_side_px : native SHARP pixels across the patch the images stand for (default:
+            the profile's, :meth:`~helioforge.interrogate.calibrate.ImageScale.of`).
 
         Returns
         -------
         (z_moved, records) : one record per move: ``name``, ``unit`` (``None`` for ε),
             ``requested`` (in ``unit``, or ε), ``eps`` (n,), ``achieved`` (n,) in ``unit``
-            (the change of the parameter between G(z) and G(z_moved); ε moves: in the
-            parameter's physical unit, ``None`` for polarity), ``per_eps``, ``r2`` and
-            ``eps_valid`` of the calibration, and ``outside_valid`` (n,) bool.
+            (the change of the parameter between G(z) and G(z_moved), as measured on z_moved;
+            ε moves: in the parameter's physical unit, ``None`` for polarity), ``per_eps``,
+            ``r2`` and ``eps_valid`` of the calibration, and ``outside_valid`` (n,) bool.
 
         Raises
         ------
         InputError : a malformed move or unit, no (or stale) directions, a move with a unit
-            and no (or a stale) calibration, or along a direction whose calibrated slope is not
-            distinguishable from 0 (95 % interval across 0).
+            and no (or a stale) calibration, along a direction whose calibrated slope is not
+            distinguishable from 0 (95 % interval across 0), or a change that needs
+            |ε| > :data:`MAX_EPS` (beyond anything the generator was trained to draw).
         """
         pairs = split_moves(moves) if all(isinstance(m, str) for m in moves) else [(str(a), str(b)) for a, b in moves]
         keeps = self._keeps(keep, bool(pairs))
         z = np.atleast_2d(np.asarray(z, dtype=np.float64))
+        if not np.isfinite(z).all():
+            raise InputError("the latent vectors are not finite")
+        scale = ImageScale.of(self.profile, native_side_px)
+        ref = ImageScale.of(self.profile)  # the scale the calibration was made at
+        ratio = {"Mx": scale.flux_mx / ref.flux_mx, "Mm": scale.pixel_mm / ref.pixel_mm}
         recs: list[dict[str, Any]] = []
         for name, value in pairs:
             number, unit = parse_physical_move(name, value)
@@ -528,54 +563,62 @@ class Interrogator:
                 if not fit.significant:
                     raise InputError(f"--move {name}={value}: along {name} with {fit.keep or 'nothing'} held the calibrated change "
                                      f"per ε, {fit.slope:.3g} {fit.unit} (95 % interval {fit.slope_ci[0]:.3g} to "
-                                     f"{fit.slope_ci[1]:.3g}), is not distinguishable from 0: move it in ε instead")
-                rec.update(per_eps=fit.slope, r2=fit.r2, eps_valid=fit.eps_valid)
-                rec["eps"] = np.full(len(z), number / fit.slope)
+                                     f"{fit.slope_ci[1]:.3g}), is not distinguishable from 0: move it in ε instead"
+                                     + (f", or release {fit.keep}" if fit.keep else ""))
+                rec.update(per_eps=fit.slope * ratio[unit], r2=fit.r2, eps_valid=fit.eps_valid)
+                rec["eps"] = np.full(len(z), number / rec["per_eps"])
             else:
                 rec["eps"] = np.full(len(z), number)
+            if not np.all(np.abs(rec["eps"]) <= MAX_EPS):
+                raise InputError(f"--move {name}={value}: needs ε = {rec['eps'][0]:.3g}, beyond ±{MAX_EPS:g} (the latent "
+                                 "vectors the generator learned from lie within a few units of 0)")
             recs.append(rec)
-        scale = ImageScale.of(self.profile)
+        if not recs:
+            return z, recs
 
-        def apply() -> np.ndarray:
-            return z + sum((r["eps"][:, None] * r["vec"][None] for r in recs), np.zeros_like(z))
+        def apply(eps: list[np.ndarray]) -> np.ndarray:
+            return z + sum((e[:, None] * r["vec"][None] for e, r in zip(eps, recs)), np.zeros_like(z))
 
-        base = scale.to_physical(image_params(self.images_from_latent(z), self.profile)) if recs else {}
-        for round_ in range(refine + 1):
-            zm = apply()
-            if not recs:
+        def measure(zz: np.ndarray) -> dict[str, np.ndarray]:
+            return scale.to_physical(image_params(self.images_from_latent(zz), self.profile))
+
+        base = measure(z)
+        unit_moves = [i for i, r in enumerate(recs) if r["unit"] is not None]
+        rounds: list[tuple[list[np.ndarray], list[np.ndarray | None], np.ndarray]] = []
+        prev = {i: (np.zeros(len(z)), np.zeros(len(z))) for i in unit_moves}
+        eps = [r["eps"].copy() for r in recs]
+        for round_ in range(refine + 1 if unit_moves else 1):
+            moved = measure(apply(eps))
+            achieved = [None if _PARAM_OF.get(r["name"].lower()) is None
+                        else np.asarray(moved[_PARAM_OF[r["name"].lower()]] - base[_PARAM_OF[r["name"].lower()]], np.float64)
+                        for r in recs]
+            miss = np.zeros(len(z))
+            for i in unit_moves:  # summed relative miss of the moves asked for in units
+                miss += np.abs(np.nan_to_num(achieved[i], nan=np.inf) - recs[i]["requested"]) / max(abs(recs[i]["requested"]), 1e-300)
+            rounds.append(([e.copy() for e in eps], achieved, miss))
+            if round_ == refine:
                 break
-            moved = scale.to_physical(image_params(self.images_from_latent(zm), self.profile))
-            for r in recs:
-                key = _PARAM_OF.get(r["name"].lower())
-                r["achieved"] = None if key is None else np.asarray(moved[key] - base[key], dtype=np.float64)
-                if r["unit"] is not None:  # keep each image's best round: refining never does worse
-                    miss = np.abs(np.nan_to_num(r["achieved"], nan=np.inf) - r["requested"])
-                    if "_best" not in r:
-                        r["_best"] = (r["eps"].copy(), r["achieved"].copy(), miss)
-                    else:
-                        be, ba, bm = r["_best"]
-                        better = miss < bm
-                        r["_best"] = (np.where(better, r["eps"], be), np.where(better, r["achieved"], ba), np.minimum(miss, bm))
-                if round_ < refine and r["unit"] is not None:
-                    # secant step per image through the last two (ε, achieved) points, starting from
-                    # (0, 0); the calibrated slope where the secant is flat, reversed or undefined
-                    e0, a0 = r.get("_prev", (np.zeros(len(z)), np.zeros(len(z))))
-                    ach = np.nan_to_num(r["achieved"])
-                    with np.errstate(divide="ignore", invalid="ignore"):
-                        sec = (ach - a0) / (r["eps"] - e0)
-                    ok = np.isfinite(sec) & (sec * r["per_eps"] > 0) & (np.abs(sec) > 0.05 * abs(r["per_eps"]))
-                    slope = np.where(ok, sec, r["per_eps"])
-                    r["_prev"] = (r["eps"], ach)
-                    step = (r["requested"] - ach) / slope
-                    limit = 2.0 * r["eps_valid"]  # no single jump longer than twice the calibrated range
-                    r["eps"] = r["eps"] + np.clip(step, -limit, limit)
-        for r in recs:
-            if "_best" in r:
-                r["eps"], r["achieved"], _ = r.pop("_best")
-        zm = apply()
+            for i in unit_moves:
+                # secant step per image through the last two (ε, achieved) points, starting from
+                # (0, 0); the calibrated slope where the secant is flat, reversed or undefined
+                r, (e0, a0) = recs[i], prev[i]
+                ach = np.nan_to_num(achieved[i])
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    sec = (ach - a0) / (eps[i] - e0)
+                ok = np.isfinite(sec) & (sec * r["per_eps"] > 0) & (np.abs(sec) > 0.05 * abs(r["per_eps"]))
+                slope = np.where(ok, sec, r["per_eps"])
+                prev[i] = (eps[i], ach)
+                limit = 2.0 * r["eps_valid"]  # no single jump longer than twice the calibrated range
+                eps[i] = np.clip(eps[i] + np.clip((r["requested"] - ach) / slope, -limit, limit), -MAX_EPS, MAX_EPS)
+        best = np.argmin(np.stack([m for _, _, m in rounds]), axis=0)  # per image: its best round, all moves together
+        pick = np.arange(len(z))
+        for i, r in enumerate(recs):
+            r["eps"] = np.stack([e[i] for e, _, _ in rounds])[best, pick]
+            a = [ach[i] for _, ach, _ in rounds]
+            r["achieved"] = None if a[0] is None else np.stack(a)[best, pick]
+        zm = apply([r["eps"] for r in recs])
         for r in recs:
             r.pop("vec")
-            r.pop("_prev", None)
             r["outside_valid"] = (np.abs(r["eps"]) > r["eps_valid"]) if r["eps_valid"] is not None else np.zeros(len(z), bool)
             if r["unit"] is None and r.get("achieved") is not None:
                 r["unit_achieved"] = PHYSICAL_UNITS[_PARAM_OF[r["name"].lower()]]
@@ -598,7 +641,7 @@ class Interrogator:
         z0 = self.latent(seed, n) if z is None else np.atleast_2d(np.asarray(z, dtype=np.float64))
         if z0.shape[1] != self.generator.latent_dim:
             raise InputError(f"latent vectors must have {self.generator.latent_dim} entries, got {z0.shape[1]}")
-        zm, recs = self.steer(z0, move, keep, refine=refine)
+        zm, recs = self.steer(z0, move, keep, refine=refine, native_side_px=native_side_px)
         settings: dict[str, Any] = {"seed": seed if z is None else "given z", "move": ",".join(move), "keep": keep,
                                     "refine": refine}
         columns: dict[str, np.ndarray] = {}
@@ -623,25 +666,33 @@ class Interrogator:
 
         Parameters
         ----------
-        source : a SHARP Br FITS path, or a native-resolution Br array in gauss; preprocessed
-            as the corpus (clip, scale, resize to N×N).
+        source : a SHARP Br FITS path, or a native-resolution Br array in gauss (SHARP pixels of
+            0.03°); preprocessed as the corpus (clip, scale, resize to N×N).
         progress : show a progress bar.
 
         Returns
         -------
-        Projection : z, G(z), the errors and the yardsticks' errors.
+        Projection : z, G(z), the errors and the yardsticks' errors; ``native_side_px`` is the
+            patch's own scale (:func:`patch_side_px`), for physical units of edits of z.
 
         Raises
         ------
         FileNotFoundError, FitsReadError : an unreadable file. InputError : no finite field.
         """
-        Br = read_sharp(source, with_companions=False).Br if isinstance(source, (str, Path)) else np.asarray(source, np.float64)
+        cdelt = SHARP_CDELT_DEG
+        if isinstance(source, (str, Path)):
+            patch = read_sharp(source, with_companions=False)
+            Br, cdelt = patch.Br, patch.cdelt1_deg
+        else:
+            Br = np.asarray(source, np.float64)
         if np.ndim(Br) != 2:
             raise InputError(f"a magnetogram must be 2-D, got shape {np.shape(Br)}")
         if not np.isfinite(Br).any():
             raise InputError(f"{source if isinstance(source, (str, Path)) else 'the array'}: no finite pixel")
         img = preprocess_br(Br, self.profile.data.image_size, self.profile.data.clip_gauss)
-        return project_image(self.generator, img, self.profile, progress=progress)
+        pr = project_image(self.generator, img, self.profile, progress=progress)
+        pr.native_side_px = patch_side_px(Br.shape, cdelt)
+        return pr
 
     def images_from_latent(self, z: np.ndarray) -> np.ndarray:
         """G(z): latent vectors (n, latent_dim) → images (n, 1, N, N) in [-1, 1].

@@ -47,6 +47,8 @@ class Projection:
     errors : :func:`projection_errors` of the fit, ``random_start`` and ``zero_image`` the same
         for the yardsticks.
     losses : final loss of each restart (best first).
+    native_side_px : the target patch's own scale, when known (set by
+        :meth:`~helioforge.interrogate.infer.Interrogator.project`).
     """
 
     z: np.ndarray
@@ -56,6 +58,7 @@ class Projection:
     random_start: dict[str, float]
     zero_image: dict[str, float]
     losses: list[float]
+    native_side_px: float | None = None
 
 
 def projection_errors(fit: np.ndarray, target: np.ndarray, profile: Profile) -> dict[str, float]:

@@ -14,7 +14,8 @@ Routes (JSON unless said otherwise):
 * ``POST /api/project/{token}`` — project the upload into the latent space.
 
 Errors are JSON ``{"detail": message}`` with 400 (bad values), 404 (unknown token or row),
-413 (upload too large), 422 (malformed request), 503 (no trained models).
+413 (upload too large), 422 (malformed request), 429 (a projection is already running),
+503 (no trained models).
 """
 
 from __future__ import annotations
@@ -22,21 +23,21 @@ from __future__ import annotations
 import logging
 from importlib import resources
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from helioforge.studio.service import NotFound, StudioError, StudioService, View
+from helioforge.studio.service import Busy, NotFound, StudioError, StudioService, View
 
 __all__ = ["create_app", "ViewRequest", "MAX_UPLOAD_BYTES", "BackgroundServer"]
 
 log = logging.getLogger(__name__)
 
-#: Default upload limit: 20 MB (a full-size SHARP Br patch is a few MB).
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+#: Default upload limit: 20 MB (10⁶ bytes each; a full-size SHARP Br patch is a few MB).
+MAX_UPLOAD_BYTES = 20_000_000
 
 
 class ViewRequest(BaseModel):
@@ -45,7 +46,7 @@ class ViewRequest(BaseModel):
     seed: int = Field(0, ge=0, lt=2**32)
     start: Optional[str] = Field(None, max_length=32)
     moves: dict[str, float] = Field(default_factory=dict)
-    hold: list[str] = Field(default_factory=list, max_length=4)
+    hold: list[Literal["tuf", "psep", "r", "polarity"]] = Field(default_factory=list, max_length=4)
     k: int = Field(5, ge=0, le=50)
     refine: int = Field(3, ge=0, le=5)
 
@@ -82,6 +83,8 @@ def create_app(workdir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
             return fn(*args)
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from None
+        except Busy as exc:
+            raise HTTPException(429, str(exc), headers={"Retry-After": "15"}) from None
         except StudioError as exc:
             raise HTTPException(503 if not svc.ready else 400, str(exc)) from None
 
@@ -90,7 +93,7 @@ def create_app(workdir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
         return FileResponse(_static_dir() / "index.html", media_type="text/html")
 
     @app.get("/api/status")
-    def status() -> dict:
+    async def status() -> dict:  # no model call: answered on the event loop, never queued behind one
         return svc.status()
 
     @app.post("/api/render")
@@ -120,6 +123,8 @@ def create_app(workdir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
 
     @app.post("/api/upload")
     async def upload(request: Request, k: int = 5) -> JSONResponse:
+        if not 0 <= k <= 50:
+            raise HTTPException(422, "k must be between 0 and 50")
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_upload_bytes:
             raise HTTPException(413, f"upload of {int(declared) / 1e6:.1f} MB is larger than the "
@@ -132,8 +137,6 @@ def create_app(workdir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
             chunks.append(chunk)
         if size == 0:
             raise HTTPException(400, "empty upload: send the bytes of a SHARP Br FITS file")
-        if not 0 <= k <= 50:
-            raise HTTPException(422, "k must be between 0 and 50")
         name = request.headers.get("x-filename", "upload.fits")
         # parsing and the search run in the thread pool, not on the event loop
         from starlette.concurrency import run_in_threadpool

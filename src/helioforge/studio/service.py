@@ -16,6 +16,7 @@ their row number in the work folder's index only.
 from __future__ import annotations
 
 import base64
+import copy
 import gzip
 import io
 import logging
@@ -37,10 +38,11 @@ from helioforge.data.sharp import read_sharp
 from helioforge.errors import HelioforgeError, InputError
 from helioforge.interrogate.calibrate import PHYSICAL_UNITS, ImageScale
 from helioforge.interrogate.evaluate import image_params
-from helioforge.interrogate.infer import Interrogator, generated_fits, magnetogram_params
+from helioforge.interrogate.infer import Interrogator, generated_fits, magnetogram_params, patch_side_px
+from helioforge.interrogate.project import project_image
 from helioforge.interrogate.retrieval import Match
 
-__all__ = ["StudioService", "View", "StudioError", "NotFound", "magnetogram_png", "DIRECTION_NAMES"]
+__all__ = ["StudioService", "View", "StudioError", "NotFound", "Busy", "magnetogram_png", "DIRECTION_NAMES"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,10 @@ class StudioError(HelioforgeError):
 
 class NotFound(StudioError):
     """An unknown token or corpus row; HTTP 404."""
+
+
+class Busy(StudioError):
+    """A projection is already running; HTTP 429 (try again in a few seconds)."""
 
 
 @dataclass
@@ -137,6 +143,8 @@ class StudioService:
     workdir : the interrogator work folder (``make demo`` fills ``runs/demo``).
     max_uploads : uploads (and their projections) kept in memory; the oldest go first.
     max_unpacked_bytes : largest gzip-compressed upload once unpacked (a bound on zip bombs).
+    max_pixels : largest image an upload may declare (tile-compressed FITS can declare
+        gigapixels in a few kB; SHARP patches are below 2 Mpx).
 
     Attributes
     ----------
@@ -145,11 +153,18 @@ class StudioService:
         makes them.
     """
 
-    def __init__(self, workdir: str | Path, max_uploads: int = 32, max_unpacked_bytes: int = 200 * 1024 * 1024):
+    def __init__(self, workdir: str | Path, max_uploads: int = 32, max_unpacked_bytes: int = 40_000_000,
+                 max_pixels: int = 4096 * 4096):
         self.workdir = Path(workdir)
         self.max_uploads = max_uploads
         self.max_unpacked_bytes = max_unpacked_bytes
+        self.max_pixels = max_pixels
         self.lock = threading.Lock()  # one model call at a time: requests come from a thread pool
+        # projections (seconds each) run one at a time on their own copy of the generator, so
+        # that views keep answering meanwhile; a second projection is refused (Busy)
+        self._project_lock = threading.Lock()
+        self._project_generator = None
+        self._store_lock = threading.Lock()  # the upload store is changed from several threads
         self._uploads: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.command = f"helioforge interrogate --profile cpu -w {self.workdir}   (or: make demo, for runs/demo)"
         self.interrogator: Interrogator | None = None
@@ -160,6 +175,7 @@ class StudioService:
             self.problem = str(exc)
             log.warning("studio: no models in %s: %s", self.workdir, exc)
         self._thumbs: dict[int, bytes] = {}
+        self._details: dict[int, dict[str, Any]] = {}
 
     # ----------------------------------------------------------------- status
     @property
@@ -205,8 +221,16 @@ class StudioService:
                 "latent_dim": itg.generator.latent_dim}
 
     # ----------------------------------------------------------------- views
+    def _holds(self, view: View) -> list[str]:
+        holds = list(dict.fromkeys(str(h).lower() for h in view.hold))
+        bad = [h for h in holds if h not in DIRECTION_NAMES]
+        if bad:
+            raise StudioError(f"unknown direction(s) to hold: {', '.join(map(repr, bad))}; have {', '.join(DIRECTION_NAMES)}")
+        return holds
+
     def _moves(self, view: View) -> list[str]:
         itg = self._require()
+        holds = self._holds(view)
         out = []
         for name, value in view.moves.items():
             name = str(name).lower()
@@ -215,33 +239,44 @@ class StudioService:
             v = float(value)
             if not np.isfinite(v):
                 raise StudioError(f"the change of {name} must be a finite number")
-            if v == 0.0 or name in [h.lower() for h in view.hold]:
+            if v == 0.0 or name in holds:
                 continue
             unit = PHYSICAL_UNITS.get(name.upper()) if itg.calibration is not None else None
             if unit is not None and not itg.calibration.get(name).significant:
                 unit = None  # as status() says: this slider is in ε
+            if unit is not None:
+                fit = itg.calibration.get(name, [h for h in holds if h != name])
+                if not fit.significant:
+                    raise StudioError(f"Δ{name.upper()} cannot be asked for in {unit} while {fit.keep} is held: along that "
+                                      f"direction {name.upper()} changes by {fit.slope:.3g} {unit} per ε, an amount not "
+                                      f"distinguishable from 0 (95 % interval {fit.slope_ci[0]:.3g} to {fit.slope_ci[1]:.3g}). "
+                                      f"Release {fit.keep} or reset Δ{name.upper()}.")
             out.append(f"{name}={v!r}{unit or ''}")
         return out
 
-    def _base(self, view: View) -> np.ndarray:
+    def _base(self, view: View) -> tuple[np.ndarray, float | None]:
+        """The base z (1, latent_dim) and the native side of the patch it stands for (``None``:
+        the profile's scale; a projected upload: the upload's own)."""
         itg = self._require()
         if view.start:
             rec = self._upload(view.start)
             if "z" not in rec:
                 raise StudioError("this upload has not been projected yet (press “project” first)")
-            return rec["z"][None]
+            return rec["z"][None], rec["native_side_px"]
         seed = int(view.seed)
         if not 0 <= seed < 2**32:
             raise StudioError(f"seed must be in [0, 2^32), got {seed}")
-        return itg.latent(seed)
+        return itg.latent(seed), None
 
-    def _steer(self, view: View) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    def _steer(self, view: View) -> tuple[np.ndarray, list[dict[str, Any]], float | None]:
         itg = self._require()
+        z, side = self._base(view)
         try:
-            return itg.steer(self._base(view), self._moves(view), keep=[h.lower() for h in view.hold],
-                             refine=max(0, min(int(view.refine), 5)))
+            zm, recs = itg.steer(z, self._moves(view), keep=self._holds(view), refine=max(0, min(int(view.refine), 5)),
+                                 native_side_px=side)
         except InputError as exc:
             raise StudioError(str(exc)) from None
+        return zm, recs, side
 
     def render(self, view: View) -> dict[str, Any]:
         """The generated magnetogram of ``view``, its parameters, the moves and the matches.
@@ -260,11 +295,12 @@ class StudioService:
         itg = self._require()
         t0 = time.perf_counter()
         with self.lock:
-            z, recs = self._steer(view)
+            z, recs, side = self._steer(view)
             img = itg.images_from_latent(z)
             t1 = time.perf_counter()
             p = image_params(img, itg.profile)
-            phys = ImageScale.of(itg.profile).to_physical(p)
+            scale = ImageScale.of(itg.profile, side)
+            phys = scale.to_physical(p)
             matches = itg.search_images(img, int(view.k))[0] if view.k > 0 else []
         t2 = time.perf_counter()
         params = {k: float(v[0]) for k, v in p.items()}
@@ -275,6 +311,7 @@ class StudioService:
                          "achieved_unit": r["unit"] or r.get("unit_achieved"),
                          "outside_valid": bool(r["outside_valid"][0])}) for r in recs]
         return {"image": _data_url(magnetogram_png(img[0, 0])), "params": _clean(params), "moves": moves,
+                "pixel_mm": scale.pixel_mm, "scale": scale.describe(),
                 "matches": [self.match_record(m) for m in matches],
                 "timing_ms": {"generate": round(1e3 * (t1 - t0), 1), "params_and_search": round(1e3 * (t2 - t1), 1)}}
 
@@ -283,7 +320,7 @@ class StudioService:
         parameters in Mx / Mm, requested and achieved moves, provenance)."""
         itg = self._require()
         with self.lock:
-            z, recs = self._steer(view)
+            z, recs, side = self._steer(view)
             settings: dict[str, Any] = {"seed": view.seed if not view.start else "projected upload",
                                         "keep": ",".join(view.hold), "studio": "helioforge studio"}
             if view.start:
@@ -294,7 +331,7 @@ class StudioService:
                 settings[f"{nm}_eps"] = float(r["eps"][0])
                 if r.get("achieved") is not None:
                     settings[f"{nm}_achieved"] = f"{float(r['achieved'][0]):+.4g} {r['unit'] or r.get('unit_achieved', '')}"
-            hdul, _, _ = generated_fits(itg, z, settings)
+            hdul, _, _ = generated_fits(itg, z, settings, native_side_px=side)
         buf = io.BytesIO()
         hdul.writeto(buf)
         return buf.getvalue()
@@ -302,17 +339,18 @@ class StudioService:
     def png_bytes(self, view: View) -> bytes:
         """The view's image as a figure PNG: the magnetogram in G with a ±clip_gauss colour bar,
         axes in Mm and the parameters in the title."""
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: this runs in pool threads
 
         itg = self._require()
         with self.lock:
-            z, _ = self._steer(view)
+            z, _, side = self._steer(view)
             img = itg.images_from_latent(z)[0, 0]
-        scale = ImageScale.of(itg.profile)
+        scale = ImageScale.of(itg.profile, side)
         clip = itg.profile.data.clip_gauss
         p = scale.to_physical(image_params(img[None, None], itg.profile))
         side = scale.pixel_mm * img.shape[0]
-        fig, ax = plt.subplots(figsize=(5.2, 4.4))
+        fig = Figure(figsize=(5.2, 4.4))
+        ax = fig.add_subplot()
         im = ax.imshow(img * clip, cmap="RdBu_r", vmin=-clip, vmax=clip, origin="lower", extent=(0, side, 0, side))
         ax.set_xlabel("x (Mm)")
         ax.set_ylabel("y (Mm)")
@@ -320,7 +358,6 @@ class StudioService:
         fig.colorbar(im, ax=ax, label="Br (G)")
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
         return buf.getvalue()
 
     # ----------------------------------------------------------------- the real corpus
@@ -359,6 +396,8 @@ class StudioService:
         own table, never from the request."""
         itg = self._require()
         row = self._row(row)
+        if row in self._details:
+            return self._details[row]
         t = itg.corpus.table[row]
         rec = {c: (t[c].item() if hasattr(t[c], "item") else t[c]) for c in t.colnames}
         header: dict[str, Any] = {}
@@ -371,16 +410,23 @@ class StudioService:
 
                 _, hdr, _ = read_image_hdu(path)
                 header = {k: safe_get(hdr, k) for k in HEADER_KEYS if k in hdr}
-            except (FitsReadError, OSError) as exc:
-                header = {"problem": str(exc)}
-        return {"row": row, "table": _clean(rec), "header": _clean(header), "image": f"/api/corpus/{row}/image.png?size=large"}
+            except FitsReadError as exc:
+                header = {"problem": exc.problem}
+            except OSError as exc:
+                header = {"problem": type(exc).__name__}
+        out = {"row": row, "table": _clean(rec), "header": _clean(header), "image": f"/api/corpus/{row}/image.png?size=large"}
+        self._details[row] = out
+        return out
 
     # ----------------------------------------------------------------- uploads
     def _upload(self, token: str) -> dict[str, Any]:
-        if not isinstance(token, str) or not _TOKEN.match(token) or token not in self._uploads:
+        if not isinstance(token, str) or not _TOKEN.match(token):
             raise NotFound("unknown or expired upload (upload the file again)")
-        self._uploads.move_to_end(token)
-        return self._uploads[token]
+        with self._store_lock:
+            if token not in self._uploads:
+                raise NotFound("unknown or expired upload (upload the file again)")
+            self._uploads.move_to_end(token)
+            return self._uploads[token]
 
     def upload(self, content: bytes, name: str = "upload.fits", k: int = 5) -> dict[str, Any]:
         """Read an uploaded SHARP Br FITS in memory; its parameters and top-k matches.
@@ -406,10 +452,10 @@ class StudioService:
             if len(content) > self.max_unpacked_bytes:
                 raise StudioError(f"{safe}: unpacks to more than {self.max_unpacked_bytes / 1e6:.0f} MB")
         try:
-            patch = read_sharp(Path(safe), with_companions=False, content=content)
+            patch = read_sharp(Path(safe), with_companions=False, content=content, max_pixels=self.max_pixels)
             phys = magnetogram_params(patch.Br, units="physical", pixel_size=patch.pixel_size_mm,
                                       threshold=itg.profile.params.threshold_gauss)
-        except (FitsReadError, InputError, ValueError) as exc:
+        except (FitsReadError, InputError, ValueError, ArithmeticError) as exc:
             raise StudioError(str(exc)) from None
         from helioforge.data.preprocess import preprocess_br
 
@@ -417,9 +463,12 @@ class StudioService:
         with self.lock:
             matches = itg.search_images(img[None, None], int(k))[0] if k > 0 else []
         token = secrets.token_hex(8)
-        self._uploads[token] = {"name": safe, "Br": patch.Br, "image": img, "harpnum": patch.harpnum, "t_rec": patch.t_rec}
-        while len(self._uploads) > self.max_uploads:
-            self._uploads.popitem(last=False)
+        side = patch_side_px(patch.Br.shape, patch.cdelt1_deg)
+        with self._store_lock:  # only the N×N image is kept, not the field
+            self._uploads[token] = {"name": safe, "image": img, "native_side_px": side, "harpnum": patch.harpnum,
+                                    "t_rec": patch.t_rec}
+            while len(self._uploads) > self.max_uploads:
+                self._uploads.popitem(last=False)
         params = {k_: phys[k_] for k_ in ("TUF", "TPF", "TNF", "PSEP", "R", "tilt", "leading_sign", "USFLUX", "R_schrijver")}
         return {"token": token, "name": safe, "HARPNUM": patch.harpnum, "T_REC": patch.t_rec,
                 "image": _data_url(magnetogram_png(img)), "params": _clean(params),
@@ -435,9 +484,19 @@ class StudioService:
         itg = self._require()
         rec = self._upload(token)
         t = time.perf_counter()
-        with self.lock:
-            pr = itg.project(rec["Br"])
-        rec["z"] = pr.z
-        return {"start": token, "name": rec["name"], "errors": _clean(pr.errors), "random_start": _clean(pr.random_start),
-                "zero_image": _clean(pr.zero_image), "seconds": round(time.perf_counter() - t, 2),
-                "image": _data_url(magnetogram_png(pr.image))}
+        if "projection" not in rec:
+            if not self._project_lock.acquire(blocking=False):
+                raise Busy("a projection is running (about 15 s on a 2-core CPU); try again when it is done")
+            try:
+                if self._project_generator is None:
+                    self._project_generator = copy.deepcopy(itg.generator)
+                pr = project_image(self._project_generator, rec["image"], itg.profile)
+            finally:
+                self._project_lock.release()
+            rec["projection"] = {"errors": _clean(pr.errors), "random_start": _clean(pr.random_start),
+                                 "zero_image": _clean(pr.zero_image), "image": _data_url(magnetogram_png(pr.image))}
+            rec["z"] = pr.z
+        self._upload(token)  # still there (not evicted while projecting)
+        scale = ImageScale.of(itg.profile, rec["native_side_px"])
+        return {"start": token, "name": rec["name"], **rec["projection"], "seconds": round(time.perf_counter() - t, 2),
+                "scale": scale.describe()}

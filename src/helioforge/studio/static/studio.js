@@ -13,6 +13,10 @@ function fmt(v, unit) {
   return unit ? `${s} ${unit}` : s;
 }
 function signed(v, unit) { return (v > 0 ? "+" : "") + fmt(v, unit); }
+// every string that comes from the server (file names, header values) goes through esc() before innerHTML
+function esc(x) {
+  return String(x ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
 
 function showError(msg) {
   const e = $("error");
@@ -43,9 +47,9 @@ function niceStep(span) {
   return [1, 2, 5, 10].map((m) => m * p).find((s) => span / s <= 6);
 }
 
-function drawFigure(dataUrl) {
+function drawFigure(dataUrl, pixelMm) {
   const svg = $("figure"), ns = "http://www.w3.org/2000/svg", st = S.status;
-  const side = st.pixel_mm * st.image_size, clip = st.clip_gauss;
+  const side = (pixelMm || st.pixel_mm) * st.image_size, clip = st.clip_gauss;
   const el = (name, attrs, text) => {
     const e = document.createElementNS(ns, name);
     for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
@@ -120,7 +124,7 @@ async function render() {
   const t0 = performance.now();
   try {
     const r = await api("/api/render", { method: "POST", headers: { "Content-Type": "application/json" }, body: viewBody() });
-    drawFigure(r.image);
+    drawFigure(r.image, r.pixel_mm);
     showParams(r.params);
     showMoves(r.moves);
     showMatches(r.matches, "of the generated image");
@@ -146,7 +150,7 @@ function showParams(p) {
 
 function showMoves(moves) {
   $("moves").innerHTML = moves.length ? "<b>moves</b> (requested → achieved in this image):<br>" + moves.map((m) =>
-    `<span id="move-${m.name}">${m.name.toUpperCase()}: ${signed(m.requested, m.unit === "ε" ? "ε" : m.unit)} → ε ${m.eps.toFixed(2)}, achieved ${m.achieved === null ? "n/a" : signed(m.achieved, m.achieved_unit)}${m.outside_valid ? " <b>(outside the calibrated range)</b>" : ""}</span>`).join("<br>") : "";
+    `<span id="move-${esc(m.name)}">${esc(m.name.toUpperCase())}: ${esc(signed(m.requested, m.unit === "ε" ? "ε" : m.unit))} → ε ${m.eps.toFixed(2)}, achieved ${m.achieved === null ? "n/a" : esc(signed(m.achieved, m.achieved_unit))}${m.outside_valid ? " <b>(outside the calibrated range)</b>" : ""}</span>`).join("<br>") : "";
   for (const m of moves) {
     const d = S.status.directions.find((x) => x.name === m.name);
     if (d) $(`value-${m.name}`).textContent = `${signed(m.requested, d.unit === "ε" ? "" : d.unit)} (ε ${m.eps.toFixed(2)})`;
@@ -155,11 +159,11 @@ function showMoves(moves) {
 
 function showMatches(matches, what) {
   $("matches-note").textContent = what;
-  $("matches").innerHTML = matches.map((m) => `<div class="match" data-row="${m.row}">
-    <img src="${m.thumb}" alt="patch ${m.row}">
-    <div><b>#${m.rank}</b> cos ${m.score.toFixed(3)}</div>
-    <div>${m.HARPNUM > 0 ? `HARP ${m.HARPNUM}` : m.source}${m.NOAA_AR ? ` · AR ${m.NOAA_AR}` : ""}</div>
-    <div>${m.T_REC}</div>
+  $("matches").innerHTML = matches.map((m) => `<div class="match" data-row="${Number(m.row)}">
+    <img src="/api/corpus/${Number(m.row)}/image.png" alt="patch ${Number(m.row)}">
+    <div><b>#${Number(m.rank)}</b> cos ${Number(m.score).toFixed(3)}</div>
+    <div>${m.HARPNUM > 0 ? `HARP ${Number(m.HARPNUM)}` : esc(m.source)}${m.NOAA_AR ? ` · AR ${Number(m.NOAA_AR)}` : ""}</div>
+    <div>${esc(m.T_REC)}</div>
     <div>TUF ${fmt(m.TUF, "kG px")} · PSEP ${fmt(m.PSEP, "px")} · R ${fmt(m.R, "kG px")}</div>
     ${m.USFLUX ? `<div>USFLUX ${fmt(m.USFLUX, "Mx")}</div>` : ""}</div>`).join("");
   for (const el of document.querySelectorAll(".match")) el.addEventListener("click", () => showDetail(el.dataset.row));
@@ -167,11 +171,11 @@ function showMatches(matches, what) {
 
 async function showDetail(row) {
   try {
-    const d = await api(`/api/corpus/${row}`);
+    const d = await api(`/api/corpus/${Number(row)}`);
     $("detail-title").textContent = `corpus patch ${d.row}: ${d.table.region || ""} ${d.table.T_REC || ""}`;
     $("detail-image").src = d.image;
     const entries = [...Object.entries(d.table), ...Object.entries(d.header).map(([k, v]) => [`header ${k}`, v])];
-    $("detail-table").innerHTML = entries.map(([k, v]) => `<tr><td>${k}</td><td>${v === null ? "" : String(v).replace(/</g, "&lt;")}</td></tr>`).join("");
+    $("detail-table").innerHTML = entries.map(([k, v]) => `<tr><td>${esc(k)}</td><td>${v === null ? "" : esc(v)}</td></tr>`).join("");
     $("detail").hidden = false;
   } catch (e) { showError(e.message); }
 }
@@ -185,7 +189,7 @@ async function onUpload() {
     const r = await api(`/api/upload?k=${S.k}`, { method: "POST", headers: { "Content-Type": "application/octet-stream", "X-Filename": f.name }, body: await f.arrayBuffer() });
     S.upload = r.token;
     const p = r.params;
-    $("upload-info").innerHTML = `<b>${r.name}</b>: HARP ${r.HARPNUM}, ${r.T_REC}<br>TUF ${fmt(p.TUF, "Mx")} · PSEP ${fmt(p.PSEP, "Mm")} · R ${fmt(p.R, "Mx")}<br><img src="${r.image}" width="128" style="image-rendering:pixelated">`;
+    $("upload-info").innerHTML = `<b>${esc(r.name)}</b>: HARP ${esc(r.HARPNUM)}, ${esc(r.T_REC)}<br>TUF ${fmt(p.TUF, "Mx")} · PSEP ${fmt(p.PSEP, "Mm")} · R ${fmt(p.R, "Mx")}<br><img src="${esc(r.image)}" width="128" style="image-rendering:pixelated">`;
     $("project").disabled = false;
     showMatches(r.matches, `of your upload ${r.name}`);
     showError(null);
@@ -198,7 +202,7 @@ async function onProject() {
   try {
     const r = await api(`/api/project/${S.upload}`, { method: "POST" });
     S.start = r.start;
-    $("start-info").innerHTML = `base: projection of <b>${r.name}</b> (${r.seconds} s): median |ΔB| ${fmt(r.errors.median_abs_G, "G")}, |ΔTUF|/TUF ${fmt(r.errors.rel_dTUF)} (best random start: ${fmt(r.random_start.median_abs_G, "G")}, ${fmt(r.random_start.rel_dTUF)})`;
+    $("start-info").innerHTML = `base: projection of <b>${esc(r.name)}</b> (${r.seconds} s): |ΔTUF|/TUF ${fmt(r.errors.rel_dTUF)}, median |ΔB| ${fmt(r.errors.median_abs_G, "G")} (best random start: ${fmt(r.random_start.rel_dTUF)}, ${fmt(r.random_start.median_abs_G, "G")}); scale: ${esc(r.scale)}`;
     $("use-seed").hidden = false;
     render();
   } catch (e) { $("start-info").textContent = ""; showError(`project: ${e.message}`); }
