@@ -264,3 +264,10 @@ def test_a_projection_does_not_block_views_and_is_computed_once(live_studio, sha
     with fits.open(sharp_file) as h:
         ny, nx = h[-1].data.shape
     assert v["pixel_mm"] == pytest.approx(0.03 * np.pi / 180 * 696.0 * np.sqrt(ny * nx) / 32, rel=1e-3)
+
+
+def test_warm_up_renders_once(studio_service, tmp_path):
+    from helioforge.studio.service import StudioService
+
+    assert studio_service.warm_up() > 0
+    assert StudioService(tmp_path / "none").warm_up() == 0.0

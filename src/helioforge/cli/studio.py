@@ -27,6 +27,8 @@ def studio(
     svc = app_.state.service
     if not svc.ready:
         console.print(f"[yellow]no trained models in {workdir}[/yellow]: the page will say so. Make them with: {svc.command}")
+    else:
+        svc.warm_up()
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]listening on {host}[/yellow]: other machines can reach the studio (it has no login)")
     console.print(f"helioforge studio: http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/  (Ctrl-C stops it)")
