@@ -1,6 +1,7 @@
 """The house rules of docs/architecture.md, checked on the source tree (issue 14).
 
 * the shared core (``data``, ``physics``, ``nn`` and the top-level modules) never imports a system;
+* the applications (``cli``, ``studio``) may import the systems; nothing else imports them;
 * the three systems (``interrogate``, ``diffusion``, ``inversion``) never import each other;
 * no import cycle among the package's modules (module-level imports);
 * each system has the same named stages: config, data/dataset, train, infer, evaluate, report, pipeline;
@@ -58,20 +59,25 @@ def _imports(path: Path, top_level_only: bool) -> set[str]:
     return {m for m in found if m in MODULES}
 
 
+#: Applications over the systems: the command line, and the studio (the interrogator's browser
+#: app). They may import any system; the core and the systems never import them.
+APPS = ("cli", "studio")
+
+
 def _area(module: str) -> str:
     parts = module.split(".")
-    return parts[1] if len(parts) > 1 and parts[1] in (*SYSTEMS, "cli") else "core"
+    return parts[1] if len(parts) > 1 and parts[1] in (*SYSTEMS, *APPS) else "core"
 
 
 def test_core_never_imports_a_system_and_systems_never_import_each_other():
     bad = []
     for mod, path in MODULES.items():
         area = _area(mod)
-        if area == "cli":
+        if area in APPS:
             continue
         for dep in _imports(path, top_level_only=False):
             dep_area = _area(dep)
-            if dep_area == "cli" or (dep_area in SYSTEMS and dep_area != area):
+            if dep_area in APPS or (dep_area in SYSTEMS and dep_area != area):
                 bad.append(f"{mod} imports {dep}")
     assert not bad, "layering broken:\n" + "\n".join(sorted(bad))
 

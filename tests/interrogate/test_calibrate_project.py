@@ -53,7 +53,7 @@ def test_physical_moves_parse_with_units():
     assert parse_physical_move("r", "-1.5") == (-1.5, None)
     assert parse_physical_move("TUF", "1e18Wb")[0] == pytest.approx(1e26)  # 1 Wb = 1e8 Mx
     for name, value, msg in (("tuf", "+3Mm", "not a unit of Mx"), ("polarity", "+1Mx", "no physical unit"),
-                             ("tuf", "lots", "expected a number"), ("psep", "2 furlongs", "not a unit")):
+                             ("tuf", "lots", "not a number"), ("tuf", "nan", "finite"), ("psep", "2 furlongs", "not a unit")):
         with pytest.raises(InputError, match=msg):
             parse_physical_move(name, value)
     assert keep_key(["r", "tuf", " "]) == "R,TUF"

@@ -78,8 +78,18 @@ class ImageScale:
 
     @classmethod
     def of(cls, profile: Profile, native_side_px: float | None = None) -> "ImageScale":
-        """The scale of a profile's images; ``native_side_px`` defaults to the profile's
-        ``calibration.native_side_px``, else ``data.tile_px``."""
+        """The scale of a profile's images.
+
+        Parameters
+        ----------
+        profile : gives N (``data.image_size``), the clip field and the default native side.
+        native_side_px : native SHARP pixels across the patch; default the profile's
+            ``calibration.native_side_px``, else ``data.tile_px``.
+
+        Returns
+        -------
+        ImageScale
+        """
         side = native_side_px or profile.calibration.native_side_px or profile.data.tile_px
         return cls(profile.data.image_size, float(side), float(profile.data.clip_gauss))
 
@@ -96,7 +106,13 @@ class ImageScale:
     def to_physical(self, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Image-unit parameters (:func:`~helioforge.interrogate.evaluate.image_params`) → Mx, Mm.
 
-        Returns a new dict: TUF, TPF, TNF, R in Mx, PSEP in Mm; tilt and leading_sign unchanged.
+        Parameters
+        ----------
+        params : name → (n,) arrays in image units (kG px, px).
+
+        Returns
+        -------
+        dict : a new dict: TUF, TPF, TNF, R in Mx, PSEP in Mm; other keys unchanged.
         """
         out = dict(params)
         for k in ("TUF", "TPF", "TNF", "R"):
@@ -113,7 +129,16 @@ class ImageScale:
 
 
 def keep_key(keep: Sequence[str]) -> str:
-    """Canonical key of a set of held directions: ``["r", "TUF"]`` → ``"R,TUF"`` ("" for none)."""
+    """Canonical key of a set of held directions.
+
+    Parameters
+    ----------
+    keep : direction names, any case (blank entries ignored).
+
+    Returns
+    -------
+    str : sorted canonical names joined by commas: ``["r", "TUF"]`` → ``"R,TUF"`` ("" for none).
+    """
     names = {"tuf": "TUF", "psep": "PSEP", "r": "R", "polarity": "polarity"}
     return ",".join(sorted(names.get(k.strip().lower(), k.strip()) for k in keep if k.strip()))
 
@@ -179,7 +204,16 @@ class Calibration:
         return self.fits[key]
 
     def save(self, path: str | Path) -> Path:
-        """Write as JSON (atomically)."""
+        """Write as JSON (atomically).
+
+        Parameters
+        ----------
+        path : destination file.
+
+        Returns
+        -------
+        Path : the file written.
+        """
         return write_json(path, {"scale": self.scale, "random_direction": self.random_direction,
                                  "fits": {k: asdict(v) for k, v in self.fits.items()}})
 
@@ -377,9 +411,16 @@ def parse_physical_move(name: str, value: str) -> tuple[float, str | None]:
     >>> parse_physical_move("r", "0.5")
     (0.5, None)
     """
+    try:
+        finite = math.isfinite(float(value))
+    except ValueError:
+        finite = True  # not a bare number: the pattern below decides
+    if not finite:
+        raise InputError(f"--move {name}={value}: the shift must be a finite number")
     m = _MOVE.match(str(value))
     if not m:
-        raise InputError(f"--move {name}={value}: expected a number with an optional unit (e.g. tuf=+2e22Mx, psep=+5Mm, r=+1)")
+        raise InputError(f"--move {name}={value}: {value!r} is not a number with an optional unit "
+                         "(e.g. tuf=+2, tuf=+2e22Mx, psep=+5Mm)")
     number, unit = float(m.group(1)), m.group(2)
     if not math.isfinite(number):
         raise InputError(f"--move {name}={value}: the shift must be finite")

@@ -193,7 +193,7 @@ def split_moves(specs: Sequence[str]) -> list[tuple[str, str]]:
     out = []
     for m in specs:
         if "=" not in m:
-            raise InputError(f"--move expects NAME=VALUE (e.g. tuf=+2 or tuf=+2e22Mx), got {m!r}")
+            raise InputError(f"--move expects NAME=EPS or NAME=VALUE+UNIT (e.g. tuf=+2 or tuf=+2e22Mx), got {m!r}")
         name, val = m.split("=", 1)
         out.append((name.strip(), val.strip()))
     return out
@@ -355,6 +355,15 @@ def patch_side_px(shape: tuple[int, ...], cdelt_deg: float = SHARP_CDELT_DEG) ->
     """Side, in 0.03° SHARP pixels, of the square of the same area as a patch of ``shape``
     pixels of ``cdelt_deg``: the scale of its N×N preprocessed image (resized anisotropically,
     so fluxes are exact and lengths are the geometric mean of the two axes).
+
+    Parameters
+    ----------
+    shape : the patch's shape (…, ny, nx).
+    cdelt_deg : its pixel, heliographic degrees.
+
+    Returns
+    -------
+    float : √(ny·nx) × cdelt_deg / 0.03.
 
     Examples
     --------

@@ -364,7 +364,16 @@ def recalibrate(profile: Profile, ws: Workspace, force: bool = False) -> Calibra
 
 
 def calibration_metrics(cal: Calibration, profile: Profile) -> dict[str, Any]:
-    """The report's view of a calibration: rows, scale, random-direction yardstick, tolerance."""
+    """The report's view of a calibration.
+
+    Parameters
+    ----------
+    cal : the calibration. profile : gives the linearity tolerance.
+
+    Returns
+    -------
+    dict : ``rows`` (:meth:`Calibration.table`), ``scale``, ``random_direction``, ``linearity_tol``.
+    """
     return {"rows": cal.table(), "scale": cal.scale, "random_direction": cal.random_direction,
             "linearity_tol": profile.calibration.linearity_tol}
 

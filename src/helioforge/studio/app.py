@@ -51,7 +51,8 @@ class ViewRequest(BaseModel):
     refine: int = Field(3, ge=0, le=5)
 
     def view(self) -> View:
-        return View(seed=self.seed, start=self.start, moves=dict(self.moves), hold=list(self.hold), k=self.k,
+        """The :class:`~helioforge.studio.service.View` this request describes (holds deduplicated)."""
+        return View(seed=self.seed, start=self.start, moves=dict(self.moves), hold=list(dict.fromkeys(self.hold)), k=self.k,
                     refine=self.refine)
 
 

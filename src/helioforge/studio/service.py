@@ -327,7 +327,20 @@ class StudioService:
 
     def fits_bytes(self, view: View) -> bytes:
         """The view's image as a FITS file (the layout of ``helioforge generate``: CEA WCS,
-        parameters in Mx / Mm, requested and achieved moves, provenance)."""
+        parameters in Mx / Mm, requested and achieved moves, provenance).
+
+        Parameters
+        ----------
+        view : the view.
+
+        Returns
+        -------
+        bytes : the FITS file.
+
+        Raises
+        ------
+        StudioError : as :meth:`render`.
+        """
         itg = self._require()
         with self.lock:
             z, recs, side = self._steer(view)
@@ -348,7 +361,20 @@ class StudioService:
 
     def png_bytes(self, view: View) -> bytes:
         """The view's image as a figure PNG: the magnetogram in G with a ±clip_gauss colour bar,
-        axes in Mm and the parameters in the title."""
+        axes in Mm and the parameters in the title.
+
+        Parameters
+        ----------
+        view : the view.
+
+        Returns
+        -------
+        bytes : the PNG file.
+
+        Raises
+        ------
+        StudioError : as :meth:`render`.
+        """
         from matplotlib.figure import Figure  # no pyplot: this runs in pool threads
 
         itg = self._require()
@@ -372,8 +398,17 @@ class StudioService:
 
     # ----------------------------------------------------------------- the real corpus
     def match_record(self, m: Match) -> dict[str, Any]:
-        """A match as the page shows it: row (its id), rank, cosine score, HARP, NOAA AR, T_REC,
-        the patch's parameters (paper units) and its header USFLUX (Mx)."""
+        """A match as the page shows it.
+
+        Parameters
+        ----------
+        m : a match of the index.
+
+        Returns
+        -------
+        dict : row (its id), rank, cosine score, HARP, NOAA AR, T_REC, source, the patch's
+            parameters (paper units), its header USFLUX (Mx) and the thumbnail's URL.
+        """
         itg = self._require()
         row = itg.index.table[m.row]
         p = image_params(itg.corpus.images[m.row:m.row + 1], itg.profile)
@@ -393,7 +428,20 @@ class StudioService:
         return int(row)
 
     def corpus_png(self, row: int, upscale: int = 1) -> bytes:
-        """PNG of corpus patch ``row`` (the preprocessed N×N image, as indexed)."""
+        """PNG of a corpus patch (the preprocessed N×N image, as indexed).
+
+        Parameters
+        ----------
+        row : its row in the index. upscale : pixel repetition per side.
+
+        Returns
+        -------
+        bytes : the PNG.
+
+        Raises
+        ------
+        NotFound : no such row.
+        """
         row = self._row(row)
         key = row * 8 + min(upscale, 7)
         if key not in self._thumbs:
@@ -401,9 +449,22 @@ class StudioService:
         return self._thumbs[key]
 
     def corpus_detail(self, row: int) -> dict[str, Any]:
-        """Corpus patch ``row``: its table row and, when its file is found in the profile's data
-        folders, the header keys of :data:`HEADER_KEYS`. The file is located from the index's
-        own table, never from the request."""
+        """A corpus patch's table row and, when its file is found in the profile's data folders,
+        the header keys of :data:`HEADER_KEYS`. The file is located from the index's own table,
+        never from the request.
+
+        Parameters
+        ----------
+        row : its row in the index.
+
+        Returns
+        -------
+        dict : ``row``, ``table``, ``header`` and the URL of the larger ``image``.
+
+        Raises
+        ------
+        NotFound : no such row.
+        """
         itg = self._require()
         row = self._row(row)
         if row in self._details:
