@@ -314,8 +314,7 @@ def generate(
         if n_out:
             console.print(f"[yellow]warning:[/yellow] {n_out} of {len(table)} image(s) needed an ε beyond the calibrated range "
                           f"of {key[len('outside_'):]} (`helioforge directions calibrate` shows it): the change is extrapolated")
-    _print_param_table([{k: v for k, v in r.items() if not k.endswith(("_Mx", "_Mm")) or k in ("TUF_Mx", "PSEP_Mm", "R_Mx")}
-                        for r in table])
+    _print_param_table([{k: v for k, v in r.items() if k not in ("TPF_Mx", "TNF_Mx")} for r in table])
 
 
 @directions_app.command("calibrate")

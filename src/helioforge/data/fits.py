@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 from astropy.io import fits
@@ -22,7 +23,7 @@ from astropy.io.fits.verify import VerifyError, VerifyWarning
 
 from helioforge.errors import InputError, describe_path_problem
 
-__all__ = ["FitsReadError", "Skipped", "read_image_hdu", "safe_get"]
+__all__ = ["FitsReadError", "Skipped", "read_image_hdu", "safe_get", "finite_or_none"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,32 @@ class Skipped:
     path: Path
     reason: str
 
+
+
+def finite_or_none(value: Any) -> float | None:
+    """A finite float from a header or metadata value, else ``None``.
+
+    Parameters
+    ----------
+    value : a card value, attribute or metadata entry (numbers, numeric strings, ``None``).
+
+    Returns
+    -------
+    float or None : ``None`` for ``None``, booleans, non-numbers and non-finite values
+        (strings like ``'nan'`` included).
+
+    Examples
+    --------
+    >>> finite_or_none("1.5e20"), finite_or_none("nan"), finite_or_none(True), finite_or_none(None)
+    (1.5e+20, None, None, None)
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
 
 
 def safe_get(header: fits.Header, key: str, default=None):

@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 from helioforge.data.aia import AIAImage, _as_datetime64, _unit_kind, is_display
+from helioforge.data.fits import finite_or_none
 from helioforge.errors import InputError
 
 __all__ = [
@@ -202,8 +203,8 @@ def sdoml_correction_factor(
             continue
         if kind != "counts":
             raise SDOMLError(store, f"{name}[{i}]: PIXLUNIT {unit!r} is neither DN/s nor DN (counts)")
-        exp = _finite(exptime[i] if exptime is not None else None)
-        deg = _finite(deg_cor[i] if deg_cor is not None else None)
+        exp = finite_or_none(exptime[i] if exptime is not None else None)
+        deg = finite_or_none(deg_cor[i] if deg_cor is not None else None)
         if exp is None or exp < 0:
             raise SDOMLError(store, f"{name}[{i}]: PIXLUNIT {unit!r} (counts) but EXPTIME "
                              f"{None if exptime is None else exptime[i]!r} cannot normalise to DN/s")
@@ -212,14 +213,6 @@ def sdoml_correction_factor(
                              f"{None if deg_cor is None else deg_cor[i]!r} is not a positive degradation factor")
         factor[i] = max(exp, SDOML_EXPTIME_FLOOR) * deg
     return factor.astype(np.float32)
-
-
-def _finite(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if np.isfinite(out) else None
 
 
 def _parse_times(values: Sequence[Any], store: str, name: str) -> np.ndarray:
@@ -520,7 +513,7 @@ def open_sdoml(
 def _floats(values: list | None, idx: np.ndarray) -> np.ndarray:
     if values is None:
         return np.full(idx.size, np.nan)
-    out = np.array([_finite(values[i]) for i in idx], dtype=object)
+    out = np.array([finite_or_none(values[i]) for i in idx], dtype=object)
     return np.array([np.nan if v is None else v for v in out], dtype=np.float64)
 
 

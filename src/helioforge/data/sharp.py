@@ -25,7 +25,7 @@ from typing import Iterable
 import numpy as np
 from astropy.io import fits
 
-from helioforge.data.fits import FitsReadError, Skipped, read_image_hdu, safe_get
+from helioforge.data.fits import FitsReadError, Skipped, finite_or_none, read_image_hdu, safe_get
 from helioforge.progress import track
 
 __all__ = [
@@ -95,24 +95,13 @@ class SharpPatch:
 
         ``RSUN_REF`` from the header, 6.96e8 m when absent; ≈0.364 Mm for 0.03°.
         """
-        rsun = _float_or_none(safe_get(self.header, "RSUN_REF")) or RSUN_REF_M
+        rsun = finite_or_none(safe_get(self.header, "RSUN_REF")) or RSUN_REF_M
         return self.cdelt1_deg * math.pi / 180.0 * rsun / 1e6
 
     @property
     def pixel_area_cm2(self) -> float:
         """Pixel area on the solar surface, cm²: (pixel_size_mm × 1e8)²."""
         return (self.pixel_size_mm * 1e8) ** 2
-
-
-def _float_or_none(value) -> float | None:
-    """Finite float from a card value, else ``None`` (strings like ``'nan'`` included)."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
 
 
 #: Field units taken as gauss, and those converted (factor to gauss); anything else is refused.
@@ -225,8 +214,8 @@ def read_sharp(path: str | Path, segment: str = "Br", with_companions: bool = Tr
         noaa_ar = int(noaa) if noaa is not None and int(noaa) > 0 else None
     except (TypeError, ValueError):
         noaa_ar = None
-    usflux = _float_or_none(safe_get(header, "USFLUX"))
-    r_value = _float_or_none(safe_get(header, "R_VALUE"))
+    usflux = finite_or_none(safe_get(header, "USFLUX"))
+    r_value = finite_or_none(safe_get(header, "R_VALUE"))
     if notes and any("non-standard header cards" in n for n in notes) and r_value is None:
         notes = [n + "; R_VALUE unavailable" if "non-standard header cards" in n else n for n in notes]
     for note in notes:

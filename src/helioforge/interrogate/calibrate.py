@@ -122,6 +122,24 @@ class ImageScale:
             out["PSEP"] = np.asarray(out["PSEP"], dtype=np.float64) * self.pixel_mm
         return out
 
+    def measure(self, images: np.ndarray, profile: Profile) -> dict[str, np.ndarray]:
+        """Parameters of preprocessed images in the paper's image units and at this scale.
+
+        Parameters
+        ----------
+        images : (n, 1, N, N) images in units of the clip field.
+        profile : gives the threshold and the R kernel (:func:`~helioforge.interrogate.evaluate.image_params`).
+
+        Returns
+        -------
+        dict : name → (n,) arrays: :func:`~helioforge.interrogate.evaluate.image_params`'s keys
+            (kG px, px) and ``TUF_Mx``, ``TPF_Mx``, ``TNF_Mx``, ``R_Mx``, ``PSEP_Mm``.
+        """
+        p = image_params(images, profile)
+        phys = self.to_physical(p)
+        p.update({f"{k}_{u}": phys[k] for k, u in (("TUF", "Mx"), ("TPF", "Mx"), ("TNF", "Mx"), ("R", "Mx"), ("PSEP", "Mm"))})
+        return p
+
     def describe(self) -> str:
         """The assumption in words, for headers and reports."""
         return (f"an {self.image_size}x{self.image_size} image stands for a square patch of {self.native_side_px:g} SHARP "

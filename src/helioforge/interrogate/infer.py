@@ -22,6 +22,7 @@ import numpy as np
 from astropy.io import fits
 
 from helioforge import reporting
+from helioforge.data.fits import finite_or_none
 from helioforge.data.preprocess import preprocess_br
 from helioforge.data.sharp import RSUN_REF_M, harp_region_mask, read_sharp
 from helioforge.errors import InputError, ProductError, check_finite
@@ -38,7 +39,7 @@ from helioforge.interrogate.simsiam import embed, load_simsiam
 from helioforge.io import atomic_path, fits_hdul
 from helioforge.physics.params import as_value, compute_params, physical_params, schrijver_r
 
-__all__ = ["Interrogator", "magnetogram_params", "write_generated", "generated_fits", "patch_side_px", "MAX_EPS", "SHARP_CDELT_DEG", "parse_moves", "read_latent"]
+__all__ = ["Interrogator", "magnetogram_params", "write_generated", "generated_fits", "patch_side_px", "MAX_EPS", "move_records", "SHARP_CDELT_DEG", "parse_moves", "read_latent"]
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -66,14 +67,6 @@ def _map_pixel_mm(m: Any) -> float | None:
     cdelt = float(as_value(m.scale.axis1, "deg/pix", "map scale"))
     rsun = float(m.meta.get("rsun_ref") or RSUN_REF_M)
     return abs(cdelt) * math.pi / 180.0 * rsun / 1e6
-
-
-def _finite_or_none(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def magnetogram_params(
@@ -146,7 +139,7 @@ def magnetogram_params(
         usflux, r_value = patch.usflux, patch.r_value
     elif _is_map(source):
         Br, px = _map_field(source), _map_pixel_mm(source)
-        usflux, r_value = _finite_or_none(source.meta.get("usflux")), _finite_or_none(source.meta.get("r_value"))
+        usflux, r_value = finite_or_none(source.meta.get("usflux")), finite_or_none(source.meta.get("r_value"))
     else:
         try:
             Br = np.asarray(as_value(source, "G", "source"), dtype=np.float64)
@@ -291,10 +284,8 @@ def generated_fits(itg: "Interrogator", z: np.ndarray, settings: dict[str, Any],
     """
     z = np.atleast_2d(np.asarray(z, dtype=np.float32))
     images = generate(itg.generator, z) if images is None else images
-    p = image_params(images, itg.profile)
     scale = ImageScale.of(itg.profile, native_side_px)
-    phys = scale.to_physical(p)
-    p.update({"TUF_Mx": phys["TUF"], "TPF_Mx": phys["TPF"], "TNF_Mx": phys["TNF"], "R_Mx": phys["R"], "PSEP_Mm": phys["PSEP"]})
+    p = scale.measure(images, itg.profile)
     p.update({k: np.asarray(v, dtype=np.float64) for k, v in (columns or {}).items()})
     rows = [{"image": i, **{k: float(v[i]) for k, v in p.items()}} for i in range(len(z))]
     n_px = itg.profile.data.image_size
@@ -372,6 +363,35 @@ def patch_side_px(shape: tuple[int, ...], cdelt_deg: float = SHARP_CDELT_DEG) ->
     """
     ny, nx = shape[-2:]
     return float(math.sqrt(ny * nx) * cdelt_deg / SHARP_CDELT_DEG)
+
+
+def move_records(recs: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Header cards and ``PARAMS`` columns of the moves :meth:`Interrogator.steer` returns.
+
+    Parameters
+    ----------
+    recs : the records of :meth:`Interrogator.steer`.
+
+    Returns
+    -------
+    (cards, columns) : per move ``<NAME>_requested``, ``<NAME>_eps``, ``<NAME>_achieved`` and,
+        for a calibrated move, ``<NAME>_per_eps`` (the first image's values, for the header);
+        ``eps_<NAME>``, ``d<NAME>_achieved`` and ``outside_<NAME>`` per image (for the table).
+    """
+    cards: dict[str, Any] = {}
+    columns: dict[str, np.ndarray] = {}
+    for r in recs:
+        nm = r["name"].upper()
+        cards[f"{nm}_requested"] = f"{r['requested']:+.4g} {r['unit'] or 'eps'}"
+        cards[f"{nm}_eps"] = float(r["eps"][0])
+        columns[f"eps_{nm}"] = r["eps"]
+        if r.get("achieved") is not None:
+            cards[f"{nm}_achieved"] = f"{float(r['achieved'][0]):+.4g} {r['unit'] or r.get('unit_achieved', '')}"
+            columns[f"d{nm}_achieved"] = r["achieved"]
+        if r["per_eps"] is not None:
+            cards[f"{nm}_per_eps"] = f"{r['per_eps']:.4g} {r['unit']} (R2 {r['r2']:.2f}, |eps|<={r['eps_valid']:g})"
+            columns[f"outside_{nm}"] = r["outside_valid"].astype(np.float64)
+    return cards, columns
 
 
 #: Largest |ε| a move may take: the generator learned from z ~ N(0, I), whose coordinates lie
@@ -651,23 +671,8 @@ class Interrogator:
         if z0.shape[1] != self.generator.latent_dim:
             raise InputError(f"latent vectors must have {self.generator.latent_dim} entries, got {z0.shape[1]}")
         zm, recs = self.steer(z0, move, keep, refine=refine, native_side_px=native_side_px)
-        settings: dict[str, Any] = {"seed": seed if z is None else "given z", "move": ",".join(move), "keep": keep,
-                                    "refine": refine}
-        columns: dict[str, np.ndarray] = {}
-        for r in recs:
-            nm = r["name"].upper()
-            unit = r["unit"] or "eps"
-            settings[f"{nm}_requested"] = f"{r['requested']:+.4g} {unit}"
-            settings[f"{nm}_eps"] = float(r["eps"][0])
-            columns[f"eps_{nm}"] = r["eps"]
-            if r["per_eps"] is not None:
-                columns[f"outside_{nm}"] = r["outside_valid"].astype(np.float64)
-            if r.get("achieved") is not None:
-                au = r["unit"] or r.get("unit_achieved", "")
-                settings[f"{nm}_achieved"] = f"{float(r['achieved'][0]):+.4g} {au}"
-                columns[f"d{nm}_achieved"] = r["achieved"]
-            if r["per_eps"] is not None:
-                settings[f"{nm}_per_eps"] = f"{r['per_eps']:.4g} {r['unit']} (R2 {r['r2']:.2f}, |eps|<={r['eps_valid']:g})"
+        cards, columns = move_records(recs)
+        settings = {"seed": seed if z is None else "given z", "move": ",".join(move), "keep": keep, "refine": refine, **cards}
         return write_generated(self, zm, output, settings, native_side_px=native_side_px, columns=columns)
 
     def project(self, source: str | Path | np.ndarray, progress: bool = False) -> Projection:

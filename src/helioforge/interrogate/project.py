@@ -131,9 +131,8 @@ def project_image(generator: Generator, target: np.ndarray, profile: Profile, pr
     req = [p.requires_grad for p in generator.parameters()]
     for p in generator.parameters():
         p.requires_grad_(False)
-    steps = range(cfg.steps)
-    if progress:
-        steps = track(steps, f"projecting onto the latent space ({cfg.restarts} restarts)", unit="step", leave=False)
+    steps = track(range(cfg.steps), f"projecting onto the latent space ({cfg.restarts} restarts)", unit="step",
+                  leave=False, disable=not progress)
 
     def loss_of(zz: torch.Tensor) -> torch.Tensor:
         g = generator(zz)

@@ -28,6 +28,7 @@ from typing import Literal, Optional
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from helioforge.studio.service import Busy, NotFound, StudioError, StudioService, View
@@ -140,8 +141,6 @@ def create_app(workdir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
             raise HTTPException(400, "empty upload: send the bytes of a SHARP Br FITS file")
         name = request.headers.get("x-filename", "upload.fits")
         # parsing and the search run in the thread pool, not on the event loop
-        from starlette.concurrency import run_in_threadpool
-
         return JSONResponse(await run_in_threadpool(call, svc.upload, b"".join(chunks), name, k))
 
     @app.post("/api/project/{token}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import gzip
 import io
 import logging
@@ -38,7 +39,8 @@ from helioforge.data.sharp import read_sharp
 from helioforge.errors import HelioforgeError, InputError
 from helioforge.interrogate.calibrate import PHYSICAL_UNITS, ImageScale
 from helioforge.interrogate.evaluate import image_params
-from helioforge.interrogate.infer import Interrogator, generated_fits, magnetogram_params, patch_side_px
+from helioforge.data.preprocess import preprocess_br
+from helioforge.interrogate.infer import Interrogator, generated_fits, magnetogram_params, move_records, patch_side_px
 from helioforge.interrogate.project import project_image
 from helioforge.interrogate.retrieval import Match
 
@@ -174,7 +176,7 @@ class StudioService:
         except (FileNotFoundError, ValueError, HelioforgeError) as exc:
             self.problem = str(exc)
             log.warning("studio: no models in %s: %s", self.workdir, exc)
-        self._thumbs: dict[int, bytes] = {}
+        self._thumbs: dict[tuple[int, int], bytes] = {}
         self._details: dict[int, dict[str, Any]] = {}
 
     def warm_up(self) -> float:
@@ -198,6 +200,15 @@ class StudioService:
             raise StudioError(f"no trained models in {self.workdir}: {self.problem}. Make them with: {self.command}")
         return self.interrogator
 
+    def _slider_unit(self, name: str) -> str | None:
+        """A direction's slider unit: its physical unit when calibrated with a slope
+        distinguishable from 0 (nothing held), else ``None`` (the slider moves ε)."""
+        itg = self._require()
+        unit = PHYSICAL_UNITS.get(name.upper()) if itg.calibration is not None else None
+        if unit is None or itg.directions is None or not itg.directions.has(name):
+            return None
+        return unit if itg.calibration.get(name).significant else None
+
     def status(self) -> dict[str, Any]:
         """What the page needs to draw itself: readiness (with the message and the command when
         not ready), the image scale, and per direction its unit, calibration and slider range."""
@@ -211,11 +222,9 @@ class StudioService:
         for name in DIRECTION_NAMES:
             fitted = itg.directions is not None and itg.directions.has(name)
             key = name.upper() if name != "polarity" else "polarity"
-            unit = PHYSICAL_UNITS.get(key) if cal is not None else None
-            if fitted and unit is not None and not cal.get(key).significant:
-                unit = None  # no measurable change per ε: the slider stays in ε
+            unit = self._slider_unit(name)
             d: dict[str, Any] = {"name": name, "label": key, "fitted": bool(fitted), "unit": unit or "ε"}
-            if fitted and unit is not None:
+            if unit is not None:
                 fit = cal.get(key)
                 d.update(per_eps=fit.slope, r2=fit.r2, eps_valid=fit.eps_valid, max=fit.valid_change,
                          step=fit.valid_change / 50)
@@ -251,9 +260,7 @@ class StudioService:
                 raise StudioError(f"the change of {name} must be a finite number")
             if v == 0.0 or name in holds:
                 continue
-            unit = PHYSICAL_UNITS.get(name.upper()) if itg.calibration is not None else None
-            if unit is not None and not itg.calibration.get(name).significant:
-                unit = None  # as status() says: this slider is in ε
+            unit = self._slider_unit(name)
             if unit is not None:
                 fit = itg.calibration.get(name, [h for h in holds if h != name])
                 if not fit.significant:
@@ -308,14 +315,11 @@ class StudioService:
             z, recs, side = self._steer(view)
             img = itg.images_from_latent(z)
             t1 = time.perf_counter()
-            p = image_params(img, itg.profile)
             scale = ImageScale.of(itg.profile, side)
-            phys = scale.to_physical(p)
+            p = scale.measure(img, itg.profile)
             matches = itg.search_images(img, int(view.k))[0] if view.k > 0 else []
         t2 = time.perf_counter()
         params = {k: float(v[0]) for k, v in p.items()}
-        params.update({"TUF_Mx": float(phys["TUF"][0]), "TPF_Mx": float(phys["TPF"][0]), "TNF_Mx": float(phys["TNF"][0]),
-                       "R_Mx": float(phys["R"][0]), "PSEP_Mm": float(phys["PSEP"][0])})
         moves = [_clean({"name": r["name"], "unit": r["unit"] or "ε", "requested": r["requested"], "eps": float(r["eps"][0]),
                          "achieved": None if r.get("achieved") is None else float(r["achieved"][0]),
                          "achieved_unit": r["unit"] or r.get("unit_achieved"),
@@ -345,15 +349,9 @@ class StudioService:
         with self.lock:
             z, recs, side = self._steer(view)
             settings: dict[str, Any] = {"seed": view.seed if not view.start else "projected upload",
-                                        "keep": ",".join(view.hold), "studio": "helioforge studio"}
+                                        "keep": ",".join(view.hold), "studio": "helioforge studio", **move_records(recs)[0]}
             if view.start:
                 settings["projected_from"] = self._upload(view.start)["name"]
-            for r in recs:
-                nm = r["name"].upper()
-                settings[f"{nm}_requested"] = f"{r['requested']:+.4g} {r['unit'] or 'eps'}"
-                settings[f"{nm}_eps"] = float(r["eps"][0])
-                if r.get("achieved") is not None:
-                    settings[f"{nm}_achieved"] = f"{float(r['achieved'][0]):+.4g} {r['unit'] or r.get('unit_achieved', '')}"
             hdul, _, _ = generated_fits(itg, z, settings, native_side_px=side)
         buf = io.BytesIO()
         hdul.writeto(buf)
@@ -383,14 +381,14 @@ class StudioService:
             img = itg.images_from_latent(z)[0, 0]
         scale = ImageScale.of(itg.profile, side)
         clip = itg.profile.data.clip_gauss
-        p = scale.to_physical(image_params(img[None, None], itg.profile))
-        side = scale.pixel_mm * img.shape[0]
+        p = scale.measure(img[None, None], itg.profile)
+        width_mm = scale.pixel_mm * img.shape[0]
         fig = Figure(figsize=(5.2, 4.4))
         ax = fig.add_subplot()
-        im = ax.imshow(img * clip, cmap="RdBu_r", vmin=-clip, vmax=clip, origin="lower", extent=(0, side, 0, side))
+        im = ax.imshow(img * clip, cmap="RdBu_r", vmin=-clip, vmax=clip, origin="lower", extent=(0, width_mm, 0, width_mm))
         ax.set_xlabel("x (Mm)")
         ax.set_ylabel("y (Mm)")
-        ax.set_title(f"TUF {p['TUF'][0]:.3g} Mx  R {p['R'][0]:.3g} Mx  PSEP {p['PSEP'][0]:.3g} Mm", fontsize=9)
+        ax.set_title(f"TUF {p['TUF_Mx'][0]:.3g} Mx  R {p['R_Mx'][0]:.3g} Mx  PSEP {p['PSEP_Mm'][0]:.3g} Mm", fontsize=9)
         fig.colorbar(im, ax=ax, label="Br (G)")
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -411,7 +409,7 @@ class StudioService:
         """
         itg = self._require()
         row = itg.index.table[m.row]
-        p = image_params(itg.corpus.images[m.row:m.row + 1], itg.profile)
+        p = {k: v[m.row:m.row + 1] for k, v in self._corpus_params.items()}
         noaa = int(row["NOAA_AR"]) if "NOAA_AR" in row.colnames else -1
         usflux = float(row["USFLUX"]) if "USFLUX" in row.colnames else float("nan")
         return _clean({"row": int(m.row), "rank": m.rank, "score": m.score, "HARPNUM": m.HARPNUM,
@@ -419,6 +417,12 @@ class StudioService:
                        "source": str(row["source"]) if "source" in row.colnames else "",
                        "TUF": float(p["TUF"][0]), "PSEP": float(p["PSEP"][0]), "R": float(p["R"][0]),
                        "USFLUX": usflux, "thumb": f"/api/corpus/{int(m.row)}/image.png"})
+
+    @functools.cached_property
+    def _corpus_params(self) -> dict[str, np.ndarray]:
+        """Parameters (paper units) of every corpus patch, computed once (not per match and move)."""
+        itg = self._require()
+        return image_params(itg.corpus.images, itg.profile)
 
     def _row(self, row: int) -> int:
         itg = self._require()
@@ -443,7 +447,7 @@ class StudioService:
         NotFound : no such row.
         """
         row = self._row(row)
-        key = row * 8 + min(upscale, 7)
+        key = (row, upscale)
         if key not in self._thumbs:
             self._thumbs[key] = magnetogram_png(self.interrogator.corpus.images[row, 0], upscale)
         return self._thumbs[key]
@@ -528,8 +532,6 @@ class StudioService:
                                       threshold=itg.profile.params.threshold_gauss)
         except (FitsReadError, InputError, ValueError, ArithmeticError) as exc:
             raise StudioError(str(exc)) from None
-        from helioforge.data.preprocess import preprocess_br
-
         img = preprocess_br(patch.Br, itg.profile.data.image_size, itg.profile.data.clip_gauss)
         with self.lock:
             matches = itg.search_images(img[None, None], int(k))[0] if k > 0 else []
