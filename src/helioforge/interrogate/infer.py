@@ -39,7 +39,7 @@ from helioforge.interrogate.simsiam import embed, load_simsiam
 from helioforge.io import atomic_path, fits_hdul
 from helioforge.physics.params import as_value, compute_params, physical_params, schrijver_r
 
-__all__ = ["Interrogator", "magnetogram_params", "write_generated", "generated_fits", "patch_side_px", "MAX_EPS", "move_records", "SHARP_CDELT_DEG", "parse_moves", "read_latent"]
+__all__ = ["Interrogator", "magnetogram_params", "write_generated", "generated_fits", "patch_side_px", "MAX_EPS", "move_records", "NotCalibrated", "SHARP_CDELT_DEG", "parse_moves", "read_latent"]
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -365,6 +365,15 @@ def patch_side_px(shape: tuple[int, ...], cdelt_deg: float = SHARP_CDELT_DEG) ->
     return float(math.sqrt(ny * nx) * cdelt_deg / SHARP_CDELT_DEG)
 
 
+class NotCalibrated(InputError):
+    """A move in units along a direction whose calibrated slope is not distinguishable from 0;
+    ``fit`` is that :class:`~helioforge.interrogate.calibrate.DirectionFit`."""
+
+    def __init__(self, message: str, fit: Any):
+        super().__init__(message)
+        self.fit = fit
+
+
 def move_records(recs: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Header cards and ``PARAMS`` columns of the moves :meth:`Interrogator.steer` returns.
 
@@ -590,10 +599,10 @@ class Interrogator:
                     raise InputError(f"--move {name}={value}: {self.calibration_problem}")
                 fit = self.calibration.get(name, keeps)
                 if not fit.significant:
-                    raise InputError(f"--move {name}={value}: along {name} with {fit.keep or 'nothing'} held the calibrated change "
-                                     f"per ε, {fit.slope:.3g} {fit.unit} (95 % interval {fit.slope_ci[0]:.3g} to "
-                                     f"{fit.slope_ci[1]:.3g}), is not distinguishable from 0: move it in ε instead"
-                                     + (f", or release {fit.keep}" if fit.keep else ""))
+                    raise NotCalibrated(f"--move {name}={value}: along {name} with {fit.keep or 'nothing'} held the calibrated "
+                                        f"change per ε, {fit.slope:.3g} {fit.unit} (95 % interval {fit.slope_ci[0]:.3g} to "
+                                        f"{fit.slope_ci[1]:.3g}), is not distinguishable from 0: move it in ε instead"
+                                        + (f", or release {fit.keep}" if fit.keep else ""), fit)
                 rec.update(per_eps=fit.slope * ratio[unit], r2=fit.r2, eps_valid=fit.eps_valid)
                 rec["eps"] = np.full(len(z), number / rec["per_eps"])
             else:

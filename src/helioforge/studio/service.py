@@ -40,7 +40,8 @@ from helioforge.errors import HelioforgeError, InputError
 from helioforge.interrogate.calibrate import PHYSICAL_UNITS, ImageScale
 from helioforge.interrogate.evaluate import image_params
 from helioforge.data.preprocess import preprocess_br
-from helioforge.interrogate.infer import Interrogator, generated_fits, magnetogram_params, move_records, patch_side_px
+from helioforge.interrogate.infer import (Interrogator, NotCalibrated, generated_fits, magnetogram_params, move_records,
+                                          patch_side_px)
 from helioforge.interrogate.project import project_image
 from helioforge.interrogate.retrieval import Match
 
@@ -248,7 +249,6 @@ class StudioService:
         return holds
 
     def _moves(self, view: View) -> list[str]:
-        itg = self._require()
         holds = self._holds(view)
         out = []
         for name, value in view.moves.items():
@@ -261,13 +261,6 @@ class StudioService:
             if v == 0.0 or name in holds:
                 continue
             unit = self._slider_unit(name)
-            if unit is not None:
-                fit = itg.calibration.get(name, [h for h in holds if h != name])
-                if not fit.significant:
-                    raise StudioError(f"Δ{name.upper()} cannot be asked for in {unit} while {fit.keep} is held: along that "
-                                      f"direction {name.upper()} changes by {fit.slope:.3g} {unit} per ε, an amount not "
-                                      f"distinguishable from 0 (95 % interval {fit.slope_ci[0]:.3g} to {fit.slope_ci[1]:.3g}). "
-                                      f"Release {fit.keep} or reset Δ{name.upper()}.")
             out.append(f"{name}={v!r}{unit or ''}")
         return out
 
@@ -291,6 +284,11 @@ class StudioService:
         try:
             zm, recs = itg.steer(z, self._moves(view), keep=self._holds(view), refine=max(0, min(int(view.refine), 5)),
                                  native_side_px=side)
+        except NotCalibrated as exc:  # the slider is in units, but not with these holds: say what to do on the page
+            f, nm = exc.fit, exc.fit.name
+            raise StudioError(f"Δ{nm} cannot be asked for in {f.unit} while {f.keep} is held: along that direction {nm} "
+                              f"changes by {f.slope:.3g} {f.unit} per ε, an amount not distinguishable from 0 (95 % "
+                              f"interval {f.slope_ci[0]:.3g} to {f.slope_ci[1]:.3g}). Release {f.keep} or reset Δ{nm}.") from None
         except InputError as exc:
             raise StudioError(str(exc)) from None
         return zm, recs, side
